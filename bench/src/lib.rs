@@ -1,0 +1,9 @@
+//! Baton's benchmark harness: workloads, baselines in the same run, and reports.
+//!
+//! Benchmarks run in release builds (`baton bench ...`) and report ratios against baselines
+//! measured in the same run, as JSON and Markdown.
+
+pub mod data;
+pub mod paths;
+pub mod stats;
+pub mod worker;

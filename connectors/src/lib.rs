@@ -1,0 +1,121 @@
+//! Object stores by URL, for Baton's object-store path and (later) table sources.
+//!
+//! | URL | store | settings |
+//! | --- | --- | --- |
+//! | `file:///abs/dir` | the local file system under `dir` | — |
+//! | `memory://` | a new in-process store (tests, single-process runs) | — |
+//! | `s3://bucket/prefix` | Amazon S3 or any S3-compatible server | `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...) and options given to [`open_url_with`] |
+
+use std::sync::Arc;
+
+use baton_fabric::path::object_store::ObjectStorePath;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use url::Url;
+
+/// Why a URL could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The text is not a URL.
+    #[error("{url:?} is not a URL: {source}")]
+    BadUrl {
+        /// The text given.
+        url: String,
+        /// Why it did not parse.
+        source: url::ParseError,
+    },
+    /// The URL's scheme names no store Baton knows.
+    #[error("unsupported object store scheme {scheme:?} in {url}: use file://, memory:// or s3://")]
+    UnsupportedScheme {
+        /// The scheme.
+        scheme: String,
+        /// The URL.
+        url: String,
+    },
+    /// The store could not be set up from the URL and settings.
+    #[error("cannot open {url}: {source}")]
+    Open {
+        /// The URL.
+        url: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A file:// URL that does not name an existing directory.
+    #[error("{url}: {reason}")]
+    BadLocation {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Opens the store `url` names, with settings from the environment.
+pub fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), Error> {
+    open_url_with(url, std::iter::empty::<(String, String)>())
+}
+
+/// Opens the store `url` names; `options` (e.g. `("aws_endpoint", "http://127.0.0.1:9000")`)
+/// override the environment.
+pub fn open_url_with<K, V>(
+    url: &str,
+    options: impl IntoIterator<Item = (K, V)>,
+) -> Result<(Arc<dyn ObjectStore>, Path), Error>
+where
+    K: AsRef<str>,
+    V: Into<String>,
+{
+    let parsed = Url::parse(url).map_err(|source| Error::BadUrl { url: url.to_string(), source })?;
+    let open = |source| Error::Open { url: url.to_string(), source };
+    match parsed.scheme() {
+        "file" => {
+            let dir = parsed.to_file_path().map_err(|()| Error::BadLocation {
+                url: url.to_string(),
+                reason: "not an absolute file path".into(),
+            })?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::BadLocation {
+                url: url.to_string(),
+                reason: format!("cannot create {}: {e}", dir.display()),
+            })?;
+            let fs = LocalFileSystem::new_with_prefix(&dir).map_err(open)?;
+            Ok((Arc::new(fs), Path::default()))
+        }
+        "memory" => Ok((Arc::new(InMemory::new()), Path::from(parsed.path().trim_matches('/')))),
+        "s3" | "s3a" => {
+            let mut builder = AmazonS3Builder::from_env().with_url(url);
+            for (k, v) in options {
+                let key = k.as_ref().parse().map_err(open)?;
+                builder = builder.with_config(key, v);
+            }
+            let store = builder.build().map_err(open)?;
+            Ok((Arc::new(store), Path::from(parsed.path().trim_matches('/'))))
+        }
+        other => Err(Error::UnsupportedScheme { scheme: other.to_string(), url: url.to_string() }),
+    }
+}
+
+/// The fabric's object-store path for `url`.
+pub fn object_store_path(url: &str) -> Result<ObjectStorePath, Error> {
+    let (store, prefix) = open_url(url)?;
+    Ok(ObjectStorePath::new(store, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_checked() {
+        assert!(matches!(open_url("ftp://x/y"), Err(Error::UnsupportedScheme { .. })));
+        assert!(matches!(open_url("not a url"), Err(Error::BadUrl { .. })));
+        assert!(open_url("memory://").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/objects", dir.path().display());
+        assert!(open_url(&url).is_ok());
+        assert!(dir.path().join("objects").is_dir());
+    }
+}

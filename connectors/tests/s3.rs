@@ -1,0 +1,93 @@
+//! The conformance suite over the S3 protocol, against a real S3 server (s3s-fs) that the
+//! test starts on 127.0.0.1.
+
+use std::net::SocketAddr;
+
+use baton_connectors::open_url_with;
+use baton_fabric::JobId;
+use baton_fabric::conformance::run_all;
+use baton_fabric::path::object_store::ObjectStorePath;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+
+const KEY: &str = "baton-test-key";
+const SECRET: &str = "baton-test-secret";
+const BUCKET: &str = "baton-test";
+
+/// Starts an S3 server over a temporary directory; returns its address and the directory.
+async fn start_s3() -> (SocketAddr, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
+    let service = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, root)
+}
+
+fn s3_path(addr: SocketAddr, prefix: &str) -> ObjectStorePath {
+    let options = [
+        ("aws_endpoint", format!("http://{addr}")),
+        ("aws_allow_http", "true".into()),
+        ("aws_access_key_id", KEY.into()),
+        ("aws_secret_access_key", SECRET.into()),
+        ("aws_region", "us-east-1".into()),
+        ("aws_virtual_hosted_style_request", "false".into()),
+    ];
+    let (store, prefix_path) = open_url_with(&format!("s3://{BUCKET}/{prefix}"), options).unwrap();
+    ObjectStorePath::new(store, prefix_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_conformance() {
+    let (addr, root) = start_s3().await;
+    run_all(&s3_path(addr, "runs/1"), JobId(0x53)).await;
+    // The purge really emptied the server's bucket of the job's objects.
+    let left: Vec<_> = walk(&root.path().join(BUCKET)).into_iter().filter(|p| p.contains("job-")).collect();
+    assert!(left.is_empty(), "objects left on the S3 server: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused() {
+    let (addr, _root) = start_s3().await;
+    let options = [
+        ("aws_endpoint", format!("http://{addr}")),
+        ("aws_allow_http", "true".into()),
+        ("aws_access_key_id", KEY.into()),
+        ("aws_secret_access_key", "wrong".into()),
+        ("aws_region", "us-east-1".into()),
+    ];
+    let (store, prefix) = open_url_with(&format!("s3://{BUCKET}"), options).unwrap();
+    let path = ObjectStorePath::new(store, prefix);
+    let key = baton_fabric::ObjectKey::new(JobId(1), baton_fabric::EdgeId(0), 0, 0);
+    let err = baton_fabric::DataPath::put(&path, &key, bytes::Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, baton_fabric::Error::ObjectStore { .. }), "{err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}

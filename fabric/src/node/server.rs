@@ -1,0 +1,168 @@
+//! Serving a [`TieredStore`] on a Unix socket, and reaping lapsed leases.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::ids::JobId;
+use crate::node::config::NodeConfig;
+use crate::node::wire::{self, NodeStatus, Request, Response};
+use crate::store::TieredStore;
+
+/// A running node: its store, its socket, and the tasks serving them.
+#[derive(Debug)]
+pub struct Node {
+    store: Arc<TieredStore>,
+    socket: PathBuf,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the store `config` describes and serves it.
+    pub async fn start(config: &NodeConfig) -> Result<Self> {
+        config.validate()?;
+        let store = Arc::new(TieredStore::open(&config.store())?);
+        Self::serve(store, &config.socket, config.reap_interval()).await
+    }
+
+    /// Serves `store` on `socket`, reaping lapsed leases every `reap_every`.
+    pub async fn serve(store: Arc<TieredStore>, socket: &Path, reap_every: Duration) -> Result<Self> {
+        if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        }
+        if UnixStream::connect(socket).await.is_ok() {
+            return Err(Error::Config {
+                field: "socket".into(),
+                reason: format!("a node is already serving {}", socket.display()),
+            });
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket).map_err(|e| Error::io("bind", socket, e))?;
+        let accept = tokio::spawn(accept_loop(listener, store.clone()));
+        let reaper = tokio::spawn(reap_loop(store.clone(), reap_every));
+        Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper] })
+    }
+
+    /// The store this node serves.
+    pub fn store(&self) -> &Arc<TieredStore> {
+        &self.store
+    }
+
+    /// The socket this node serves on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, store: Arc<TieredStore>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, store.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn reap_loop(store: Arc<TieredStore>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match store.reap().await {
+            Ok(jobs) if !jobs.is_empty() => tracing::info!(?jobs, "leases lapsed; objects deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reaping lapsed jobs failed: {e}"),
+        }
+    }
+}
+
+const CLIENT: &str = "local function";
+
+async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>) {
+    loop {
+        let request = match wire::recv::<Request>(&mut stream, CLIENT).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e) => {
+                // Tell the client what was wrong with its bytes, then drop it: the stream is
+                // no longer in step.
+                tracing::debug!("bad request: {e}");
+                let _ = wire::send(&mut stream, CLIENT, &Response::failed(&e)).await;
+                return;
+            }
+        };
+        let response = handle(&store, request).await.unwrap_or_else(|e| Response::failed(&e));
+        if wire::send(&mut stream, CLIENT, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(store: &Arc<TieredStore>, request: Request) -> Result<Response> {
+    match request {
+        Request::EndJob { job } => {
+            let bytes = store.end_job(JobId(job)).await?;
+            Ok(Response::Freed { bytes })
+        }
+        other => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || handle_blocking(&store, other))
+                .await
+                .map_err(|e| Error::Remote { message: format!("request handler failed: {e}") })?
+        }
+    }
+}
+
+fn handle_blocking(store: &TieredStore, request: Request) -> Result<Response> {
+    Ok(match request {
+        Request::OpenJob { job, ttl_ms } => {
+            let lease = store.open_job(JobId(job), Duration::from_millis(ttl_ms));
+            Response::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
+        }
+        Request::RenewJob { job } => {
+            let lease = store.renew_job(JobId(job))?;
+            Response::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
+        }
+        Request::EndJob { .. } => {
+            return Err(Error::Remote { message: "EndJob is served on the async side".into() });
+        }
+        Request::Stage { key, size_hint } => {
+            let path = store.stage(&key.into(), size_hint)?;
+            Response::Staged { path: path.to_string_lossy().into_owned() }
+        }
+        Request::Commit { key, path, len } => {
+            let tier = store.commit(&key.into(), &wire::path(path), len)?;
+            Response::Committed { tier: tier.into() }
+        }
+        Request::Locate { key } => store.locate(&key.into())?.to_wire(),
+        Request::Delete { key } => {
+            store.remove(&key.into())?;
+            Response::Done
+        }
+        Request::List { job, edge } => Response::objects(&store.list_objects(&wire::prefix(job, edge))?),
+        Request::Status => Response::Status(NodeStatus {
+            memory_used: store.memory().used(),
+            memory_budget: store.memory().budget(),
+            flash_used: store.flash().used(),
+            flash_budget: store.flash().budget(),
+            jobs: store.jobs().into_iter().map(|(j, _)| j.0).collect(),
+        }),
+    })
+}

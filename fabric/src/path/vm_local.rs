@@ -1,0 +1,226 @@
+//! The VM-local path: producer and consumer on one host, bytes through shared memory.
+//!
+//! The client talks to the host's node over its Unix socket, but object bytes never cross the
+//! socket. To write, the client asks the node to name a file (in the node's shared-memory
+//! directory, or on flash for objects larger than memory), writes the object into it and
+//! commits it. To read, it asks where the object sits and maps that file read-only: Arrow
+//! arrays decoded from the mapping point into the node's memory, with no copy and no
+//! deserialization. A consumer that crashes cannot harm the node's data: it only ever holds
+//! read-only mappings.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use crate::arrow::ArrowFrameWriter;
+use crate::error::{Error, Result, Tier};
+use crate::ids::{JobId, KeyPrefix, ObjectKey};
+use crate::mapping::{Prefault, map_file};
+use crate::node::wire::{self, NodeStatus, Request, Response};
+use crate::path::{DataPath, ObjectMeta};
+
+/// A client of the node on this host.
+#[derive(Debug)]
+pub struct VmLocalPath {
+    socket: PathBuf,
+    endpoint: String,
+    conn: Mutex<UnixStream>,
+    prefault: Prefault,
+}
+
+impl VmLocalPath {
+    /// Connects to the node serving `socket`.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Self> {
+        let socket = socket.as_ref().to_path_buf();
+        let endpoint = format!("node at {}", socket.display());
+        let conn = UnixStream::connect(&socket)
+            .await
+            .map_err(|source| Error::Unreachable { endpoint: endpoint.clone(), source })?;
+        Ok(Self { socket, endpoint, conn: Mutex::new(conn), prefault: Prefault::Populate })
+    }
+
+    /// Sets whether reads fault in every page up front (the default, for readers that touch
+    /// all of an object) or lazily.
+    pub fn with_prefault(mut self, prefault: Prefault) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// The node's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn call(&self, request: Request) -> Result<Response> {
+        let mut conn = self.conn.lock().await;
+        wire::send(&mut *conn, &self.endpoint, &request).await?;
+        match wire::recv::<Response>(&mut *conn, &self.endpoint).await? {
+            Some(Response::Failed(e)) => Err(e.into()),
+            Some(response) => Ok(response),
+            None => Err(Error::PeerGone { endpoint: self.endpoint.clone(), reason: "closed the connection".into() }),
+        }
+    }
+
+    fn unexpected(&self, response: Response) -> Error {
+        Error::Protocol { endpoint: self.endpoint.clone(), reason: format!("unexpected answer {response:?}") }
+    }
+
+    /// Opens `job` with a lease of `ttl`, or renews it with that ttl.
+    pub async fn open_job(&self, job: JobId, ttl: Duration) -> Result<()> {
+        let ttl_ms = ttl.as_millis().try_into().unwrap_or(u64::MAX);
+        match self.call(Request::OpenJob { job: job.0, ttl_ms }).await? {
+            Response::Lease { .. } => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Renews `job`'s lease.
+    pub async fn renew_job(&self, job: JobId) -> Result<()> {
+        match self.call(Request::RenewJob { job: job.0 }).await? {
+            Response::Lease { .. } => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Ends `job`: the node deletes its objects from every tier. Returns the bytes freed.
+    pub async fn end_job(&self, job: JobId) -> Result<u64> {
+        match self.call(Request::EndJob { job: job.0 }).await? {
+            Response::Freed { bytes } => Ok(bytes),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The node's tiers and jobs.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        match self.call(Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Asks the node for a file to write the object at `key` into.
+    pub async fn stage(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<PathBuf> {
+        match self.call(Request::Stage { key: (*key).into(), size_hint }).await? {
+            Response::Staged { path } => Ok(wire::path(path)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Hands a staged file of `len` bytes to the node as the object at `key`.
+    pub async fn commit(&self, key: &ObjectKey, path: &Path, len: u64) -> Result<Tier> {
+        let request = Request::Commit { key: (*key).into(), path: path.to_string_lossy().into_owned(), len };
+        match self.call(request).await? {
+            Response::Committed { tier } => Ok(tier.into()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Writes record batches as an Arrow object straight into the node's shared memory.
+    /// Returns where the node put it and its size.
+    pub async fn put_batches(&self, key: &ObjectKey, schema: &Schema, batches: &[RecordBatch]) -> Result<(Tier, u64)> {
+        let path = self.stage(key, None).await?;
+        let (target, schema, batches) = (path.clone(), schema.clone(), batches.to_vec());
+        let written = blocking(move || -> Result<u64> {
+            let file = create_new(&target)?;
+            let mut writer = ArrowFrameWriter::try_new(file, &schema)?;
+            for batch in &batches {
+                writer.write(batch)?;
+            }
+            Ok(writer.finish()?.1)
+        })
+        .await;
+        match written {
+            Ok(len) => Ok((self.commit(key, &path, len).await?, len)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Where the object at `key` sits, and its bytes mapped read-only from there.
+    pub async fn map(&self, key: &ObjectKey) -> Result<(Tier, Bytes)> {
+        // The node may move an object (memory to flash) between telling us where it is and our
+        // opening it; asking again finds it in its new place.
+        let mut last = None;
+        for _ in 0..4 {
+            let (path, len, tier) = match self.call(Request::Locate { key: (*key).into() }).await? {
+                Response::Located { path, len, tier } => (wire::path(path), len, Tier::from(tier)),
+                other => return Err(self.unexpected(other)),
+            };
+            match map_file(&path, self.prefault, false) {
+                Ok(bytes) if bytes.len() as u64 == len => return Ok((tier, bytes)),
+                Ok(bytes) => {
+                    return Err(Error::Protocol {
+                        endpoint: self.endpoint.clone(),
+                        reason: format!("{} holds {} bytes, the node says {len}", path.display(), bytes.len()),
+                    });
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    last = Some(source);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let source = last.unwrap_or_else(|| std::io::Error::other("object kept moving"));
+        Err(Error::io("open", format!("object {key}"), source))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })?
+}
+
+fn create_new(path: &Path) -> Result<BufWriter<std::fs::File>> {
+    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+#[async_trait]
+impl DataPath for VmLocalPath {
+    async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
+        let path = self.stage(key, Some(payload.len() as u64)).await?;
+        let (target, bytes) = (path.clone(), payload.clone());
+        let written = blocking(move || {
+            let mut file = create_new(&target)?;
+            file.write_all(&bytes).and_then(|()| file.flush()).map_err(|e| Error::io("write", &target, e))
+        })
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        self.commit(key, &path, payload.len() as u64).await.map(drop)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        Ok(self.map(key).await?.1)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        match self.call(Request::Delete { key: (*key).into() }).await? {
+            Response::Done => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        match self.call(Request::List { job: prefix.job.0, edge: prefix.edge.map(|e| e.0) }).await? {
+            Response::Objects { objects } => Ok(Response::into_objects(objects)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn purge_job(&self, job: JobId) -> Result<u64> {
+        let freed = self.end_job(job).await?;
+        Ok(freed)
+    }
+}

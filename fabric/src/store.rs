@@ -1,0 +1,356 @@
+//! The node's store: a memory tier over a flash tier, owned by jobs with leases.
+//!
+//! Objects go to memory while it has room; when it does not, the least recently used objects
+//! spill to flash, and an object larger than the whole memory budget goes straight to flash.
+//! Reads work the same wherever an object sits. Every object belongs to an open job: when the
+//! job ends or its lease lapses, its objects are deleted from memory, flash and any slower tier
+//! registered with [`TieredStore::purge_also`].
+//!
+//! For the VM-local path the store also hands out files: a producer on the same host writes an
+//! object into a file the store names ([`TieredStore::stage`]) and commits it
+//! ([`TieredStore::commit`]); a consumer asks where an object sits ([`TieredStore::locate`]) and
+//! maps that file read-only.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result, Tier};
+use crate::ids::{JobId, KeyPrefix, ObjectKey};
+use crate::lease::{Clock, Lease, LeaseTable, SystemClock};
+use crate::mapping::{Prefault, map_file};
+use crate::path::{DataPath, ObjectMeta};
+use crate::tier::memory::Resident;
+use crate::tier::{FlashTier, MemoryTier};
+
+/// Sizes and places of a store's tiers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Bytes the memory tier may hold.
+    pub memory_bytes: u64,
+    /// Directory of the flash tier (emptied when the store opens).
+    pub flash_dir: PathBuf,
+    /// Bytes the flash tier may hold.
+    pub flash_bytes: u64,
+    /// Directory on a memory file system (tmpfs) for shared-memory segments; the store makes a
+    /// subdirectory of its own there and removes it when dropped.
+    pub shm_dir: PathBuf,
+}
+
+/// Where an object can be mapped from by another process on the host.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    /// The file holding the object's bytes.
+    pub path: PathBuf,
+    /// The object's size.
+    pub len: u64,
+    /// The tier the file belongs to.
+    pub tier: Tier,
+}
+
+/// A memory tier over a flash tier, with job leases.
+#[derive(Debug)]
+pub struct TieredStore {
+    memory: MemoryTier,
+    flash: FlashTier,
+    shm_dir: PathBuf,
+    leases: Mutex<LeaseTable>,
+    clock: Arc<dyn Clock>,
+    /// Serializes admissions so that concurrent writers do not spill more than needed.
+    admit: Mutex<()>,
+    /// Files handed to producers and not yet committed, with the key each is for.
+    staged: Mutex<HashMap<PathBuf, ObjectKey>>,
+    next_segment: AtomicU64,
+    slower: Vec<Arc<dyn DataPath>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TieredStore {
+    /// Opens a store with the system clock.
+    pub fn open(config: &StoreConfig) -> Result<Self> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens a store whose leases follow `clock`.
+    pub fn open_with_clock(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        let flash = FlashTier::open(&config.flash_dir, config.flash_bytes)?;
+        static STORES: AtomicU64 = AtomicU64::new(0);
+        let n = STORES.fetch_add(1, Ordering::Relaxed);
+        let shm_dir = config.shm_dir.join(format!("baton-{}-{n}", std::process::id()));
+        fs::create_dir_all(&shm_dir).map_err(|e| Error::io("create directory", &shm_dir, e))?;
+        Ok(Self {
+            memory: MemoryTier::new(config.memory_bytes),
+            flash,
+            shm_dir,
+            leases: Mutex::default(),
+            clock,
+            admit: Mutex::new(()),
+            staged: Mutex::default(),
+            next_segment: AtomicU64::new(0),
+            slower: Vec::new(),
+        })
+    }
+
+    /// Also deletes a job's objects from `tier` (an object store, say) when the job is over.
+    pub fn purge_also(mut self, tier: Arc<dyn DataPath>) -> Self {
+        self.slower.push(tier);
+        self
+    }
+
+    /// The memory tier.
+    pub fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    /// The flash tier.
+    pub fn flash(&self) -> &FlashTier {
+        &self.flash
+    }
+
+    /// This store's shared-memory directory.
+    pub fn shm_dir(&self) -> &Path {
+        &self.shm_dir
+    }
+
+    // ---- jobs ----
+
+    /// Opens `job` with a lease of `ttl` (or renews it with that ttl).
+    pub fn open_job(&self, job: JobId, ttl: Duration) -> Lease {
+        lock(&self.leases).open(job, ttl, self.clock.now())
+    }
+
+    /// Renews `job`'s lease.
+    pub fn renew_job(&self, job: JobId) -> Result<Lease> {
+        lock(&self.leases).renew(job, self.clock.now())
+    }
+
+    /// The open jobs.
+    pub fn jobs(&self) -> Vec<(JobId, Lease)> {
+        lock(&self.leases).jobs()
+    }
+
+    fn check(&self, job: JobId) -> Result<()> {
+        lock(&self.leases).check(job, self.clock.now())
+    }
+
+    /// Ends `job` and deletes its objects from every tier; returns the bytes freed.
+    pub async fn end_job(&self, job: JobId) -> Result<u64> {
+        lock(&self.leases).end(job)?;
+        self.purge(job).await
+    }
+
+    /// Ends every job whose lease has lapsed and deletes its objects; returns those jobs.
+    pub async fn reap(&self) -> Result<Vec<JobId>> {
+        let lapsed = lock(&self.leases).take_lapsed(self.clock.now());
+        for job in &lapsed {
+            self.purge(*job).await?;
+        }
+        Ok(lapsed)
+    }
+
+    async fn purge(&self, job: JobId) -> Result<u64> {
+        let mut freed = self.memory.remove_job(job) + self.flash.remove_job(job);
+        lock(&self.staged).retain(|path, key| {
+            let keep = key.job != job;
+            if !keep {
+                let _ = fs::remove_file(path);
+            }
+            keep
+        });
+        for tier in &self.slower {
+            freed += tier.purge_job(job).await?;
+        }
+        Ok(freed)
+    }
+
+    // ---- objects ----
+
+    fn ensure_new(&self, key: &ObjectKey) -> Result<()> {
+        if self.memory.contains(key) || self.flash.contains(key) {
+            return Err(Error::AlreadyExists { key: *key });
+        }
+        Ok(())
+    }
+
+    /// Spills the coldest objects to flash until memory has `needed` bytes free. Returns false
+    /// when that cannot be done (flash is full too).
+    fn make_room(&self, needed: u64) -> Result<bool> {
+        if needed > self.memory.budget() {
+            return Ok(false);
+        }
+        while self.memory.free() < needed {
+            let Some((key, victim)) = self.memory.coldest() else { return Ok(false) };
+            match self.flash.insert(&key, &victim.bytes) {
+                Ok(()) => {}
+                Err(Error::NoCapacity { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            self.memory.remove(&key);
+            tracing::debug!(%key, bytes = victim.bytes.len(), "spilled to flash");
+        }
+        Ok(true)
+    }
+
+    /// Stores a new object from bytes in this process.
+    pub fn insert(&self, key: &ObjectKey, bytes: Bytes) -> Result<()> {
+        self.check(key.job)?;
+        let _admit = lock(&self.admit);
+        self.ensure_new(key)?;
+        if self.make_room(bytes.len() as u64)? {
+            self.memory.insert(*key, Resident::heap(bytes))
+        } else {
+            self.flash.insert(key, &bytes)
+        }
+    }
+
+    /// The object at `key`, from whichever tier holds it.
+    pub fn read(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.check(key.job)?;
+        if let Some(resident) = self.memory.get(key) {
+            return Ok(resident.bytes);
+        }
+        match self.flash.read(key) {
+            // Between the two looks the object may have been deleted, or have moved.
+            Err(Error::NotFound { .. }) => self.memory.get(key).map(|r| r.bytes).ok_or(Error::NotFound { key: *key }),
+            other => other,
+        }
+    }
+
+    /// Deletes the object at `key` from every tier it is in.
+    pub fn remove(&self, key: &ObjectKey) -> Result<()> {
+        self.check(key.job)?;
+        self.memory.remove(key);
+        self.flash.remove(key);
+        Ok(())
+    }
+
+    /// The objects under `prefix` in every tier, sorted by key.
+    pub fn list_objects(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        self.check(prefix.job)?;
+        let mut all = self.memory.list(prefix);
+        all.extend(self.flash.list(prefix));
+        all.sort_by_key(|m| m.key);
+        all.dedup_by_key(|m| m.key);
+        Ok(all)
+    }
+
+    // ---- files for the VM-local path ----
+
+    fn segment_path(&self) -> PathBuf {
+        let n = self.next_segment.fetch_add(1, Ordering::Relaxed);
+        self.shm_dir.join(format!("seg-{n}"))
+    }
+
+    /// Names a file for a producer on this host to write the object at `key` into, in shared
+    /// memory when `size_hint` (or an unknown size) may fit the memory tier, else on flash.
+    pub fn stage(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<PathBuf> {
+        self.check(key.job)?;
+        self.ensure_new(key)?;
+        let path = match size_hint {
+            Some(n) if n > self.memory.budget() => self.flash.staging_path(),
+            _ => self.segment_path(),
+        };
+        lock(&self.staged).insert(path.clone(), *key);
+        Ok(path)
+    }
+
+    /// Takes the file a producer wrote (named by [`TieredStore::stage`]) as the object at `key`.
+    pub fn commit(&self, key: &ObjectKey, path: &Path, len: u64) -> Result<Tier> {
+        let staged_for = lock(&self.staged).remove(path);
+        if staged_for != Some(*key) {
+            if let Some(other) = staged_for {
+                lock(&self.staged).insert(path.to_path_buf(), other);
+            }
+            return Err(Error::Protocol {
+                endpoint: "producer".into(),
+                reason: format!("{} was not staged for {key}", path.display()),
+            });
+        }
+        let outcome = self.commit_staged(key, path, len);
+        if outcome.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        outcome
+    }
+
+    fn commit_staged(&self, key: &ObjectKey, path: &Path, len: u64) -> Result<Tier> {
+        self.check(key.job)?;
+        let actual = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?.len();
+        if actual != len {
+            return Err(Error::Protocol {
+                endpoint: "producer".into(),
+                reason: format!("commit of {key} says {len} bytes, the file holds {actual}"),
+            });
+        }
+        let _admit = lock(&self.admit);
+        self.ensure_new(key)?;
+        if path.starts_with(&self.shm_dir) && self.make_room(len)? {
+            let bytes = map_file(path, Prefault::Lazy, true)?;
+            self.memory.insert(*key, Resident { bytes, shm: Some(path.to_path_buf()) })?;
+            return Ok(Tier::Memory);
+        }
+        self.flash.adopt(key, path, len)?;
+        Ok(Tier::Flash)
+    }
+
+    /// Where another process on this host can map the object at `key` from. An object that
+    /// sits on this process's heap is first moved into shared memory.
+    pub fn locate(&self, key: &ObjectKey) -> Result<Location> {
+        self.check(key.job)?;
+        if let Some(resident) = self.memory.get(key) {
+            let len = resident.bytes.len() as u64;
+            if let Some(path) = resident.shm {
+                return Ok(Location { path, len, tier: Tier::Memory });
+            }
+            let path = self.segment_path();
+            fs::File::create(&path)
+                .and_then(|mut f| f.write_all(&resident.bytes))
+                .map_err(|e| Error::io("write", &path, e))?;
+            let bytes = map_file(&path, Prefault::Lazy, true)?;
+            if self.memory.replace(key, Resident { bytes, shm: Some(path.clone()) }) {
+                return Ok(Location { path, len, tier: Tier::Memory });
+            }
+        }
+        let (path, len) = self.flash.locate(key).ok_or(Error::NotFound { key: *key })?;
+        Ok(Location { path, len, tier: Tier::Flash })
+    }
+}
+
+impl Drop for TieredStore {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.shm_dir);
+    }
+}
+
+#[async_trait]
+impl DataPath for TieredStore {
+    async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
+        self.insert(key, payload)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.read(key)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.remove(key)
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        self.list_objects(prefix)
+    }
+
+    async fn purge_job(&self, job: JobId) -> Result<u64> {
+        self.purge(job).await
+    }
+}

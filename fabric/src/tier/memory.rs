@@ -1,0 +1,227 @@
+//! The memory tier: objects held as [`Bytes`] up to a byte budget, least recently used first out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result, Tier};
+use crate::ids::{JobId, KeyPrefix, ObjectKey};
+use crate::path::{DataPath, ObjectMeta};
+
+/// One object in memory: its bytes, and the shared-memory file they are mapped from when other
+/// processes on the host can map them too.
+#[derive(Clone, Debug)]
+pub struct Resident {
+    /// The object's bytes (heap or a mapping of `shm`).
+    pub bytes: Bytes,
+    /// The shared-memory file holding the bytes, if any.
+    pub shm: Option<PathBuf>,
+}
+
+impl Resident {
+    /// An object on the heap, visible only in this process.
+    pub fn heap(bytes: Bytes) -> Self {
+        Self { bytes, shm: None }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    resident: Resident,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<ObjectKey, Entry>,
+    by_use: BTreeMap<u64, ObjectKey>,
+    used: u64,
+    tick: u64,
+}
+
+impl Inner {
+    fn touch(&mut self, key: &ObjectKey) -> Option<&Entry> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(key)?;
+        self.by_use.remove(&entry.tick);
+        entry.tick = tick;
+        self.by_use.insert(tick, *key);
+        Some(entry)
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Resident> {
+        let entry = self.entries.remove(key)?;
+        self.by_use.remove(&entry.tick);
+        self.used -= entry.resident.bytes.len() as u64;
+        Some(entry.resident)
+    }
+}
+
+/// Objects in memory up to `budget` bytes.
+#[derive(Debug)]
+pub struct MemoryTier {
+    budget: u64,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryTier {
+    /// An empty tier that holds at most `budget` bytes.
+    pub fn new(budget: u64) -> Self {
+        Self { budget, inner: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated in a way that
+        // matters more than losing the tier, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Bytes that can still be admitted.
+    pub fn free(&self) -> u64 {
+        self.budget - self.lock().used
+    }
+
+    /// Whether `key` is held.
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.lock().entries.contains_key(key)
+    }
+
+    /// Admits an object if it is new and fits.
+    pub fn insert(&self, key: ObjectKey, resident: Resident) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.entries.contains_key(&key) {
+            return Err(Error::AlreadyExists { key });
+        }
+        let needed = resident.bytes.len() as u64;
+        let available = self.budget - inner.used;
+        if needed > available {
+            return Err(Error::NoCapacity { tier: Tier::Memory, needed, available });
+        }
+        inner.used += needed;
+        inner.tick += 1;
+        let tick = inner.tick;
+        inner.by_use.insert(tick, key);
+        inner.entries.insert(key, Entry { resident, tick });
+        Ok(())
+    }
+
+    /// Replaces the residence of an object already held with the same bytes in another place
+    /// (a heap object moved into shared memory).
+    pub fn replace(&self, key: &ObjectKey, resident: Resident) -> bool {
+        let mut inner = self.lock();
+        match inner.entries.get_mut(key) {
+            Some(entry) if entry.resident.bytes.len() == resident.bytes.len() => {
+                entry.resident = resident;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The object at `key`, marking it recently used.
+    pub fn get(&self, key: &ObjectKey) -> Option<Resident> {
+        self.lock().touch(key).map(|e| e.resident.clone())
+    }
+
+    /// Removes and returns the object at `key`.
+    pub fn remove(&self, key: &ObjectKey) -> Option<Resident> {
+        self.lock().remove(key)
+    }
+
+    /// The least recently used object, without removing it.
+    pub fn coldest(&self) -> Option<(ObjectKey, Resident)> {
+        let inner = self.lock();
+        let key = *inner.by_use.values().next()?;
+        Some((key, inner.entries[&key].resident.clone()))
+    }
+
+    /// The objects under `prefix`, sorted by key.
+    pub fn list(&self, prefix: &KeyPrefix) -> Vec<ObjectMeta> {
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .entries
+            .iter()
+            .filter(|(k, _)| k.matches(prefix))
+            .map(|(k, e)| ObjectMeta { key: *k, size: e.resident.bytes.len() as u64 })
+            .collect();
+        out.sort_by_key(|m| m.key);
+        out
+    }
+
+    /// Removes every object of `job`; returns the bytes freed.
+    pub fn remove_job(&self, job: JobId) -> u64 {
+        let mut inner = self.lock();
+        let keys: Vec<_> = inner.entries.keys().filter(|k| k.job == job).copied().collect();
+        keys.iter().filter_map(|k| inner.remove(k)).map(|r| r.bytes.len() as u64).sum()
+    }
+}
+
+#[async_trait]
+impl DataPath for MemoryTier {
+    async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
+        self.insert(*key, Resident::heap(payload))
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        MemoryTier::get(self, key).map(|r| r.bytes).ok_or(Error::NotFound { key: *key })
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        Ok(MemoryTier::list(self, prefix))
+    }
+
+    async fn purge_job(&self, job: JobId) -> Result<u64> {
+        Ok(self.remove_job(job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::EdgeId;
+
+    fn key(n: u32) -> ObjectKey {
+        ObjectKey::new(JobId(1), EdgeId(0), n, 0)
+    }
+
+    #[test]
+    fn budget_is_enforced_and_freed() {
+        let tier = MemoryTier::new(10);
+        tier.insert(key(0), Resident::heap(Bytes::from(vec![0; 6]))).unwrap();
+        let err = tier.insert(key(1), Resident::heap(Bytes::from(vec![0; 6]))).unwrap_err();
+        assert!(matches!(err, Error::NoCapacity { needed: 6, available: 4, .. }), "{err}");
+        tier.remove(&key(0));
+        assert_eq!(tier.free(), 10);
+        tier.insert(key(1), Resident::heap(Bytes::from(vec![0; 6]))).unwrap();
+    }
+
+    #[test]
+    fn coldest_follows_use() {
+        let tier = MemoryTier::new(100);
+        for n in 0..3 {
+            tier.insert(key(n), Resident::heap(Bytes::from_static(b"x"))).unwrap();
+        }
+        assert_eq!(tier.coldest().unwrap().0, key(0));
+        tier.get(&key(0));
+        assert_eq!(tier.coldest().unwrap().0, key(1));
+    }
+}

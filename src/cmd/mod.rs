@@ -1,0 +1,67 @@
+//! The subcommands.
+
+mod bench;
+mod demo;
+mod node;
+mod objects;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Baton: the data-passing fabric for serverless analytics.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: this host's memory and flash tiers, served to local functions.
+    Node(node::NodeArgs),
+    /// Open, renew or end a job on a node.
+    Job(objects::JobArgs),
+    /// Write a file (or stdin) as an object of a job.
+    Put(objects::PutArgs),
+    /// Read an object, check it, and write its contents to a file (or stdout).
+    Get(objects::GetArgs),
+    /// List a job's objects.
+    Ls(objects::LsArgs),
+    /// Delete an object.
+    Rm(objects::RmArgs),
+    /// Show a node's tiers and jobs.
+    Status(objects::NodeOpt),
+    /// Pass generated Arrow data between two worker processes over each path, and measure it.
+    Demo(demo::DemoArgs),
+    /// Run a benchmark.
+    Bench(bench::BenchArgs),
+    /// Run one producer or consumer (started by `demo` and `bench`).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// The worker's instructions, as JSON.
+        json: String,
+    },
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Job(args) => objects::job(args).await,
+        Command::Put(args) => objects::put(args).await,
+        Command::Get(args) => objects::get(args).await,
+        Command::Ls(args) => objects::ls(args).await,
+        Command::Rm(args) => objects::rm(args).await,
+        Command::Status(args) => objects::status(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Worker { json } => baton_bench::worker::main(&json).await,
+    }
+}
+
+/// Where Baton keeps its data by default.
+fn data_dir() -> PathBuf {
+    PathBuf::from("baton-data")
+}

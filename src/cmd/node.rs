@@ -1,0 +1,76 @@
+//! `baton node`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use baton_fabric::node::{ByteSize, Node, NodeConfig};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// A TOML file of node settings; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Unix socket to serve local functions on.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Memory to lend, e.g. 2GiB.
+    #[arg(long)]
+    memory: Option<ByteSize>,
+    /// Directory of the flash tier (emptied at start).
+    #[arg(long)]
+    flash_dir: Option<PathBuf>,
+    /// Flash to lend, e.g. 16GiB.
+    #[arg(long)]
+    flash: Option<ByteSize>,
+    /// Memory file system for shared-memory segments.
+    #[arg(long)]
+    shm_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn config(self) -> anyhow::Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => NodeConfig::from_toml_file(path)?,
+            None => NodeConfig::default(),
+        };
+        config.socket = self.socket.unwrap_or(config.socket);
+        config.memory = self.memory.unwrap_or(config.memory);
+        config.flash_dir = self.flash_dir.unwrap_or(config.flash_dir);
+        config.flash = self.flash.unwrap_or(config.flash);
+        config.shm_dir = self.shm_dir.unwrap_or(config.shm_dir);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let node = Node::start(&config).await.context("cannot start the node")?;
+    eprintln!(
+        "node: serving {} · memory {} · flash {} at {} · shared memory {}",
+        config.socket.display(),
+        config.memory,
+        config.flash,
+        config.flash_dir.display(),
+        node.store().shm_dir().display()
+    );
+    shutdown_signal().await;
+    eprintln!("node: stopping; every job's data is deleted");
+    drop(node);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

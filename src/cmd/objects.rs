@@ -1,0 +1,176 @@
+//! Small commands on a node's objects and jobs, for users and for debugging.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_fabric::frame::{decode_records, encode_records};
+use baton_fabric::node::ByteSize;
+use baton_fabric::path::vm_local::VmLocalPath;
+use baton_fabric::{DataPath, EdgeId, JobId, KeyPrefix, ObjectKey};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub struct NodeOpt {
+    /// The node's Unix socket.
+    #[arg(long, env = "BATON_SOCKET", default_value = "baton-data/node.sock")]
+    socket: PathBuf,
+}
+
+impl NodeOpt {
+    async fn connect(&self) -> anyhow::Result<VmLocalPath> {
+        VmLocalPath::connect(&self.socket).await.context("is `baton node` running? (start it, or pass --socket)")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    action: JobAction,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+#[derive(Debug, Subcommand)]
+enum JobAction {
+    /// Open a job with a lease (or renew it with a new ttl).
+    Open {
+        /// The job id (decimal, 0x-hex or job-<hex>).
+        job: JobId,
+        /// Lease time to live in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+    },
+    /// Renew a job's lease.
+    Renew {
+        /// The job id.
+        job: JobId,
+    },
+    /// End a job: delete all of its objects from every tier.
+    End {
+        /// The job id.
+        job: JobId,
+    },
+}
+
+pub async fn job(args: JobArgs) -> anyhow::Result<()> {
+    let node = args.node.connect().await?;
+    match args.action {
+        JobAction::Open { job, ttl } => {
+            node.open_job(job, Duration::from_secs(ttl)).await?;
+            println!("{job} open, lease {ttl} s");
+        }
+        JobAction::Renew { job } => {
+            node.renew_job(job).await?;
+            println!("{job} renewed");
+        }
+        JobAction::End { job } => {
+            let freed = node.end_job(job).await?;
+            println!("{job} ended, {} freed", ByteSize(freed));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The object's key: job-<hex>/edge-<n>/<producer>-<consumer>.
+    key: ObjectKey,
+    /// The file to store; `-` or nothing for stdin.
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+pub async fn put(args: PutArgs) -> anyhow::Result<()> {
+    let mut data = Vec::new();
+    match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        _ => {
+            std::io::stdin().read_to_end(&mut data).context("cannot read stdin")?;
+        }
+    }
+    let node = args.node.connect().await?;
+    let object = encode_records([&data[..]]);
+    let len = object.len();
+    node.put(&args.key, object).await?;
+    println!("{} stored ({})", args.key, ByteSize(len as u64));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The object's key.
+    key: ObjectKey,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let node = args.node.connect().await?;
+    let object = node.get(&args.key).await?;
+    let records = decode_records(args.key, object)?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for record in records {
+        out.write_all(&record)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The job.
+    job: JobId,
+    /// Only this edge's objects.
+    #[arg(long)]
+    edge: Option<u32>,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let node = args.node.connect().await?;
+    let prefix = KeyPrefix { job: args.job, edge: args.edge.map(EdgeId) };
+    for meta in node.list(&prefix).await? {
+        println!("{}\t{}", meta.key, meta.size);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The object's key.
+    key: ObjectKey,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+pub async fn rm(args: RmArgs) -> anyhow::Result<()> {
+    args.node.connect().await?.delete(&args.key).await?;
+    Ok(())
+}
+
+pub async fn status(args: NodeOpt) -> anyhow::Result<()> {
+    let status = args.connect().await?.status().await?;
+    println!(
+        "memory {} of {} · flash {} of {} · jobs {}",
+        ByteSize(status.memory_used),
+        ByteSize(status.memory_budget),
+        ByteSize(status.flash_used),
+        ByteSize(status.flash_budget),
+        status.jobs.iter().map(|j| JobId(*j).to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}

@@ -55,6 +55,9 @@ pub enum Role {
     Produce,
     /// Read the Arrow object and touch every byte of it.
     Consume,
+    /// Map the object, report, then wait (up to a minute) to be killed: a consumer that
+    /// crashes while holding the node's memory.
+    Hold,
 }
 
 /// A worker's instructions.
@@ -113,6 +116,15 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
             };
             let seconds = start.elapsed().as_secs_f64();
             Ok(WorkerReport { pid, bytes, rows: args.rows, seconds, checksum, ..Default::default() })
+        }
+        Role::Hold => {
+            let object = path.get(&args.key).await?;
+            let (_, batches) = read_batches(args.key, object.clone())?;
+            let checksum = data::checksum(&batches);
+            let report = WorkerReport { pid, bytes: object.len() as u64, checksum, ..Default::default() };
+            println!("{}", serde_json::to_string(&report)?);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(report)
         }
         Role::Consume => {
             let start = Instant::now();

@@ -257,7 +257,13 @@ impl TieredStore {
         self.check(key.job)?;
         self.ensure_new(key)?;
         let path = match size_hint {
-            Some(n) if n > self.memory.budget() => self.flash.staging_path(),
+            Some(needed) if needed > self.memory.budget() => {
+                let available = self.flash.budget().saturating_sub(self.flash.used());
+                if needed > available {
+                    return Err(Error::NoCapacity { tier: Tier::Flash, needed, available });
+                }
+                self.flash.staging_path()
+            }
             _ => self.segment_path(),
         };
         lock(&self.staged).insert(path.clone(), *key);

@@ -26,6 +26,9 @@ pub struct NodeArgs {
     /// Memory file system for shared-memory segments.
     #[arg(long)]
     shm_dir: Option<PathBuf>,
+    /// How often lapsed leases are reaped, in milliseconds.
+    #[arg(long)]
+    reap_interval_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -39,6 +42,7 @@ impl NodeArgs {
         config.flash_dir = self.flash_dir.unwrap_or(config.flash_dir);
         config.flash = self.flash.unwrap_or(config.flash);
         config.shm_dir = self.shm_dir.unwrap_or(config.shm_dir);
+        config.reap_interval_ms = self.reap_interval_ms.unwrap_or(config.reap_interval_ms);
         config.validate()?;
         Ok(config)
     }

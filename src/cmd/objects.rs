@@ -38,9 +38,9 @@ enum JobAction {
     Open {
         /// The job id (decimal, 0x-hex or job-<hex>).
         job: JobId,
-        /// Lease time to live in seconds.
-        #[arg(long, default_value_t = 600)]
-        ttl: u64,
+        /// Lease time to live: 600s, 1.5s, 200ms, 10m (plain numbers are seconds).
+        #[arg(long, default_value = "600s", value_parser = parse_duration)]
+        ttl: Duration,
     },
     /// Renew a job's lease.
     Renew {
@@ -58,8 +58,8 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
     let node = args.node.connect().await?;
     match args.action {
         JobAction::Open { job, ttl } => {
-            node.open_job(job, Duration::from_secs(ttl)).await?;
-            println!("{job} open, lease {ttl} s");
+            node.open_job(job, ttl).await?;
+            println!("{job} open, lease {ttl:?}");
         }
         JobAction::Renew { job } => {
             node.renew_job(job).await?;
@@ -71,6 +71,22 @@ pub async fn job(args: JobArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses `600s`, `1.5s`, `200ms`, `10m`, `600`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 600s or 200ms"))?;
+    let seconds = match unit {
+        "" | "s" => num,
+        "ms" => num / 1e3,
+        "m" => num * 60.0,
+        "h" => num * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(Debug, Args)]

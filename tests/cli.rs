@@ -1,0 +1,205 @@
+//! End-to-end tests that drive the `baton` binary: a node process, and functions in other
+//! processes that write and read through it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_bench::worker::{PathSpec, Role, WorkerArgs, WorkerReport, spawn};
+use baton_fabric::{EdgeId, JobId, ObjectKey};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+/// A `baton node` process, killed when dropped.
+struct NodeProcess {
+    child: Child,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("node.sock");
+        let shm = dir.path().join("shm");
+        std::fs::create_dir_all(&shm).unwrap();
+        let mut args = vec![
+            "node".to_string(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--flash-dir".into(),
+            dir.path().join("flash").display().to_string(),
+            "--shm-dir".into(),
+            shm.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(BATON).args(&args).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "node did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, socket, dir }
+    }
+
+    fn baton(&self, args: &[&str]) -> Output {
+        Command::new(BATON).args(args).env("BATON_SOCKET", &self.socket).output().unwrap()
+    }
+
+    fn files(&self, sub: &str) -> Vec<PathBuf> {
+        walk(&self.dir.path().join(sub))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fails(output: Output) -> String {
+    assert!(!output.status.success(), "should have failed: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn put_get_list_remove_and_end_through_a_node() {
+    let node = NodeProcess::start(&["--memory", "1MiB"]);
+    ok(node.baton(&["job", "open", "42"]));
+    let input = node.dir.path().join("input.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    ok(node.baton(&["put", "job-2a/edge-0/0-1", input.to_str().unwrap()]));
+    ok(node.baton(&["put", "job-2a/edge-0/1-1", input.to_str().unwrap()]));
+    let listing = ok(node.baton(&["ls", "42"]));
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(listing.contains("job-000000000000002a/edge-0/0-1"), "{listing}");
+    let copy = node.dir.path().join("copy.bin");
+    ok(node.baton(&["get", "job-2a/edge-0/1-1", "--out", copy.to_str().unwrap()]));
+    assert!(std::fs::read(&copy).unwrap() == data, "object came back different");
+    // Larger than memory: the objects sit on flash.
+    assert_eq!(node.files("flash").iter().filter(|p| p.to_string_lossy().contains("job-")).count(), 2);
+    ok(node.baton(&["rm", "job-2a/edge-0/0-1"]));
+    assert_eq!(ok(node.baton(&["ls", "42"])).lines().count(), 1);
+    let end = ok(node.baton(&["job", "end", "42"]));
+    assert!(end.contains("freed"), "{end}");
+    assert!(node.files("flash").iter().all(|p| !p.to_string_lossy().contains("job-")), "flash not emptied");
+    let err = fails(node.baton(&["ls", "42"]));
+    assert!(err.contains("unknown job"), "{err}");
+}
+
+#[test]
+fn arrow_data_crosses_processes_zero_copy_and_survives_a_crashed_consumer() {
+    let node = NodeProcess::start(&["--memory", "256MiB"]);
+    ok(node.baton(&["job", "open", "7"]));
+    let key = ObjectKey::new(JobId(7), EdgeId(0), 0, 0);
+    let path = PathSpec::VmLocal { socket: node.socket.clone() };
+    let produce = WorkerArgs { role: Role::Produce, path, key, rows: 1 << 20 };
+    let producer = spawn(Path::new(BATON), &produce, Duration::from_secs(60)).unwrap();
+    let consumer =
+        spawn(Path::new(BATON), &WorkerArgs { role: Role::Consume, ..produce.clone() }, Duration::from_secs(60))
+            .unwrap();
+    let me = std::process::id();
+    assert!(producer.pid != consumer.pid && producer.pid != me && consumer.pid != me, "not separate processes");
+    assert_eq!(consumer.checksum, producer.checksum);
+    assert_eq!(consumer.rows, 1 << 20);
+    assert_eq!(consumer.zero_copy, Some(true), "the consumer's arrays must point into the mapping");
+
+    // A consumer killed while it holds the object mapped leaves it intact.
+    let mut holder = Command::new(BATON)
+        .arg("__worker")
+        .arg(serde_json::to_string(&WorkerArgs { role: Role::Hold, ..produce.clone() }).unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let held: WorkerReport = serde_json::from_str(&line).unwrap();
+    assert_eq!(held.checksum, producer.checksum);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let after =
+        spawn(Path::new(BATON), &WorkerArgs { role: Role::Consume, ..produce }, Duration::from_secs(60)).unwrap();
+    assert_eq!(after.checksum, producer.checksum, "data changed after a consumer crashed");
+}
+
+#[test]
+fn a_lapsed_lease_deletes_the_jobs_objects() {
+    let node = NodeProcess::start(&["--memory", "1MiB", "--reap-interval-ms", "20"]);
+    ok(node.baton(&["job", "open", "9", "--ttl", "300ms"]));
+    let input = node.dir.path().join("input.bin");
+    std::fs::write(&input, vec![1u8; 2 << 20]).unwrap();
+    ok(node.baton(&["put", "job-9/edge-0/0-0", input.to_str().unwrap()]));
+    assert!(node.files("flash").iter().any(|p| p.to_string_lossy().contains("job-")));
+    std::thread::sleep(Duration::from_millis(600));
+    let err = fails(node.baton(&["get", "job-9/edge-0/0-0"]));
+    assert!(err.contains("lease") && err.contains("expired"), "{err}");
+    assert!(node.files("flash").iter().all(|p| !p.to_string_lossy().contains("job-")), "flash not emptied");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let node = NodeProcess::start(&["--memory", "1MiB", "--flash", "2MiB"]);
+    // An object of a job never opened.
+    let input = node.dir.path().join("input.bin");
+    std::fs::write(&input, vec![1u8; 3 << 20]).unwrap();
+    let err = fails(node.baton(&["put", "job-5/edge-0/0-0", input.to_str().unwrap()]));
+    assert!(err.contains("unknown job job-0000000000000005"), "{err}");
+    // More than memory and flash together.
+    ok(node.baton(&["job", "open", "5"]));
+    let err = fails(node.baton(&["put", "job-5/edge-0/0-0", input.to_str().unwrap()]));
+    assert!(err.contains("flash tier full"), "{err}");
+    // An object that is not there.
+    let err = fails(node.baton(&["get", "job-5/edge-0/3-3"]));
+    assert!(err.contains("not found"), "{err}");
+    // A key that is not a key.
+    let err = fails(node.baton(&["get", "job-5/edge-x"]));
+    assert!(err.contains("bad object key"), "{err}");
+    // The node is still serving after all that.
+    ok(node.baton(&["status"]));
+}
+
+#[test]
+fn an_unreachable_node_and_a_bad_config_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody.sock");
+    let out = Command::new(BATON).args(["ls", "1", "--socket", socket.to_str().unwrap()]).output().unwrap();
+    let err = fails(out);
+    assert!(err.contains("cannot reach node at") && err.contains("nobody.sock"), "{err}");
+
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "memory = \"a lot\"\n").unwrap();
+    let err = fails(Command::new(BATON).args(["node", "--config", config.to_str().unwrap()]).output().unwrap());
+    assert!(err.contains("node.toml") && err.contains("a lot"), "{err}");
+    std::fs::write(&config, "memroy = \"1GiB\"\n").unwrap();
+    let err = fails(Command::new(BATON).args(["node", "--config", config.to_str().unwrap()]).output().unwrap());
+    assert!(err.contains("memroy"), "{err}");
+}
+
+#[test]
+fn the_demo_runs_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BATON).args(["demo", "--rows", "100000"]).current_dir(dir.path()).output().unwrap();
+    let text = ok(out);
+    assert!(text.contains("vm-local") && text.contains("file://") && text.contains("zero-copy"), "{text}");
+    assert_eq!(text.matches("checksum ok").count(), 2, "{text}");
+    let left: Vec<_> =
+        walk(&dir.path().join("baton-data")).into_iter().filter(|p| p.to_string_lossy().contains("job-")).collect();
+    assert!(left.is_empty(), "the demo left objects: {left:?}");
+}

@@ -82,16 +82,31 @@ pub fn encode_batches(schema: &Schema, batches: &[RecordBatch]) -> Result<Bytes>
 
 /// Checks and decodes an Arrow object. The batches' buffers are slices of `data` wherever
 /// alignment allows (always, for objects this module wrote), so no payload bytes are copied.
+///
+/// Bytes that pass their checksums but are not valid Arrow IPC are [`Error::Corrupt`]: Arrow's
+/// decoder can panic on some malformed messages, and such a panic is caught and reported too.
 pub fn read_batches(what: impl std::fmt::Display, data: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let what = what.to_string();
-    let bad = |e: ArrowError| Error::corrupt(&what, 0, Corruption::Arrow { message: e.to_string() });
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_frames(&what, data)));
+    decoded.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        Err(Error::corrupt(&what, 0, Corruption::Arrow { message: format!("decoder panicked: {message}") }))
+    })
+}
+
+fn decode_frames(what: &str, data: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let bad = |e: ArrowError| Error::corrupt(what, 0, Corruption::Arrow { message: e.to_string() });
     let mut decoder = StreamDecoder::new();
     let mut batches = Vec::new();
-    for frame in FrameReader::new(&what, data) {
+    for frame in FrameReader::new(what, data) {
         let frame = frame?;
         if frame.kind != PayloadKind::ArrowIpc {
             let found = frame.kind.name();
-            return Err(Error::corrupt(&what, 0, Corruption::WrongKind { expected: "arrow-ipc", found }));
+            return Err(Error::corrupt(what, 0, Corruption::WrongKind { expected: "arrow-ipc", found }));
         }
         let mut buffer = Buffer::from(frame.payload);
         while !buffer.is_empty() {

@@ -55,6 +55,15 @@ pub struct Location {
     pub tier: Tier,
 }
 
+/// An object as [`TieredStore::fetch`] hands it out.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// A small object's bytes.
+    Inline(Bytes),
+    /// Where a larger object can be mapped from.
+    Mapped(Location),
+}
+
 /// A memory tier over a flash tier, with job leases.
 #[derive(Debug)]
 pub struct TieredStore {
@@ -307,6 +316,21 @@ impl TieredStore {
         }
         self.flash.adopt(key, path, len)?;
         Ok(Tier::Flash)
+    }
+
+    /// A small object's bytes (at most `inline_max`), or where to map a larger one from.
+    pub fn fetch(&self, key: &ObjectKey, inline_max: u64) -> Result<Fetched> {
+        self.check(key.job)?;
+        if let Some(resident) = self.memory.get(key) {
+            if resident.bytes.len() as u64 <= inline_max {
+                return Ok(Fetched::Inline(resident.bytes));
+            }
+        } else if let Some((_, len)) = self.flash.locate(key) {
+            if len <= inline_max {
+                return self.flash.read(key).map(Fetched::Inline);
+            }
+        }
+        self.locate(key).map(Fetched::Mapped)
     }
 
     /// Where another process on this host can map the object at `key` from. An object that

@@ -98,13 +98,12 @@ fn random_bytes_never_panic_any_decoder() {
 fn garbage_inside_valid_frames_never_panics_the_arrow_reader() {
     use baton_fabric::frame::{PayloadKind, encode_end, encode_frame};
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]))])
-        .unwrap();
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]))]).unwrap();
     let object = encode_batches(&schema, std::slice::from_ref(&batch)).unwrap();
     // The IPC stream inside the frames, concatenated.
-    let ipc: Vec<u8> = baton_fabric::frame::FrameReader::new("ok", object)
-        .flat_map(|f| f.unwrap().payload.to_vec())
-        .collect();
+    let ipc: Vec<u8> =
+        baton_fabric::frame::FrameReader::new("ok", object).flat_map(|f| f.unwrap().payload.to_vec()).collect();
     let mut rng = XorShift(0xf00d);
     for _ in 0..20_000 {
         let payload = if rng.below(2) == 0 {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::node::config::NodeConfig;
 use crate::node::wire::{self, NodeStatus, Request, Response};
-use crate::store::TieredStore;
+use crate::store::{Fetched, TieredStore};
 
 /// A running node: its store, its socket, and the tasks serving them.
 #[derive(Debug)]
@@ -122,6 +122,12 @@ async fn handle(store: &Arc<TieredStore>, request: Request) -> Result<Response> 
             Ok(Response::Freed { bytes })
         }
         other => {
+            // Requests may touch files (spills, staging); keep them off the async workers. On a
+            // multi-threaded runtime the cheapest way is to turn this worker into a blocking one
+            // for the call; elsewhere hand the call to the blocking pool.
+            if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                return tokio::task::block_in_place(|| handle_blocking(store, other));
+            }
             let store = store.clone();
             tokio::task::spawn_blocking(move || handle_blocking(&store, other))
                 .await
@@ -151,7 +157,14 @@ fn handle_blocking(store: &TieredStore, request: Request) -> Result<Response> {
             let tier = store.commit(&key.into(), &wire::path(path), len)?;
             Response::Committed { tier: tier.into() }
         }
-        Request::Locate { key } => store.locate(&key.into())?.to_wire(),
+        Request::Put { key, data } => {
+            store.insert(&key.into(), data.into())?;
+            Response::Done
+        }
+        Request::Locate { key, inline_max } => match store.fetch(&key.into(), inline_max)? {
+            Fetched::Inline(bytes) => Response::Inline { data: bytes.to_vec() },
+            Fetched::Mapped(location) => location.to_wire(),
+        },
         Request::Delete { key } => {
             store.remove(&key.into())?;
             Response::Done

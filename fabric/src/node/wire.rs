@@ -3,8 +3,8 @@
 //! Functions on a host talk to their node over a Unix socket. Each message is
 //! `u32 length (LE) | u8 version | postcard body`; bodies are the wire types below, which are
 //! converted to and from the domain types with checks and never used elsewhere. Only control
-//! messages travel here: object bytes move through files the node names (see
-//! [`crate::path::vm_local`]). Decoding never panics and refuses oversized messages.
+//! messages and small objects travel here: larger object bytes move through files the node
+//! names (see [`crate::path::vm_local`]). Decoding never panics and refuses oversized messages.
 
 use std::path::PathBuf;
 
@@ -86,8 +86,14 @@ pub enum Request {
     Stage { key: WireKey, size_hint: Option<u64> },
     /// Take a staged file as the object.
     Commit { key: WireKey, path: String, len: u64 },
-    /// Where to map an object from.
-    Locate { key: WireKey },
+    /// Store a small object sent inline.
+    Put {
+        key: WireKey,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Where to map an object from; objects of at most `inline_max` bytes come back inline.
+    Locate { key: WireKey, inline_max: u64 },
     /// Delete an object.
     Delete { key: WireKey },
     /// List a job's (or one edge's) objects.
@@ -111,6 +117,11 @@ pub enum Response {
     Committed { tier: WireTier },
     /// Where an object sits.
     Located { path: String, len: u64, tier: WireTier },
+    /// A small object's bytes.
+    Inline {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Objects and their sizes.
     Objects { objects: Vec<(WireKey, u64)> },
     /// The node's state.

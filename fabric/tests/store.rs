@@ -164,3 +164,38 @@ fn objects_of_an_unopened_job_are_refused() {
     let err = store.insert(&ObjectKey::new(JobId(5), EdgeId(0), 0, 0), Bytes::from_static(b"x")).unwrap_err();
     assert!(matches!(err, Error::UnknownJob { job: JobId(5) }), "{err}");
 }
+
+/// A flash directory on a file system that fills before the budget does: the disk's own
+/// "no space" is reported as a full flash tier, and nothing half-written stays readable.
+/// Needs root to mount a small tmpfs; elsewhere it says that it skipped.
+#[test]
+fn a_disk_that_fills_up_is_a_full_flash_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED a_disk_that_fills_up_is_a_full_flash_tier: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let outcome = std::panic::catch_unwind(|| {
+        let flash = baton_fabric::tier::FlashTier::open(&mnt, 1 << 30).unwrap();
+        let key = ObjectKey::new(JobId(1), EdgeId(0), 0, 0);
+        let err = flash.insert(&key, &contents(0, 2 * MIB as usize)).unwrap_err();
+        assert!(matches!(err, Error::NoCapacity { tier: Tier::Flash, needed, .. } if needed == 2 * MIB), "{err}");
+        assert!(matches!(flash.read(&key), Err(Error::NotFound { .. })));
+        assert_eq!(flash.used(), 0);
+        // The tier still works for what fits.
+        flash.insert(&key, &contents(1, 1000)).unwrap();
+        assert!(flash.read(&key).unwrap() == contents(1, 1000));
+    });
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -13,6 +13,18 @@
 //! it, so an object cut short at a frame boundary is caught too. `crc32c` covers the payload; `hdr crc32c` covers the first 20 header bytes, so a corrupt
 //! length is caught before it is trusted. Integers are little-endian. A reader that finds any
 //! check failing returns [`Error::Corrupt`] and never the bytes.
+//!
+//! ```
+//! use baton_fabric::frame::{decode_records, encode_records};
+//!
+//! let object = encode_records([&b"one"[..], b"two"]);
+//! let records = decode_records("example", object.clone()).unwrap();
+//! assert_eq!(records, [&b"one"[..], b"two"]);
+//!
+//! let mut bad = object.to_vec();
+//! bad[25] ^= 1; // a bit of the first payload
+//! assert!(decode_records("example", bad.into()).is_err());
+//! ```
 
 use std::io::{self, Seek, SeekFrom, Write};
 

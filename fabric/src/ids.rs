@@ -4,6 +4,14 @@
 //! (job, edge, producer partition, consumer partition or chunk). Keys have one canonical
 //! relative-path form, `job-<hex>/edge-<n>/<producer>-<consumer>`, shared by every tier and
 //! path, and [`ObjectKey::from_str`] is its checked inverse.
+//!
+//! ```
+//! use baton_fabric::{EdgeId, JobId, ObjectKey};
+//!
+//! let key: ObjectKey = "job-2a/edge-0/3-1".parse().unwrap();
+//! assert_eq!(key, ObjectKey::new(JobId(42), EdgeId(0), 3, 1));
+//! assert_eq!(key.to_string(), "job-000000000000002a/edge-0/3-1");
+//! ```
 
 use std::fmt;
 use std::str::FromStr;

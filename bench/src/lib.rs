@@ -5,5 +5,6 @@
 
 pub mod data;
 pub mod paths;
+pub mod plan;
 pub mod stats;
 pub mod worker;

@@ -2,9 +2,57 @@
 //! remote store, object store, RDMA map) and which shuffle topology it uses; the parallelism and
 //! placement of every stage; and an explanation of why.
 //!
-//! The planner is pure — no I/O, no clocks, no async — so that its decisions can be tested
-//! table-driven and against golden files. It is filled by the planner issue; for now it only
-//! names the paths the fabric implements.
+//! The planner is pure — no I/O, no clocks, no async — so that its decisions are tested
+//! table-driven and against golden files. Inputs in ([`Dag`], [`ClusterModel`], [`Objective`]),
+//! a [`Plan`] out; [`explain`] turns a plan into text, and [`Calibration`] feeds measured
+//! transfers back into the cluster model.
+//!
+//! ```
+//! use baton_planner::*;
+//!
+//! let dag = Dag {
+//!     stages: vec![
+//!         Stage { id: StageId(1), name: "map".into(), dop: DopBounds::range(1, 64),
+//!                 compute: Compute { per_row_s: 1e-7, per_byte_s: 0.0 },
+//!                 source_rows: 100_000_000, source_bytes: 0 },
+//!         Stage { id: StageId(2), name: "reduce".into(), dop: DopBounds::range(1, 64),
+//!                 compute: Compute { per_row_s: 1e-7, per_byte_s: 0.0 },
+//!                 source_rows: 0, source_bytes: 0 },
+//!     ],
+//!     edges: vec![Edge { id: EdgeId(1), from: StageId(1), to: StageId(2), kind: EdgeKind::Shuffle,
+//!                        bytes: 4 << 30, rows: 100_000_000, pipelined: false }],
+//! };
+//! let plan = plan(&dag, &ClusterModel::uniform(4, 16, 64 << 30), Objective::LeastTime).unwrap();
+//! let (t, _) = plan.object_store_only.unwrap();
+//! assert!(plan.time_s <= t);
+//! println!("{}", explain(&plan));
+//! ```
+
+mod calibrate;
+mod cluster;
+mod dag;
+mod error;
+mod estimate;
+mod explain;
+mod ids;
+mod plan;
+mod planner;
+mod search;
+pub mod spec;
+mod topology;
+mod units;
+
+pub use calibrate::{Calibration, Measurement};
+pub use cluster::{ClusterModel, FunctionModel, Host, NIC_10G, PathModel, RDMA_NIC_FACTOR};
+pub use dag::{Compute, Dag, DopBounds, Edge, EdgeKind, Stage};
+pub use error::{Error, Result};
+pub use estimate::{Estimate, Limits, estimate};
+pub use explain::explain;
+pub use ids::{EdgeId, HostId, StageId};
+pub use plan::{EdgePlan, Objective, Placement, Plan, StagePlan};
+pub use planner::plan;
+pub use topology::{Requests, Topology, fanout};
+pub use units::{ByteSize, SizeError};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,10 +72,10 @@ pub enum Path {
 }
 
 impl Path {
-    /// Every path, fastest-to-set-up first.
+    /// Every path.
     pub const ALL: [Path; 5] = [Path::VmLocal, Path::Direct, Path::RemoteStore, Path::ObjectStore, Path::RdmaMap];
 
-    /// The name used in plans and reports.
+    /// The name used in plans, files and reports.
     pub fn name(self) -> &'static str {
         match self {
             Path::VmLocal => "vm-local",

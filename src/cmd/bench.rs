@@ -28,13 +28,37 @@ enum Workload {
         #[arg(long, default_value = "/dev/shm")]
         shm_dir: PathBuf,
     },
+    /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
+    Plan {
+        /// Plans per objective.
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+    },
+}
+
+fn write_reports(out: &std::path::Path, name: &str, json: String, markdown: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join(format!("{name}.json")), json)?;
+    std::fs::write(out.join(format!("{name}.md")), markdown)?;
+    println!("{markdown}");
+    println!("reports: {0}/{name}.json, {0}/{name}.md", out.display());
+    Ok(())
+}
+
+fn warn_if_debug() {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark with `cargo run --release`");
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload {
         Workload::Paths { quick, out, work_dir, shm_dir } => {
-            if cfg!(debug_assertions) && !quick {
-                eprintln!("warning: this is a debug build; benchmark with `cargo run --release`");
+            if !quick {
+                warn_if_debug();
             }
             let options = baton_bench::paths::PathsOptions {
                 quick,
@@ -44,12 +68,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = baton_bench::paths::run(&options).await?;
             let markdown = baton_bench::paths::markdown(&report);
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            std::fs::write(out.join("paths.json"), serde_json::to_string_pretty(&report)?)?;
-            std::fs::write(out.join("paths.md"), &markdown)?;
-            println!("{markdown}");
-            println!("reports: {}/paths.json, {}/paths.md", out.display(), out.display());
-            Ok(())
+            write_reports(&out, "paths", serde_json::to_string_pretty(&report)?, &markdown)
+        }
+        Workload::Plan { repeats, out } => {
+            warn_if_debug();
+            let report = baton_bench::plan::run(repeats)?;
+            write_reports(&out, "plan", serde_json::to_string_pretty(&report)?, &baton_bench::plan::markdown(&report))
         }
     }
 }

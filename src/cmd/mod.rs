@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod node;
 mod objects;
+mod plan;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ enum Command {
     Rm(objects::RmArgs),
     /// Show a node's tiers and jobs.
     Status(objects::NodeOpt),
+    /// Plan a DAG described in TOML: each edge's path and topology, each stage's parallelism.
+    Plan(plan::PlanArgs),
     /// Pass generated Arrow data between two worker processes over each path, and measure it.
     Demo(demo::DemoArgs),
     /// Run a benchmark.
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => objects::ls(args).await,
         Command::Rm(args) => objects::rm(args).await,
         Command::Status(args) => objects::status(args).await,
+        Command::Plan(args) => plan::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Worker { json } => baton_bench::worker::main(&json).await,

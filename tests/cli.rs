@@ -203,3 +203,24 @@ fn the_demo_runs_and_leaves_nothing_behind() {
         walk(&dir.path().join("baton-data")).into_iter().filter(|p| p.to_string_lossy().contains("job-")).collect();
     assert!(left.is_empty(), "the demo left objects: {left:?}");
 }
+
+#[test]
+fn plan_explains_every_edge_and_names_mistakes_in_the_file() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("planner/tests/golden/tpch_join.toml");
+    let out = ok(Command::new(BATON).args(["plan", "--explain", golden.to_str().unwrap()]).output().unwrap());
+    for needle in ["objective: least time", "edge-1", "edge-2", "edge-3", "chosen", "why:"] {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("cycle.toml");
+    std::fs::write(
+        &bad,
+        "[cluster]\nhosts = 1\ncores = 4\nmemory = \"8GiB\"\n\
+         [[stage]]\nid = 1\ndop = 1\n[[stage]]\nid = 2\ndop = 1\n\
+         [[edge]]\nid = 1\nfrom = 1\nto = 2\nkind = \"shuffle\"\nbytes = 1\n\
+         [[edge]]\nid = 2\nfrom = 2\nto = 1\nkind = \"shuffle\"\nbytes = 1\n",
+    )
+    .unwrap();
+    let err = fails(Command::new(BATON).args(["plan", bad.to_str().unwrap()]).output().unwrap());
+    assert!(err.contains("cycle") && err.contains("stage-"), "{err}");
+}

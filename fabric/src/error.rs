@@ -84,6 +84,12 @@ pub enum Corruption {
         /// The kind found.
         found: &'static str,
     },
+    /// A peer found the bytes corrupt and said so.
+    #[error("{message}")]
+    Remote {
+        /// The peer's description.
+        message: String,
+    },
     /// The payload passed its checksum but is not a valid Arrow IPC stream.
     #[error("invalid Arrow IPC: {message}")]
     Arrow {
@@ -120,6 +126,14 @@ pub enum Error {
         /// The job named.
         job: JobId,
     },
+    /// The request's token does not grant access to the job.
+    #[error("access to {job} refused: {reason}")]
+    Unauthorized {
+        /// The job asked for.
+        job: JobId,
+        /// Why.
+        reason: String,
+    },
     /// Bytes failed their checks; they are never returned.
     #[error("corrupt data in {what} at byte {offset}: {corruption}")]
     Corrupt {
@@ -139,6 +153,14 @@ pub enum Error {
         needed: u64,
         /// Bytes the tier had free.
         available: u64,
+    },
+    /// An operation did not finish in time.
+    #[error("{what} timed out after {seconds} s")]
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// How long was waited.
+        seconds: f64,
     },
     /// A node or service could not be reached.
     #[error("cannot reach {endpoint}: {source}")]

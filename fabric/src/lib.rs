@@ -14,6 +14,7 @@ pub mod frame;
 pub mod ids;
 pub mod lease;
 pub mod mapping;
+pub mod net;
 pub mod node;
 pub mod path;
 pub mod store;

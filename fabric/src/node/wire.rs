@@ -158,6 +158,10 @@ pub enum WireError {
     LeaseExpired { job: u64 },
     /// [`Error::NoCapacity`].
     NoCapacity { tier: WireTier, needed: u64, available: u64 },
+    /// [`Error::Unauthorized`].
+    Unauthorized { job: u64, reason: String },
+    /// [`Error::Corrupt`].
+    Corrupt { what: String, offset: u64, message: String },
     /// Anything else.
     Other { message: String },
 }
@@ -171,6 +175,10 @@ impl From<&Error> for WireError {
             Error::LeaseExpired { job } => WireError::LeaseExpired { job: job.0 },
             Error::NoCapacity { tier, needed, available } => {
                 WireError::NoCapacity { tier: (*tier).into(), needed: *needed, available: *available }
+            }
+            Error::Unauthorized { job, reason } => WireError::Unauthorized { job: job.0, reason: reason.clone() },
+            Error::Corrupt { what, offset, corruption } => {
+                WireError::Corrupt { what: what.clone(), offset: *offset, message: corruption.to_string() }
             }
             other => WireError::Other { message: other.to_string() },
         }
@@ -186,6 +194,10 @@ impl From<WireError> for Error {
             WireError::LeaseExpired { job } => Error::LeaseExpired { job: JobId(job) },
             WireError::NoCapacity { tier, needed, available } => {
                 Error::NoCapacity { tier: tier.into(), needed, available }
+            }
+            WireError::Unauthorized { job, reason } => Error::Unauthorized { job: JobId(job), reason },
+            WireError::Corrupt { what, offset, message } => {
+                Error::Corrupt { what, offset, corruption: crate::error::Corruption::Remote { message } }
             }
             WireError::Other { message } => Error::Remote { message },
         }

@@ -1,0 +1,11 @@
+//! Baton across hosts: QUIC between nodes and remote functions, TLS from a cluster CA, and job
+//! capability tokens.
+
+pub mod protocol;
+pub mod server;
+pub mod tls;
+pub mod token;
+
+pub use server::{NetConfig, NetServer, NetStats};
+pub use tls::{Limits, NODE_NAME, TlsDir};
+pub use token::{ClusterSecret, Token, TokenError};

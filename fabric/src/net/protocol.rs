@@ -1,0 +1,110 @@
+//! The node-to-node protocol over QUIC, at the edge of the crate.
+//!
+//! Each request has a bidirectional stream of its own. The client sends one message — a
+//! [`NetRequest`], framed as on the local socket (`u32 length | u8 version | postcard`) — and,
+//! for a put, exactly `len` bytes of object and the end of the stream. The server answers with a
+//! [`NetResponse`] and, for a get, `len` bytes of object and the end of the stream. QUIC's
+//! per-stream and per-connection windows carry the backpressure.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::JobId;
+use crate::net::token::Token;
+use crate::node::wire::{WireError, WireKey};
+
+/// A job token on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireToken {
+    job: u64,
+    expires_ms: u64,
+    mac: [u8; 32],
+}
+
+impl From<Token> for WireToken {
+    fn from(t: Token) -> Self {
+        Self { job: t.job.0, expires_ms: t.expires_ms, mac: t.mac }
+    }
+}
+
+impl From<WireToken> for Token {
+    fn from(t: WireToken) -> Self {
+        Token { job: JobId(t.job), expires_ms: t.expires_ms, mac: t.mac }
+    }
+}
+
+/// What a request asks for. Every operation but `Hello` acts on the request's job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetOp {
+    /// Who are you, and what can you do?
+    Hello,
+    /// Open the job with a lease, or renew it with a new ttl.
+    OpenJob { ttl_ms: u64 },
+    /// Renew the job's lease.
+    RenewJob,
+    /// End the job: delete its objects everywhere.
+    EndJob,
+    /// Store the `len` bytes that follow as the object at `key`.
+    Put { key: WireKey, len: u64 },
+    /// Send the object at `key`.
+    Get { key: WireKey },
+    /// Delete the object at `key`.
+    Delete { key: WireKey },
+    /// List the job's objects (of one edge, if given).
+    List { edge: Option<u32> },
+}
+
+/// A request: the job it acts on, a token for that job, and the operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRequest {
+    /// The job (ignored by `Hello`); an operation on a key must name the key's job.
+    pub job: u64,
+    /// The capability for the job (not needed for `Hello`).
+    pub token: Option<WireToken>,
+    /// The operation.
+    pub op: NetOp,
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetResponse {
+    /// The node's version and abilities.
+    Hello { version: u8, rdma: bool },
+    /// A lease.
+    Lease { ttl_ms: u64 },
+    /// Bytes freed.
+    Freed { bytes: u64 },
+    /// Done.
+    Done,
+    /// An object of `len` bytes follows.
+    Object { len: u64 },
+    /// The job's objects and their sizes.
+    Objects { objects: Vec<(WireKey, u64)> },
+    /// The request failed.
+    Failed(WireError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{EdgeId, ObjectKey};
+    use crate::net::token::ClusterSecret;
+    use crate::node::wire::{decode, encode};
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let token: WireToken = ClusterSecret::generate().unwrap().mint(JobId(3), 99).into();
+        let key: WireKey = ObjectKey::new(JobId(3), EdgeId(1), 2, 3).into();
+        let requests = [
+            NetRequest { job: 0, token: None, op: NetOp::Hello },
+            NetRequest { job: 3, token: Some(token), op: NetOp::Put { key, len: 1 << 40 } },
+            NetRequest { job: 3, token: Some(token), op: NetOp::List { edge: Some(1) } },
+        ];
+        for request in requests {
+            let bytes = encode(&request).unwrap();
+            assert_eq!(decode::<NetRequest>("t", &bytes[4..]).unwrap(), request);
+        }
+        let response = NetResponse::Objects { objects: vec![(key, 7)] };
+        let bytes = encode(&response).unwrap();
+        assert_eq!(decode::<NetResponse>("t", &bytes[4..]).unwrap(), response);
+    }
+}

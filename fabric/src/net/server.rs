@@ -1,0 +1,254 @@
+//! A node's QUIC service: other nodes and remote functions put, get, list and delete a job's
+//! objects with that job's token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::ids::{JobId, KeyPrefix, ObjectKey};
+use crate::net::protocol::{NetOp, NetRequest, NetResponse};
+use crate::net::tls::{Limits, TlsDir};
+use crate::net::token::{ClusterSecret, Token, unix_ms_now};
+use crate::node::wire::{self, Response, VERSION};
+use crate::store::TieredStore;
+
+/// Bytes sent per write, so that progress is visible and a stalled reader stops the sender.
+const SEND_CHUNK: usize = 1 << 20;
+
+/// What a node's QUIC service has moved.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Object bytes handed to QUIC for sending (flow control admits them only as the reader
+    /// reads).
+    pub bytes_sent: AtomicU64,
+    /// Object bytes received and stored.
+    pub bytes_received: AtomicU64,
+    /// Requests refused for a bad or missing token.
+    pub refused: AtomicU64,
+}
+
+/// Settings of a node's QUIC service.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The cluster's TLS material and secret.
+    pub tls: TlsDir,
+    /// Flow-control windows and stream limits.
+    pub limits: Limits,
+    /// The largest object a put may carry.
+    pub max_object: u64,
+    /// Whether this node serves the RDMA map path.
+    pub rdma: bool,
+}
+
+/// A running QUIC service.
+#[derive(Debug)]
+pub struct NetServer {
+    endpoint: quinn::Endpoint,
+    stats: Arc<NetStats>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    store: Arc<TieredStore>,
+    secret: ClusterSecret,
+    stats: Arc<NetStats>,
+    max_object: u64,
+    rdma: bool,
+}
+
+impl NetServer {
+    /// Serves `store` on `config.listen`.
+    pub async fn start(store: Arc<TieredStore>, config: &NetConfig) -> Result<Self> {
+        let server = config.tls.server_config(&config.limits)?;
+        let secret = config.tls.secret()?;
+        let endpoint = quinn::Endpoint::server(server, config.listen)
+            .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
+        let stats = Arc::new(NetStats::default());
+        let shared =
+            Arc::new(Shared { store, secret, stats: stats.clone(), max_object: config.max_object, rdma: config.rdma });
+        let task = tokio::spawn(accept(endpoint.clone(), shared));
+        Ok(Self { endpoint, stats, task })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.endpoint.local_addr().map_err(|e| Error::io("local address", "quic endpoint", e))
+    }
+
+    /// What it has moved.
+    pub fn stats(&self) -> &Arc<NetStats> {
+        &self.stats
+    }
+}
+
+impl Drop for NetServer {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"node stopping");
+        self.task.abort();
+    }
+}
+
+async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            let peer = connection.remote_address().to_string();
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(serve_stream(shared.clone(), peer.clone(), send, recv));
+            }
+        });
+    }
+}
+
+async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let request = match wire::recv::<NetRequest>(&mut recv, &peer).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = reply(&mut send, &peer, &failed(&e)).await;
+            return;
+        }
+    };
+    let outcome = handle(&shared, &peer, request, &mut send, &mut recv).await;
+    if let Err(e) = outcome {
+        if matches!(e, Error::Unauthorized { .. }) {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = reply(&mut send, &peer, &failed(&e)).await;
+    }
+}
+
+fn failed(e: &Error) -> NetResponse {
+    match Response::failed(e) {
+        Response::Failed(w) => NetResponse::Failed(w),
+        _ => NetResponse::Failed(crate::node::wire::WireError::Other { message: e.to_string() }),
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, peer: &str, response: &NetResponse) -> Result<()> {
+    wire::send(send, peer, response).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Checks that `token` grants `job`, and that `key` (if any) belongs to `job`.
+fn authorize(shared: &Shared, token: Option<Token>, job: JobId, key: Option<&ObjectKey>) -> Result<JobId> {
+    let Some(token) = token else {
+        return Err(Error::Unauthorized { job, reason: "no token given".into() });
+    };
+    if let Some(key) = key.filter(|k| k.job != job) {
+        return Err(Error::Unauthorized { job: key.job, reason: format!("the request is for {job}") });
+    }
+    shared.secret.verify(&token, job, unix_ms_now()).map_err(|e| Error::Unauthorized { job, reason: e.to_string() })?;
+    Ok(job)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Remote { message: format!("handler failed: {e}") })?
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    peer: &str,
+    request: NetRequest,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<()> {
+    let token = request.token.map(Token::from);
+    let job = JobId(request.job);
+    let store = &shared.store;
+    let response = match request.op {
+        NetOp::Hello => NetResponse::Hello { version: VERSION, rdma: shared.rdma },
+        NetOp::OpenJob { ttl_ms } => {
+            authorize(shared, token, job, None)?;
+            let lease = store.open_job(job, Duration::from_millis(ttl_ms));
+            NetResponse::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
+        }
+        NetOp::RenewJob => {
+            authorize(shared, token, job, None)?;
+            NetResponse::Lease { ttl_ms: store.renew_job(job)?.ttl.as_millis() as u64 }
+        }
+        NetOp::EndJob => {
+            authorize(shared, token, job, None)?;
+            NetResponse::Freed { bytes: store.end_job(job).await? }
+        }
+        NetOp::List { edge } => {
+            authorize(shared, token, job, None)?;
+            let prefix = KeyPrefix { job, edge: edge.map(crate::ids::EdgeId) };
+            let store = store.clone();
+            match Response::objects(&blocking(move || store.list_objects(&prefix)).await?) {
+                Response::Objects { objects } => NetResponse::Objects { objects },
+                _ => NetResponse::Done,
+            }
+        }
+        NetOp::Delete { key } => {
+            let key = ObjectKey::from(key);
+            authorize(shared, token, job, Some(&key))?;
+            let store = store.clone();
+            blocking(move || store.remove(&key)).await?;
+            NetResponse::Done
+        }
+        NetOp::Put { key, len } => {
+            let key = ObjectKey::from(key);
+            authorize(shared, token, job, Some(&key))?;
+            if len > shared.max_object {
+                return Err(Error::NoCapacity { tier: crate::Tier::Memory, needed: len, available: shared.max_object });
+            }
+            let bytes = receive_exactly(recv, peer, len).await?;
+            shared.stats.bytes_received.fetch_add(len, Ordering::Relaxed);
+            let store = store.clone();
+            blocking(move || store.insert(&key, bytes)).await?;
+            NetResponse::Done
+        }
+        NetOp::Get { key } => {
+            let key = ObjectKey::from(key);
+            authorize(shared, token, job, Some(&key))?;
+            let store2 = store.clone();
+            let bytes = blocking(move || store2.read(&key)).await?;
+            wire::send(send, peer, &NetResponse::Object { len: bytes.len() as u64 }).await?;
+            let mut offset = 0;
+            while offset < bytes.len() {
+                let end = (offset + SEND_CHUNK).min(bytes.len());
+                send.write_chunk(bytes.slice(offset..end)).await.map_err(|e| gone(peer, e))?;
+                shared.stats.bytes_sent.fetch_add((end - offset) as u64, Ordering::Relaxed);
+                offset = end;
+            }
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    reply(send, peer, &response).await
+}
+
+fn gone(peer: &str, e: impl std::fmt::Display) -> Error {
+    Error::PeerGone { endpoint: peer.to_string(), reason: e.to_string() }
+}
+
+/// Reads exactly `len` bytes and then the end of the stream; anything else is an error and
+/// nothing is kept.
+pub(crate) async fn receive_exactly(recv: &mut quinn::RecvStream, peer: &str, len: u64) -> Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(len.min(64 << 20) as usize);
+    while (buf.len() as u64) < len {
+        let want = (len - buf.len() as u64).min(usize::MAX as u64) as usize;
+        match recv.read_chunk(want, true).await.map_err(|e| gone(peer, e))? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(gone(peer, format!("stream ended after {} of {len} bytes", buf.len())));
+            }
+        }
+    }
+    match recv.read_chunk(1, true).await.map_err(|e| gone(peer, e))? {
+        None => Ok(buf.freeze()),
+        Some(_) => {
+            Err(Error::Protocol { endpoint: peer.to_string(), reason: format!("more than the {len} bytes announced") })
+        }
+    }
+}

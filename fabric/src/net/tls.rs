@@ -1,0 +1,208 @@
+//! A cluster's TLS material: a cluster CA, a node certificate it signs, and the cluster secret
+//! that signs job tokens, kept as files in one directory.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `ca.pem` | the cluster CA's certificate: what clients and nodes trust |
+//! | `ca.key` | the CA's key (keep it where certificates are made) |
+//! | `node.pem`, `node.key` | a node certificate for the names given, `baton-node` among them |
+//! | `cluster.secret` | 32 bytes in hex that sign job tokens |
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{Error, Result};
+use crate::net::token::{ClusterSecret, SECRET_LEN};
+
+/// The name every node certificate carries, which clients verify by default.
+pub const NODE_NAME: &str = "baton-node";
+
+/// The files of a cluster's TLS material.
+#[derive(Clone, Debug)]
+pub struct TlsDir {
+    dir: PathBuf,
+}
+
+fn config(field: &str, reason: impl Into<String>) -> Error {
+    Error::Config { field: field.into(), reason: reason.into() }
+}
+
+fn tls_error(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
+    move |e| config(what, e.to_string())
+}
+
+impl TlsDir {
+    /// The material in `dir` (which may not exist yet).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Whether the directory holds a complete set.
+    pub fn exists(&self) -> bool {
+        ["ca.pem", "node.pem", "node.key", "cluster.secret"].iter().all(|f| self.file(f).is_file())
+    }
+
+    /// Makes a new cluster: a CA, a node certificate for `names` (plus `baton-node` and
+    /// `localhost`), and a cluster secret. Refuses to overwrite an existing set.
+    pub fn generate(&self, names: &[String]) -> Result<()> {
+        if self.exists() {
+            return Err(config("tls dir", format!("{} already holds a cluster; remove it first", self.dir.display())));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
+        let ca_key = KeyPair::generate().map_err(tls_error("CA key"))?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("CA"))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Baton cluster CA");
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error("CA"))?;
+        let issuer = Issuer::new(ca_params, &ca_key);
+
+        let node_key = KeyPair::generate().map_err(tls_error("node key"))?;
+        let mut all: Vec<String> = vec![NODE_NAME.into(), "localhost".into()];
+        all.extend(names.iter().filter(|n| !all.contains(n)).cloned().collect::<Vec<_>>());
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("node"))?;
+        params.distinguished_name.push(DnType::CommonName, NODE_NAME);
+        for name in &all {
+            params.subject_alt_names.push(match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.clone().try_into().map_err(tls_error("node name"))?),
+            });
+        }
+        let node_cert = params.signed_by(&node_key, &issuer).map_err(tls_error("node"))?;
+        let secret = ClusterSecret::generate()?;
+        let hex: String = secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        for (name, text) in [
+            ("ca.pem", ca_cert.pem()),
+            ("ca.key", ca_key.serialize_pem()),
+            ("node.pem", node_cert.pem()),
+            ("node.key", node_key.serialize_pem()),
+            ("cluster.secret", hex),
+        ] {
+            let path = self.file(name);
+            std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+            if name.ends_with(".key") || name.ends_with(".secret") {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.file(name);
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => config(
+                "tls dir",
+                format!(
+                    "{} is missing: make a cluster with `baton certs --out {}`",
+                    path.display(),
+                    self.dir.display()
+                ),
+            ),
+            _ => Error::io("read", &path, e),
+        })
+    }
+
+    /// The cluster secret.
+    pub fn secret(&self) -> Result<ClusterSecret> {
+        let text = String::from_utf8(self.read("cluster.secret")?).unwrap_or_default();
+        let text = text.trim();
+        let bad = || config("cluster.secret", format!("expected {} hex digits", SECRET_LEN * 2));
+        if text.len() != SECRET_LEN * 2 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; SECRET_LEN];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(ClusterSecret::from_bytes(bytes))
+    }
+
+    /// The QUIC server configuration of a node.
+    pub fn server_config(&self, limits: &Limits) -> Result<quinn::ServerConfig> {
+        let certs = CertificateDer::pem_slice_iter(&self.read("node.pem")?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| config("node.pem", e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
+        let mut server =
+            quinn::ServerConfig::with_single_cert(certs, key).map_err(|e| config("node.pem", e.to_string()))?;
+        server.transport_config(Arc::new(limits.transport()));
+        Ok(server)
+    }
+
+    /// The QUIC client configuration that trusts this cluster's CA.
+    pub fn client_config(&self, limits: &Limits) -> Result<quinn::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.read("ca.pem")?) {
+            let cert = cert.map_err(|e| config("ca.pem", e.to_string()))?;
+            roots.add(cert).map_err(|e| config("ca.pem", e.to_string()))?;
+        }
+        let crypto = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config("tls", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let quic = QuicClientConfig::try_from(crypto).map_err(|e| config("tls", e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(Arc::new(limits.transport()));
+        Ok(client)
+    }
+}
+
+/// How much a QUIC connection may buffer: the flow-control windows that make a slow reader
+/// slow its writer down instead of growing buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Unread bytes a receiver accepts per stream.
+    pub stream_window: u32,
+    /// Unread bytes a receiver accepts per connection.
+    pub connection_window: u32,
+    /// Unacknowledged bytes a sender keeps per connection.
+    pub send_window: u64,
+    /// Requests (streams) a connection may have open at once.
+    pub max_streams: u32,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stream_window: 8 << 20,
+            connection_window: 32 << 20,
+            send_window: 32 << 20,
+            max_streams: 256,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    fn transport(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.stream_receive_window(self.stream_window.into());
+        t.receive_window(self.connection_window.into());
+        t.send_window(self.send_window);
+        t.max_concurrent_bidi_streams(self.max_streams.into());
+        t.max_concurrent_uni_streams(0u32.into());
+        t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
+        t.keep_alive_interval(Some(self.idle_timeout / 3));
+        t
+    }
+}

@@ -1,0 +1,207 @@
+//! The direct path over real QUIC sockets on 127.0.0.1: conformance, access control, flow
+//! control, and peers that go away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use baton_fabric::conformance::run_all;
+use baton_fabric::net::token::unix_ms_now;
+use baton_fabric::net::{ClusterSecret, Limits, NetConfig, NetServer, TlsDir};
+use baton_fabric::path::direct::DirectPath;
+use baton_fabric::store::{StoreConfig, TieredStore};
+use baton_fabric::{DataPath, EdgeId, Error, JobId, KeyPrefix, ObjectKey};
+use bytes::Bytes;
+
+struct Node {
+    server: NetServer,
+    store: Arc<TieredStore>,
+    tls: TlsDir,
+    secret: ClusterSecret,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(limits: Limits) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("shm")).unwrap();
+    let tls = TlsDir::new(dir.path().join("tls"));
+    tls.generate(&["127.0.0.1".into()]).unwrap();
+    let store = Arc::new(
+        TieredStore::open(&StoreConfig {
+            memory_bytes: 512 << 20,
+            flash_dir: dir.path().join("flash"),
+            flash_bytes: 1 << 30,
+            shm_dir: dir.path().join("shm"),
+        })
+        .unwrap(),
+    );
+    let config = NetConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: tls.clone(),
+        limits,
+        max_object: 1 << 30,
+        rdma: false,
+    };
+    let server = NetServer::start(store.clone(), &config).await.unwrap();
+    let secret = tls.secret().unwrap();
+    Node { server, store, tls, secret, _dir: dir }
+}
+
+impl Node {
+    async fn client(&self, jobs: &[JobId]) -> DirectPath {
+        let client = DirectPath::connect(self.server.local_addr().unwrap(), &self.tls).await.unwrap();
+        for &job in jobs {
+            client.add_token(self.secret.mint(job, unix_ms_now() + 60_000));
+        }
+        client
+    }
+}
+
+fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i % 253) as u8).collect::<Vec<_>>().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_path_conformance() {
+    let node = node(Limits::default()).await;
+    let job = JobId(0xd1);
+    let client = node.client(&[job]).await;
+    client.open_job(job, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(client.hello().await.unwrap(), (baton_fabric::node::wire::VERSION, false));
+    run_all(&client, job).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_one_job_opens_nothing_of_another() {
+    let node = node(Limits::default()).await;
+    let (a, b) = (JobId(0xa), JobId(0xb));
+    let owner = node.client(&[a, b]).await;
+    owner.open_job(a, Duration::from_secs(60)).await.unwrap();
+    owner.open_job(b, Duration::from_secs(60)).await.unwrap();
+    let b_key = ObjectKey::new(b, EdgeId(0), 0, 0);
+    owner.put(&b_key, Bytes::from_static(b"job b's secret")).await.unwrap();
+
+    // A client holding only job A's token.
+    let a_only = node.client(&[a]).await;
+    for result in [
+        a_only.get(&b_key).await.map(drop),
+        a_only.list(&KeyPrefix::job(b)).await.map(drop),
+        a_only.delete(&b_key).await,
+        a_only.end_job(b).await.map(drop),
+    ] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Unauthorized { job, .. } if job == b), "{err}");
+    }
+    // Job A's token presented for job B is refused too.
+    let sneaky = node.client(&[]).await;
+    let mut forged = node.secret.mint(a, unix_ms_now() + 60_000);
+    forged.job = b;
+    sneaky.add_token(forged);
+    let err = sneaky.get(&b_key).await.unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+    // An expired token is refused with a clear message.
+    let late = node.client(&[]).await;
+    late.add_token(node.secret.mint(b, unix_ms_now() - 1000));
+    let err = late.get(&b_key).await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    // Another cluster's token is refused.
+    let stranger = node.client(&[]).await;
+    stranger.add_token(ClusterSecret::generate().unwrap().mint(b, unix_ms_now() + 60_000));
+    assert!(matches!(stranger.get(&b_key).await, Err(Error::Unauthorized { .. })));
+    // The object is untouched, and the refusals were counted.
+    assert_eq!(owner.get(&b_key).await.unwrap(), Bytes::from_static(b"job b's secret"));
+    assert!(node.server.stats().refused.load(Ordering::Relaxed) >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_holds_the_sender_back() {
+    let limits =
+        Limits { stream_window: 1 << 20, connection_window: 2 << 20, send_window: 2 << 20, ..Limits::default() };
+    let node = node(limits).await;
+    let job = JobId(0x51);
+    node.store.open_job(job, Duration::from_secs(60));
+    let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+    let object = pattern(32 << 20);
+    node.store.insert(&key, object.clone()).unwrap();
+
+    let client = DirectPath::connect_with_limits(node.server.local_addr().unwrap(), &node.tls, &limits).await.unwrap();
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
+    let (len, mut recv) = client.open_read(&key).await.unwrap();
+    assert_eq!(len, 32 << 20);
+    let mut got = Vec::new();
+    while got.len() < 1 << 20 {
+        got.extend_from_slice(&recv.read_chunk(1 << 20, true).await.unwrap().unwrap().bytes);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = node.server.stats().bytes_sent.load(Ordering::Relaxed);
+    // What was read, the reader's stream window, and one chunk in hand: nothing more.
+    let bound = got.len() as u64 + u64::from(limits.stream_window) + (1 << 20);
+    assert!(sent <= bound, "the node pushed {sent} bytes at a reader that took {}", got.len());
+    // Reading on drains the rest, intact.
+    while let Some(chunk) = recv.read_chunk(1 << 20, true).await.unwrap() {
+        got.extend_from_slice(&chunk.bytes);
+    }
+    assert!(got == object, "object differs after a stalled read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_goes_away_mid_transfer_is_peer_gone() {
+    let node = node(Limits { stream_window: 1 << 20, connection_window: 2 << 20, ..Limits::default() }).await;
+    let job = JobId(0x9);
+    node.store.open_job(job, Duration::from_secs(60));
+    let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+    node.store.insert(&key, pattern(64 << 20)).unwrap();
+    let client = node.client(&[job]).await;
+    let (_, mut recv) = client.open_read(&key).await.unwrap();
+    recv.read_chunk(1 << 20, true).await.unwrap();
+    drop(node.server);
+    let mut outcome = Ok(());
+    loop {
+        match recv.read_chunk(1 << 20, true).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    assert!(outcome.is_err(), "a transfer cut short must not end cleanly");
+    let err = client.get(&key).await.unwrap_err();
+    assert!(matches!(err, Error::PeerGone { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_short_leaves_nothing_readable() {
+    let node = node(Limits { stream_window: 1 << 20, connection_window: 2 << 20, ..Limits::default() }).await;
+    let job = JobId(0x10);
+    node.store.open_job(job, Duration::from_secs(60));
+    let client = node.client(&[job]).await;
+    let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+    let put = tokio::spawn(async move {
+        let result = client.put(&key, pattern(64 << 20)).await;
+        (client, result)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    put.abort();
+    let _ = put.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(node.store.list_objects(&KeyPrefix::job(job)).unwrap().is_empty(), "half an object became visible");
+    // The node still serves.
+    let again = node.client(&[job]).await;
+    again.put(&key, Bytes::from_static(b"whole")).await.unwrap();
+    assert_eq!(again.get(&key).await.unwrap(), Bytes::from_static(b"whole"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsDir::new(dir.path());
+    tls.generate(&[]).unwrap();
+    // Nothing listens on this port: the handshake gets no answer.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let err = DirectPath::connect(addr, &tls).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}

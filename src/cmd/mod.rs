@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod bench;
+mod cluster;
 mod demo;
 mod node;
 mod objects;
@@ -22,6 +23,10 @@ pub struct Cli {
 enum Command {
     /// Run a node: this host's memory and flash tiers, served to local functions.
     Node(node::NodeArgs),
+    /// Make a cluster's TLS material: a CA, a node certificate, and the secret that signs tokens.
+    Certs(cluster::CertsArgs),
+    /// Mint a job's capability token from the cluster secret.
+    Token(cluster::TokenArgs),
     /// Open, renew or end a job on a node.
     Job(objects::JobArgs),
     /// Write a file (or stdin) as an object of a job.
@@ -52,6 +57,8 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
+        Command::Certs(args) => cluster::certs(args),
+        Command::Token(args) => cluster::token(args),
         Command::Job(args) => objects::job(args).await,
         Command::Put(args) => objects::put(args).await,
         Command::Get(args) => objects::get(args).await,

@@ -29,6 +29,12 @@ pub struct NodeArgs {
     /// How often lapsed leases are reaped, in milliseconds.
     #[arg(long)]
     reap_interval_ms: Option<u64>,
+    /// Serve other hosts over QUIC on this address, e.g. 127.0.0.2:7070.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The cluster's TLS material and token secret (made on first use if missing).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -43,6 +49,8 @@ impl NodeArgs {
         config.flash = self.flash.unwrap_or(config.flash);
         config.shm_dir = self.shm_dir.unwrap_or(config.shm_dir);
         config.reap_interval_ms = self.reap_interval_ms.unwrap_or(config.reap_interval_ms);
+        config.listen = self.listen.or(config.listen);
+        config.tls_dir = self.tls_dir.unwrap_or(config.tls_dir);
         config.validate()?;
         Ok(config)
     }
@@ -51,6 +59,13 @@ impl NodeArgs {
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let node = Node::start(&config).await.context("cannot start the node")?;
+    if let Some(net) = node.net() {
+        eprintln!(
+            "node: serving other hosts over QUIC on {} (TLS from {})",
+            net.local_addr()?,
+            config.tls_dir.display()
+        );
+    }
     eprintln!(
         "node: serving {} · memory {} · flash {} at {} · shared memory {}",
         config.socket.display(),

@@ -1,26 +1,92 @@
 //! Small commands on a node's objects and jobs, for users and for debugging.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use baton_fabric::frame::{decode_records, encode_records};
+use baton_fabric::net::token::unix_ms_now;
+use baton_fabric::net::{TlsDir, Token};
 use baton_fabric::node::ByteSize;
+use baton_fabric::path::direct::DirectPath;
 use baton_fabric::path::vm_local::VmLocalPath;
 use baton_fabric::{DataPath, EdgeId, JobId, KeyPrefix, ObjectKey};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct NodeOpt {
-    /// The node's Unix socket.
-    #[arg(long, env = "BATON_SOCKET", default_value = "baton-data/node.sock")]
+    /// The node's Unix socket (a node on this host).
+    #[arg(long, global = true, env = "BATON_SOCKET", default_value = "baton-data/node.sock")]
     socket: PathBuf,
+    /// A node on another host, over QUIC (e.g. 127.0.0.2:7070), instead of the local socket.
+    #[arg(long, global = true, env = "BATON_REMOTE")]
+    remote: Option<SocketAddr>,
+    /// The job's token for a remote node; minted from the cluster secret in --tls-dir if absent.
+    #[arg(long, global = true, env = "BATON_TOKEN")]
+    token: Option<Token>,
+    /// The cluster's TLS material (its CA to trust the node; its secret to mint tokens).
+    #[arg(long, global = true, env = "BATON_TLS_DIR", default_value = "baton-data/tls")]
+    tls_dir: PathBuf,
+}
+
+/// A node on this host or another.
+enum Client {
+    Local(VmLocalPath),
+    Remote(DirectPath),
 }
 
 impl NodeOpt {
-    async fn connect(&self) -> anyhow::Result<VmLocalPath> {
-        VmLocalPath::connect(&self.socket).await.context("is `baton node` running? (start it, or pass --socket)")
+    /// Connects to the node; `job` is the job the command acts on (for a remote node's token).
+    async fn connect(&self, job: Option<JobId>) -> anyhow::Result<Client> {
+        let Some(addr) = self.remote else {
+            let local = VmLocalPath::connect(&self.socket)
+                .await
+                .context("is `baton node` running? (start it, or pass --socket or --remote)")?;
+            return Ok(Client::Local(local));
+        };
+        let tls = TlsDir::new(&self.tls_dir);
+        let remote = DirectPath::connect(addr, &tls).await?;
+        match (self.token, job) {
+            (Some(token), _) => remote.add_token(token),
+            (None, Some(job)) => {
+                let secret = tls.secret().context("no --token given, and no cluster secret to mint one")?;
+                remote.add_token(secret.mint(job, unix_ms_now() + 3_600_000));
+            }
+            (None, None) => {}
+        }
+        Ok(Client::Remote(remote))
+    }
+}
+
+impl Client {
+    fn path(&self) -> &dyn DataPath {
+        match self {
+            Client::Local(local) => local,
+            Client::Remote(remote) => remote,
+        }
+    }
+
+    async fn open_job(&self, job: JobId, ttl: Duration) -> baton_fabric::Result<()> {
+        match self {
+            Client::Local(local) => local.open_job(job, ttl).await,
+            Client::Remote(remote) => remote.open_job(job, ttl).await,
+        }
+    }
+
+    async fn renew_job(&self, job: JobId) -> baton_fabric::Result<()> {
+        match self {
+            Client::Local(local) => local.renew_job(job).await,
+            Client::Remote(remote) => remote.renew_job(job).await,
+        }
+    }
+
+    async fn end_job(&self, job: JobId) -> baton_fabric::Result<u64> {
+        match self {
+            Client::Local(local) => local.end_job(job).await,
+            Client::Remote(remote) => remote.end_job(job).await,
+        }
     }
 }
 
@@ -55,7 +121,10 @@ enum JobAction {
 }
 
 pub async fn job(args: JobArgs) -> anyhow::Result<()> {
-    let node = args.node.connect().await?;
+    let job = match args.action {
+        JobAction::Open { job, .. } | JobAction::Renew { job } | JobAction::End { job } => job,
+    };
+    let node = args.node.connect(Some(job)).await?;
     match args.action {
         JobAction::Open { job, ttl } => {
             node.open_job(job, ttl).await?;
@@ -109,10 +178,10 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
             std::io::stdin().read_to_end(&mut data).context("cannot read stdin")?;
         }
     }
-    let node = args.node.connect().await?;
+    let node = args.node.connect(Some(args.key.job)).await?;
     let object = encode_records([&data[..]]);
     let len = object.len();
-    node.put(&args.key, object).await?;
+    node.path().put(&args.key, object).await?;
     println!("{} stored ({})", args.key, ByteSize(len as u64));
     Ok(())
 }
@@ -129,8 +198,8 @@ pub struct GetArgs {
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let node = args.node.connect().await?;
-    let object = node.get(&args.key).await?;
+    let node = args.node.connect(Some(args.key.job)).await?;
+    let object = node.path().get(&args.key).await?;
     let records = decode_records(args.key, object)?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => {
@@ -157,9 +226,9 @@ pub struct LsArgs {
 }
 
 pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let node = args.node.connect().await?;
+    let node = args.node.connect(Some(args.job)).await?;
     let prefix = KeyPrefix { job: args.job, edge: args.edge.map(EdgeId) };
-    for meta in node.list(&prefix).await? {
+    for meta in node.path().list(&prefix).await? {
         println!("{}\t{}", meta.key, meta.size);
     }
     Ok(())
@@ -174,12 +243,19 @@ pub struct RmArgs {
 }
 
 pub async fn rm(args: RmArgs) -> anyhow::Result<()> {
-    args.node.connect().await?.delete(&args.key).await?;
+    args.node.connect(Some(args.key.job)).await?.path().delete(&args.key).await?;
     Ok(())
 }
 
 pub async fn status(args: NodeOpt) -> anyhow::Result<()> {
-    let status = args.connect().await?.status().await?;
+    let status = match args.connect(None).await? {
+        Client::Local(local) => local.status().await?,
+        Client::Remote(remote) => {
+            let (version, rdma) = remote.hello().await?;
+            println!("remote node: protocol version {version}, rdma {}", if rdma { "yes" } else { "no" });
+            return Ok(());
+        }
+    };
     println!(
         "memory {} of {} · flash {} of {} · jobs {}",
         ByteSize(status.memory_used),

@@ -26,6 +26,14 @@ pub struct NodeConfig {
     pub shm_dir: PathBuf,
     /// How often lapsed leases are reaped, in milliseconds.
     pub reap_interval_ms: u64,
+    /// Where to serve other hosts over QUIC (off when unset).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The cluster's TLS material and token secret (made here on first use if missing).
+    pub tls_dir: PathBuf,
+    /// The largest object a remote put may carry.
+    pub max_object: ByteSize,
+    /// Whether to serve the RDMA map path (needs an RDMA device and the `rdma` build).
+    pub rdma: bool,
 }
 
 impl Default for NodeConfig {
@@ -37,6 +45,10 @@ impl Default for NodeConfig {
             flash: ByteSize(16 << 30),
             shm_dir: PathBuf::from("/dev/shm"),
             reap_interval_ms: 1000,
+            listen: None,
+            tls_dir: PathBuf::from("baton-data/tls"),
+            max_object: ByteSize(4 << 30),
+            rdma: false,
         }
     }
 }

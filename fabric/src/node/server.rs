@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::ids::JobId;
+use crate::net::{Limits, NetConfig, NetServer, TlsDir};
 use crate::node::config::NodeConfig;
 use crate::node::wire::{self, NodeStatus, Request, Response};
 use crate::store::{Fetched, TieredStore};
@@ -19,6 +20,7 @@ pub struct Node {
     store: Arc<TieredStore>,
     socket: PathBuf,
     tasks: Vec<JoinHandle<()>>,
+    net: Option<NetServer>,
 }
 
 impl Node {
@@ -26,7 +28,28 @@ impl Node {
     pub async fn start(config: &NodeConfig) -> Result<Self> {
         config.validate()?;
         let store = Arc::new(TieredStore::open(&config.store())?);
-        Self::serve(store, &config.socket, config.reap_interval()).await
+        let mut node = Self::serve(store.clone(), &config.socket, config.reap_interval()).await?;
+        if let Some(listen) = config.listen {
+            let tls = TlsDir::new(&config.tls_dir);
+            if !tls.exists() {
+                tls.generate(&[listen.ip().to_string()])?;
+                tracing::info!("made a new cluster CA, node certificate and secret in {}", config.tls_dir.display());
+            }
+            let net = NetConfig {
+                listen,
+                tls,
+                limits: Limits::default(),
+                max_object: config.max_object.0,
+                rdma: config.rdma,
+            };
+            node.net = Some(NetServer::start(store, &net).await?);
+        }
+        Ok(node)
+    }
+
+    /// The QUIC service, when the node listens for other hosts.
+    pub fn net(&self) -> Option<&NetServer> {
+        self.net.as_ref()
     }
 
     /// Serves `store` on `socket`, reaping lapsed leases every `reap_every`.
@@ -44,7 +67,7 @@ impl Node {
         let listener = UnixListener::bind(socket).map_err(|e| Error::io("bind", socket, e))?;
         let accept = tokio::spawn(accept_loop(listener, store.clone()));
         let reaper = tokio::spawn(reap_loop(store.clone(), reap_every));
-        Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper] })
+        Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper], net: None })
     }
 
     /// The store this node serves.

@@ -1,0 +1,44 @@
+//! `baton certs` and `baton token`: a cluster's TLS material and job tokens.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_fabric::JobId;
+use baton_fabric::net::TlsDir;
+use baton_fabric::net::token::unix_ms_now;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, node.pem, node.key and cluster.secret into.
+    #[arg(long, default_value = "baton-data/tls")]
+    out: PathBuf,
+    /// Names and addresses the node certificate is for (besides baton-node and localhost).
+    #[arg(long = "name")]
+    names: Vec<String>,
+}
+
+pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    TlsDir::new(&args.out).generate(&args.names)?;
+    println!("cluster CA, node certificate and token secret written to {}", args.out.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The job the token grants.
+    job: JobId,
+    /// How long the token works, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// The cluster's TLS material (its cluster.secret signs the token).
+    #[arg(long, default_value = "baton-data/tls")]
+    tls_dir: PathBuf,
+}
+
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = TlsDir::new(&args.tls_dir).secret()?;
+    let expires = unix_ms_now() + Duration::from_secs(args.ttl).as_millis() as u64;
+    println!("{}", secret.mint(args.job, expires));
+    Ok(())
+}

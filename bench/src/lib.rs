@@ -4,6 +4,8 @@
 //! measured in the same run, as JSON and Markdown.
 
 pub mod data;
+pub mod direct;
+pub mod flight;
 pub mod paths;
 pub mod plan;
 pub mod stats;

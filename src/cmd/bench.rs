@@ -28,6 +28,18 @@ enum Workload {
         #[arg(long, default_value = "/dev/shm")]
         shm_dir: PathBuf,
     },
+    /// The direct path (QUIC) against Arrow Flight and raw TCP on loopback.
+    Direct {
+        /// Small objects and few repetitions (a smoke run).
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+        /// Directory for the node's files.
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
         /// Plans per objective.
@@ -69,6 +81,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = baton_bench::paths::run(&options).await?;
             let markdown = baton_bench::paths::markdown(&report);
             write_reports(&out, "paths", serde_json::to_string_pretty(&report)?, &markdown)
+        }
+        Workload::Direct { quick, out, work_dir } => {
+            if !quick {
+                warn_if_debug();
+            }
+            let options = baton_bench::direct::DirectOptions { quick, work_dir: std::path::absolute(&work_dir)? };
+            let report = baton_bench::direct::run(&options).await?;
+            write_reports(
+                &out,
+                "direct",
+                serde_json::to_string_pretty(&report)?,
+                &baton_bench::direct::markdown(&report),
+            )
         }
         Workload::Plan { repeats, out } => {
             warn_if_debug();

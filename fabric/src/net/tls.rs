@@ -179,16 +179,20 @@ pub struct Limits {
     pub max_streams: u32,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// The largest UDP payload path-MTU discovery tries (probes that do not get through are
+    /// harmless: the path settles on what works). Loopback and jumbo-frame networks gain most.
+    pub max_udp_payload: u16,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            stream_window: 8 << 20,
-            connection_window: 32 << 20,
-            send_window: 32 << 20,
+            stream_window: 16 << 20,
+            connection_window: 64 << 20,
+            send_window: 64 << 20,
             max_streams: 256,
             idle_timeout: Duration::from_secs(30),
+            max_udp_payload: 65_000,
         }
     }
 }
@@ -203,6 +207,9 @@ impl Limits {
         t.max_concurrent_uni_streams(0u32.into());
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
         t.keep_alive_interval(Some(self.idle_timeout / 3));
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload);
+        t.mtu_discovery_config(Some(mtu));
         t
     }
 }

@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod net;
 pub mod node;
 pub mod path;
+pub mod rdma;
 pub mod store;
 pub mod tier;
 

@@ -121,6 +121,10 @@ pub async fn run(options: &DirectOptions) -> anyhow::Result<DirectReport> {
             Ok(())
         })
         .await?;
+        let stats = direct.connection_stats();
+        if std::env::var_os("BATON_QUIC_STATS").is_some() {
+            eprintln!("{stats:#?}");
+        }
         rows.push(row("baton direct (QUIC + TLS)", large, small, get, put, small_rt));
     }
 

@@ -68,7 +68,7 @@ impl NetServer {
     pub async fn start(store: Arc<TieredStore>, config: &NetConfig) -> Result<Self> {
         let server = config.tls.server_config(&config.limits)?;
         let secret = config.tls.secret()?;
-        let endpoint = quinn::Endpoint::server(server, config.listen)
+        let endpoint = crate::net::tls::endpoint(config.listen, Some(server), &config.limits)
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
         let stats = Arc::new(NetStats::default());
         let shared =

@@ -179,8 +179,13 @@ pub struct Limits {
     pub max_streams: u32,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Bytes of kernel buffer asked for each UDP socket, each way. Bursts that overflow a small
+    /// buffer are dropped, which QUIC reads as congestion; the kernel caps this at
+    /// `net.core.rmem_max` / `wmem_max`.
+    pub udp_buffer: usize,
     /// The largest UDP payload path-MTU discovery tries (probes that do not get through are
-    /// harmless: the path settles on what works). Loopback and jumbo-frame networks gain most.
+    /// harmless: the path settles on what works). The endpoint accepts datagrams of up to
+    /// quinn's default (1472 bytes), which bounds it today.
     pub max_udp_payload: u16,
 }
 
@@ -193,6 +198,7 @@ impl Default for Limits {
             max_streams: 256,
             idle_timeout: Duration::from_secs(30),
             max_udp_payload: 65_000,
+            udp_buffer: 8 << 20,
         }
     }
 }
@@ -212,4 +218,20 @@ impl Limits {
         t.mtu_discovery_config(Some(mtu));
         t
     }
+}
+
+/// A QUIC endpoint on a UDP socket bound to `addr` with `limits.udp_buffer` of kernel buffer.
+pub(crate) fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    limits: &Limits,
+) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Larger buffers are an optimization: a kernel that refuses them still works.
+    let _ = socket.set_recv_buffer_size(limits.udp_buffer);
+    let _ = socket.set_send_buffer_size(limits.udp_buffer);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }

@@ -42,15 +42,20 @@ impl DirectPath {
     /// Connects with the given flow-control windows: how much the node may send ahead of this
     /// client's reading.
     pub async fn connect_with_limits(addr: SocketAddr, tls: &TlsDir, limits: &Limits) -> Result<Self> {
-        Self::connect_with(addr, tls.client_config(limits)?, NODE_NAME).await
+        Self::connect_with(addr, tls.client_config(limits)?, NODE_NAME, limits).await
     }
 
     /// Connects with a given client configuration and expected server name.
-    pub async fn connect_with(addr: SocketAddr, client: quinn::ClientConfig, server_name: &str) -> Result<Self> {
+    pub async fn connect_with(
+        addr: SocketAddr,
+        client: quinn::ClientConfig,
+        server_name: &str,
+        limits: &Limits,
+    ) -> Result<Self> {
         let peer = format!("node at {addr}");
         let unreachable = |source: std::io::Error| Error::Unreachable { endpoint: peer.clone(), source };
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(unreachable)?;
+        let mut endpoint = crate::net::tls::endpoint(bind, None, limits).map_err(unreachable)?;
         endpoint.set_default_client_config(client);
         let connecting = endpoint.connect(addr, server_name).map_err(|e| unreachable(std::io::Error::other(e)))?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
@@ -107,6 +112,11 @@ impl DirectPath {
             Some(response) => Ok((response, recv)),
             None => Err(self.gone("closed the stream without an answer")),
         }
+    }
+
+    /// The QUIC connection's statistics (packets, path MTU, congestion window, round trip).
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
     }
 
     /// The node's protocol version and whether it serves RDMA.

@@ -224,3 +224,33 @@ fn plan_explains_every_edge_and_names_mistakes_in_the_file() {
     let err = fails(Command::new(BATON).args(["plan", bad.to_str().unwrap()]).output().unwrap());
     assert!(err.contains("cycle") && err.contains("stage-"), "{err}");
 }
+
+#[test]
+fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let out_s = out.to_str().unwrap();
+    let work = dir.path().join("work");
+    let work_s = work.to_str().unwrap();
+    let shm = dir.path().join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    ok(Command::new(BATON)
+        .args(["bench", "paths", "--quick", "--out", out_s, "--work-dir", work_s, "--shm-dir", shm.to_str().unwrap()])
+        .output()
+        .unwrap());
+    ok(Command::new(BATON)
+        .args(["bench", "direct", "--quick", "--out", out_s, "--work-dir", work_s])
+        .output()
+        .unwrap());
+    ok(Command::new(BATON).args(["bench", "plan", "--repeats", "1", "--out", out_s]).output().unwrap());
+    let paths: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("paths.json")).unwrap()).unwrap();
+    assert_eq!(paths["cross_process"]["transfers"].as_array().unwrap().len(), 2);
+    assert_eq!(paths["cross_process"]["transfers"][0]["zero_copy"], serde_json::Value::Bool(true));
+    let direct: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("direct.json")).unwrap()).unwrap();
+    assert_eq!(direct["rows"].as_array().unwrap().len(), 3);
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["stages"], 100);
+    for name in ["paths.md", "direct.md", "plan.md"] {
+        assert!(std::fs::read_to_string(out.join(name)).unwrap().contains('|'), "{name} has no table");
+    }
+}

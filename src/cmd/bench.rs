@@ -11,34 +11,34 @@ pub struct BenchArgs {
     workload: Workload,
 }
 
+/// What every transfer benchmark takes.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Small sizes and few repetitions (a smoke run).
+    #[arg(long)]
+    quick: bool,
+    /// Directory for the JSON and Markdown reports.
+    #[arg(long, default_value = "baton-data/bench")]
+    out: PathBuf,
+    /// Directory on local disk for the node's flash tier and the file:// store.
+    #[arg(long, default_value = "baton-data/bench-work")]
+    work_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Workload {
     /// Path throughput (4 KiB to 256 MiB) and a 256 MiB Arrow object across processes.
     Paths {
-        /// Small sizes and one repetition (a smoke run).
-        #[arg(long)]
-        quick: bool,
-        /// Directory for the JSON and Markdown reports.
-        #[arg(long, default_value = "baton-data/bench")]
-        out: PathBuf,
-        /// Directory on local disk for the flash tier and the file:// store.
-        #[arg(long, default_value = "baton-data/bench-work")]
-        work_dir: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
         /// Memory file system for shared-memory segments.
         #[arg(long, default_value = "/dev/shm")]
         shm_dir: PathBuf,
     },
     /// The direct path (QUIC) against Arrow Flight and raw TCP on loopback.
     Direct {
-        /// Small objects and few repetitions (a smoke run).
-        #[arg(long)]
-        quick: bool,
-        /// Directory for the JSON and Markdown reports.
-        #[arg(long, default_value = "baton-data/bench")]
-        out: PathBuf,
-        /// Directory for the node's files.
-        #[arg(long, default_value = "baton-data/bench-work")]
-        work_dir: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
@@ -68,7 +68,7 @@ fn warn_if_debug() {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload {
-        Workload::Paths { quick, out, work_dir, shm_dir } => {
+        Workload::Paths { run: RunArgs { quick, out, work_dir }, shm_dir } => {
             if !quick {
                 warn_if_debug();
             }
@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let markdown = baton_bench::paths::markdown(&report);
             write_reports(&out, "paths", serde_json::to_string_pretty(&report)?, &markdown)
         }
-        Workload::Direct { quick, out, work_dir } => {
+        Workload::Direct { run: RunArgs { quick, out, work_dir } } => {
             if !quick {
                 warn_if_debug();
             }

@@ -5,7 +5,9 @@ pub mod protocol;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod transport;
 
 pub use server::{NetConfig, NetServer, NetStats};
-pub use tls::{Limits, NODE_NAME, TlsDir};
+pub use tls::{NODE_NAME, TlsDir};
 pub use token::{ClusterSecret, Token, TokenError};
+pub use transport::Limits;

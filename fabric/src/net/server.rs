@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::net::protocol::{NetOp, NetRequest, NetResponse};
-use crate::net::tls::{Limits, TlsDir};
+use crate::net::tls::TlsDir;
 use crate::net::token::{ClusterSecret, Token, unix_ms_now};
+use crate::net::transport::Limits;
 use crate::node::wire::{self, Response, VERSION};
 use crate::store::TieredStore;
 
@@ -68,7 +69,7 @@ impl NetServer {
     pub async fn start(store: Arc<TieredStore>, config: &NetConfig) -> Result<Self> {
         let server = config.tls.server_config(&config.limits)?;
         let secret = config.tls.secret()?;
-        let endpoint = crate::net::tls::endpoint(config.listen, Some(server), &config.limits)
+        let endpoint = crate::net::transport::endpoint(config.listen, Some(server), &config.limits)
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
         let stats = Arc::new(NetStats::default());
         let shared =

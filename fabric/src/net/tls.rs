@@ -11,7 +11,6 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
@@ -20,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 use crate::net::token::{ClusterSecret, SECRET_LEN};
+use crate::net::transport::Limits;
 
 /// The name every node certificate carries, which clients verify by default.
 pub const NODE_NAME: &str = "baton-node";
@@ -163,75 +163,4 @@ impl TlsDir {
         client.transport_config(Arc::new(limits.transport()));
         Ok(client)
     }
-}
-
-/// How much a QUIC connection may buffer: the flow-control windows that make a slow reader
-/// slow its writer down instead of growing buffers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Unread bytes a receiver accepts per stream.
-    pub stream_window: u32,
-    /// Unread bytes a receiver accepts per connection.
-    pub connection_window: u32,
-    /// Unacknowledged bytes a sender keeps per connection.
-    pub send_window: u64,
-    /// Requests (streams) a connection may have open at once.
-    pub max_streams: u32,
-    /// A connection with no traffic for this long is closed.
-    pub idle_timeout: Duration,
-    /// Bytes of kernel buffer asked for each UDP socket, each way. Bursts that overflow a small
-    /// buffer are dropped, which QUIC reads as congestion; the kernel caps this at
-    /// `net.core.rmem_max` / `wmem_max`.
-    pub udp_buffer: usize,
-    /// The largest UDP payload path-MTU discovery tries (probes that do not get through are
-    /// harmless: the path settles on what works). The endpoint accepts datagrams of up to
-    /// quinn's default (1472 bytes), which bounds it today.
-    pub max_udp_payload: u16,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            stream_window: 16 << 20,
-            connection_window: 64 << 20,
-            send_window: 64 << 20,
-            max_streams: 256,
-            idle_timeout: Duration::from_secs(30),
-            max_udp_payload: 65_000,
-            udp_buffer: 8 << 20,
-        }
-    }
-}
-
-impl Limits {
-    fn transport(&self) -> quinn::TransportConfig {
-        let mut t = quinn::TransportConfig::default();
-        t.stream_receive_window(self.stream_window.into());
-        t.receive_window(self.connection_window.into());
-        t.send_window(self.send_window);
-        t.max_concurrent_bidi_streams(self.max_streams.into());
-        t.max_concurrent_uni_streams(0u32.into());
-        t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
-        t.keep_alive_interval(Some(self.idle_timeout / 3));
-        let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(self.max_udp_payload);
-        t.mtu_discovery_config(Some(mtu));
-        t
-    }
-}
-
-/// A QUIC endpoint on a UDP socket bound to `addr` with `limits.udp_buffer` of kernel buffer.
-pub(crate) fn endpoint(
-    addr: std::net::SocketAddr,
-    server: Option<quinn::ServerConfig>,
-    limits: &Limits,
-) -> std::io::Result<quinn::Endpoint> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Larger buffers are an optimization: a kernel that refuses them still works.
-    let _ = socket.set_recv_buffer_size(limits.udp_buffer);
-    let _ = socket.set_send_buffer_size(limits.udp_buffer);
-    socket.bind(&addr.into())?;
-    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }

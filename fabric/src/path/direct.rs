@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::net::protocol::{NetOp, NetRequest, NetResponse};
 use crate::net::server::receive_exactly;
-use crate::net::tls::{Limits, NODE_NAME, TlsDir};
+use crate::net::tls::{NODE_NAME, TlsDir};
 use crate::net::token::Token;
+use crate::net::transport::Limits;
 use crate::node::wire::{self, Response};
 use crate::path::{DataPath, ObjectMeta};
 
@@ -55,7 +56,7 @@ impl DirectPath {
         let peer = format!("node at {addr}");
         let unreachable = |source: std::io::Error| Error::Unreachable { endpoint: peer.clone(), source };
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let mut endpoint = crate::net::tls::endpoint(bind, None, limits).map_err(unreachable)?;
+        let mut endpoint = crate::net::transport::endpoint(bind, None, limits).map_err(unreachable)?;
         endpoint.set_default_client_config(client);
         let connecting = endpoint.connect(addr, server_name).map_err(|e| unreachable(std::io::Error::other(e)))?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {

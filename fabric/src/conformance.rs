@@ -18,6 +18,7 @@ pub async fn run_all(path: &dyn DataPath, job: JobId) {
     delete_is_idempotent(path, job).await;
     list_is_sorted_and_filtered(path, job).await;
     framed_objects_survive(path, job).await;
+    byte_ranges(path, job).await;
     purge_removes_everything(path, job).await;
 }
 
@@ -98,6 +99,25 @@ pub async fn framed_objects_survive(path: &dyn DataPath, job: JobId) {
     let mut flipped = back.to_vec();
     flipped[26] ^= 0x40; // inside the payload "alpha"
     assert!(matches!(decode_records(k, flipped.into()), Err(Error::Corrupt { .. })));
+}
+
+/// Byte ranges come back exactly; a range past the end is `BadRange`; a missing key `NotFound`.
+pub async fn byte_ranges(path: &dyn DataPath, job: JobId) {
+    let k = key(job, 8, 0, 0);
+    let data = pattern(100_000, 9);
+    path.put(&k, data.clone()).await.expect("put");
+    for range in [0..0u64, 0..1, 10..20, 65_530..70_000, 99_990..100_000, 0..100_000, 100_000..100_000] {
+        let got = path.get_range(&k, range.clone()).await.unwrap_or_else(|e| panic!("{path:?}: {range:?}: {e}"));
+        assert!(got == data.slice(range.start as usize..range.end as usize), "{path:?}: bytes {range:?} differ");
+    }
+    for range in [99_990..100_001, 200_000..200_010] {
+        match path.get_range(&k, range.clone()).await {
+            Err(Error::BadRange { key, len, .. }) => assert_eq!((key, len), (k, 100_000), "{path:?}"),
+            other => panic!("{path:?}: range {range:?} past the end gave {other:?}"),
+        }
+    }
+    let missing = key(job, 8, 1, 0);
+    assert!(matches!(path.get_range(&missing, 0..1).await, Err(Error::NotFound { .. })), "{path:?}");
 }
 
 /// Purging a job leaves nothing of it.

@@ -108,6 +108,18 @@ pub enum Error {
         /// The key asked for.
         key: ObjectKey,
     },
+    /// A byte range reaches past the end of the object (or ends before it starts).
+    #[error("bytes {start}..{end} of {key} asked for, but it holds {len}")]
+    BadRange {
+        /// The object.
+        key: ObjectKey,
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+        /// The object's length.
+        len: u64,
+    },
     /// An object already exists at this key; the first committed write wins.
     #[error("object {key} already exists")]
     AlreadyExists {

@@ -372,6 +372,10 @@ impl DataPath for TieredStore {
         self.read(key)
     }
 
+    async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        crate::path::slice_range(key, &DataPath::get(self, key).await?, range)
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.remove(key)
     }

@@ -45,8 +45,8 @@ pub enum NetOp {
     EndJob,
     /// Store the `len` bytes that follow as the object at `key`.
     Put { key: WireKey, len: u64 },
-    /// Send the object at `key`.
-    Get { key: WireKey },
+    /// Send the object at `key`, or bytes `range` (start, end) of it.
+    Get { key: WireKey, range: Option<(u64, u64)> },
     /// Delete the object at `key`.
     Delete { key: WireKey },
     /// List the job's objects (of one edge, if given).

@@ -209,11 +209,14 @@ async fn handle(
             blocking(move || store.insert(&key, bytes)).await?;
             NetResponse::Done
         }
-        NetOp::Get { key } => {
+        NetOp::Get { key, range } => {
             let key = ObjectKey::from(key);
             authorize(shared, token, job, Some(&key))?;
             let store2 = store.clone();
-            let bytes = blocking(move || store2.read(&key)).await?;
+            let mut bytes = blocking(move || store2.read(&key)).await?;
+            if let Some((start, end)) = range {
+                bytes = crate::path::slice_range(&key, &bytes, start..end)?;
+            }
             wire::send(send, peer, &NetResponse::Object { len: bytes.len() as u64 }).await?;
             let mut offset = 0;
             while offset < bytes.len() {

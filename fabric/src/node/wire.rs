@@ -162,6 +162,8 @@ pub enum WireError {
     Unauthorized { job: u64, reason: String },
     /// [`Error::Corrupt`].
     Corrupt { what: String, offset: u64, message: String },
+    /// [`Error::BadRange`].
+    BadRange { key: WireKey, start: u64, end: u64, len: u64 },
     /// Anything else.
     Other { message: String },
 }
@@ -177,6 +179,9 @@ impl From<&Error> for WireError {
                 WireError::NoCapacity { tier: (*tier).into(), needed: *needed, available: *available }
             }
             Error::Unauthorized { job, reason } => WireError::Unauthorized { job: job.0, reason: reason.clone() },
+            Error::BadRange { key, start, end, len } => {
+                WireError::BadRange { key: (*key).into(), start: *start, end: *end, len: *len }
+            }
             Error::Corrupt { what, offset, corruption } => {
                 WireError::Corrupt { what: what.clone(), offset: *offset, message: corruption.to_string() }
             }
@@ -196,6 +201,7 @@ impl From<WireError> for Error {
                 Error::NoCapacity { tier: tier.into(), needed, available }
             }
             WireError::Unauthorized { job, reason } => Error::Unauthorized { job: JobId(job), reason },
+            WireError::BadRange { key, start, end, len } => Error::BadRange { key: key.into(), start, end, len },
             WireError::Corrupt { what, offset, message } => {
                 Error::Corrupt { what, offset, corruption: crate::error::Corruption::Remote { message } }
             }

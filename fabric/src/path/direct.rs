@@ -155,7 +155,11 @@ impl DirectPath {
 
     /// Starts reading the object at `key`: its length and the stream its bytes arrive on.
     pub async fn open_read(&self, key: &ObjectKey) -> Result<(u64, quinn::RecvStream)> {
-        match self.call(Some(key.job), NetOp::Get { key: (*key).into() }, None).await? {
+        self.open_read_range(key, None).await
+    }
+
+    async fn open_read_range(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<(u64, quinn::RecvStream)> {
+        match self.call(Some(key.job), NetOp::Get { key: (*key).into(), range }, None).await? {
             (NetResponse::Object { len }, recv) => Ok((len, recv)),
             (other, _) => Err(self.unexpected(other)),
         }
@@ -181,6 +185,11 @@ impl DataPath for DirectPath {
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         let (len, mut recv) = self.open_read(key).await?;
+        receive_exactly(&mut recv, &self.peer, len).await
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let (len, mut recv) = self.open_read_range(key, Some((range.start, range.end))).await?;
         receive_exactly(&mut recv, &self.peer, len).await
     }
 

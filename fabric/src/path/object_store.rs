@@ -76,6 +76,33 @@ impl DataPath for ObjectStorePath {
         result.bytes().await.map_err(|e| self.map_err(key, e))
     }
 
+    async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        if range.start == range.end {
+            // Stores differ on empty ranges; the answer is known once the length is.
+            let meta = self.store.head(&self.location(key)).await.map_err(|e| self.map_err(key, e))?;
+            if range.end > meta.size {
+                return Err(Error::BadRange { key: *key, start: range.start, end: range.end, len: meta.size });
+            }
+            return Ok(Bytes::new());
+        }
+        match self.store.get_range(&self.location(key), range.clone()).await {
+            Ok(bytes) if bytes.len() as u64 == range.end - range.start => Ok(bytes),
+            Ok(bytes) => Err(Error::BadRange {
+                key: *key,
+                start: range.start,
+                end: range.end,
+                len: range.start + bytes.len() as u64,
+            }),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound { key: *key }),
+            Err(e) => match self.store.head(&self.location(key)).await {
+                Ok(meta) if range.end > meta.size => {
+                    Err(Error::BadRange { key: *key, start: range.start, end: range.end, len: meta.size })
+                }
+                _ => Err(self.map_err(key, e)),
+            },
+        }
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         match self.store.delete(&self.location(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -222,6 +222,10 @@ impl DataPath for VmLocalPath {
         Ok(self.map(key).await?.1)
     }
 
+    async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        crate::path::slice_range(key, &DataPath::get(self, key).await?, range)
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         match self.call(Request::Delete { key: (*key).into() }).await? {
             Response::Done => Ok(()),

@@ -180,6 +180,10 @@ impl DataPath for MemoryTier {
         MemoryTier::get(self, key).map(|r| r.bytes).ok_or(Error::NotFound { key: *key })
     }
 
+    async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        crate::path::slice_range(key, &DataPath::get(self, key).await?, range)
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.remove(key);
         Ok(())

@@ -1,6 +1,8 @@
 //! End-to-end tests that drive the `baton` binary: a node process, and functions in other
 //! processes that write and read through it.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! Three nodes as separate processes on 127.0.0.1, 127.0.0.2 and 127.0.0.3, talking QUIC with
 //! TLS from one cluster CA; data moves among them by push and pull, under job tokens.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

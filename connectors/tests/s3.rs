@@ -1,6 +1,8 @@
 //! The conformance suite over the S3 protocol, against a real S3 server (s3s-fs) that the
 //! test starts on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::net::SocketAddr;
 
 use baton_connectors::open_url_with;

@@ -181,7 +181,7 @@ impl FrameReader {
         let len = u64::from_le_bytes(len8);
         let crc = word(16);
         let available = (rest.len() - HEADER_LEN) as u64;
-        let padded = len.checked_add(padding(len) as u64).unwrap_or(u64::MAX);
+        let padded = len.saturating_add(padding(len) as u64);
         if padded > available {
             return Err(self.corrupt(Corruption::Truncated { needed: padded, available }));
         }

@@ -325,10 +325,10 @@ impl TieredStore {
             if resident.bytes.len() as u64 <= inline_max {
                 return Ok(Fetched::Inline(resident.bytes));
             }
-        } else if let Some((_, len)) = self.flash.locate(key) {
-            if len <= inline_max {
-                return self.flash.read(key).map(Fetched::Inline);
-            }
+        } else if let Some((_, len)) = self.flash.locate(key)
+            && len <= inline_max
+        {
+            return self.flash.read(key).map(Fetched::Inline);
         }
         self.locate(key).map(Fetched::Mapped)
     }

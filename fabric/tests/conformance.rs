@@ -1,5 +1,7 @@
 //! The conformance suite against every `DataPath` this crate has.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::sync::Arc;
 use std::time::Duration;
 

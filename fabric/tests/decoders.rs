@@ -2,6 +2,8 @@
 //! never panic, and never return bytes that differ from what was written. (The fuzz targets in
 //! `fuzz/` explore the same properties without bounds.)
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};

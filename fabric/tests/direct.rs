@@ -1,6 +1,8 @@
 //! The direct path over real QUIC sockets on 127.0.0.1: conformance, access control, flow
 //! control, and peers that go away.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

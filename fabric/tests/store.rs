@@ -1,5 +1,7 @@
 //! The node's store: spilling, leases and capacity, checked against what the tiers hold.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::sync::Arc;
 use std::time::Duration;
 

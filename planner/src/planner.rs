@@ -49,10 +49,10 @@ pub fn plan(dag: &Dag, cluster: &ClusterModel, objective: Objective) -> Result<P
             best = baseline;
         }
     }
-    if let Objective::LeastCostWithin { deadline_s } = objective {
-        if best.time_s > deadline_s {
-            notes.push(format!("no plan is predicted to meet the {deadline_s} s deadline; this is the fastest found"));
-        }
+    if let Objective::LeastCostWithin { deadline_s } = objective
+        && best.time_s > deadline_s
+    {
+        notes.push(format!("no plan is predicted to meet the {deadline_s} s deadline; this is the fastest found"));
     }
     Ok(assemble(&search, best, objective, object_store_only, notes))
 }
@@ -100,10 +100,10 @@ fn assemble(
                 }
             }];
             let (from, to) = search.c.ends[e];
-            if let (Placement::Host(a), Placement::Host(b)) = (st.place[from], st.place[to]) {
-                if a == b {
-                    reasons.push(format!("{} and {} share {a}", edge.from, edge.to));
-                }
+            if let (Placement::Host(a), Placement::Host(b)) = (st.place[from], st.place[to])
+                && a == b
+            {
+                reasons.push(format!("{} and {} share {a}", edge.from, edge.to));
             }
             if chosen.spilled > 0 {
                 reasons.push(format!(
@@ -113,10 +113,10 @@ fn assemble(
                 ));
             }
             for path in Path::ALL {
-                if let Some(why) = search.ruled_out(&st, e, path) {
-                    if search.cluster.path(path).is_some() {
-                        reasons.push(format!("not {}: {why}", path.name()));
-                    }
+                if let Some(why) = search.ruled_out(&st, e, path)
+                    && search.cluster.path(path).is_some()
+                {
+                    reasons.push(format!("not {}: {why}", path.name()));
                 }
             }
             EdgePlan {

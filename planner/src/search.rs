@@ -394,12 +394,12 @@ impl<'a> Search<'a> {
             }
         }
         for (e, &(from, to)) in self.c.ends.iter().enumerate() {
-            if let (Placement::Host(a), Placement::Host(b)) = (place[from], place[to]) {
-                if a == b {
-                    let g = Self::group_of(uf, from);
-                    if let Some(entry) = groups.get_mut(&g) {
-                        entry.2 += self.c.dag.edges[e].bytes;
-                    }
+            if let (Placement::Host(a), Placement::Host(b)) = (place[from], place[to])
+                && a == b
+            {
+                let g = Self::group_of(uf, from);
+                if let Some(entry) = groups.get_mut(&g) {
+                    entry.2 += self.c.dag.edges[e].bytes;
                 }
             }
         }

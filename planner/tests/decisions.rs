@@ -1,5 +1,7 @@
 //! Table-driven cases for each decision the planner makes, and the errors it gives.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use baton_planner::*;
 
 const GIB: u64 = 1 << 30;

@@ -2,6 +2,8 @@
 //! must equal `tests/golden/NAME.explain`. `BATON_BLESS=1 cargo test -p baton-planner` rewrites
 //! the expected files after an intended change.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::Path;
 
 use baton_planner::spec::PlanSpec;

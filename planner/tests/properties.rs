@@ -2,6 +2,8 @@
 //! the plan never predicts worse than every edge through the object store, request counts are
 //! exact, and the same inputs give the same plan.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use baton_planner::*;
 
 struct Rng(u64);
@@ -31,7 +33,7 @@ fn dag(rng: &mut Rng) -> Dag {
         stages.push(Stage {
             id: StageId(id),
             name: format!("s{id}"),
-            dop: DopBounds::range(1 + rng.below(u64::from(max)) as u32 / 4 + 0, max.max(1)),
+            dop: DopBounds::range(1 + rng.below(u64::from(max)) as u32 / 4, max.max(1)),
             compute: Compute { per_row_s: rng.pick(&[1e-8, 5e-8, 2e-7]), per_byte_s: rng.pick(&[0.0, 1e-9]) },
             source_rows: if id == 1 || rng.below(3) == 0 { rng.pick(&[1_000_000, 50_000_000]) } else { 0 },
             source_bytes: 0,

@@ -27,6 +27,12 @@ pub enum Error {
         #[from]
         source: ArrowError,
     },
+    /// Asked for something this version does not do yet.
+    #[error("not supported yet: {what}")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
     /// The fabric failed to move the bytes.
     #[error(transparent)]
     Fabric(#[from] baton_fabric::Error),

@@ -1,0 +1,113 @@
+//! Mappers write through a path in each layout; reducers read back exactly their partitions.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use baton_fabric::path::object_store::ObjectStorePath;
+use baton_fabric::tier::MemoryTier;
+use baton_fabric::{DataPath, EdgeId, JobId, KeyPrefix};
+use baton_shuffle::{
+    HashPartitioner, Layout, MapOutput, Partitioner, RangePartitioner, ShuffleReader, ShuffleWriter, Target,
+};
+
+const MAPPERS: u32 = 4;
+const REDUCERS: u32 = 3;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("key", DataType::Int64, false), Field::new("value", DataType::Utf8, false)]))
+}
+
+fn batch(keys: Vec<i64>) -> RecordBatch {
+    let values: Vec<String> = keys.iter().map(|k| format!("v{k}")).collect();
+    RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(keys)), Arc::new(StringArray::from(values))]).unwrap()
+}
+
+fn keys(batches: &[RecordBatch]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for b in batches {
+        let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let v = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            assert_eq!(v.value(i), format!("v{}", k.value(i)), "a row lost its value");
+            out.push(k.value(i));
+        }
+    }
+    out
+}
+
+/// Mapper m holds keys m, m + MAPPERS, m + 2·MAPPERS, ... below 4000, in two batches.
+fn mapper_input(m: u32) -> Vec<RecordBatch> {
+    let all: Vec<i64> = (0..4000).filter(|k| k % i64::from(MAPPERS) == i64::from(m)).collect();
+    let (a, b) = all.split_at(all.len() / 3);
+    vec![batch(a.to_vec()), batch(b.to_vec())]
+}
+
+async fn shuffle(
+    path: Arc<dyn DataPath>,
+    layout: Layout,
+    partitioner: impl Fn() -> Box<dyn Partitioner>,
+) -> (Vec<Vec<i64>>, usize) {
+    let target = Target { path: path.clone(), job: JobId(1), edge: EdgeId(layout as u32) };
+    let mut outputs: Vec<MapOutput> = Vec::new();
+    for m in 0..MAPPERS {
+        let mut writer = ShuffleWriter::new(target.clone(), m, schema(), partitioner(), layout);
+        for b in mapper_input(m) {
+            writer.write(&b).unwrap();
+        }
+        outputs.push(writer.finish().await.unwrap());
+    }
+    let objects = path.list(&KeyPrefix::edge(target.job, target.edge)).await.unwrap().len();
+    let mut per_reducer = Vec::new();
+    for r in 0..REDUCERS {
+        let batches = ShuffleReader::new(target.clone(), r).read_all(&outputs).await.unwrap();
+        per_reducer.push(keys(&batches));
+    }
+    (per_reducer, objects)
+}
+
+fn paths() -> Vec<Arc<dyn DataPath>> {
+    vec![
+        Arc::new(MemoryTier::new(1 << 30)),
+        Arc::new(ObjectStorePath::new(Arc::new(object_store::memory::InMemory::new()), Default::default())),
+    ]
+}
+
+#[tokio::test]
+async fn every_row_reaches_exactly_its_reducer_in_both_layouts() {
+    for path in paths() {
+        for (layout, expected_objects) in
+            [(Layout::AllToAll, (MAPPERS * REDUCERS) as usize), (Layout::Coalesced, MAPPERS as usize)]
+        {
+            let hash = || Box::new(HashPartitioner::new(&schema(), &[0], REDUCERS).unwrap()) as Box<dyn Partitioner>;
+            let (per_reducer, objects) = shuffle(path.clone(), layout, hash).await;
+            assert_eq!(objects, expected_objects, "{layout:?} over {path:?}");
+            let checker = HashPartitioner::new(&schema(), &[0], REDUCERS).unwrap();
+            for (r, keys) in per_reducer.iter().enumerate() {
+                let assigned = checker.assign(&batch(keys.clone())).unwrap();
+                assert!(assigned.iter().all(|&p| p == r as u32), "reducer {r} got another's rows");
+            }
+            let mut all: Vec<i64> = per_reducer.concat();
+            all.sort();
+            assert_eq!(all, (0..4000).collect::<Vec<_>>(), "{layout:?}: rows lost or duplicated");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_range_partitioned_coalesced_shuffle_sorts_globally() {
+    let sample: Vec<RecordBatch> = (0..MAPPERS).map(|m| mapper_input(m).remove(0)).collect();
+    let range =
+        || Box::new(RangePartitioner::from_sample(&schema(), &[0], &sample, REDUCERS).unwrap()) as Box<dyn Partitioner>;
+    let (per_reducer, _) = shuffle(Arc::new(MemoryTier::new(1 << 30)), Layout::Coalesced, range).await;
+    let sorted: Vec<i64> = per_reducer
+        .into_iter()
+        .flat_map(|mut keys| {
+            keys.sort();
+            keys
+        })
+        .collect();
+    assert_eq!(sorted, (0..4000).collect::<Vec<_>>(), "concatenated reducer outputs are not globally sorted");
+}

@@ -150,7 +150,9 @@ impl FrameReader {
         Error::corrupt(&self.what, self.offset as u64, corruption)
     }
 
-    fn next_frame(&mut self) -> Result<Frame> {
+    /// Checks the header at the current offset; returns the kind, payload length, padded
+    /// length and payload CRC.
+    fn next_header(&mut self) -> Result<(PayloadKind, u64, u64, u32)> {
         if self.offset == self.data.len() {
             return Err(self.corrupt(Corruption::MissingEnd));
         }
@@ -185,6 +187,11 @@ impl FrameReader {
         if padded > available {
             return Err(self.corrupt(Corruption::Truncated { needed: padded, available }));
         }
+        Ok((kind, len, padded, crc))
+    }
+
+    fn next_frame(&mut self) -> Result<Frame> {
+        let (kind, len, padded, crc) = self.next_header()?;
         // `padded <= available <= usize::MAX`, so these conversions are exact.
         let start = self.offset + HEADER_LEN;
         let payload = self.data.slice(start..start + len as usize);
@@ -224,6 +231,26 @@ impl Iterator for FrameReader {
             other => Some(other),
         }
     }
+}
+
+/// Cuts bytes holding several whole objects back to back into the objects, by their headers
+/// and end frames (payload checksums are left to whoever reads each object).
+pub fn split_objects(what: impl std::fmt::Display, data: Bytes) -> Result<Vec<Bytes>> {
+    let mut reader = FrameReader::new(what, data.clone());
+    let mut objects = Vec::new();
+    let mut start = 0;
+    while reader.offset < data.len() {
+        let (kind, _, padded, _) = reader.next_header()?;
+        reader.offset += HEADER_LEN + padded as usize;
+        if kind == PayloadKind::End {
+            objects.push(data.slice(start..reader.offset));
+            start = reader.offset;
+        }
+    }
+    if start != data.len() {
+        return Err(reader.corrupt(Corruption::MissingEnd));
+    }
+    Ok(objects)
 }
 
 /// Checks every frame of an object and returns the payloads of a framed-bytes object.
@@ -371,6 +398,17 @@ mod tests {
         longer.extend_from_slice(&object);
         let err = decode_records("twice", longer.into()).unwrap_err();
         assert!(matches!(err, Error::Corrupt { corruption: Corruption::TrailingBytes, .. }), "{err}");
+    }
+
+    #[test]
+    fn objects_back_to_back_split_apart() {
+        let a = encode_records([&b"a"[..], b"bb"]);
+        let b = encode_records([&b"ccc"[..]]);
+        let both: Bytes = [a.to_vec(), b.to_vec()].concat().into();
+        assert_eq!(split_objects("two", both.clone()).unwrap(), vec![a.clone(), b]);
+        assert!(split_objects("none", Bytes::new()).unwrap().is_empty());
+        let cut = both.slice(..both.len() - 8);
+        assert!(matches!(split_objects("cut", cut), Err(Error::Corrupt { .. })));
     }
 
     #[test]

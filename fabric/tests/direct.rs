@@ -148,12 +148,21 @@ async fn a_slow_reader_holds_the_sender_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_goes_away_mid_transfer_is_peer_gone() {
-    let node = node(Limits { stream_window: 1 << 20, connection_window: 2 << 20, ..Limits::default() }).await;
+    // Small windows, and a short idle timeout: a node that vanishes counts as gone within it
+    // even if its goodbye never arrives.
+    let limits = Limits {
+        stream_window: 1 << 20,
+        connection_window: 2 << 20,
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let node = node(limits).await;
     let job = JobId(0x9);
     node.store.open_job(job, Duration::from_secs(60));
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     node.store.insert(&key, pattern(64 << 20)).unwrap();
-    let client = node.client(&[job]).await;
+    let client = DirectPath::connect_with_limits(node.server.local_addr().unwrap(), &node.tls, &limits).await.unwrap();
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
     let (_, mut recv) = client.open_read(&key).await.unwrap();
     recv.read_chunk(1 << 20, true).await.unwrap();
     drop(node.server);

@@ -7,14 +7,21 @@
 //!
 //! The writer returns a [`MapOutput`] (rows, bytes and, when coalesced, the byte range of every
 //! partition) that the driver hands to the reducers; empty partitions are neither written nor
-//! read. Not yet here: spilling a writer's buffers past a memory budget, and k-level merges.
+//! read. A writer given a memory budget spills its buffered partitions to a local file when
+//! they outgrow it; a partition is then several Arrow objects back to back, which the reader
+//! splits apart. Not yet here: k-level merges.
 
+use std::fs::File;
+use std::io::Write;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use baton_fabric::arrow::{encode_batches, read_batches};
+use baton_fabric::frame::split_objects;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
 use baton_planner::Topology;
 use bytes::Bytes;
@@ -79,6 +86,8 @@ pub struct PartitionInfo {
 pub struct MapOutput {
     /// The mapper (producer partition).
     pub mapper: u32,
+    /// Bytes the writer spilled to its local file on the way (0 if it stayed within budget).
+    pub spilled_bytes: u64,
     /// The layout it wrote in.
     pub layout: Layout,
     /// One entry per reducer.
@@ -94,6 +103,18 @@ pub struct ShuffleWriter {
     partitioner: Box<dyn Partitioner>,
     layout: Layout,
     buffers: Vec<Vec<RecordBatch>>,
+    buffered: usize,
+    budget: Option<(usize, PathBuf)>,
+    spill: Option<Spill>,
+}
+
+/// A writer's spill file: runs of complete Arrow objects, per partition.
+#[derive(Debug)]
+struct Spill {
+    file: File,
+    len: u64,
+    /// For each partition, (offset, length, rows) of its runs in the file.
+    runs: Vec<Vec<(u64, u64, u64)>>,
 }
 
 impl ShuffleWriter {
@@ -106,34 +127,87 @@ impl ShuffleWriter {
         layout: Layout,
     ) -> Self {
         let buffers = vec![Vec::new(); partitioner.partitions() as usize];
-        Self { target, mapper, schema, partitioner, layout, buffers }
+        Self { target, mapper, schema, partitioner, layout, buffers, buffered: 0, budget: None, spill: None }
+    }
+
+    /// Keeps at most `bytes` of partitioned batches in memory; beyond that they are spilled to
+    /// an unnamed file in `dir` (the function's local disk), which disappears with the writer.
+    pub fn with_memory_budget(mut self, bytes: usize, dir: impl Into<PathBuf>) -> Self {
+        self.budget = Some((bytes, dir.into()));
+        self
     }
 
     /// Adds a batch.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         for (p, part) in split(self.partitioner.as_ref(), batch)?.into_iter().enumerate() {
             if part.num_rows() > 0 {
+                self.buffered += part.get_array_memory_size();
                 self.buffers[p].push(part);
             }
         }
+        if self.budget.as_ref().is_some_and(|(bytes, _)| self.buffered > *bytes) {
+            self.spill_buffers()?;
+        }
         Ok(())
+    }
+
+    fn spill_buffers(&mut self) -> Result<()> {
+        let Some((_, dir)) = &self.budget else { return Ok(()) };
+        if self.spill.is_none() {
+            let file = tempfile::tempfile_in(dir).map_err(|e| spill_error(dir, e))?;
+            self.spill = Some(Spill { file, len: 0, runs: vec![Vec::new(); self.buffers.len()] });
+        }
+        let dir = dir.clone();
+        let Some(spill) = self.spill.as_mut() else { return Ok(()) };
+        for (p, batches) in self.buffers.iter_mut().enumerate() {
+            if batches.is_empty() {
+                continue;
+            }
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let object = encode_batches(&self.schema, batches)?;
+            spill.file.write_all(&object).map_err(|e| spill_error(&dir, e))?;
+            spill.runs[p].push((spill.len, object.len() as u64, rows));
+            spill.len += object.len() as u64;
+            batches.clear();
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    /// Partition `p`'s spilled runs and buffered batches, as Arrow objects back to back.
+    fn partition_bytes(&self, p: usize) -> Result<(u64, Vec<u8>)> {
+        let mut rows = 0;
+        let mut out = Vec::new();
+        if let (Some(spill), Some((_, dir))) = (&self.spill, &self.budget) {
+            for &(offset, len, run_rows) in &spill.runs[p] {
+                let start = out.len();
+                out.resize(start + len as usize, 0);
+                spill.file.read_exact_at(&mut out[start..], offset).map_err(|e| spill_error(dir, e))?;
+                rows += run_rows;
+            }
+        }
+        let batches = &self.buffers[p];
+        if !batches.is_empty() {
+            rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            out.extend_from_slice(&encode_batches(&self.schema, batches)?);
+        }
+        Ok((rows, out))
     }
 
     /// Writes the objects and says what they hold.
     pub async fn finish(self) -> Result<MapOutput> {
         let mut partitions = Vec::with_capacity(self.buffers.len());
         let mut coalesced = Vec::new();
-        for (p, batches) in self.buffers.iter().enumerate() {
-            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        for p in 0..self.buffers.len() {
+            let (rows, object) = self.partition_bytes(p)?;
             if rows == 0 {
                 partitions.push(PartitionInfo::default());
                 continue;
             }
-            let object = encode_batches(&self.schema, batches)?;
             let bytes = object.len() as u64;
             match self.layout {
                 Layout::AllToAll => {
-                    self.target.path.put(&self.target.key(self.mapper, p as u32), object).await?;
+                    self.target.path.put(&self.target.key(self.mapper, p as u32), Bytes::from(object)).await?;
                     partitions.push(PartitionInfo { rows, bytes, range: None });
                 }
                 Layout::Coalesced => {
@@ -146,7 +220,8 @@ impl ShuffleWriter {
         if self.layout == Layout::Coalesced && !coalesced.is_empty() {
             self.target.path.put(&self.target.key(self.mapper, COALESCED), Bytes::from(coalesced)).await?;
         }
-        Ok(MapOutput { mapper: self.mapper, layout: self.layout, partitions })
+        let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
+        Ok(MapOutput { mapper: self.mapper, spilled_bytes, layout: self.layout, partitions })
     }
 }
 
@@ -187,7 +262,11 @@ impl ShuffleReader {
                 return Err(Error::Unsupported { what: "a coalesced partition without its byte range".into() });
             }
         };
-        let (_, batches) = read_batches(key, object)?;
+        // A writer that spilled left several objects back to back.
+        let mut batches = Vec::new();
+        for piece in split_objects(key, object)? {
+            batches.extend(read_batches(key, piece)?.1);
+        }
         Ok(batches)
     }
 
@@ -199,4 +278,8 @@ impl ShuffleReader {
         }
         Ok(out)
     }
+}
+
+fn spill_error(dir: &std::path::Path, e: std::io::Error) -> Error {
+    Error::Fabric(baton_fabric::Error::io("spill to", dir, e))
 }

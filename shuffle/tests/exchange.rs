@@ -111,3 +111,30 @@ async fn a_range_partitioned_coalesced_shuffle_sorts_globally() {
         .collect();
     assert_eq!(sorted, (0..4000).collect::<Vec<_>>(), "concatenated reducer outputs are not globally sorted");
 }
+
+#[tokio::test]
+async fn a_writer_over_its_budget_spills_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in [Layout::AllToAll, Layout::Coalesced] {
+        let path: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 30));
+        let target = Target { path, job: JobId(2), edge: EdgeId(0) };
+        let partitioner = Box::new(HashPartitioner::new(&schema(), &[0], REDUCERS).unwrap());
+        let mut writer = ShuffleWriter::new(target.clone(), 0, schema(), partitioner, layout)
+            .with_memory_budget(16 << 10, dir.path());
+        for chunk in (0..20_000).collect::<Vec<i64>>().chunks(1000) {
+            writer.write(&batch(chunk.to_vec())).unwrap();
+        }
+        let output = writer.finish().await.unwrap();
+        assert!(output.spilled_bytes > 0, "{layout:?}: a 16 KiB budget must spill");
+        let mut all = Vec::new();
+        for r in 0..REDUCERS {
+            all.extend(keys(
+                &ShuffleReader::new(target.clone(), r).read_all(std::slice::from_ref(&output)).await.unwrap(),
+            ));
+        }
+        all.sort();
+        assert_eq!(all, (0..20_000).collect::<Vec<_>>(), "{layout:?}: rows lost in the spill");
+    }
+    // The spill files were unnamed: nothing is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

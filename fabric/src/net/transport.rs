@@ -14,7 +14,8 @@ pub struct Limits {
     pub send_window: u64,
     /// Requests (streams) a connection may have open at once.
     pub max_streams: u32,
-    /// A connection with no traffic for this long is closed.
+    /// A connection with no traffic for this long is closed; keep-alives go out at a third of
+    /// it, so this is how long a peer that vanished without a word takes to count as gone.
     pub idle_timeout: Duration,
     /// Bytes of kernel buffer asked for each UDP socket, each way. Bursts that overflow a small
     /// buffer are dropped, which QUIC reads as congestion; the kernel caps this at
@@ -33,7 +34,7 @@ impl Default for Limits {
             connection_window: 64 << 20,
             send_window: 64 << 20,
             max_streams: 256,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
             max_udp_payload: 65_000,
             udp_buffer: 8 << 20,
         }

@@ -11,7 +11,7 @@ use baton_fabric::path::object_store::ObjectStorePath;
 use baton_fabric::path::vm_local::VmLocalPath;
 use baton_fabric::store::{StoreConfig, TieredStore};
 use baton_fabric::tier::{FlashTier, MemoryTier};
-use baton_fabric::{DataPath, JobId};
+use baton_fabric::JobId;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 
@@ -75,10 +75,4 @@ async fn object_store_file() {
 #[tokio::test]
 async fn object_store_memory() {
     run_all(&ObjectStorePath::new(Arc::new(InMemory::new()), Default::default()), JOB).await;
-}
-
-#[test]
-fn paths_are_object_safe() {
-    fn takes(_: &dyn DataPath) {}
-    takes(&MemoryTier::new(1));
 }

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_fabric::JobId;
 use baton_fabric::conformance::run_all;
 use baton_fabric::node::Node;
 use baton_fabric::path::object_store::ObjectStorePath;
 use baton_fabric::path::vm_local::VmLocalPath;
 use baton_fabric::store::{StoreConfig, TieredStore};
 use baton_fabric::tier::{FlashTier, MemoryTier};
-use baton_fabric::JobId;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 

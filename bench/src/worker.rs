@@ -94,7 +94,6 @@ pub struct WorkerReport {
 
 /// Runs a worker in this process.
 pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
-    let path = args.path.open().await?;
     let pid = std::process::id();
     match args.role {
         Role::Produce => {
@@ -110,7 +109,7 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
                 PathSpec::ObjectStore { .. } => {
                     let object = encode_batches(&schema, &batches)?;
                     let len = object.len() as u64;
-                    path.put(&args.key, object).await?;
+                    args.path.open().await?.put(&args.key, object).await?;
                     len
                 }
             };
@@ -118,7 +117,7 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
             Ok(WorkerReport { pid, bytes, rows: args.rows, seconds, checksum, ..Default::default() })
         }
         Role::Hold => {
-            let object = path.get(&args.key).await?;
+            let object = args.path.open().await?.get(&args.key).await?;
             let (_, batches) = read_batches(args.key, object.clone())?;
             let checksum = data::checksum(&batches);
             let report = WorkerReport { pid, bytes: object.len() as u64, checksum, ..Default::default() };
@@ -127,6 +126,7 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
             Ok(report)
         }
         Role::Consume => {
+            let path = args.path.open().await?;
             let start = Instant::now();
             let object = path.get(&args.key).await?;
             let (_, batches) = read_batches(args.key, object.clone())?;

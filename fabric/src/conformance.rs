@@ -60,6 +60,11 @@ pub async fn first_write_wins(path: &dyn DataPath, job: JobId) {
         other => panic!("{path:?}: second put gave {other:?}"),
     }
     assert_eq!(path.get(&k).await.expect("get"), Bytes::from_static(b"first"));
+    // A retry writes its own keys: both attempts' objects stand side by side.
+    let retry = k.with_attempt(1);
+    path.put(&retry, Bytes::from_static(b"retry")).await.expect("put of a retry's key");
+    assert_eq!(path.get(&retry).await.expect("get retry"), Bytes::from_static(b"retry"));
+    assert_eq!(path.get(&k).await.expect("get"), Bytes::from_static(b"first"));
 }
 
 /// Deleted objects are gone, and deleting again is fine.
@@ -76,13 +81,19 @@ pub async fn delete_is_idempotent(path: &dyn DataPath, job: JobId) {
 
 /// Listing returns exactly the prefix's objects, sorted by key, with sizes.
 pub async fn list_is_sorted_and_filtered(path: &dyn DataPath, job: JobId) {
-    let keys = [key(job, 5, 2, 1), key(job, 5, 0, 3), key(job, 5, 10, 0), key(job, 6, 0, 0)];
+    let keys = [
+        key(job, 5, 2, 1),
+        key(job, 5, 0, 3),
+        key(job, 5, 10, 0),
+        key(job, 6, 0, 0),
+        key(job, 5, 2, 1).with_attempt(3),
+    ];
     for (i, k) in keys.iter().enumerate() {
         path.put(k, pattern(10 + i, 0)).await.expect("put");
     }
     let listed = path.list(&KeyPrefix::edge(job, EdgeId(5))).await.expect("list edge");
     let got: Vec<_> = listed.iter().map(|m| (m.key, m.size)).collect();
-    assert_eq!(got, vec![(keys[1], 11), (keys[0], 10), (keys[2], 12)], "{path:?}: listing of edge 5");
+    assert_eq!(got, vec![(keys[1], 11), (keys[0], 10), (keys[4], 14), (keys[2], 12)], "{path:?}: listing of edge 5");
     let all = path.list(&KeyPrefix::job(job)).await.expect("list job");
     assert!(keys.iter().all(|k| all.iter().any(|m| m.key == *k)), "{path:?}: job listing misses objects");
     assert!(all.windows(2).all(|w| w[0].key < w[1].key), "{path:?}: job listing not sorted");

@@ -1,9 +1,12 @@
 //! Typed identifiers and object keys.
 //!
 //! Every object the fabric holds belongs to a job and is addressed by an [`ObjectKey`]:
-//! (job, edge, producer partition, consumer partition or chunk). Keys have one canonical
-//! relative-path form, `job-<hex>/edge-<n>/<producer>-<consumer>`, shared by every tier and
-//! path, and [`ObjectKey::from_str`] is its checked inverse.
+//! (job, edge, producer partition, consumer partition or chunk) and the producer's attempt.
+//! Keys have one canonical relative-path form, `job-<hex>/edge-<n>/<producer>-<consumer>` (with
+//! `.<attempt>` after the producer for a retry's objects: `3.1-0`), shared by every tier and
+//! path, and [`ObjectKey::from_str`] is its checked inverse. Because each attempt writes its own
+//! keys, a retried task never collides with the objects of the attempt it replaces, and the
+//! driver tells consumers which attempt won.
 //!
 //! ```
 //! use baton_fabric::{EdgeId, JobId, ObjectKey};
@@ -37,8 +40,8 @@ pub struct TaskId {
     pub attempt: u32,
 }
 
-/// The address of one object: which job, which edge, from which producer partition to which
-/// consumer partition (or chunk).
+/// The address of one object: which job, which edge, from which producer partition (and which
+/// attempt of it) to which consumer partition (or chunk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectKey {
     /// The job that owns the object.
@@ -49,6 +52,8 @@ pub struct ObjectKey {
     pub producer: u32,
     /// The consuming partition, or a chunk number when an edge is not partitioned.
     pub consumer: u32,
+    /// The producer's attempt (0 for the first).
+    pub attempt: u32,
 }
 
 /// A selection of objects for listing: all of a job's, or those of one edge of it.
@@ -89,7 +94,12 @@ impl fmt::Display for TaskId {
 impl ObjectKey {
     /// A key from its four parts.
     pub fn new(job: JobId, edge: EdgeId, producer: u32, consumer: u32) -> Self {
-        Self { job, edge, producer, consumer }
+        Self { job, edge, producer, consumer, attempt: 0 }
+    }
+
+    /// The same key for attempt `attempt` of its producer.
+    pub fn with_attempt(self, attempt: u32) -> Self {
+        Self { attempt, ..self }
     }
 
     /// Whether `prefix` selects this key.
@@ -100,7 +110,11 @@ impl ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}-{}", self.job, self.edge, self.producer, self.consumer)
+        write!(f, "{}/{}/{}", self.job, self.edge, self.producer)?;
+        if self.attempt > 0 {
+            write!(f, ".{}", self.attempt)?;
+        }
+        write!(f, "-{}", self.consumer)
     }
 }
 
@@ -118,11 +132,18 @@ impl FromStr for ObjectKey {
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .ok_or_else(|| bad("bad job part"))?;
         let edge = edge.strip_prefix("edge-").and_then(|e| e.parse().ok()).ok_or_else(|| bad("bad edge part"))?;
-        let (producer, consumer) = leaf
+        let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u32>().ok()).flatten();
+        let (producer, attempt, consumer) = leaf
             .split_once('-')
-            .and_then(|(p, c)| Some((p.parse().ok()?, c.parse().ok()?)))
-            .ok_or_else(|| bad("bad <producer>-<consumer> part"))?;
-        Ok(Self::new(JobId(job), EdgeId(edge), producer, consumer))
+            .and_then(|(p, c)| {
+                let (p, a) = match p.split_once('.') {
+                    Some((p, a)) => (p, number(a).filter(|&a| a > 0)?),
+                    None => (p, 0),
+                };
+                Some((number(p)?, a, number(c)?))
+            })
+            .ok_or_else(|| bad("bad <producer>[.<attempt>]-<consumer> part"))?;
+        Ok(Self::new(JobId(job), EdgeId(edge), producer, consumer).with_attempt(attempt))
     }
 }
 
@@ -156,11 +177,23 @@ mod tests {
         let key = ObjectKey::new(JobId(0xfeed), EdgeId(3), 7, 11);
         assert_eq!(key.to_string(), "job-000000000000feed/edge-3/7-11");
         assert_eq!(key.to_string().parse::<ObjectKey>().unwrap(), key);
+        let retry = key.with_attempt(2);
+        assert_eq!(retry.to_string(), "job-000000000000feed/edge-3/7.2-11");
+        assert_eq!(retry.to_string().parse::<ObjectKey>().unwrap(), retry);
     }
 
     #[test]
     fn malformed_keys_are_rejected_with_the_reason() {
-        for bad in ["", "job-zz/edge-1/1-1", "job-1/edge-x/1-1", "job-1/edge-1/1", "job-1/edge-1/1-1/x"] {
+        for bad in [
+            "",
+            "job-zz/edge-1/1-1",
+            "job-1/edge-x/1-1",
+            "job-1/edge-1/1",
+            "job-1/edge-1/1-1/x",
+            "job-1/edge-1/1.0-1",
+            "job-1/edge-1/1.-1",
+            "job-1/edge-1/+1-1",
+        ] {
             let err = bad.parse::<ObjectKey>().unwrap_err();
             assert!(matches!(err, Error::BadKey { .. }), "{bad}: {err}");
         }

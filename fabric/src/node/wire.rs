@@ -17,7 +17,7 @@ use crate::path::ObjectMeta;
 use crate::store::Location;
 
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The largest message accepted, in bytes.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
@@ -28,17 +28,18 @@ pub struct WireKey {
     edge: u32,
     producer: u32,
     consumer: u32,
+    attempt: u32,
 }
 
 impl From<ObjectKey> for WireKey {
     fn from(k: ObjectKey) -> Self {
-        Self { job: k.job.0, edge: k.edge.0, producer: k.producer, consumer: k.consumer }
+        Self { job: k.job.0, edge: k.edge.0, producer: k.producer, consumer: k.consumer, attempt: k.attempt }
     }
 }
 
 impl From<WireKey> for ObjectKey {
     fn from(k: WireKey) -> Self {
-        ObjectKey::new(JobId(k.job), EdgeId(k.edge), k.producer, k.consumer)
+        ObjectKey::new(JobId(k.job), EdgeId(k.edge), k.producer, k.consumer).with_attempt(k.attempt)
     }
 }
 

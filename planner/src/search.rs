@@ -136,7 +136,9 @@ impl<'a> Search<'a> {
         let (from, to) = self.c.ends[e];
         let room = match (path, st.place[from]) {
             (Path::VmLocal, Placement::Host(h)) => self.cluster.hosts.iter().find(|x| x.id == h).map(|host| {
-                let functions = u64::from(st.dop[from].max(st.dop[to])) * self.cluster.function.memory;
+                // Tasks beyond the host's cores run in waves: at most `cores` hold memory at once.
+                let at_once = st.dop[from].max(st.dop[to]).min(host.cores.max(1));
+                let functions = u64::from(at_once) * self.cluster.function.memory;
                 host.memory.saturating_sub(functions)
             }),
             _ => self.cluster.path(path).and_then(|m| m.capacity),
@@ -381,8 +383,9 @@ impl<'a> Search<'a> {
         r
     }
 
-    /// Whether every host holds what is placed on it: the largest DoP of each group in cores,
-    /// and that DoP's functions plus the group's internal edges in memory.
+    /// Whether every host holds what is placed on it: the largest DoP of each group (up to
+    /// the host's cores; more run in waves) in cores, and that many functions plus the group's
+    /// internal edges in memory.
     fn fits(&self, dop: &[u32], place: &[Placement], uf: &mut [usize]) -> bool {
         let n = self.c.dag.stages.len();
         let mut groups: std::collections::BTreeMap<usize, (HostId, u32, u64)> = Default::default();
@@ -404,8 +407,11 @@ impl<'a> Search<'a> {
             }
         }
         self.cluster.hosts.iter().all(|host| {
+            // A group with more tasks than cores runs them in waves: it holds the cores, and
+            // the memory of that many functions, at once.
             let (cores, memory) = groups.values().filter(|(h, _, _)| *h == host.id).fold((0u64, 0u64), |acc, g| {
-                (acc.0 + u64::from(g.1), acc.1 + u64::from(g.1) * self.cluster.function.memory + g.2)
+                let at_once = u64::from(g.1.min(host.cores.max(1)));
+                (acc.0 + at_once, acc.1 + at_once * self.cluster.function.memory + g.2)
             });
             cores <= u64::from(host.cores) && memory <= host.memory
         })

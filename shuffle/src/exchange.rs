@@ -25,6 +25,7 @@ use baton_fabric::frame::split_objects;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
 use baton_planner::Topology;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::partition::{Partitioner, split};
@@ -33,7 +34,7 @@ use crate::partition::{Partitioner, split};
 pub const COALESCED: u32 = u32::MAX;
 
 /// How a mapper's partitions are laid out in objects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
     /// One object per (mapper, reducer).
     AllToAll,
@@ -65,13 +66,13 @@ pub struct Target {
 }
 
 impl Target {
-    fn key(&self, producer: u32, consumer: u32) -> ObjectKey {
-        ObjectKey::new(self.job, self.edge, producer, consumer)
+    fn key(&self, producer: u32, attempt: u32, consumer: u32) -> ObjectKey {
+        ObjectKey::new(self.job, self.edge, producer, consumer).with_attempt(attempt)
     }
 }
 
 /// What one partition of a mapper's output holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionInfo {
     /// Rows.
     pub rows: u64,
@@ -82,10 +83,12 @@ pub struct PartitionInfo {
 }
 
 /// What a mapper wrote: the driver passes it to the reducers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapOutput {
     /// The mapper (producer partition).
     pub mapper: u32,
+    /// The mapper's attempt whose objects these are.
+    pub attempt: u32,
     /// Bytes the writer spilled to its local file on the way (0 if it stayed within budget).
     pub spilled_bytes: u64,
     /// The layout it wrote in.
@@ -99,6 +102,7 @@ pub struct MapOutput {
 pub struct ShuffleWriter {
     target: Target,
     mapper: u32,
+    attempt: u32,
     schema: SchemaRef,
     partitioner: Box<dyn Partitioner>,
     layout: Layout,
@@ -127,7 +131,25 @@ impl ShuffleWriter {
         layout: Layout,
     ) -> Self {
         let buffers = vec![Vec::new(); partitioner.partitions() as usize];
-        Self { target, mapper, schema, partitioner, layout, buffers, buffered: 0, budget: None, spill: None }
+        Self {
+            target,
+            mapper,
+            attempt: 0,
+            schema,
+            partitioner,
+            layout,
+            buffers,
+            buffered: 0,
+            budget: None,
+            spill: None,
+        }
+    }
+
+    /// Writes as attempt `attempt` of the mapper: its objects get keys of their own, so a
+    /// retry never collides with an earlier attempt's objects (the driver picks the winner).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// Keeps at most `bytes` of partitioned batches in memory; beyond that they are spilled to
@@ -207,7 +229,10 @@ impl ShuffleWriter {
             let bytes = object.len() as u64;
             match self.layout {
                 Layout::AllToAll => {
-                    self.target.path.put(&self.target.key(self.mapper, p as u32), Bytes::from(object)).await?;
+                    self.target
+                        .path
+                        .put(&self.target.key(self.mapper, self.attempt, p as u32), Bytes::from(object))
+                        .await?;
                     partitions.push(PartitionInfo { rows, bytes, range: None });
                 }
                 Layout::Coalesced => {
@@ -218,10 +243,13 @@ impl ShuffleWriter {
             }
         }
         if self.layout == Layout::Coalesced && !coalesced.is_empty() {
-            self.target.path.put(&self.target.key(self.mapper, COALESCED), Bytes::from(coalesced)).await?;
+            self.target
+                .path
+                .put(&self.target.key(self.mapper, self.attempt, COALESCED), Bytes::from(coalesced))
+                .await?;
         }
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
-        Ok(MapOutput { mapper: self.mapper, spilled_bytes, layout: self.layout, partitions })
+        Ok(MapOutput { mapper: self.mapper, attempt: self.attempt, spilled_bytes, layout: self.layout, partitions })
     }
 }
 
@@ -251,11 +279,11 @@ impl ShuffleReader {
         }
         let (key, object) = match (output.layout, &info.range) {
             (Layout::AllToAll, _) => {
-                let key = self.target.key(output.mapper, self.reducer);
+                let key = self.target.key(output.mapper, output.attempt, self.reducer);
                 (key, self.target.path.get(&key).await?)
             }
             (Layout::Coalesced, Some(range)) => {
-                let key = self.target.key(output.mapper, COALESCED);
+                let key = self.target.key(output.mapper, output.attempt, COALESCED);
                 (key, self.target.path.get_range(&key, range.clone()).await?)
             }
             (Layout::Coalesced, None) => {

@@ -3,9 +3,11 @@
 mod bench;
 mod cluster;
 mod demo;
+mod mapreduce;
 mod node;
 mod objects;
 mod plan;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -43,11 +45,19 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Pass generated Arrow data between two worker processes over each path, and measure it.
     Demo(demo::DemoArgs),
+    /// Write sort-benchmark input: 100-byte records with 10-byte random keys (gensort's format).
+    Gensort(mapreduce::GensortArgs),
+    /// Sort 100-byte records by key on worker processes, the shuffle on the planned path.
+    Sort(mapreduce::SortArgs),
+    /// Count the words of text files on worker processes.
+    Wordcount(mapreduce::WordCountArgs),
+    /// Serve task invocations over HTTP, one at a time, like a function instance.
+    Worker(worker::WorkerArgs),
     /// Run a benchmark.
     Bench(bench::BenchArgs),
     /// Run one producer or consumer (started by `demo` and `bench`).
     #[command(name = "__worker", hide = true)]
-    Worker {
+    BenchWorker {
         /// The worker's instructions, as JSON.
         json: String,
     },
@@ -68,7 +78,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Worker { json } => baton_bench::worker::main(&json).await,
+        Command::Gensort(args) => mapreduce::gensort(args),
+        Command::Sort(args) => mapreduce::sort(args).await,
+        Command::Wordcount(args) => mapreduce::wordcount(args).await,
+        Command::Worker(args) => worker::run(args).await,
+        Command::BenchWorker { json } => baton_bench::worker::main(&json).await,
     }
 }
 

@@ -1,0 +1,132 @@
+//! What a job did: per stage time and tasks, per edge path, bytes and requests.
+
+use std::fmt;
+
+use baton_planner::ByteSize;
+use baton_shuffle::{Layout, MapOutput};
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::task::TaskReport;
+
+/// A finished job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job's name.
+    pub job: String,
+    /// Seconds from the first task to the last.
+    pub seconds: f64,
+    /// Per stage.
+    pub stages: Vec<StageSummary>,
+    /// Per edge.
+    pub edges: Vec<EdgeSummary>,
+    /// Bytes deleted from the paths when the job ended.
+    pub freed_bytes: u64,
+    /// The committed reports of every stage's tasks, in partition order.
+    pub reports: Vec<Vec<TaskReport>>,
+}
+
+/// One stage of a finished job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// Its name.
+    pub name: String,
+    /// Tasks (partitions).
+    pub tasks: u32,
+    /// Attempts launched (tasks plus retries).
+    pub attempts: u32,
+    /// Seconds from its first launch to its last commit.
+    pub seconds: f64,
+    /// Rows its committed tasks wrote.
+    pub rows_out: u64,
+    /// Bytes its committed tasks wrote.
+    pub bytes_out: u64,
+}
+
+/// One edge of a finished job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EdgeSummary {
+    /// `map -> reduce`.
+    pub name: String,
+    /// The path it travelled.
+    pub path: String,
+    /// Its layout.
+    pub layout: String,
+    /// Bytes of its committed objects.
+    pub bytes: u64,
+    /// Write requests of the committed attempts.
+    pub writes: u64,
+    /// Read requests consumers made.
+    pub reads: u64,
+}
+
+impl StageSummary {
+    pub(crate) fn new(stage: &StageSpec, reports: &[TaskReport], attempts: u32, seconds: f64) -> Self {
+        Self {
+            name: stage.name.clone(),
+            tasks: stage.tasks,
+            attempts,
+            seconds,
+            rows_out: reports.iter().map(|r| r.rows_out).sum(),
+            bytes_out: reports.iter().map(|r| r.bytes_out).sum(),
+        }
+    }
+}
+
+impl EdgeSummary {
+    pub(crate) fn new(job: &JobSpec, _index: usize, edge: &EdgeSpec, maps: &[MapOutput]) -> Self {
+        let nonempty = |m: &MapOutput| m.partitions.iter().filter(|p| p.rows > 0).count() as u64;
+        let reads: u64 = maps.iter().map(nonempty).sum();
+        let writes = match edge.layout {
+            Layout::AllToAll => reads,
+            Layout::Coalesced => maps.iter().filter(|m| nonempty(m) > 0).count() as u64,
+        };
+        Self {
+            name: format!("{} -> {}", job.stages[edge.from].name, job.stages[edge.to].name),
+            path: edge.path.name(),
+            layout: match edge.layout {
+                Layout::AllToAll => "all-to-all".into(),
+                Layout::Coalesced => "coalesced".into(),
+            },
+            bytes: maps.iter().flat_map(|m| &m.partitions).map(|p| p.bytes).sum(),
+            writes,
+            reads,
+        }
+    }
+}
+
+impl fmt::Display for JobSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} · {:.2} s", self.job, self.seconds)?;
+        writeln!(f, "  {:<12} {:>6} {:>9} {:>9} {:>12}", "stage", "tasks", "attempts", "seconds", "wrote")?;
+        for s in &self.stages {
+            writeln!(
+                f,
+                "  {:<12} {:>6} {:>9} {:>9.2} {:>12}",
+                s.name,
+                s.tasks,
+                s.attempts,
+                s.seconds,
+                ByteSize(s.bytes_out).to_string()
+            )?;
+        }
+        writeln!(
+            f,
+            "  {:<18} {:<26} {:<11} {:>11} {:>7} {:>7}",
+            "edge", "path", "topology", "bytes", "writes", "reads"
+        )?;
+        for e in &self.edges {
+            writeln!(
+                f,
+                "  {:<18} {:<26} {:<11} {:>11} {:>7} {:>7}",
+                e.name,
+                e.path,
+                e.layout,
+                ByteSize(e.bytes).to_string(),
+                e.writes,
+                e.reads
+            )?;
+        }
+        write!(f, "  job ended: {} freed from every path", ByteSize(self.freed_bytes))
+    }
+}

@@ -1,0 +1,167 @@
+//! The runtime's errors.
+
+use std::path::PathBuf;
+
+use baton_fabric::TaskId;
+
+/// Why a task, a worker or a job failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input of the job is missing or malformed: the job fails before any task runs.
+    #[error("input {file}: {reason}")]
+    Input {
+        /// The file (path or URL).
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading an input file failed (retryable unless the file is gone).
+    #[error("input {file}: {source}")]
+    Source {
+        /// The file.
+        file: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A task's operator failed; `retryable` says whether another attempt may succeed.
+    #[error("task {task}: {message}")]
+    Task {
+        /// The task.
+        task: TaskId,
+        /// What went wrong, as the worker reported it.
+        message: String,
+        /// Whether a retry may help (a lost worker or a transient fault) or not (bad input).
+        retryable: bool,
+    },
+    /// A task asked for an operator the worker does not have.
+    #[error("no operator named {name:?} (known: {known})")]
+    UnknownOperator {
+        /// The name asked for.
+        name: String,
+        /// The names registered.
+        known: String,
+    },
+    /// Parameters of an operator did not parse.
+    #[error("bad parameters for {op}: {reason}")]
+    BadParams {
+        /// The operator.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+    /// A worker could not be reached, or died during an invocation.
+    #[error("worker {endpoint} lost: {reason}")]
+    WorkerLost {
+        /// The worker's address or name.
+        endpoint: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A worker refused an invocation because it is running another.
+    #[error("worker {endpoint} is busy")]
+    WorkerBusy {
+        /// The worker's address.
+        endpoint: String,
+    },
+    /// A worker answered with something that is not the protocol.
+    #[error("worker {endpoint} broke the protocol: {reason}")]
+    Protocol {
+        /// The worker's address.
+        endpoint: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A task ran past its deadline.
+    #[error("task {task} timed out after {seconds:.1} s")]
+    Timeout {
+        /// The task.
+        task: TaskId,
+        /// The deadline in seconds.
+        seconds: f64,
+    },
+    /// A stage ran out of attempts for one of its tasks.
+    #[error("{stage}: partition {partition} failed {attempts} times; last error: {last}")]
+    Exhausted {
+        /// The stage's name.
+        stage: String,
+        /// The partition.
+        partition: u32,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
+    /// A job description that cannot run.
+    #[error("bad job: {reason}")]
+    BadJob {
+        /// Why.
+        reason: String,
+    },
+    /// A local file could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The fabric failed.
+    #[error(transparent)]
+    Fabric(#[from] baton_fabric::Error),
+    /// The shuffle library failed.
+    #[error(transparent)]
+    Shuffle(#[from] baton_shuffle::Error),
+    /// An object store URL could not be opened.
+    #[error(transparent)]
+    Connector(#[from] baton_connectors::Error),
+    /// An object store request failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// The planner refused the job.
+    #[error("planner: {0}")]
+    Planner(#[from] baton_planner::Error),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+
+    /// Whether another attempt at the same task might succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Task { retryable, .. } => *retryable,
+            Error::WorkerLost { .. } | Error::WorkerBusy { .. } | Error::Timeout { .. } | Error::Protocol { .. } => {
+                true
+            }
+            Error::Fabric(e) => fabric_retryable(e),
+            Error::Shuffle(baton_shuffle::Error::Fabric(e)) => fabric_retryable(e),
+            Error::ObjectStore(_) | Error::Io { .. } => true,
+            Error::Source { source, .. } => !matches!(source, object_store::Error::NotFound { .. }),
+            _ => false,
+        }
+    }
+}
+
+fn fabric_retryable(e: &baton_fabric::Error) -> bool {
+    use baton_fabric::Error as F;
+    matches!(
+        e,
+        F::Timeout { .. }
+            | F::Unreachable { .. }
+            | F::PeerGone { .. }
+            | F::Io { .. }
+            | F::ObjectStore { .. }
+            | F::NoCapacity { .. }
+    )
+}
+
+/// The runtime's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,137 @@
+//! Warm worker processes on this host: the embedded default.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::http::Endpoint;
+use crate::invoker::Invoker;
+use crate::invoker::http::{Slots, invoke_endpoint};
+use crate::task::{Task, TaskReport};
+
+/// How to start a pool's workers.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// The `baton` binary (it runs `baton worker`).
+    pub exe: PathBuf,
+    /// Worker processes.
+    pub workers: usize,
+    /// Memory limit of each worker, in bytes (its data segment, as a function's memory size).
+    pub memory_limit: u64,
+    /// Where workers spill.
+    pub scratch: PathBuf,
+    /// How long an invocation may take before the worker counts as lost.
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+struct LocalWorker {
+    child: Child,
+    endpoint: Endpoint,
+    _stdout: BufReader<ChildStdout>,
+}
+
+/// A pool of `baton worker` processes on 127.0.0.1, each serving one invocation at a time. A
+/// worker that dies is replaced, and the invocation it was running fails as
+/// [`Error::WorkerLost`], which the driver retries.
+#[derive(Debug)]
+pub struct LocalPool {
+    config: PoolConfig,
+    workers: Vec<Mutex<LocalWorker>>,
+    slots: Slots,
+}
+
+impl LocalPool {
+    /// Starts `config.workers` workers and waits until each listens.
+    pub async fn start(config: PoolConfig) -> Result<Self> {
+        if config.workers == 0 {
+            return Err(Error::BadJob { reason: "a worker pool needs at least one worker".into() });
+        }
+        std::fs::create_dir_all(&config.scratch).map_err(|e| Error::io("create", &config.scratch, e))?;
+        let spawns = (0..config.workers).map(|_| spawn(&config));
+        let workers = futures::future::try_join_all(spawns).await?.into_iter().map(Mutex::new).collect();
+        let slots = Slots::new(config.workers);
+        Ok(Self { config, workers, slots })
+    }
+
+    /// The process ids of the workers now running.
+    pub async fn pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for w in &self.workers {
+            if let Some(pid) = w.lock().await.child.id() {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
+    let mut child = Command::new(&config.exe)
+        .arg("worker")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--scratch")
+        .arg(&config.scratch)
+        .arg("--memory-limit")
+        .arg(config.memory_limit.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::io("start a worker from", &config.exe, e))?;
+    let lost = |reason: String| Error::WorkerLost { endpoint: format!("{} worker", config.exe.display()), reason };
+    let stdout = child.stdout.take().ok_or_else(|| lost("no stdout".into()))?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    match tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_)) => return Err(lost(format!("exited before listening ({:?})", child.try_wait().ok().flatten()))),
+        Ok(Err(e)) => return Err(lost(e.to_string())),
+        Err(_) => return Err(lost("did not listen within 20 s".into())),
+    }
+    let url = line.trim().strip_prefix("listening on ").ok_or_else(|| lost(format!("printed {line:?}")))?;
+    Ok(LocalWorker { child, endpoint: Endpoint::parse(url)?, _stdout: stdout })
+}
+
+#[async_trait]
+impl Invoker for LocalPool {
+    fn slots(&self) -> usize {
+        self.workers.len()
+    }
+
+    async fn invoke(&self, task: Task) -> Result<TaskReport> {
+        let slot = self.slots.checkout().await;
+        let endpoint = self.workers[slot.index].lock().await.endpoint.clone();
+        let mut result = invoke_endpoint(&endpoint, &task, self.config.timeout).await;
+        if let Err(Error::WorkerLost { .. }) = &result {
+            // Did the process die? Then say how, and start a fresh one in its place.
+            let mut worker = self.workers[slot.index].lock().await;
+            if let Ok(Some(status)) = worker.child.try_wait() {
+                result = Err(Error::WorkerLost {
+                    endpoint: endpoint.to_string(),
+                    reason: format!("the worker process exited ({status}) during the task"),
+                });
+                match spawn(&self.config).await {
+                    Ok(fresh) => *worker = fresh,
+                    Err(e) => tracing::warn!("cannot replace a lost worker: {e}"),
+                }
+            } else {
+                // Alive but unresponsive (the invocation timed out): replace it too.
+                let _ = worker.child.kill().await;
+                if let Ok(fresh) = spawn(&self.config).await {
+                    *worker = fresh;
+                }
+            }
+        }
+        self.slots.checkin(slot).await;
+        result
+    }
+}

@@ -1,0 +1,198 @@
+//! The embedded environment: everything a job needs on one machine, with no cluster and no
+//! cloud account. A node in this process (memory and flash tiers, served to workers over its
+//! Unix socket for VM-local passing and over QUIC on 127.0.0.1 as the remote store), a scratch
+//! object store (`file://`), and an invoker — a pool of `baton worker` processes, or the
+//! operators in this process.
+
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use baton_fabric::JobId;
+use baton_fabric::net::{TlsDir, token::unix_ms_now};
+use baton_fabric::node::{ByteSize, Node, NodeConfig};
+use baton_planner::{ClusterModel, Path, PathModel};
+
+use crate::error::{Error, Result};
+use crate::invoker::{InProcess, Invoker, LocalPool, PoolConfig};
+use crate::mapreduce;
+use crate::paths::PathSpec;
+
+/// How to set up the embedded environment.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// Where Baton keeps its data (`baton-data`); each run uses a directory of its own in it.
+    pub root: PathBuf,
+    /// Memory the node lends.
+    pub node_memory: u64,
+    /// Worker processes (or in-process slots).
+    pub workers: usize,
+    /// Memory limit of each worker process.
+    pub worker_memory: u64,
+    /// The `baton` binary to start workers from; `None` runs operators in this process.
+    pub exe: Option<PathBuf>,
+    /// How long one invocation may take.
+    pub timeout: Duration,
+}
+
+impl LocalConfig {
+    /// Defaults: a worker per core (at least 2), 2 GiB each, a node with 4 GiB.
+    pub fn new(root: impl Into<PathBuf>, exe: Option<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            root: root.into(),
+            node_memory: 4 << 30,
+            workers: cores.max(2),
+            worker_memory: 2 << 30,
+            exe,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A running embedded environment.
+#[derive(Debug)]
+pub struct LocalEnv {
+    node: Node,
+    quic: SocketAddr,
+    tls: TlsDir,
+    objects: String,
+    invoker: Box<dyn Invoker>,
+    pool: bool,
+    cores: u32,
+    node_memory: u64,
+    worker_memory: u64,
+    run_dir: tempfile::TempDir,
+}
+
+impl LocalEnv {
+    /// Starts the node and the workers.
+    pub async fn start(config: &LocalConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.root).map_err(|e| Error::io("create", &config.root, e))?;
+        let root = config.root.canonicalize().map_err(|e| Error::io("resolve", &config.root, e))?;
+        let run_dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&root)
+            .map_err(|e| Error::io("create a run directory in", &root, e))?;
+        let node_config = NodeConfig {
+            socket: run_dir.path().join("node.sock"),
+            flash_dir: run_dir.path().join("flash"),
+            memory: ByteSize(config.node_memory),
+            listen: Some(([127, 0, 0, 1], 0).into()),
+            tls_dir: root.join("tls"),
+            ..NodeConfig::default()
+        };
+        let node = Node::start(&node_config).await?;
+        let quic = node
+            .net()
+            .map(|n| n.local_addr())
+            .transpose()?
+            .ok_or_else(|| Error::BadJob { reason: "the embedded node does not listen on QUIC".into() })?;
+        let scratch = run_dir.path().join("scratch");
+        let invoker: Box<dyn Invoker> = match &config.exe {
+            Some(exe) => Box::new(
+                LocalPool::start(PoolConfig {
+                    exe: exe.clone(),
+                    workers: config.workers,
+                    memory_limit: config.worker_memory,
+                    scratch,
+                    timeout: config.timeout,
+                })
+                .await?,
+            ),
+            None => {
+                std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
+                Box::new(InProcess::new(mapreduce::registry(), scratch, config.workers))
+            }
+        };
+        let objects = format!("file://{}", run_dir.path().join("objects").display());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        Ok(Self {
+            node,
+            quic,
+            tls: TlsDir::new(&node_config.tls_dir),
+            objects,
+            invoker,
+            pool: config.exe.is_some(),
+            cores,
+            node_memory: config.node_memory,
+            worker_memory: config.worker_memory,
+            run_dir,
+        })
+    }
+
+    /// The invoker.
+    pub fn invoker(&self) -> &dyn Invoker {
+        self.invoker.as_ref()
+    }
+
+    /// Whether tasks run in worker processes (not in this process).
+    pub fn uses_processes(&self) -> bool {
+        self.pool
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// This run's directory (removed when the environment is dropped).
+    pub fn run_dir(&self) -> &FsPath {
+        self.run_dir.path()
+    }
+
+    /// The concrete path for the planner's `path`, if this environment has it.
+    pub fn spec(&self, path: Path) -> Option<PathSpec> {
+        match path {
+            Path::VmLocal => Some(PathSpec::VmLocal { socket: self.node.socket().to_path_buf() }),
+            // On one machine, pushing to the consumer's node and using the store are the same
+            // QUIC connection to the one node.
+            Path::Direct | Path::RemoteStore => {
+                Some(PathSpec::Remote { addr: self.quic, tls_dir: self.tls.dir().to_path_buf() })
+            }
+            Path::ObjectStore => Some(PathSpec::ObjectStore { url: self.objects.clone() }),
+            Path::RdmaMap => None,
+        }
+    }
+
+    /// A token for `job`, valid for a day.
+    pub fn token(&self, job: JobId) -> Result<String> {
+        Ok(self.tls.secret()?.mint(job, unix_ms_now() + 86_400_000).to_string())
+    }
+
+    /// The planner's view of this machine: one host, the node's paths, the scratch store.
+    pub fn cluster_model(&self) -> ClusterModel {
+        let workers = self.invoker.slots() as u32;
+        let memory = self.node_memory + u64::from(workers) * self.worker_memory;
+        let mut model = ClusterModel::uniform(1, workers.min(self.cores).max(1), memory);
+        model.function.memory = self.worker_memory;
+        model.paths.retain(|p| matches!(p.path, Path::VmLocal | Path::RemoteStore | Path::ObjectStore));
+        for p in &mut model.paths {
+            match p.path {
+                // Loopback QUIC, measured by `baton bench direct`: ~350 MB/s per connection.
+                Path::RemoteStore => {
+                    *p = PathModel {
+                        task_bandwidth: 350e6,
+                        aggregate_bandwidth: 700e6,
+                        capacity: Some(self.node_memory),
+                        ..p.clone()
+                    }
+                }
+                // A local directory: file creation per request, the page cache's bandwidth.
+                Path::ObjectStore => {
+                    *p = PathModel {
+                        task_bandwidth: 600e6,
+                        aggregate_bandwidth: 1.2e9,
+                        latency_s: 200e-6,
+                        write_rate_per_prefix: None,
+                        read_rate_per_prefix: None,
+                        ..p.clone()
+                    }
+                }
+                Path::VmLocal => p.capacity = Some(self.node_memory),
+                _ => {}
+            }
+        }
+        model
+    }
+}

@@ -1,0 +1,159 @@
+//! The sort benchmark's record format: 100-byte records whose first 10 bytes are the key.
+//!
+//! [`generate`] writes records in gensort's binary layout: a random 10-byte key, `00 11`, the
+//! record number as 32 hex digits, `88 99 AA BB`, 48 bytes of filler, `CC DD EE FF`. Keys
+//! come from a seeded generator, so the same seed and range give the same bytes anywhere.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Bytes per record.
+pub const RECORD: usize = 100;
+/// Bytes of a record's key.
+pub const KEY: usize = 10;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Appends records `first .. first + count` for `seed` to `out`.
+pub fn generate(seed: u64, first: u64, count: u64, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(count as usize * RECORD);
+    for i in first..first + count {
+        let mut r = [0u8; RECORD];
+        let a = splitmix(seed ^ splitmix(i));
+        let b = splitmix(a);
+        r[..8].copy_from_slice(&a.to_be_bytes());
+        r[8..10].copy_from_slice(&b.to_be_bytes()[..2]);
+        r[10..12].copy_from_slice(&[0x00, 0x11]);
+        let n = u128::from(i);
+        for (j, byte) in r[12..44].iter_mut().enumerate() {
+            *byte = HEX[((n >> (4 * (31 - j))) & 0xf) as usize];
+        }
+        r[44..48].copy_from_slice(&[0x88, 0x99, 0xAA, 0xBB]);
+        for (j, byte) in r[48..96].iter_mut().enumerate() {
+            *byte = HEX[((i as usize / 4) + j / 4) % 16];
+        }
+        r[96..].copy_from_slice(&[0xCC, 0xDD, 0xEE, 0xFF]);
+        out.extend_from_slice(&r);
+    }
+}
+
+/// Writes `records` records for `seed` to the file `path`.
+pub fn write_file(path: &Path, seed: u64, records: u64) -> Result<()> {
+    const CHUNK: u64 = 100_000;
+    let file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < records {
+        let n = CHUNK.min(records - i);
+        buf.clear();
+        generate(seed, i, n, &mut buf);
+        file.write_all(&buf).map_err(|e| Error::io("write", path, e))?;
+        i += n;
+    }
+    file.flush().map_err(|e| Error::io("write", path, e))
+}
+
+/// An order-independent summary of a set of records: their count and the sum of their
+/// CRC32Cs (valsort's checksum, with CRC32C) — equal for any permutation of the same records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checksum {
+    /// Records.
+    pub records: u64,
+    /// Sum of each record's CRC32C.
+    pub sum: u64,
+}
+
+impl Checksum {
+    /// Adds every record of `bytes` (a whole number of records).
+    pub fn add(&mut self, bytes: &[u8]) {
+        for r in bytes.chunks_exact(RECORD) {
+            self.records += 1;
+            self.sum = self.sum.wrapping_add(u64::from(crc32c::crc32c(r)));
+        }
+    }
+
+    /// Adds another summary.
+    pub fn merge(&mut self, other: Checksum) {
+        self.records += other.records;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+}
+
+/// Sorts `records` (a whole number of 100-byte records) by key, ties broken by the rest of the
+/// record so that the order is total and the same in every process, and returns them sorted.
+pub fn sort(records: &[u8]) -> Vec<u8> {
+    let n = records.len() / RECORD;
+    let rec = |i: u32| &records[i as usize * RECORD..(i as usize + 1) * RECORD];
+    let mut order: Vec<(u64, u32)> = (0..n as u32)
+        .map(|i| {
+            let r = rec(i);
+            (u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]), i)
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rec(a.1)[8..].cmp(&rec(b.1)[8..])));
+    let mut out = Vec::with_capacity(n * RECORD);
+    for (_, i) in order {
+        out.extend_from_slice(rec(i));
+    }
+    out
+}
+
+/// Whether `records` are in key order (ties by the rest of the record).
+pub fn is_sorted(records: &[u8]) -> bool {
+    let mut prev: Option<&[u8]> = None;
+    for r in records.chunks_exact(RECORD) {
+        if prev.is_some_and(|p| p > r) {
+            return false;
+        }
+        prev = Some(r);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_deterministic_and_well_formed() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        generate(7, 10, 100, &mut a);
+        generate(7, 0, 110, &mut b);
+        assert_eq!(a[..], b[10 * RECORD..], "a range of records is the same wherever it is generated");
+        let r = &a[..RECORD];
+        assert_eq!(&r[10..12], &[0x00, 0x11]);
+        assert_eq!(&r[12..44], b"0000000000000000000000000000000A");
+        assert_eq!(&r[96..], &[0xCC, 0xDD, 0xEE, 0xFF]);
+        let mut c = Vec::new();
+        generate(8, 10, 100, &mut c);
+        assert_ne!(a, c, "another seed, other keys");
+    }
+
+    #[test]
+    fn sorting_orders_by_key_and_keeps_every_record() {
+        let mut recs = Vec::new();
+        generate(1, 0, 5000, &mut recs);
+        // Duplicate keys must sort deterministically too.
+        let dup = recs[..RECORD].to_vec();
+        let mut twin = dup.clone();
+        twin[50] ^= 1;
+        recs.extend_from_slice(&twin);
+        let sorted = sort(&recs);
+        assert!(is_sorted(&sorted));
+        assert!(!is_sorted(&recs));
+        let (mut x, mut y) = (Checksum::default(), Checksum::default());
+        x.add(&recs);
+        y.add(&sorted);
+        assert_eq!(x, y);
+        assert_eq!(x.records, 5001);
+    }
+}

@@ -1,0 +1,327 @@
+//! `baton sort`: a global sort of 100-byte records by their 10-byte keys.
+//!
+//! The driver samples the input for key boundaries, so reducer r receives only keys between
+//! boundary r-1 and r. Mappers read their byte range of the input, split records by boundary
+//! and write them through the shuffle library (one Arrow `FixedSizeBinary(100)` column, which
+//! is the records' bytes as they are). Reducers read their partition from every mapper, sort
+//! it and write `part-r-NNNNN`; the files in name order are the sorted input.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use baton_shuffle::{Layout, Partitioner};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::error::{Error, Result};
+use crate::mapreduce::input::{self, Piece, Reader, Source};
+use crate::mapreduce::output::{Output, part_name};
+use crate::mapreduce::records::{self, Checksum, KEY, RECORD};
+use crate::operator::{Operator, TaskContext};
+use crate::paths::PathSpec;
+
+/// The operator names.
+pub const MAP: &str = "sort.map";
+/// The reducer's operator name.
+pub const REDUCE: &str = "sort.reduce";
+
+/// Bytes a mapper reads per request.
+const CHUNK: u64 = (8 << 20) / RECORD as u64 * RECORD as u64;
+/// Samples taken per reducer for the boundaries.
+const SAMPLES_PER_REDUCER: u64 = 200;
+
+/// The parameters every sort task gets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SortParams {
+    /// The input files.
+    pub sources: Vec<Source>,
+    /// Each mapper's pieces of them.
+    pub splits: Vec<Vec<Piece>>,
+    /// Reducer r holds keys in [boundaries[r-1], boundaries[r]), as hex.
+    pub boundaries: Vec<String>,
+    /// Where reducers write their files (a URL).
+    pub output: String,
+}
+
+/// The schema of records in the shuffle: their bytes, as they are.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("record", DataType::FixedSizeBinary(RECORD as i32), false)]))
+}
+
+/// Checks that every source is a whole number of records; fails naming the first that is not.
+pub fn check_sources(sources: &[Source]) -> Result<()> {
+    for s in sources {
+        if s.size % RECORD as u64 != 0 {
+            return Err(Error::Input {
+                file: s.name.clone(),
+                reason: format!(
+                    "{} bytes is not a whole number of {RECORD}-byte records (is it gensort output?)",
+                    s.size
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Key boundaries for `reducers` from an evenly spaced sample of the sources.
+pub async fn boundaries(sources: &[Source], reducers: u32) -> Result<Vec<[u8; KEY]>> {
+    let total: u64 = sources.iter().map(|s| s.size / RECORD as u64).sum();
+    let want = (u64::from(reducers) * SAMPLES_PER_REDUCER).min(total);
+    if want == 0 || reducers <= 1 {
+        return Ok(Vec::new());
+    }
+    let reader = Reader::open(sources)?;
+    let mut keys = Vec::with_capacity(want as usize);
+    let mut base = 0;
+    for (s, source) in sources.iter().enumerate() {
+        let n = source.size / RECORD as u64;
+        let ranges: Vec<_> = (0..want)
+            .map(|i| i * total / want)
+            .filter(|&g| g >= base && g < base + n)
+            .map(|g| {
+                let at = (g - base) * RECORD as u64;
+                at..at + KEY as u64
+            })
+            .collect();
+        if !ranges.is_empty() {
+            for bytes in reader.read_ranges(s, &ranges).await? {
+                let mut key = [0u8; KEY];
+                key.copy_from_slice(&bytes[..KEY.min(bytes.len())]);
+                keys.push(key);
+            }
+        }
+        base += n;
+    }
+    keys.sort_unstable();
+    Ok((1..reducers as usize).map(|r| keys[r * keys.len() / reducers as usize]).collect())
+}
+
+/// The sort as a job: `mappers` map tasks and `reducers` reduce tasks, the shuffle on `path`
+/// in `layout`, the result in `output` (a URL).
+pub async fn job(
+    sources: Vec<Source>,
+    mappers: u32,
+    reducers: u32,
+    path: PathSpec,
+    layout: Layout,
+    output: String,
+) -> Result<JobSpec> {
+    check_sources(&sources)?;
+    let boundaries = boundaries(&sources, reducers).await?;
+    let params = SortParams {
+        splits: input::split(&sources, mappers, RECORD as u64),
+        sources,
+        boundaries: boundaries.iter().map(|k| hex(k)).collect(),
+        output,
+    };
+    let params = serde_json::to_value(&params).map_err(|e| Error::BadJob { reason: e.to_string() })?;
+    Ok(JobSpec {
+        name: format!("sort ({mappers} mappers, {reducers} reducers)"),
+        stages: vec![
+            StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
+            StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
+        ],
+        edges: vec![EdgeSpec { from: 0, to: 1, path, layout }],
+    })
+}
+
+/// Sorts `sources` in this process into `output`'s `part-r-00000` (the baseline).
+pub async fn single_process(sources: &[Source], output: &str) -> Result<Checksum> {
+    check_sources(sources)?;
+    let reader = Reader::open(sources)?;
+    let mut all = Vec::with_capacity(sources.iter().map(|s| s.size as usize).sum());
+    for (i, s) in sources.iter().enumerate() {
+        all.extend_from_slice(&reader.read(sources, i, 0..s.size).await?);
+    }
+    let sorted = records::sort(&all);
+    drop(all);
+    let mut sum = Checksum::default();
+    sum.add(&sorted);
+    let out = Output::open(output)?;
+    out.clear().await?;
+    out.put(&part_name(0), Bytes::from(sorted)).await?;
+    Ok(sum)
+}
+
+/// What [`validate`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validation {
+    /// The records' checksum.
+    pub checksum: Checksum,
+    /// Whether the files in name order are in key order.
+    pub sorted: bool,
+    /// Files read.
+    pub files: usize,
+}
+
+/// Reads the `part-r-*` files of `output` in order and checks that they are sorted.
+pub async fn validate(output: &str) -> Result<Validation> {
+    let out = Output::open(output)?;
+    let mut checksum = Checksum::default();
+    let mut sorted = true;
+    let mut last: Option<Vec<u8>> = None;
+    let parts = out.parts().await?;
+    for (name, _) in &parts {
+        let bytes = out.get(name).await?;
+        if bytes.len() % RECORD != 0 {
+            return Err(Error::Input { file: name.clone(), reason: "not a whole number of records".into() });
+        }
+        if bytes.is_empty() {
+            continue;
+        }
+        sorted &= records::is_sorted(&bytes);
+        if let Some(prev) = &last {
+            sorted &= prev.as_slice() <= &bytes[..RECORD];
+        }
+        last = Some(bytes[bytes.len() - RECORD..].to_vec());
+        checksum.add(&bytes);
+    }
+    Ok(Validation { checksum, sorted, files: parts.len() })
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; KEY]> {
+    if text.len() != 2 * KEY {
+        return None;
+    }
+    let mut key = [0u8; KEY];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Routes a record by its key to the reducer whose key range holds it.
+#[derive(Debug)]
+pub struct KeyRangePartitioner {
+    boundaries: Vec<[u8; KEY]>,
+}
+
+impl KeyRangePartitioner {
+    /// A partitioner into `boundaries.len() + 1` partitions.
+    pub fn new(boundaries: Vec<[u8; KEY]>) -> Self {
+        Self { boundaries }
+    }
+}
+
+impl Partitioner for KeyRangePartitioner {
+    fn partitions(&self) -> u32 {
+        self.boundaries.len() as u32 + 1
+    }
+
+    fn assign(&self, batch: &RecordBatch) -> baton_shuffle::Result<Vec<u32>> {
+        let column = batch.column(0).as_fixed_size_binary();
+        Ok((0..column.len())
+            .map(|i| {
+                let key = &column.value(i)[..KEY];
+                self.boundaries.partition_point(|b| b.as_slice() <= key) as u32
+            })
+            .collect())
+    }
+}
+
+/// Reads a mapper's pieces of the input and routes its records to the reducers.
+#[derive(Debug)]
+pub struct SortMap;
+
+#[async_trait]
+impl Operator for SortMap {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let params: SortParams = ctx.params()?;
+        let partition = ctx.task().id.partition as usize;
+        let pieces = params.splits.get(partition).cloned().unwrap_or_default();
+        let boundaries = params
+            .boundaries
+            .iter()
+            .map(|h| unhex(h).ok_or_else(|| Error::BadParams { op: MAP.into(), reason: format!("bad boundary {h}") }))
+            .collect::<Result<Vec<_>>>()?;
+        let reader = Reader::open(&params.sources)?;
+        let schema = schema();
+        let mut writer = ctx.writer(0, schema.clone(), Box::new(KeyRangePartitioner::new(boundaries))).await?;
+        let mut checksum = Checksum::default();
+        for piece in pieces {
+            let mut at = piece.range.start;
+            while at < piece.range.end {
+                let end = (at + CHUNK).min(piece.range.end);
+                let bytes = reader.read(&params.sources, piece.source, at..end).await?;
+                let rows = bytes.len() / RECORD;
+                checksum.add(&bytes);
+                let array = FixedSizeBinaryArray::try_new(RECORD as i32, bytes.clone().into(), None)?;
+                writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(array)])?)?;
+                ctx.count_in(rows as u64, bytes.len() as u64);
+                at = end;
+            }
+        }
+        ctx.set_extra(serde_json::json!({ "checksum": checksum }));
+        ctx.commit(0, writer).await
+    }
+}
+
+/// Sorts a reducer's partition and writes it as one file.
+#[derive(Debug)]
+pub struct SortReduce;
+
+#[async_trait]
+impl Operator for SortReduce {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let params: SortParams = ctx.params()?;
+        let partition = ctx.task().id.partition;
+        let mut all = Vec::new();
+        let mut input = ctx.input(0)?;
+        while let Some(batches) = input.next().await? {
+            for batch in batches {
+                let column = batch.column(0).as_fixed_size_binary();
+                all.reserve(column.len() * RECORD);
+                for i in 0..column.len() {
+                    all.extend_from_slice(column.value(i));
+                }
+            }
+        }
+        drop(input);
+        let sorted = records::sort(&all);
+        drop(all);
+        let mut checksum = Checksum::default();
+        checksum.add(&sorted);
+        let bytes = sorted.len() as u64;
+        let name = part_name(partition);
+        Output::open(&params.output)?.put(&name, Bytes::from(sorted)).await?;
+        ctx.count_out(checksum.records, bytes);
+        ctx.set_extra(serde_json::json!({ "file": name, "checksum": checksum }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_route_by_boundary() {
+        let p = KeyRangePartitioner::new(vec![[0x40; KEY], [0x80; KEY]]);
+        let mut recs = Vec::new();
+        for first in [0x00u8, 0x40, 0x7f, 0x80, 0xff] {
+            let mut r = [0u8; RECORD];
+            r[..KEY].fill(first);
+            recs.extend_from_slice(&r);
+        }
+        let array = FixedSizeBinaryArray::try_new(RECORD as i32, recs.into(), None).unwrap();
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(array)]).unwrap();
+        assert_eq!(p.assign(&batch).unwrap(), vec![0, 1, 1, 2, 2]);
+        assert_eq!(p.partitions(), 3);
+    }
+
+    #[test]
+    fn boundary_keys_survive_hex() {
+        let key = [0, 1, 0xab, 0xff, 7, 8, 9, 10, 11, 12];
+        assert_eq!(unhex(&hex(&key)), Some(key));
+        assert_eq!(unhex("zz"), None);
+    }
+}

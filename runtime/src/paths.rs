@@ -1,0 +1,159 @@
+//! Which path an edge travels, as a task names it, and opening it in a worker.
+//!
+//! A [`PathSpec`] is the concrete form of the planner's [`Path`] choice: the node socket for
+//! VM-local, the node's QUIC address for the remote store, the URL of an object store. Workers
+//! keep what they opened in a [`PathCache`], so a warm worker reuses its connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_fabric::net::{TlsDir, Token};
+use baton_fabric::path::direct::DirectPath;
+use baton_fabric::path::vm_local::VmLocalPath;
+use baton_fabric::{DataPath, JobId};
+use baton_planner::Path;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// A path, concretely.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PathSpec {
+    /// Shared memory through the node on this host, at `socket`.
+    VmLocal {
+        /// The node's Unix socket.
+        socket: PathBuf,
+    },
+    /// A node's memory and flash tiers over QUIC (the remote store, or a producer's node for
+    /// direct passing).
+    Remote {
+        /// The node's QUIC address.
+        addr: SocketAddr,
+        /// The cluster's TLS material (its CA is trusted).
+        tls_dir: PathBuf,
+    },
+    /// An object store by URL (file://, s3://).
+    ObjectStore {
+        /// The store's URL.
+        url: String,
+    },
+}
+
+impl PathSpec {
+    /// The planner's name for this path.
+    pub fn kind(&self) -> Path {
+        match self {
+            PathSpec::VmLocal { .. } => Path::VmLocal,
+            PathSpec::Remote { .. } => Path::RemoteStore,
+            PathSpec::ObjectStore { .. } => Path::ObjectStore,
+        }
+    }
+
+    /// A short name for reports: the planner's name, and the scheme of an object store.
+    pub fn name(&self) -> String {
+        match self {
+            PathSpec::ObjectStore { url } => {
+                format!("object-store ({}://)", url.split("://").next().unwrap_or("?"))
+            }
+            other => other.kind().name().to_string(),
+        }
+    }
+
+    /// Opens the path for `job`, presenting `token` where the path checks one.
+    pub async fn open(&self, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
+        Ok(match self {
+            PathSpec::VmLocal { socket } => Arc::new(VmLocalPath::connect(socket).await?),
+            PathSpec::Remote { addr, tls_dir } => {
+                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
+                if let Some(token) = token {
+                    path.add_token(parse_token(token)?);
+                }
+                Arc::new(path)
+            }
+            PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
+        })
+    }
+
+    /// Opens `job` on the path for `ttl` (the node paths hold objects only of open jobs).
+    pub async fn open_job(&self, job: JobId, token: Option<&str>, ttl: Duration) -> Result<()> {
+        match self {
+            PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.open_job(job, ttl).await?,
+            PathSpec::Remote { addr, tls_dir } => {
+                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
+                if let Some(token) = token {
+                    path.add_token(parse_token(token)?);
+                }
+                path.open_job(job, ttl).await?;
+            }
+            PathSpec::ObjectStore { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Ends `job` on the path: every object of it is deleted. Returns the bytes freed.
+    pub async fn end_job(&self, job: JobId, token: Option<&str>) -> Result<u64> {
+        Ok(match self {
+            PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.end_job(job).await?,
+            PathSpec::Remote { addr, tls_dir } => {
+                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
+                if let Some(token) = token {
+                    path.add_token(parse_token(token)?);
+                }
+                path.end_job(job).await?
+            }
+            PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
+        })
+    }
+}
+
+fn parse_token(text: &str) -> Result<Token> {
+    text.parse().map_err(|e| Error::BadJob { reason: format!("the job token does not parse: {e}") })
+}
+
+/// Paths a worker has opened, reused across invocations.
+#[derive(Debug, Default)]
+pub struct PathCache {
+    open: Mutex<HashMap<PathSpec, Opened>>,
+}
+
+#[derive(Debug, Clone)]
+struct Opened {
+    path: Arc<dyn DataPath>,
+    /// The same connection when it is a node over QUIC, to hand it more jobs' tokens.
+    direct: Option<Arc<DirectPath>>,
+}
+
+impl PathCache {
+    /// The opened path for `spec`, opening it on first use; `token` is added to a remote
+    /// connection (tokens are per job, a connection serves many jobs).
+    pub async fn get(&self, spec: &PathSpec, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
+        let mut open = self.open.lock().await;
+        let opened = match open.get(spec) {
+            Some(opened) => opened.clone(),
+            None => {
+                let opened = match spec {
+                    PathSpec::Remote { addr, tls_dir } => {
+                        let direct = Arc::new(DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?);
+                        Opened { path: direct.clone(), direct: Some(direct) }
+                    }
+                    other => Opened { path: other.open(None).await?, direct: None },
+                };
+                open.insert(spec.clone(), opened.clone());
+                opened
+            }
+        };
+        if let (Some(direct), Some(token)) = (&opened.direct, token) {
+            direct.add_token(parse_token(token)?);
+        }
+        Ok(opened.path)
+    }
+
+    /// Forgets every opened path (after a fault, to reconnect).
+    pub async fn clear(&self) {
+        self.open.lock().await.clear();
+    }
+}

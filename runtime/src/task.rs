@@ -1,0 +1,96 @@
+//! What travels to a worker and back: a task and its report.
+//!
+//! These are the invocation payloads (JSON over HTTP to a worker, or handed over in process).
+//! A task names everything it needs: its job and token, its stage, partition and attempt, the
+//! operator to run with its parameters, where each input edge's map outputs are, and where and
+//! how to write each output edge.
+
+use baton_fabric::{EdgeId, JobId, StageId, TaskId};
+use baton_shuffle::{Layout, MapOutput};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::PathSpec;
+
+/// One invocation: one attempt at one partition of one stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The job.
+    pub job: JobId,
+    /// The job's capability token (for paths that check one: the node over QUIC).
+    pub token: Option<String>,
+    /// Stage, partition and attempt.
+    pub id: TaskId,
+    /// Partitions of the stage (tasks in it).
+    pub partitions: u32,
+    /// The operator to run, by its registered name.
+    pub op: String,
+    /// The operator's parameters.
+    pub params: serde_json::Value,
+    /// One entry per input edge.
+    pub inputs: Vec<Input>,
+    /// One entry per output edge.
+    pub outputs: Vec<Output>,
+    /// Bytes the task may buffer before its shuffle writers spill to local disk.
+    pub memory_budget: u64,
+}
+
+/// Where an input edge's data is: the winning attempt of every producer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Input {
+    /// The edge.
+    pub edge: EdgeId,
+    /// The path that carries it.
+    pub path: PathSpec,
+    /// What each producer wrote (one per producer partition, its committed attempt).
+    pub maps: Vec<MapOutput>,
+}
+
+/// Where and how to write an output edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// The edge.
+    pub edge: EdgeId,
+    /// The path that carries it.
+    pub path: PathSpec,
+    /// How partitions are laid out in objects.
+    pub layout: Layout,
+    /// Partitions to write (tasks of the consuming stage).
+    pub partitions: u32,
+}
+
+/// What a task did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The worker's process id.
+    pub pid: u32,
+    /// One entry per output edge, in the task's order.
+    pub outputs: Vec<MapOutput>,
+    /// Rows read from input edges and sources.
+    pub rows_in: u64,
+    /// Bytes read from input edges and sources.
+    pub bytes_in: u64,
+    /// Rows written to output edges and sinks.
+    pub rows_out: u64,
+    /// Bytes written to output edges and sinks.
+    pub bytes_out: u64,
+    /// Seconds from the start of the invocation to its end, in the worker.
+    pub seconds: f64,
+    /// Anything the operator wants the driver to see (a checksum, files written).
+    pub extra: serde_json::Value,
+}
+
+/// A failed invocation, as a worker reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// What went wrong.
+    pub message: String,
+    /// Whether another attempt might succeed.
+    pub retryable: bool,
+}
+
+impl Task {
+    /// The task's stage.
+    pub fn stage(&self) -> StageId {
+        self.id.stage
+    }
+}

@@ -1,0 +1,133 @@
+//! `baton worker`: serves task invocations over HTTP, one at a time, like a function instance.
+//!
+//! - `POST /invoke` with a [`Task`] as JSON: runs it and answers `200` with a [`TaskReport`],
+//!   `500` with a [`TaskFailure`] when the task failed, `400` when the body is not a task, and
+//!   `503` while another invocation runs (one at a time, as a FaaS instance).
+//! - `GET /health`: `200 ok`.
+//!
+//! The worker keeps its opened paths between invocations (a warm instance reuses its
+//! connections) and spills into its scratch directory.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::operator::{Registry, run_task};
+use crate::paths::PathCache;
+use crate::task::{Task, TaskFailure};
+
+/// The largest task description accepted.
+pub const MAX_TASK_BYTES: usize = 64 << 20;
+
+/// A worker's state, shared by its connections.
+#[derive(Debug)]
+pub struct Worker {
+    registry: Registry,
+    paths: Arc<PathCache>,
+    scratch: PathBuf,
+    busy: Semaphore,
+}
+
+impl Worker {
+    /// A worker running the operators of `registry`, spilling into `scratch`.
+    pub fn new(registry: Registry, scratch: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Self { registry, paths: Arc::default(), scratch: scratch.into(), busy: Semaphore::new(1) })
+    }
+
+    /// Serves invocations on `listener` until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<()> {
+        loop {
+            let (stream, _) = listener.accept().await.map_err(|e| Error::io("accept on", "worker socket", e))?;
+            let _ = stream.set_nodelay(true);
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let worker = worker.clone();
+                    async move { Ok::<_, Infallible>(worker.handle(req).await) }
+                });
+                if let Err(e) =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                {
+                    tracing::debug!("worker connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok")),
+            (&Method::POST, "/invoke") => {
+                let body = match Limited::new(req.into_body(), MAX_TASK_BYTES).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(e) => return failure(StatusCode::BAD_REQUEST, format!("cannot read the task: {e}"), false),
+                };
+                let task: Task = match serde_json::from_slice(&body) {
+                    Ok(task) => task,
+                    Err(e) => return failure(StatusCode::BAD_REQUEST, format!("not a task: {e}"), false),
+                };
+                let Ok(_permit) = self.busy.try_acquire() else {
+                    return failure(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
+                };
+                match run_task(&self.registry, self.paths.clone(), &self.scratch, task).await {
+                    Ok(report) => match serde_json::to_vec(&report) {
+                        Ok(json) => reply(StatusCode::OK, Bytes::from(json)),
+                        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+                    },
+                    Err(e) => {
+                        if e.is_retryable() {
+                            // A fault on a path may have broken a cached connection.
+                            self.paths.clear().await;
+                        }
+                        failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), e.is_retryable())
+                    }
+                }
+            }
+            _ => reply(StatusCode::NOT_FOUND, Bytes::from_static(b"POST /invoke or GET /health")),
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+}
+
+fn failure(status: StatusCode, message: String, retryable: bool) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&TaskFailure { message, retryable }).unwrap_or_default();
+    reply(status, Bytes::from(body))
+}
+
+/// Binds `listen` and prints `listening on http://ADDR` on stdout (a pool reads it to learn a
+/// port the OS chose), then serves.
+pub async fn listen_and_serve(worker: Arc<Worker>, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| Error::io("bind", listen.to_string(), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("read the address of", listen.to_string(), e))?;
+    println!("listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    worker.serve(listener).await
+}
+
+/// Limits this process's data segment (heap and private mappings) to `bytes`, as a function
+/// instance's memory size does; an allocation past it fails instead of swapping the host.
+pub fn limit_memory(bytes: u64) -> Result<()> {
+    let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: setrlimit reads the struct we pass and changes only this process's limits.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) };
+    if rc != 0 {
+        return Err(Error::io("set the memory limit of", "this worker", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! `baton gensort`, `baton sort`, `baton wordcount`: MapReduce jobs on the embedded runtime.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use baton_fabric::JobId;
+use baton_planner::{ByteSize, Path};
+use baton_runtime::driver::{self, DriverConfig, JobSummary, Progress};
+use baton_runtime::local::{LocalConfig, LocalEnv};
+use baton_runtime::mapreduce::input::{self, Source};
+use baton_runtime::mapreduce::output::{Output, output_url};
+use baton_runtime::mapreduce::plan::{Shape, choose, layout_name, parse_layout};
+use baton_runtime::mapreduce::records::{self, Checksum, RECORD};
+use baton_runtime::mapreduce::{sort, wordcount};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct GensortArgs {
+    /// The file to write.
+    output: PathBuf,
+    /// How much to generate (100-byte records), e.g. 1GiB.
+    #[arg(long, conflicts_with = "records")]
+    size: Option<ByteSize>,
+    /// How many records to generate.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Seed of the keys: the same seed gives the same file.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// What every MapReduce command takes.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Input files, directories of files, or file:// and s3:// URLs.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Directory (or URL) for the output files, part-r-NNNNN.
+    #[arg(short, long)]
+    output: String,
+    /// Map tasks (default: one per 128 MiB of input, at least one per worker).
+    #[arg(long)]
+    mappers: Option<u32>,
+    /// Reduce tasks (default: as many as mappers).
+    #[arg(long)]
+    reducers: Option<u32>,
+    /// The shuffle's path: auto (the planner's choice), vm-local, remote-store or object-store.
+    #[arg(long, default_value = "auto")]
+    path: String,
+    /// The shuffle's topology: auto (the planner's choice), all-to-all or coalesced.
+    #[arg(long, default_value = "auto")]
+    topology: String,
+    /// Worker processes (default: one per core, at least 2).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Memory limit of each worker process.
+    #[arg(long, default_value = "2GiB")]
+    worker_memory: ByteSize,
+    /// Memory the embedded node lends for VM-local and remote-store objects.
+    #[arg(long, default_value = "4GiB")]
+    node_memory: ByteSize,
+    /// Run tasks in this process instead of worker processes.
+    #[arg(long)]
+    in_process: bool,
+    /// Print the planner's explanation of the job.
+    #[arg(long)]
+    explain: bool,
+    /// Attempts per task before the job fails.
+    #[arg(long, default_value_t = 4)]
+    max_attempts: u32,
+    /// Write the job's summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SortArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Sort in this one process instead (the baseline), into part-r-00000.
+    #[arg(long)]
+    single_process: bool,
+    /// Read the output back and check that it is globally sorted.
+    #[arg(long)]
+    validate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WordCountArgs {
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+pub fn gensort(args: GensortArgs) -> anyhow::Result<()> {
+    let records = match (args.records, args.size) {
+        (Some(n), _) => n,
+        (None, Some(size)) => size.0 / RECORD as u64,
+        (None, None) => bail!("say how much to generate: --size 1GiB or --records N"),
+    };
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let start = Instant::now();
+    records::write_file(&args.output, args.seed, records)?;
+    println!(
+        "wrote {records} records ({}) to {} in {:.2} s",
+        ByteSize(records * RECORD as u64),
+        args.output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Which of the two jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sort,
+    WordCount,
+}
+
+pub async fn sort(args: SortArgs) -> anyhow::Result<()> {
+    let sources = input::resolve(&args.job.inputs).await?;
+    sort::check_sources(&sources)?;
+    let url = output_url(&args.job.output)?;
+    if args.single_process {
+        let start = Instant::now();
+        let sum = sort::single_process(&sources, &url).await?;
+        println!(
+            "sorted {} records in one process in {:.2} s into {}",
+            sum.records,
+            start.elapsed().as_secs_f64(),
+            args.job.output
+        );
+        return finish_sort(&url, None, Some(sum), args.validate).await;
+    }
+    let summary = run_job(Kind::Sort, &args.job, sources, &url).await?;
+    let read = summed(&summary.reports[0]);
+    finish_sort(&url, Some(&summary), read, args.validate).await
+}
+
+pub async fn wordcount(args: WordCountArgs) -> anyhow::Result<()> {
+    let sources = input::resolve(&args.job.inputs).await?;
+    let url = output_url(&args.job.output)?;
+    let summary = run_job(Kind::WordCount, &args.job, sources, &url).await?;
+    let (words, total) = summary.reports.last().into_iter().flatten().fold((0, 0), |(w, t), r| {
+        (w + r.extra["words"].as_u64().unwrap_or(0), t + r.extra["total"].as_u64().unwrap_or(0))
+    });
+    println!("{words} distinct words, {total} in all, in {}", args.job.output);
+    Ok(())
+}
+
+/// The checksums tasks reported, added up.
+fn summed(reports: &[baton_runtime::task::TaskReport]) -> Option<Checksum> {
+    let mut sum = Checksum::default();
+    for r in reports {
+        sum.merge(serde_json::from_value(r.extra.get("checksum")?.clone()).ok()?);
+    }
+    Some(sum)
+}
+
+async fn finish_sort(
+    url: &str,
+    summary: Option<&JobSummary>,
+    read: Option<Checksum>,
+    validate: bool,
+) -> anyhow::Result<()> {
+    if let Some(summary) = summary {
+        let written = summed(summary.reports.last().map_or(&[][..], |r| r.as_slice()));
+        match (read, written) {
+            (Some(r), Some(w)) if r == w => {
+                println!("checksum: {} records, sum {:016x}: mappers read what reducers wrote", r.records, r.sum)
+            }
+            (r, w) => bail!("records lost or changed: mappers read {r:?}, reducers wrote {w:?}"),
+        }
+    }
+    if validate {
+        let v = sort::validate(url).await?;
+        if !v.sorted {
+            bail!("the output in {url} is not globally sorted");
+        }
+        if read.is_some_and(|r| r != v.checksum) {
+            bail!("the output's records differ from the input's: {:?} vs {read:?}", v.checksum);
+        }
+        println!("validated: {} files, {} records, globally sorted", v.files, v.checksum.records);
+    }
+    Ok(())
+}
+
+fn parse_path(name: &str) -> anyhow::Result<Option<Path>> {
+    Ok(match name {
+        "auto" => None,
+        "vm-local" => Some(Path::VmLocal),
+        "remote-store" | "remote" => Some(Path::RemoteStore),
+        "direct" => Some(Path::Direct),
+        "object-store" => Some(Path::ObjectStore),
+        other => bail!("unknown path {other:?}: use auto, vm-local, remote-store, direct or object-store"),
+    })
+}
+
+async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) -> anyhow::Result<JobSummary> {
+    let forced_path = parse_path(&args.path)?;
+    let forced_layout = match args.topology.as_str() {
+        "auto" => None,
+        other => Some(
+            parse_layout(other)
+                .with_context(|| format!("unknown topology {other:?}: use auto, all-to-all or coalesced"))?,
+        ),
+    };
+    let bytes: u64 = sources.iter().map(|s| s.size).sum();
+    let exe = if args.in_process { None } else { Some(std::env::current_exe()?) };
+    let mut local = LocalConfig::new(super::data_dir(), exe);
+    if let Some(workers) = args.workers {
+        local.workers = workers.max(1);
+    }
+    local.worker_memory = args.worker_memory.0;
+    local.node_memory = args.node_memory.0;
+    let mappers = args.mappers.unwrap_or_else(|| (bytes.div_ceil(128 << 20) as u32).max(local.workers as u32));
+    let reducers = args.reducers.unwrap_or(mappers);
+    if mappers == 0 || reducers == 0 {
+        bail!("--mappers and --reducers must be at least 1");
+    }
+    let env = LocalEnv::start(&local).await?;
+    let (name, map_cost, reduce_cost, rows) = match kind {
+        Kind::Sort => ("sort", 2e-9, 8e-9, bytes / RECORD as u64),
+        Kind::WordCount => ("wordcount", 20e-9, 5e-9, bytes / 8),
+    };
+    let shape = Shape {
+        name: name.into(),
+        bytes,
+        rows,
+        mappers,
+        reducers,
+        map_per_byte_s: map_cost,
+        reduce_per_byte_s: reduce_cost,
+    };
+    let choice = choose(&env.cluster_model(), &shape, forced_path, forced_layout)?;
+    if args.explain {
+        println!("{}", baton_planner::explain(&choice.plan));
+    }
+    let spec =
+        env.spec(choice.path).with_context(|| format!("the {} path is not available here", choice.path.name()))?;
+    let how = if forced_path.is_some() || forced_layout.is_some() { "as asked" } else { "planned" };
+    println!(
+        "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} {} · shuffle via {}, {} ({how})",
+        ByteSize(bytes),
+        sources.len(),
+        local.workers,
+        if env.uses_processes() { "worker processes" } else { "in-process slots" },
+        spec.name(),
+        layout_name(choice.layout),
+    );
+    for note in &choice.notes {
+        println!("note: {note}");
+    }
+    Output::open(url)?.clear().await?;
+    let job = match kind {
+        Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.layout, url.to_string()).await?,
+        Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.layout, url.to_string())?,
+    };
+    let id = JobId(u64::from(std::process::id()) << 32 | u64::from(rand_u32()));
+    let mut config = DriverConfig::new(id);
+    config.token = Some(env.token(id)?);
+    config.max_attempts = args.max_attempts;
+    config.memory_budget = args.worker_memory.0 / 4;
+    config.progress = Progress::auto();
+    let summary = driver::run(&job, env.invoker(), &config).await?;
+    println!("{summary}");
+    if let Some(file) = &args.summary_json {
+        std::fs::write(file, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(summary)
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}

@@ -276,12 +276,17 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
-    /// A starting state: each stage at the DoP best for it alone, spread.
+    /// A starting state: each stage at the DoP best for it alone, spread (on a cluster of
+    /// one host, spread is on that host).
     fn initial(&self, weigh: Weigh) -> Result<State> {
         let n = self.c.dag.stages.len();
+        let start = match self.cluster.hosts.as_slice() {
+            [only] => Placement::Host(only.id),
+            _ => Placement::Spread,
+        };
         let mut st = State {
             dop: self.c.dag.stages.iter().map(|s| s.dop.min).collect(),
-            place: vec![Placement::Spread; n],
+            place: vec![start; n],
             choice: Vec::new(),
             stage_time: vec![0.0; n],
             stage_dollars: vec![0.0; n],

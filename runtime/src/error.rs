@@ -17,12 +17,12 @@ pub enum Error {
         reason: String,
     },
     /// Reading an input file failed (retryable unless the file is gone).
-    #[error("input {file}: {source}")]
+    #[error("input {file}: {cause}")]
     Source {
         /// The file.
         file: String,
         /// The store's error.
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// A task's operator failed; `retryable` says whether another attempt may succeed.
     #[error("task {task}: {message}")]
@@ -118,13 +118,13 @@ pub enum Error {
     #[error(transparent)]
     Connector(#[from] baton_connectors::Error),
     /// An object store request failed.
-    #[error("object store: {0}")]
+    #[error(transparent)]
     ObjectStore(#[from] object_store::Error),
     /// Arrow failed.
-    #[error("arrow: {0}")]
+    #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
     /// The planner refused the job.
-    #[error("planner: {0}")]
+    #[error(transparent)]
     Planner(#[from] baton_planner::Error),
 }
 
@@ -144,7 +144,7 @@ impl Error {
             Error::Fabric(e) => fabric_retryable(e),
             Error::Shuffle(baton_shuffle::Error::Fabric(e)) => fabric_retryable(e),
             Error::ObjectStore(_) | Error::Io { .. } => true,
-            Error::Source { source, .. } => !matches!(source, object_store::Error::NotFound { .. }),
+            Error::Source { cause, .. } => !matches!(cause, object_store::Error::NotFound { .. }),
             _ => false,
         }
     }

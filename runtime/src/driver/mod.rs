@@ -262,6 +262,9 @@ async fn run_stage(
         };
         if let Outcome::GiveUp { attempts } = outcome {
             bar.fail();
+            // Let the attempts still running end before the job is ended, so that none of
+            // them writes objects after the purge.
+            while running.next().await.is_some() {}
             return Err(Error::Exhausted {
                 stage: stage.name.clone(),
                 partition: p,

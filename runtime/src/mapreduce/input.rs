@@ -163,7 +163,7 @@ impl Reader {
         let bytes = store
             .get_range(path, range.clone())
             .await
-            .map_err(|source_error| Error::Source { file: source.name.clone(), source: source_error })?;
+            .map_err(|cause| Error::Source { file: source.name.clone(), cause })?;
         if bytes.len() as u64 != range.end - range.start {
             return Err(Error::Input {
                 file: source.name.clone(),

@@ -133,5 +133,9 @@ mod tests {
         assert_eq!(choice.path, Path::VmLocal);
         let forced = choose(&cluster, &shape, Some(Path::ObjectStore), Some(Layout::AllToAll)).unwrap();
         assert_eq!((forced.path, forced.layout), (Path::ObjectStore, Layout::AllToAll));
+        // More tasks than cores run in waves on the one host: still VM-local, also when forced.
+        let forced =
+            choose(&cluster, &Shape { mappers: 64, reducers: 64, ..shape }, Some(Path::VmLocal), None).unwrap();
+        assert_eq!(forced.path, Path::VmLocal);
     }
 }

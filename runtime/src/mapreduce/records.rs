@@ -4,7 +4,6 @@
 //! record number as 32 hex digits, `88 99 AA BB`, 48 bytes of filler, `CC DD EE FF`. Keys
 //! come from a seeded generator, so the same seed and range give the same bytes anywhere.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -45,21 +44,35 @@ pub fn generate(seed: u64, first: u64, count: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// Writes `records` records for `seed` to the file `path`.
+/// Writes `records` records for `seed` to the file `path`, generating on every core.
 pub fn write_file(path: &Path, seed: u64, records: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 100_000;
     let file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut buf = Vec::new();
-    let mut i = 0;
-    while i < records {
-        let n = CHUNK.min(records - i);
-        buf.clear();
-        generate(seed, i, n, &mut buf);
-        file.write_all(&buf).map_err(|e| Error::io("write", path, e))?;
-        i += n;
-    }
-    file.flush().map_err(|e| Error::io("write", path, e))
+    file.set_len(records * RECORD as u64).map_err(|e| Error::io("size", path, e))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let chunks = records.div_ceil(CHUNK);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let file = &file;
+                scope.spawn(move || -> Result<()> {
+                    let mut buf = Vec::new();
+                    for c in (t..chunks).step_by(threads as usize) {
+                        let first = c * CHUNK;
+                        buf.clear();
+                        generate(seed, first, CHUNK.min(records - first), &mut buf);
+                        file.write_all_at(&buf, first * RECORD as u64).map_err(|e| Error::io("write", path, e))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::io("write", path, std::io::Error::other("a generator thread panicked"))))
+        })
+    })
 }
 
 /// An order-independent summary of a set of records: their count and the sum of their

@@ -1,0 +1,306 @@
+//! The driver, invokers and MapReduce operators in one process, over real paths: the embedded
+//! node (VM-local over its Unix socket, the remote store over QUIC on 127.0.0.1) and a file://
+//! object store.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use baton_fabric::{JobId, KeyPrefix};
+use baton_planner::Path;
+use baton_runtime::driver::{self, DriverConfig, JobSpec};
+use baton_runtime::invoker::{HttpInvoker, InProcess, Invoker};
+use baton_runtime::local::{LocalConfig, LocalEnv};
+use baton_runtime::mapreduce::input::{self, Source};
+use baton_runtime::mapreduce::output::{Output, output_url};
+use baton_runtime::mapreduce::records;
+use baton_runtime::mapreduce::{registry, sort, wordcount};
+use baton_runtime::operator::{Operator, Registry, TaskContext};
+use baton_runtime::shuffle::Layout;
+use baton_runtime::worker::Worker;
+use baton_runtime::{Error, Result};
+
+const RECORDS: u64 = 40_000;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    env: LocalEnv,
+    sources: Vec<Source>,
+    expected: bytes::Bytes,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.bin");
+    records::write_file(&file, 42, RECORDS).unwrap();
+    let mut config = LocalConfig::new(dir.path().join("baton-data"), None);
+    config.workers = 3;
+    config.node_memory = 64 << 20;
+    let env = LocalEnv::start(&config).await.unwrap();
+    let sources = input::resolve(&[file.display().to_string()]).await.unwrap();
+    let single = output_url(&dir.path().join("single").display().to_string()).unwrap();
+    sort::single_process(&sources, &single).await.unwrap();
+    let expected = Output::open(&single).unwrap().get("part-r-00000").await.unwrap();
+    Setup { dir, env, sources, expected }
+}
+
+async fn concatenated(url: &str) -> Vec<u8> {
+    let out = Output::open(url).unwrap();
+    let mut all = Vec::new();
+    for (name, _) in out.parts().await.unwrap() {
+        all.extend_from_slice(&out.get(&name).await.unwrap());
+    }
+    all
+}
+
+fn config(env: &LocalEnv, job: u64) -> DriverConfig {
+    let mut c = DriverConfig::new(JobId(job));
+    c.token = Some(env.token(JobId(job)).unwrap());
+    c.memory_budget = 1 << 20;
+    c
+}
+
+/// Nothing of the job is left on the node or in the object store.
+async fn assert_nothing_left(env: &LocalEnv, job: u64) {
+    let node = env.node().store();
+    assert!(node.list_objects(&KeyPrefix::job(JobId(job))).map_or(true, |l| l.is_empty()), "objects left on the node");
+    assert!(node.jobs().iter().all(|(j, _)| *j != JobId(job)), "the job is still open on the node");
+    let objects = env.run_dir().join("objects");
+    let left = walk(&objects);
+    assert!(left.is_empty(), "objects left in the object store: {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_matches_one_process_on_every_path_and_layout() {
+    let s = setup().await;
+    let mut job = 100;
+    for path in [Path::VmLocal, Path::RemoteStore, Path::ObjectStore] {
+        for layout in [Layout::AllToAll, Layout::Coalesced] {
+            job += 1;
+            let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
+            let spec = s.env.spec(path).unwrap();
+            let j = sort::job(s.sources.clone(), 5, 4, spec, layout, url.clone()).await.unwrap();
+            let summary = driver::run(&j, s.env.invoker(), &config(&s.env, job)).await.unwrap();
+            let got = concatenated(&url).await;
+            assert!(got == s.expected[..], "{path:?} {layout:?}: output differs from the single-process sort");
+            let edge = &summary.edges[0];
+            let expected_writes = if layout == Layout::AllToAll { 5 * 4 } else { 5 };
+            assert_eq!((edge.writes, edge.reads), (expected_writes, 20), "{path:?} {layout:?}");
+            assert_eq!(edge.bytes, summary.stages[0].bytes_out);
+            assert!(summary.freed_bytes >= edge.bytes, "{path:?}: ending the job freed {}", summary.freed_bytes);
+            assert_nothing_left(&s.env, job).await;
+        }
+    }
+}
+
+/// Fails the first attempt of one partition after it has written its objects.
+#[derive(Debug)]
+struct FailOnce {
+    inner: Arc<dyn Operator>,
+    partition: u32,
+    failed: AtomicBool,
+    retryable: bool,
+}
+
+#[async_trait]
+impl Operator for FailOnce {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        self.inner.run(ctx).await?;
+        if ctx.task().id.partition == self.partition && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(if self.retryable {
+                Error::WorkerLost { endpoint: "test".into(), reason: "injected after writing".into() }
+            } else {
+                Error::BadJob { reason: "injected".into() }
+            });
+        }
+        Ok(())
+    }
+}
+
+fn flaky_registry(retryable: bool) -> Registry {
+    let base = registry();
+    let mut r = registry();
+    r.register(
+        sort::MAP,
+        FailOnce { inner: base.get(sort::MAP).unwrap(), partition: 2, failed: AtomicBool::new(false), retryable },
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_is_retried_and_its_objects_are_never_read() {
+    let s = setup().await;
+    let invoker = InProcess::new(flaky_registry(true), s.dir.path(), 2);
+    let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
+    let spec = s.env.spec(Path::VmLocal).unwrap();
+    let j = sort::job(s.sources.clone(), 4, 3, spec, Layout::AllToAll, url.clone()).await.unwrap();
+    let summary = driver::run(&j, &invoker, &config(&s.env, 7)).await.unwrap();
+    assert_eq!(summary.stages[0].attempts, 5, "four map tasks and one retry");
+    // The failed attempt had written its objects too; reducers read only the retry's.
+    assert_eq!(summary.edges[0].writes, 12);
+    assert!(concatenated(&url).await == s.expected[..]);
+    assert_nothing_left(&s.env, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_that_cannot_be_retried_fails_the_job_at_once() {
+    let s = setup().await;
+    let invoker = InProcess::new(flaky_registry(false), s.dir.path(), 2);
+    let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
+    let spec = s.env.spec(Path::ObjectStore).unwrap();
+    let j = sort::job(s.sources.clone(), 4, 3, spec, Layout::Coalesced, url).await.unwrap();
+    match driver::run(&j, &invoker, &config(&s.env, 8)).await {
+        Err(Error::Exhausted { stage, partition, attempts, last }) => {
+            assert_eq!((stage.as_str(), partition, attempts), ("map", 2, 1));
+            assert!(last.contains("injected"), "{last}");
+        }
+        other => panic!("expected the job to fail, got {other:?}"),
+    }
+    assert_nothing_left(&s.env, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_over_http_run_the_job() {
+    let s = setup().await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener));
+    }
+    let invoker = HttpInvoker::new(&urls, std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(invoker.slots(), 2);
+    let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
+    let spec = s.env.spec(Path::RemoteStore).unwrap();
+    let j = sort::job(s.sources.clone(), 3, 2, spec, Layout::Coalesced, url.clone()).await.unwrap();
+    let summary = driver::run(&j, &invoker, &config(&s.env, 9)).await.unwrap();
+    assert!(concatenated(&url).await == s.expected[..]);
+    assert_eq!(summary.reports[0].len(), 3);
+
+    // What is not a task is refused with a reason.
+    let endpoint = baton_runtime::http::Endpoint::parse(&urls[0]).unwrap();
+    let (status, body) =
+        endpoint.post("/invoke", b"{not json".to_vec(), std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status.as_u16(), 400);
+    assert!(String::from_utf8_lossy(&body).contains("not a task"));
+    let (status, _) = endpoint.get("/health", std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status.as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_operator_is_named() {
+    let s = setup().await;
+    let job = JobSpec {
+        name: "bad".into(),
+        stages: vec![baton_runtime::driver::StageSpec {
+            name: "only".into(),
+            op: "no.such.op".into(),
+            params: serde_json::Value::Null,
+            tasks: 1,
+        }],
+        edges: vec![],
+    };
+    let err = driver::run(&job, s.env.invoker(), &config(&s.env, 10)).await.unwrap_err();
+    assert!(err.to_string().contains("no.such.op"), "{err}");
+    assert!(err.to_string().contains("sort.map"), "the message lists the known operators: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_matches_a_count_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&format!("Line {i}: the quick brown fox {} jumps over the lazy dog {}\n", i % 17, i % 101));
+    }
+    let (a, b) = text.split_at(text.len() / 3);
+    std::fs::write(dir.path().join("a.txt"), a).unwrap();
+    std::fs::write(dir.path().join("b.txt"), b).unwrap();
+    let mut expected = std::collections::HashMap::new();
+    wordcount::count_words(&text, &mut expected);
+    // A line cut across the two files is two lines: count it as the job sees it.
+    expected.clear();
+    wordcount::count_words(a, &mut expected);
+    wordcount::count_words(b, &mut expected);
+
+    let mut config_local = LocalConfig::new(dir.path().join("baton-data"), None);
+    config_local.workers = 2;
+    config_local.node_memory = 64 << 20;
+    let env = LocalEnv::start(&config_local).await.unwrap();
+    let sources = input::resolve(&[dir.path().display().to_string()]).await.unwrap();
+    assert_eq!(sources.len(), 2);
+    let url = output_url(&dir.path().join("out").display().to_string()).unwrap();
+    let spec = env.spec(Path::VmLocal).unwrap();
+    // Seven mappers split lines mid-way; each line still counts once.
+    let j = wordcount::job(sources, 7, 3, spec, Layout::Coalesced, url.clone()).unwrap();
+    driver::run(&j, env.invoker(), &config(&env, 11)).await.unwrap();
+    let mut got = std::collections::HashMap::new();
+    let out = Output::open(&url).unwrap();
+    let parts = out.parts().await.unwrap();
+    assert_eq!(parts.len(), 3);
+    for (name, _) in parts {
+        let text = out.get(&name).await.unwrap();
+        let lines: Vec<_> = std::str::from_utf8(&text).unwrap().lines().map(str::to_owned).collect();
+        let mut sorted = lines.clone();
+        sorted.sort();
+        assert_eq!(lines, sorted, "{name} is sorted by word");
+        for line in lines {
+            let (word, n) = line.split_once('\t').unwrap();
+            assert!(got.insert(word.to_string(), n.parse::<u64>().unwrap()).is_none(), "{word} in two partitions");
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_malformed_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.bin").display().to_string();
+    match input::resolve(std::slice::from_ref(&missing)).await {
+        Err(Error::Input { file, .. }) => assert_eq!(file, missing),
+        other => panic!("{other:?}"),
+    }
+    let odd = dir.path().join("odd.bin");
+    std::fs::write(&odd, vec![0u8; 250]).unwrap();
+    let sources = input::resolve(&[odd.display().to_string()]).await.unwrap();
+    match sort::check_sources(&sources) {
+        Err(Error::Input { file, reason }) => {
+            assert!(file.ends_with("odd.bin"));
+            assert!(reason.contains("100-byte records"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let invoker = InProcess::new(registry(), dir.path(), 1);
+    let stage = |tasks| baton_runtime::driver::StageSpec {
+        name: "s".into(),
+        op: sort::MAP.into(),
+        params: serde_json::Value::Null,
+        tasks,
+    };
+    let backwards = JobSpec {
+        name: "backwards".into(),
+        stages: vec![stage(1), stage(1)],
+        edges: vec![baton_runtime::driver::EdgeSpec {
+            from: 1,
+            to: 0,
+            path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
+            layout: Layout::AllToAll,
+        }],
+    };
+    assert!(matches!(driver::run(&backwards, &invoker, &DriverConfig::new(JobId(1))).await, Err(Error::BadJob { .. })));
+    let empty = JobSpec { name: "empty".into(), stages: vec![stage(0)], edges: vec![] };
+    assert!(matches!(driver::run(&empty, &invoker, &DriverConfig::new(JobId(2))).await, Err(Error::BadJob { .. })));
+}

@@ -1,0 +1,284 @@
+//! MapReduce through the `baton` binary: `gensort`, then `sort` of 1 GiB across 8 mappers and 8
+//! reducers on worker processes, compared with a single-process sort of the same input, for
+//! every topology on every path; a worker killed mid-task; inputs that are missing or
+//! malformed.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+/// 1 GiB of 100-byte records.
+const RECORDS: u64 = (1 << 30) / 100;
+
+fn baton(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BATON).args(args).current_dir(dir).env("BATON_LOG", "warn").output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "baton failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// The 1 GiB input and its single-process sort, made once and shared by the tests (and by
+/// later runs): `(input, sorted)`.
+fn shared_input() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sort-1gib");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let input = dir.join("input.bin");
+    let sorted = dir.join("sorted").join("part-r-00000");
+    let size = RECORDS * 100;
+    if std::fs::metadata(&input).map(|m| m.len()).ok() != Some(size) {
+        let records = RECORDS.to_string();
+        ok(&baton(&dir, &["gensort", "input.bin", "--records", &records, "--seed", "7"]));
+    }
+    if std::fs::metadata(&sorted).map(|m| m.len()).ok() != Some(size) {
+        let out = baton(&dir, &["sort", "input.bin", "--output", "sorted", "--single-process", "--validate"]);
+        assert!(ok(&out).contains("globally sorted"));
+    }
+    lock.unlock().unwrap();
+    (input, sorted)
+}
+
+/// Whether the `part-r-*` files of `dir`, in name order, are byte for byte `expected`.
+fn same_as(dir: &Path, expected: &Path) -> Result<(), String> {
+    let mut parts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-r-"))
+        .collect();
+    parts.sort();
+    let mut want = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(expected).unwrap());
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut offset = 0u64;
+    for part in &parts {
+        let mut got = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(part).unwrap());
+        loop {
+            let n = got.read(&mut a).unwrap();
+            if n == 0 {
+                break;
+            }
+            want.read_exact(&mut b[..n]).map_err(|_| format!("{} runs past the expected output", part.display()))?;
+            if a[..n] != b[..n] {
+                return Err(format!("bytes differ near offset {offset} (in {})", part.display()));
+            }
+            offset += n as u64;
+        }
+    }
+    if want.read(&mut b).unwrap() != 0 {
+        return Err(format!("the output stops at {offset} bytes, short of the expected"));
+    }
+    Ok(())
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn sort_on(path: &str, topology: &str) {
+    let (input, sorted) = shared_input();
+    let dir = tempfile::tempdir().unwrap();
+    let out = baton(
+        dir.path(),
+        &[
+            "sort",
+            input.to_str().unwrap(),
+            "--output",
+            "out",
+            "--mappers",
+            "8",
+            "--reducers",
+            "8",
+            "--workers",
+            "2",
+            "--path",
+            path,
+            "--topology",
+            topology,
+            "--summary-json",
+            "summary.json",
+        ],
+    );
+    let stdout = ok(&out);
+    assert!(stdout.contains("mappers read what reducers wrote"), "{stdout}");
+    same_as(&dir.path().join("out"), &sorted).unwrap_or_else(|e| panic!("{path} {topology}: {e}"));
+    let s = summary(&dir.path().join("summary.json"));
+    let edge = &s["edges"][0];
+    assert!(edge["path"].as_str().unwrap().starts_with(path), "{edge}");
+    assert_eq!(edge["layout"], topology);
+    assert!(edge["bytes"].as_u64().unwrap() > RECORDS * 100, "Arrow framing adds a little: {edge}");
+    let writes = if topology == "all-to-all" { 64 } else { 8 };
+    assert_eq!((edge["writes"].as_u64(), edge["reads"].as_u64()), (Some(writes), Some(64)));
+    assert_eq!(s["stages"][0]["tasks"], 8);
+    assert_eq!(s["stages"][1]["tasks"], 8);
+    // Ending the job left nothing in the run's directories.
+    assert!(s["freed_bytes"].as_u64().unwrap() >= edge["bytes"].as_u64().unwrap());
+}
+
+#[test]
+fn sort_vm_local_all_to_all() {
+    sort_on("vm-local", "all-to-all");
+}
+
+#[test]
+fn sort_vm_local_coalesced() {
+    sort_on("vm-local", "coalesced");
+}
+
+#[test]
+fn sort_remote_store_all_to_all() {
+    sort_on("remote-store", "all-to-all");
+}
+
+#[test]
+fn sort_remote_store_coalesced() {
+    sort_on("remote-store", "coalesced");
+}
+
+#[test]
+fn sort_object_store_all_to_all() {
+    sort_on("object-store", "all-to-all");
+}
+
+#[test]
+fn sort_object_store_coalesced() {
+    sort_on("object-store", "coalesced");
+}
+
+/// Children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // The parent is the second field after the command name, which ends at the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// User + system CPU ticks `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_worker_killed_mid_task_still_gives_the_whole_sorted_output() {
+    let (input, sorted) = shared_input();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BATON)
+        .args([
+            "sort",
+            input.to_str().unwrap(),
+            "--output",
+            "out",
+            "--mappers",
+            "8",
+            "--reducers",
+            "8",
+            "--workers",
+            "2",
+            "--path",
+            "vm-local",
+            "--summary-json",
+            "summary.json",
+        ])
+        .current_dir(dir.path())
+        .env("BATON_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a worker that is busy with a task (it has used CPU), then SIGKILL it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim = loop {
+        assert!(Instant::now() < deadline, "no worker got busy");
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the job ended before a worker could be killed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some(&busy) = children(child.id()).iter().find(|&&w| cpu_ticks(w) > 30) {
+            break busy;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(unsafe_kill(victim), 0, "kill {victim}");
+    let out = child.wait_with_output().unwrap();
+    let stdout = ok(&out);
+    same_as(&dir.path().join("out"), &sorted).unwrap();
+    let s = summary(&dir.path().join("summary.json"));
+    let attempts: u64 = s["stages"].as_array().unwrap().iter().map(|st| st["attempts"].as_u64().unwrap()).sum();
+    assert!(attempts > 16, "the killed task was retried: {attempts} attempts\n{stdout}");
+}
+
+fn unsafe_kill(pid: u32) -> i32 {
+    Command::new("kill").arg("-KILL").arg(pid.to_string()).status().unwrap().code().unwrap_or(-1)
+}
+
+#[test]
+fn a_missing_input_fails_fast_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = baton(dir.path(), &["sort", "no-such-file.bin", "--output", "out"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-file.bin"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(10), "it should fail before starting workers");
+}
+
+#[test]
+fn a_malformed_input_fails_fast_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.bin"), vec![1u8; 1000]).unwrap();
+    std::fs::write(dir.path().join("torn.bin"), vec![1u8; 1234]).unwrap();
+    let out = baton(dir.path(), &["sort", "good.bin", "torn.bin", "--output", "out"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("torn.bin") && stderr.contains("100-byte records"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn wordcount_counts_every_word_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("text")).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for f in 0..3 {
+        let mut text = String::new();
+        for i in 0..2000 {
+            let line = format!("file {f} line {i} alpha beta{} gamma{}\n", i % 7, (i * f) % 13);
+            for w in line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+                *expected.entry(w.to_lowercase()).or_insert(0u64) += 1;
+            }
+            text.push_str(&line);
+        }
+        std::fs::write(dir.path().join("text").join(format!("{f}.txt")), text).unwrap();
+    }
+    let out = baton(dir.path(), &["wordcount", "text", "--output", "counts", "--mappers", "5", "--reducers", "3"]);
+    ok(&out);
+    let mut got = std::collections::BTreeMap::new();
+    for r in 0..3 {
+        let text = std::fs::read_to_string(dir.path().join("counts").join(format!("part-r-{r:05}"))).unwrap();
+        for line in text.lines() {
+            let (w, n) = line.split_once('\t').unwrap();
+            got.insert(w.to_string(), n.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(got, expected);
+}

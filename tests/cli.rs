@@ -197,10 +197,15 @@ fn an_unreachable_node_and_a_bad_config_are_named() {
 #[test]
 fn the_demo_runs_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BATON).args(["demo", "--rows", "100000"]).current_dir(dir.path()).output().unwrap();
+    let out = Command::new(BATON)
+        .args(["demo", "--rows", "100000", "--sort-size", "8MiB"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let text = ok(out);
     assert!(text.contains("vm-local") && text.contains("file://") && text.contains("zero-copy"), "{text}");
     assert_eq!(text.matches("checksum ok").count(), 2, "{text}");
+    assert!(text.contains("mappers read what reducers wrote") && text.contains("globally sorted"), "{text}");
     let left: Vec<_> =
         walk(&dir.path().join("baton-data")).into_iter().filter(|p| p.to_string_lossy().contains("job-")).collect();
     assert!(left.is_empty(), "the demo left objects: {left:?}");

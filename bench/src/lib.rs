@@ -8,5 +8,6 @@ pub mod direct;
 pub mod flight;
 pub mod paths;
 pub mod plan;
+pub mod sort;
 pub mod stats;
 pub mod worker;

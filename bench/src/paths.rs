@@ -144,7 +144,7 @@ pub async fn run(options: &PathsOptions) -> anyhow::Result<PathsReport> {
             runs.push(transfer(options, spec, key, rows)?);
             match spec {
                 PathSpec::VmLocal { .. } => vm.delete(&key).await?,
-                PathSpec::ObjectStore { .. } => file.delete(&key).await?,
+                _ => file.delete(&key).await?,
             }
         }
         let (producer, consumer) = runs.last().cloned().context("no runs")?;

@@ -1,52 +1,19 @@
 //! A producer or consumer running in its own OS process, for demos and benchmarks that move
 //! data between processes. The `baton` binary runs it as `baton __worker '<json args>'`.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use baton_fabric::ObjectKey;
 use baton_fabric::arrow::{encode_batches, read_batches};
 use baton_fabric::mapping::is_within;
 use baton_fabric::path::vm_local::VmLocalPath;
-use baton_fabric::{DataPath, ObjectKey};
 use serde::{Deserialize, Serialize};
 
 use crate::data;
 
-/// Which path a worker uses.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum PathSpec {
-    /// The VM-local path through the node on `socket`.
-    VmLocal {
-        /// The node's socket.
-        socket: PathBuf,
-    },
-    /// The object-store path at `url` (file://, s3://).
-    ObjectStore {
-        /// The store's URL.
-        url: String,
-    },
-}
-
-impl PathSpec {
-    /// A short name for reports.
-    pub fn name(&self) -> String {
-        match self {
-            PathSpec::VmLocal { .. } => "vm-local".into(),
-            PathSpec::ObjectStore { url } => {
-                url.split("://").next().map_or("object store".into(), |s| format!("{s}://"))
-            }
-        }
-    }
-
-    async fn open(&self) -> anyhow::Result<Box<dyn DataPath>> {
-        Ok(match self {
-            PathSpec::VmLocal { socket } => Box::new(VmLocalPath::connect(socket).await?),
-            PathSpec::ObjectStore { url } => Box::new(baton_connectors::object_store_path(url)?),
-        })
-    }
-}
+pub use baton_runtime::paths::PathSpec;
 
 /// What a worker does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +73,10 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
                     let vm = VmLocalPath::connect(socket).await?;
                     vm.put_batches(&args.key, &schema, &batches).await?.1
                 }
-                PathSpec::ObjectStore { .. } => {
+                other => {
                     let object = encode_batches(&schema, &batches)?;
                     let len = object.len() as u64;
-                    args.path.open().await?.put(&args.key, object).await?;
+                    other.open(None).await?.put(&args.key, object).await?;
                     len
                 }
             };
@@ -117,7 +84,7 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
             Ok(WorkerReport { pid, bytes, rows: args.rows, seconds, checksum, ..Default::default() })
         }
         Role::Hold => {
-            let object = args.path.open().await?.get(&args.key).await?;
+            let object = args.path.open(None).await?.get(&args.key).await?;
             let (_, batches) = read_batches(args.key, object.clone())?;
             let checksum = data::checksum(&batches);
             let report = WorkerReport { pid, bytes: object.len() as u64, checksum, ..Default::default() };
@@ -126,7 +93,7 @@ pub async fn run(args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
             Ok(report)
         }
         Role::Consume => {
-            let path = args.path.open().await?;
+            let path = args.path.open(None).await?;
             let start = Instant::now();
             let object = path.get(&args.key).await?;
             let (_, batches) = read_batches(args.key, object.clone())?;

@@ -40,6 +40,21 @@ enum Workload {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Sort of gensort input: the planned job, the object-store-only job and one process.
+    Sort {
+        /// Sizes to sort, in GiB.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        sizes: Vec<u64>,
+        /// Runs of each variant (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+        /// Directory on local disk for inputs and outputs.
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
         /// Plans per objective.
@@ -94,6 +109,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&report)?,
                 &baton_bench::direct::markdown(&report),
             )
+        }
+        Workload::Sort { sizes, repeats, out, work_dir } => {
+            warn_if_debug();
+            let options = baton_bench::sort::SortOptions {
+                exe: std::env::current_exe()?,
+                sizes_gib: sizes,
+                repeats,
+                work_dir: std::path::absolute(&work_dir)?,
+            };
+            let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
+            write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
         Workload::Plan { repeats, out } => {
             warn_if_debug();

@@ -17,6 +17,9 @@ pub struct DemoArgs {
     /// Rows of generated data (16 bytes each).
     #[arg(long, default_value_t = 4_000_000)]
     rows: u64,
+    /// Size of the MapReduce sort that follows.
+    #[arg(long, default_value = "512MiB")]
+    sort_size: ByteSize,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -73,5 +76,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let freed = store.end_job(job).await?;
     println!("job ended: {} freed from the node; nothing left behind", ByteSize(freed));
     drop(node);
+
+    // A MapReduce job: gensort input, sorted by worker processes on the planned path.
+    println!();
+    let input = root.join("demo-sort").join("input.bin");
+    let records = (args.sort_size.0 / 100).to_string();
+    run_baton(&exe, &["gensort", &input.display().to_string(), "--records", &records, "--seed", "1"])?;
+    let output = root.join("demo-sort").join("sorted").display().to_string();
+    run_baton(&exe, &["sort", &input.display().to_string(), "--output", &output, "--validate"])?;
+    Ok(())
+}
+
+/// Runs `baton ARGS`, its output going to ours.
+fn run_baton(exe: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new(exe).args(args).status()?;
+    ensure!(status.success(), "baton {} failed ({status})", args.join(" "));
     Ok(())
 }

@@ -274,14 +274,21 @@ impl Operator for SortReduce {
     async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
         let params: SortParams = ctx.params()?;
         let partition = ctx.task().id.partition;
-        let mut all = Vec::new();
+        let expected: u64 =
+            ctx.task().inputs.first().map_or(0, |i| {
+                i.maps.iter().filter_map(|m| m.partitions.get(partition as usize)).map(|p| p.rows).sum()
+            });
+        let mut all = Vec::with_capacity(expected as usize * RECORD);
         let mut input = ctx.input(0)?;
         while let Some(batches) = input.next().await? {
             for batch in batches {
                 let column = batch.column(0).as_fixed_size_binary();
-                all.reserve(column.len() * RECORD);
-                for i in 0..column.len() {
-                    all.extend_from_slice(column.value(i));
+                let n = column.len();
+                if n > 0 {
+                    // The rows' bytes are contiguous: copy them in one go.
+                    let data = column.value_data();
+                    let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
+                    all.extend_from_slice(&data[start..start + n * RECORD]);
                 }
             }
         }

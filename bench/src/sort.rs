@@ -1,0 +1,181 @@
+//! The sort benchmark: `baton sort` of gensort input, three ways in one run — the planner's
+//! plan, every edge forced through the object store (file://), and a single-process sort.
+//! Goal: the planned job at least 2x faster than the object-store-only job, and within 2x of
+//! the single-process sort.
+//!
+//! Each variant is a `baton` process, timed from start to exit (worker start-up included);
+//! the distributed variants run 8 mappers and 8 reducers per GiB on a worker per core.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SortOptions {
+    /// The `baton` binary.
+    pub exe: PathBuf,
+    /// Input sizes in GiB.
+    pub sizes_gib: Vec<u64>,
+    /// Runs of each variant (the median is reported).
+    pub repeats: usize,
+    /// Where inputs and outputs go (local disk).
+    pub work_dir: PathBuf,
+}
+
+/// One variant at one size.
+#[derive(Clone, Debug, Serialize)]
+pub struct Variant {
+    /// Its name.
+    pub name: String,
+    /// The shuffle's path and topology as the job reported them.
+    pub shuffle: String,
+    /// Seconds of each run.
+    pub seconds: Vec<f64>,
+    /// The median.
+    pub median_s: f64,
+}
+
+/// One size.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeReport {
+    /// GiB sorted.
+    pub gib: u64,
+    /// Map and reduce tasks of the distributed variants.
+    pub tasks: u32,
+    /// Planned, object-store only, single process.
+    pub variants: Vec<Variant>,
+    /// Object-store-only time over planned time (goal ≥ 2).
+    pub speedup_vs_object_store: f64,
+    /// Planned time over single-process time (goal ≤ 2).
+    pub ratio_vs_single_process: f64,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SortReport {
+    /// Worker processes of the distributed variants.
+    pub workers: usize,
+    /// Per size.
+    pub sizes: Vec<SizeReport>,
+}
+
+fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, String)> {
+    let start = Instant::now();
+    let out = Command::new(exe)
+        .args(args)
+        .current_dir(dir)
+        .env("BATON_LOG", "warn")
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("baton {} failed: {stdout}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((seconds, stdout))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark.
+pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
+    std::fs::create_dir_all(&options.work_dir)?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let mut sizes = Vec::new();
+    for &gib in &options.sizes_gib {
+        let input = options.work_dir.join(format!("sort-{gib}gib.bin"));
+        let records = (gib << 30) / 100;
+        if std::fs::metadata(&input).map(|m| m.len()).ok() != Some(records * 100) {
+            let args = ["gensort".to_string(), input.display().to_string(), "--records".into(), records.to_string()];
+            run_baton(&options.exe, &options.work_dir, &args)?;
+        }
+        let tasks = (8 * gib).max(8) as u32;
+        let out = options.work_dir.join("sort-out");
+        let common = |path: &str| {
+            vec![
+                "sort".to_string(),
+                input.display().to_string(),
+                "--output".into(),
+                out.display().to_string(),
+                "--mappers".into(),
+                tasks.to_string(),
+                "--reducers".into(),
+                tasks.to_string(),
+                "--path".into(),
+                path.into(),
+                "--node-memory".into(),
+                format!("{}GiB", 2 * gib + 1),
+            ]
+        };
+        let single = vec![
+            "sort".to_string(),
+            input.display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+            "--single-process".into(),
+        ];
+        let variants =
+            [("planned", common("auto")), ("object-store only", common("object-store")), ("single process", single)];
+        let mut reports = Vec::new();
+        for (name, args) in variants {
+            let mut seconds = Vec::new();
+            let mut shuffle = String::new();
+            for _ in 0..options.repeats.max(1) {
+                let (s, stdout) = run_baton(&options.exe, &options.work_dir, &args)?;
+                seconds.push(s);
+                shuffle = stdout
+                    .lines()
+                    .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
+                    .unwrap_or_else(|| "—".into());
+            }
+            eprintln!("{gib} GiB · {name}: {seconds:.2?} s");
+            reports.push(Variant { name: name.into(), shuffle, median_s: median(seconds.clone()), seconds });
+        }
+        let _ = std::fs::remove_dir_all(&out);
+        sizes.push(SizeReport {
+            gib,
+            tasks,
+            speedup_vs_object_store: reports[1].median_s / reports[0].median_s,
+            ratio_vs_single_process: reports[0].median_s / reports[2].median_s,
+            variants: reports,
+        });
+    }
+    Ok(SortReport { workers, sizes })
+}
+
+/// The report as Markdown.
+pub fn markdown(report: &SortReport) -> String {
+    let mut md = format!(
+        "## Sort (gensort records), {} worker processes\n\n| size | tasks | variant | shuffle | median s | runs |\n|---|---:|---|---|---:|---|\n",
+        report.workers
+    );
+    for s in &report.sizes {
+        for v in &s.variants {
+            let runs: Vec<String> = v.seconds.iter().map(|x| format!("{x:.2}")).collect();
+            md.push_str(&format!(
+                "| {} GiB | {} | {} | {} | {:.2} | {} |\n",
+                s.gib,
+                s.tasks,
+                v.name,
+                v.shuffle,
+                v.median_s,
+                runs.join(", ")
+            ));
+        }
+    }
+    md.push('\n');
+    for s in &report.sizes {
+        md.push_str(&format!(
+            "- {} GiB: planned is **{:.2}x** faster than object-store only (goal ≥ 2x) and **{:.2}x** the single-process time (goal ≤ 2x)\n",
+            s.gib, s.speedup_vs_object_store, s.ratio_vs_single_process
+        ));
+    }
+    md
+}

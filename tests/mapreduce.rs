@@ -1,6 +1,6 @@
 //! MapReduce through the `baton` binary: `gensort`, then `sort` of 1 GiB across 8 mappers and 8
 //! reducers on worker processes, compared with a single-process sort of the same input, for
-//! every topology on every path; a worker killed mid-task; inputs that are missing or
+//! every topology (all-to-all, coalesced, 2-level) on every path; a worker killed mid-task; inputs that are missing or
 //! malformed.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
@@ -111,12 +111,22 @@ fn sort_on(path: &str, topology: &str) {
     let s = summary(&dir.path().join("summary.json"));
     let edge = &s["edges"][0];
     assert!(edge["path"].as_str().unwrap().starts_with(path), "{edge}");
-    assert_eq!(edge["layout"], topology);
     assert!(edge["bytes"].as_u64().unwrap() > RECORDS * 100, "Arrow framing adds a little: {edge}");
-    let writes = if topology == "all-to-all" { 64 } else { 8 };
-    assert_eq!((edge["writes"].as_u64(), edge["reads"].as_u64()), (Some(writes), Some(64)));
+    if let Some(levels) = topology.strip_suffix("-level") {
+        // 8 → 8 in two rounds of fan-out 3 through 9 merge tasks: each task reads at most 3.
+        assert_eq!(levels, "2");
+        let edges = s["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 2, "{edges:?}");
+        assert_eq!(edges[0]["layout"], "2-level 1/2");
+        assert!(edges[0]["reads"].as_u64().unwrap() <= 9 * 3 && edges[1]["reads"].as_u64().unwrap() <= 8 * 3);
+        assert_eq!(s["stages"][1]["tasks"], 9);
+    } else {
+        assert_eq!(edge["layout"], topology);
+        let writes = if topology == "all-to-all" { 64 } else { 8 };
+        assert_eq!((edge["writes"].as_u64(), edge["reads"].as_u64()), (Some(writes), Some(64)));
+        assert_eq!(s["stages"][1]["tasks"], 8);
+    }
     assert_eq!(s["stages"][0]["tasks"], 8);
-    assert_eq!(s["stages"][1]["tasks"], 8);
     // Ending the job left nothing in the run's directories.
     assert!(s["freed_bytes"].as_u64().unwrap() >= edge["bytes"].as_u64().unwrap());
 }
@@ -149,6 +159,21 @@ fn sort_object_store_all_to_all() {
 #[test]
 fn sort_object_store_coalesced() {
     sort_on("object-store", "coalesced");
+}
+
+#[test]
+fn sort_vm_local_2_level() {
+    sort_on("vm-local", "2-level");
+}
+
+#[test]
+fn sort_remote_store_2_level() {
+    sort_on("remote-store", "2-level");
+}
+
+#[test]
+fn sort_object_store_2_level() {
+    sort_on("object-store", "2-level");
 }
 
 /// Children of `pid`, from /proc.

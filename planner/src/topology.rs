@@ -3,7 +3,7 @@
 use crate::dag::EdgeKind;
 
 /// How an edge's objects are laid out between producer and consumer tasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Topology {
     /// One object per producer task (one-to-one, broadcast and gather edges).
     PerTask,

@@ -37,12 +37,13 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use baton_fabric::DataPath;
-use baton_shuffle::{MapOutput, Partitioner, ShuffleReader, ShuffleWriter, Target};
+use baton_shuffle::klevel::{DigitPartitioner, KLevel};
+use baton_shuffle::{MapOutput, PartitionInfo, Partitioner, ShuffleReader, ShuffleWriter, Target};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::paths::PathCache;
-use crate::task::{Task, TaskReport};
+use crate::task::{Route, Task, TaskReport};
 
 /// The code one task runs.
 #[async_trait]
@@ -51,16 +52,27 @@ pub trait Operator: Send + Sync + std::fmt::Debug {
     async fn run(&self, ctx: &mut TaskContext) -> Result<()>;
 }
 
+/// The operator of a k-level exchange's intermediate rounds (the driver adds those stages).
+pub const MERGE: &str = "shuffle.merge";
+
 /// Operators by name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Registry {
     ops: BTreeMap<String, Arc<dyn Operator>>,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
-    /// An empty registry.
+    /// A registry with the runtime's own operators ([`MERGE`]).
     pub fn new() -> Self {
-        Self::default()
+        let mut r = Self { ops: BTreeMap::new() };
+        r.register(MERGE, Merge);
+        r
     }
 
     /// Adds `op` under `name`, replacing any operator of that name.
@@ -126,37 +138,92 @@ impl TaskContext {
         Ok(InputReader { ctx: self, input: index, next: 0, reader: None })
     }
 
-    /// A shuffle writer for output edge `index`, in the edge's layout, as this attempt, within
-    /// the task's memory budget.
-    pub async fn writer(
+    fn output(&self, index: usize) -> Result<&crate::task::Output> {
+        self.task.outputs.get(index).ok_or_else(|| Error::BadJob {
+            reason: format!("{} asked for output {index} of a task with {}", self.task.op, self.task.outputs.len()),
+        })
+    }
+
+    async fn shuffle_writer(
         &self,
-        index: usize,
+        output: &crate::task::Output,
         schema: SchemaRef,
         partitioner: Box<dyn Partitioner>,
     ) -> Result<ShuffleWriter> {
-        let output = self.task.outputs.get(index).ok_or_else(|| Error::BadJob {
-            reason: format!("{} asked for output {index} of a task with {}", self.task.op, self.task.outputs.len()),
-        })?;
-        if partitioner.partitions() != output.partitions {
-            return Err(Error::BadJob {
-                reason: format!(
-                    "{} partitions into {} but edge {} has {} consumers",
-                    self.task.op,
-                    partitioner.partitions(),
-                    output.edge,
-                    output.partitions
-                ),
-            });
-        }
         let target = Target { path: self.path(&output.path).await?, job: self.task.job, edge: output.edge };
         Ok(ShuffleWriter::new(target, self.task.id.partition, schema, partitioner, output.layout)
             .with_attempt(self.task.id.attempt)
             .with_memory_budget(self.task.memory_budget as usize, &self.scratch))
     }
 
+    /// A writer for output edge `index` that routes rows by `partitioner`, in the edge's layout,
+    /// as this attempt, within the task's memory budget.
+    pub async fn writer(
+        &self,
+        index: usize,
+        schema: SchemaRef,
+        partitioner: Box<dyn Partitioner>,
+    ) -> Result<EdgeWriter> {
+        let output = self.output(index)?;
+        let consumers = match output.route {
+            Route::Direct => output.partitions,
+            Route::Tag { reducers, .. } => reducers,
+            Route::Forward { .. } => {
+                return Err(Error::BadJob { reason: format!("output {index} is a k-level round: use forward()") });
+            }
+        };
+        if partitioner.partitions() != consumers {
+            return Err(Error::BadJob {
+                reason: format!(
+                    "{} partitions into {} but edge {} has {consumers} consumers",
+                    self.task.op,
+                    partitioner.partitions(),
+                    output.edge,
+                ),
+            });
+        }
+        Ok(match output.route {
+            Route::Tag { klevel, .. } => {
+                let tagged = KLevel::tagged_schema(&schema);
+                let inner =
+                    self.shuffle_writer(output, tagged.clone(), Box::new(DigitPartitioner::new(klevel, 0))).await?;
+                EdgeWriter { inner, tag: Some((partitioner, tagged)) }
+            }
+            _ => EdgeWriter { inner: self.shuffle_writer(output, schema, partitioner).await?, tag: None },
+        })
+    }
+
+    /// A writer for output edge `index` of a k-level round: rows of `schema` (tagged) go out
+    /// by their reducer's digit for this round.
+    pub async fn forward(&self, index: usize, schema: SchemaRef) -> Result<EdgeWriter> {
+        let output = self.output(index)?;
+        let Route::Forward { klevel, round } = output.route else {
+            return Err(Error::BadJob { reason: format!("output {index} is not a k-level round") });
+        };
+        let inner = self.shuffle_writer(output, schema, Box::new(DigitPartitioner::new(klevel, round))).await?;
+        Ok(EdgeWriter { inner, tag: None })
+    }
+
     /// Finishes `writer` (writes its objects) as output edge `index`.
-    pub async fn commit(&mut self, index: usize, writer: ShuffleWriter) -> Result<()> {
-        let output = writer.finish().await?;
+    pub async fn commit(&mut self, index: usize, writer: EdgeWriter) -> Result<()> {
+        let output = writer.inner.finish().await?;
+        self.record(index, output)
+    }
+
+    /// Commits output edge `index` as empty (a task that had nothing to write).
+    pub fn commit_empty(&mut self, index: usize) -> Result<()> {
+        let output = self.output(index)?;
+        let empty = MapOutput {
+            mapper: self.task.id.partition,
+            attempt: self.task.id.attempt,
+            spilled_bytes: 0,
+            layout: output.layout,
+            partitions: vec![PartitionInfo::default(); output.partitions as usize],
+        };
+        self.record(index, empty)
+    }
+
+    fn record(&mut self, index: usize, output: MapOutput) -> Result<()> {
         self.report.rows_out += output.partitions.iter().map(|p| p.rows).sum::<u64>();
         self.report.bytes_out += output.partitions.iter().map(|p| p.bytes).sum::<u64>();
         match self.committed.get_mut(index) {
@@ -217,11 +284,14 @@ impl InputReader<'_> {
         let Some(map) = input.maps.get(self.next) else { return Ok(None) };
         if self.reader.is_none() {
             let target = Target { path: self.ctx.path(&input.path).await?, job: self.ctx.task.job, edge: input.edge };
-            self.reader = Some(ShuffleReader::new(target, self.ctx.task.id.partition));
+            self.reader = Some(ShuffleReader::new(target, input.partition));
         }
         let Some(reader) = &self.reader else { return Ok(None) };
-        let batches = reader.read_mapper(map).await?;
+        let mut batches = reader.read_mapper(map).await?;
         self.next += 1;
+        if input.untag {
+            batches = batches.iter().map(KLevel::untag).collect::<baton_shuffle::Result<_>>()?;
+        }
         Ok(Some(batches))
     }
 }
@@ -234,7 +304,7 @@ pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path
     let (rows_in, bytes_in) = task
         .inputs
         .iter()
-        .flat_map(|i| i.maps.iter().filter_map(|m| m.partitions.get(task.id.partition as usize)))
+        .flat_map(|i| i.maps.iter().filter_map(|m| m.partitions.get(i.partition as usize)))
         .fold((0, 0), |(r, b), p| (r + p.rows, b + p.bytes));
     let mut ctx = TaskContext::new(task, paths, scratch);
     op.run(&mut ctx).await?;
@@ -244,4 +314,54 @@ pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path
     report.pid = std::process::id();
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A writer of one output edge: the shuffle library's writer, tagging rows with their reducer
+/// first when the edge starts a k-level exchange.
+#[derive(Debug)]
+pub struct EdgeWriter {
+    inner: ShuffleWriter,
+    tag: Option<(Box<dyn Partitioner>, SchemaRef)>,
+}
+
+impl EdgeWriter {
+    /// Adds a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &self.tag {
+            Some((partitioner, schema)) => {
+                let dests = partitioner.assign(batch)?;
+                self.inner.write(&KLevel::tag(schema, batch, dests)?)?;
+            }
+            None => self.inner.write(batch)?,
+        }
+        Ok(())
+    }
+}
+
+/// A k-level exchange's intermediate round: reads its partition from its senders and passes
+/// the rows on by their reducer's next digit.
+#[derive(Debug)]
+struct Merge;
+
+#[async_trait]
+impl Operator for Merge {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let mut writer = None;
+        let mut input = ctx.input(0)?;
+        while let Some(batches) = input.next().await? {
+            for batch in &batches {
+                if writer.is_none() {
+                    writer = Some(ctx.forward(0, batch.schema()).await?);
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(batch)?;
+                }
+            }
+        }
+        drop(input);
+        match writer {
+            Some(writer) => ctx.commit(0, writer).await,
+            None => ctx.commit_empty(0),
+        }
+    }
 }

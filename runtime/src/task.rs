@@ -6,6 +6,7 @@
 //! how to write each output edge.
 
 use baton_fabric::{EdgeId, JobId, StageId, TaskId};
+use baton_shuffle::klevel::KLevel;
 use baton_shuffle::{Layout, MapOutput};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +42,14 @@ pub struct Input {
     pub edge: EdgeId,
     /// The path that carries it.
     pub path: PathSpec,
-    /// What each producer wrote (one per producer partition, its committed attempt).
+    /// What each producer this task reads wrote (its committed attempt).
     pub maps: Vec<MapOutput>,
+    /// Which partition of each producer's output to read (the task's own, except in the rounds
+    /// of a k-level exchange).
+    pub partition: u32,
+    /// Whether to drop the k-level destination column before the operator sees the batches
+    /// (the last round of a k-level exchange).
+    pub untag: bool,
 }
 
 /// Where and how to write an output edge.
@@ -54,8 +61,33 @@ pub struct Output {
     pub path: PathSpec,
     /// How partitions are laid out in objects.
     pub layout: Layout,
-    /// Partitions to write (tasks of the consuming stage).
+    /// Partitions to write (tasks of the consuming stage, or a k-level round's fan-out).
     pub partitions: u32,
+    /// How rows are routed to partitions.
+    pub route: Route,
+}
+
+/// How an output edge routes rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Route {
+    /// By the operator's partitioner, straight to the consumers.
+    #[default]
+    Direct,
+    /// The first round of a k-level exchange: the operator's partitioner (into `reducers`
+    /// partitions) tags each row with its reducer; rows go out by the first digit.
+    Tag {
+        /// The exchange.
+        klevel: KLevel,
+        /// Reducers at the end of it.
+        reducers: u32,
+    },
+    /// A later round: rows (already tagged) go out by digit `round` of their reducer.
+    Forward {
+        /// The exchange.
+        klevel: KLevel,
+        /// The round this task sends in.
+        round: u32,
+    },
 }
 
 /// What a task did.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use baton_fabric::{JobId, KeyPrefix};
-use baton_planner::Path;
+use baton_planner::{Path, Topology};
 use baton_runtime::driver::{self, DriverConfig, JobSpec};
 use baton_runtime::invoker::{HttpInvoker, InProcess, Invoker};
 use baton_runtime::local::{LocalConfig, LocalEnv};
@@ -17,7 +17,6 @@ use baton_runtime::mapreduce::output::{Output, output_url};
 use baton_runtime::mapreduce::records;
 use baton_runtime::mapreduce::{registry, sort, wordcount};
 use baton_runtime::operator::{Operator, Registry, TaskContext};
-use baton_runtime::shuffle::Layout;
 use baton_runtime::worker::Worker;
 use baton_runtime::{Error, Result};
 
@@ -84,7 +83,7 @@ async fn sort_matches_one_process_on_every_path_and_layout() {
     let s = setup().await;
     let mut job = 100;
     for path in [Path::VmLocal, Path::RemoteStore, Path::ObjectStore] {
-        for layout in [Layout::AllToAll, Layout::Coalesced] {
+        for layout in [Topology::AllToAll, Topology::Coalesced] {
             job += 1;
             let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
             let spec = s.env.spec(path).unwrap();
@@ -93,12 +92,40 @@ async fn sort_matches_one_process_on_every_path_and_layout() {
             let got = concatenated(&url).await;
             assert!(got == s.expected[..], "{path:?} {layout:?}: output differs from the single-process sort");
             let edge = &summary.edges[0];
-            let expected_writes = if layout == Layout::AllToAll { 5 * 4 } else { 5 };
+            let expected_writes = if layout == Topology::AllToAll { 5 * 4 } else { 5 };
             assert_eq!((edge.writes, edge.reads), (expected_writes, 20), "{path:?} {layout:?}");
             assert_eq!(edge.bytes, summary.stages[0].bytes_out);
             assert!(summary.freed_bytes >= edge.bytes, "{path:?}: ending the job freed {}", summary.freed_bytes);
             assert_nothing_left(&s.env, job).await;
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_level_exchanges_sort_like_one_process() {
+    let s = setup().await;
+    let mut job = 200;
+    for (path, levels, mappers, reducers) in
+        [(Path::VmLocal, 2, 5, 4), (Path::ObjectStore, 2, 9, 7), (Path::RemoteStore, 3, 6, 8)]
+    {
+        job += 1;
+        let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
+        let spec = s.env.spec(path).unwrap();
+        let topology = Topology::KLevel { levels };
+        let j = sort::job(s.sources.clone(), mappers, reducers, spec, topology, url.clone()).await.unwrap();
+        let summary = driver::run(&j, s.env.invoker(), &config(&s.env, job)).await.unwrap();
+        assert!(concatenated(&url).await == s.expected[..], "{levels}-level on {path:?}: output differs");
+        let k = baton_runtime::shuffle::klevel::KLevel::new(levels, mappers, reducers);
+        // map, levels - 1 merge stages, reduce; one edge per round.
+        assert_eq!(summary.stages.len() as u32, levels + 1);
+        assert_eq!(summary.edges.len() as u32, levels);
+        for (round, edge) in summary.edges.iter().enumerate() {
+            let receivers = if round as u32 + 1 == levels { reducers } else { k.width() };
+            assert!(edge.reads <= u64::from(receivers * k.fanout), "round {round} reads {} objects", edge.reads);
+            assert!(edge.writes <= u64::from(k.width()), "round {round}: one coalesced object per sender");
+            assert!(edge.bytes >= RECORDS * 100, "every record crosses every round: {}", edge.bytes);
+        }
+        assert_nothing_left(&s.env, job).await;
     }
 }
 
@@ -142,7 +169,7 @@ async fn a_failed_attempt_is_retried_and_its_objects_are_never_read() {
     let invoker = InProcess::new(flaky_registry(true), s.dir.path(), 2);
     let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
     let spec = s.env.spec(Path::VmLocal).unwrap();
-    let j = sort::job(s.sources.clone(), 4, 3, spec, Layout::AllToAll, url.clone()).await.unwrap();
+    let j = sort::job(s.sources.clone(), 4, 3, spec, Topology::AllToAll, url.clone()).await.unwrap();
     let summary = driver::run(&j, &invoker, &config(&s.env, 7)).await.unwrap();
     assert_eq!(summary.stages[0].attempts, 5, "four map tasks and one retry");
     // The failed attempt had written its objects too; reducers read only the retry's.
@@ -157,7 +184,7 @@ async fn an_error_that_cannot_be_retried_fails_the_job_at_once() {
     let invoker = InProcess::new(flaky_registry(false), s.dir.path(), 2);
     let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
     let spec = s.env.spec(Path::ObjectStore).unwrap();
-    let j = sort::job(s.sources.clone(), 4, 3, spec, Layout::Coalesced, url).await.unwrap();
+    let j = sort::job(s.sources.clone(), 4, 3, spec, Topology::Coalesced, url).await.unwrap();
     match driver::run(&j, &invoker, &config(&s.env, 8)).await {
         Err(Error::Exhausted { stage, partition, attempts, last }) => {
             assert_eq!((stage.as_str(), partition, attempts), ("map", 2, 1));
@@ -181,7 +208,7 @@ async fn workers_over_http_run_the_job() {
     assert_eq!(invoker.slots(), 2);
     let url = output_url(&s.dir.path().join("out").display().to_string()).unwrap();
     let spec = s.env.spec(Path::RemoteStore).unwrap();
-    let j = sort::job(s.sources.clone(), 3, 2, spec, Layout::Coalesced, url.clone()).await.unwrap();
+    let j = sort::job(s.sources.clone(), 3, 2, spec, Topology::Coalesced, url.clone()).await.unwrap();
     let summary = driver::run(&j, &invoker, &config(&s.env, 9)).await.unwrap();
     assert!(concatenated(&url).await == s.expected[..]);
     assert_eq!(summary.reports[0].len(), 3);
@@ -240,7 +267,7 @@ async fn word_count_matches_a_count_in_one_process() {
     let url = output_url(&dir.path().join("out").display().to_string()).unwrap();
     let spec = env.spec(Path::VmLocal).unwrap();
     // Seven mappers split lines mid-way; each line still counts once.
-    let j = wordcount::job(sources, 7, 3, spec, Layout::Coalesced, url.clone()).unwrap();
+    let j = wordcount::job(sources, 7, 3, spec, Topology::Coalesced, url.clone()).unwrap();
     driver::run(&j, env.invoker(), &config(&env, 11)).await.unwrap();
     let mut got = std::collections::HashMap::new();
     let out = Output::open(&url).unwrap();
@@ -297,7 +324,7 @@ async fn bad_jobs_are_refused_before_anything_runs() {
             from: 1,
             to: 0,
             path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
-            layout: Layout::AllToAll,
+            topology: Topology::AllToAll,
         }],
     };
     assert!(matches!(driver::run(&backwards, &invoker, &DriverConfig::new(JobId(1))).await, Err(Error::BadJob { .. })));

@@ -9,7 +9,7 @@
 //! partition) that the driver hands to the reducers; empty partitions are neither written nor
 //! read. A writer given a memory budget spills its buffered partitions to a local file when
 //! they outgrow it; a partition is then several Arrow objects back to back, which the reader
-//! splits apart. Not yet here: k-level merges.
+//! splits apart. K-level exchanges are rounds of coalesced exchange ([`crate::klevel`]).
 
 use std::fs::File;
 use std::io::Write;

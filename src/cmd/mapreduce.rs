@@ -10,7 +10,7 @@ use baton_runtime::driver::{self, DriverConfig, JobSummary, Progress};
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_runtime::mapreduce::input::{self, Source};
 use baton_runtime::mapreduce::output::{Output, output_url};
-use baton_runtime::mapreduce::plan::{Shape, choose, layout_name, parse_layout};
+use baton_runtime::mapreduce::plan::{Shape, choose, parse_topology};
 use baton_runtime::mapreduce::records::{self, Checksum, RECORD};
 use baton_runtime::mapreduce::{sort, wordcount};
 use clap::Args;
@@ -48,7 +48,8 @@ pub struct JobArgs {
     /// The shuffle's path: auto (the planner's choice), vm-local, remote-store or object-store.
     #[arg(long, default_value = "auto")]
     path: String,
-    /// The shuffle's topology: auto (the planner's choice), all-to-all or coalesced.
+    /// The shuffle's topology: auto (the planner's choice), all-to-all, coalesced, 2-level,
+    /// 3-level or 4-level.
     #[arg(long, default_value = "auto")]
     topology: String,
     /// Worker processes (default: one per core, at least 2).
@@ -200,12 +201,11 @@ fn parse_path(name: &str) -> anyhow::Result<Option<Path>> {
 
 async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) -> anyhow::Result<JobSummary> {
     let forced_path = parse_path(&args.path)?;
-    let forced_layout = match args.topology.as_str() {
+    let forced_topology = match args.topology.as_str() {
         "auto" => None,
-        other => Some(
-            parse_layout(other)
-                .with_context(|| format!("unknown topology {other:?}: use auto, all-to-all or coalesced"))?,
-        ),
+        other => Some(parse_topology(other).with_context(|| {
+            format!("unknown topology {other:?}: use auto, all-to-all, coalesced, 2-level, 3-level or 4-level")
+        })?),
     };
     let bytes: u64 = sources.iter().map(|s| s.size).sum();
     let exe = if args.in_process { None } else { Some(std::env::current_exe()?) };
@@ -234,13 +234,13 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         map_per_byte_s: map_cost,
         reduce_per_byte_s: reduce_cost,
     };
-    let choice = choose(&env.cluster_model(), &shape, forced_path, forced_layout)?;
+    let choice = choose(&env.cluster_model(), &shape, forced_path, forced_topology)?;
     if args.explain {
         println!("{}", baton_planner::explain(&choice.plan));
     }
     let spec =
         env.spec(choice.path).with_context(|| format!("the {} path is not available here", choice.path.name()))?;
-    let how = if forced_path.is_some() || forced_layout.is_some() { "as asked" } else { "planned" };
+    let how = if forced_path.is_some() || forced_topology.is_some() { "as asked" } else { "planned" };
     println!(
         "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} {} · shuffle via {}, {} ({how})",
         ByteSize(bytes),
@@ -248,15 +248,12 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         local.workers,
         if env.uses_processes() { "worker processes" } else { "in-process slots" },
         spec.name(),
-        layout_name(choice.layout),
+        choice.topology.name(),
     );
-    for note in &choice.notes {
-        println!("note: {note}");
-    }
     Output::open(url)?.clear().await?;
     let job = match kind {
-        Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.layout, url.to_string()).await?,
-        Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.layout, url.to_string())?,
+        Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.topology, url.to_string()).await?,
+        Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.topology, url.to_string())?,
     };
     let id = JobId(u64::from(std::process::id()) << 32 | u64::from(rand_u32()));
     let mut config = DriverConfig::new(id);

@@ -16,15 +16,19 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use baton_fabric::{EdgeId, JobId, StageId, TaskId};
+use baton_planner::Topology;
+use baton_shuffle::klevel::KLevel;
 use baton_shuffle::{Layout, MapOutput};
+
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::invoker::Invoker;
+use crate::operator::MERGE;
 use crate::paths::PathSpec;
-use crate::task::{Input, Output, Task, TaskReport};
+use crate::task::{Input, Output, Route, Task, TaskReport};
 pub use progress::Progress;
 use schedule::{Outcome, StageSchedule};
 pub use summary::{EdgeSummary, JobSummary, StageSummary};
@@ -62,8 +66,18 @@ pub struct EdgeSpec {
     pub to: usize,
     /// The path its objects travel.
     pub path: PathSpec,
-    /// How they are laid out.
-    pub layout: Layout,
+    /// How they are laid out: all-to-all, coalesced, or a k-level exchange (coalesced rounds
+    /// through k-1 merge stages the driver adds; see [`baton_shuffle::klevel`]).
+    pub topology: Topology,
+}
+
+impl EdgeSpec {
+    fn levels(&self) -> u32 {
+        match self.topology {
+            Topology::KLevel { levels } => levels,
+            _ => 1,
+        }
+    }
 }
 
 impl JobSpec {
@@ -92,6 +106,11 @@ impl JobSpec {
             if e.to >= self.stages.len() || e.from >= e.to {
                 return bad(format!("edge {} goes from stage {} to stage {}: edges must go forward", i, e.from, e.to));
             }
+            if let Topology::KLevel { levels } = e.topology
+                && !(2..=4).contains(&levels)
+            {
+                return bad(format!("edge {i} asks for {levels} levels: a k-level exchange has 2 to 4"));
+            }
         }
         Ok(())
     }
@@ -106,6 +125,59 @@ impl JobSpec {
         }
         seen
     }
+}
+
+/// How one edge of the job as run (after expansion) routes rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum EdgeRoute {
+    /// Straight from producers to consumers.
+    Direct,
+    /// Round `round` of a k-level exchange with `reducers` reducers at its end.
+    Round { klevel: KLevel, round: u32, reducers: u32 },
+}
+
+/// The job with every k-level edge replaced by its rounds and merge stages, and each edge's route.
+fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
+    let mut stages = Vec::new();
+    let mut index = vec![0; job.stages.len()];
+    // Merge stages go just before their consumer, so that edges still go forward.
+    let mut merges: Vec<Vec<usize>> = vec![Vec::new(); job.edges.len()];
+    for (i, stage) in job.stages.iter().enumerate() {
+        for (e, edge) in job.edges.iter().enumerate() {
+            if edge.to == i && edge.levels() > 1 {
+                let klevel = KLevel::new(edge.levels(), job.stages[edge.from].tasks, stage.tasks);
+                for round in 1..edge.levels() {
+                    merges[e].push(stages.len());
+                    stages.push(StageSpec {
+                        name: format!("merge {round}/{}", edge.levels() - 1),
+                        op: MERGE.into(),
+                        params: serde_json::Value::Null,
+                        tasks: klevel.width(),
+                    });
+                }
+            }
+        }
+        index[i] = stages.len();
+        stages.push(stage.clone());
+    }
+    let mut edges = Vec::new();
+    let mut routes = Vec::new();
+    for (e, edge) in job.edges.iter().enumerate() {
+        if edge.levels() <= 1 {
+            edges.push(EdgeSpec { from: index[edge.from], to: index[edge.to], ..edge.clone() });
+            routes.push(EdgeRoute::Direct);
+            continue;
+        }
+        let reducers = job.stages[edge.to].tasks;
+        let klevel = KLevel::new(edge.levels(), job.stages[edge.from].tasks, reducers);
+        let hops: Vec<usize> =
+            std::iter::once(index[edge.from]).chain(merges[e].iter().copied()).chain([index[edge.to]]).collect();
+        for (round, pair) in hops.windows(2).enumerate() {
+            edges.push(EdgeSpec { from: pair[0], to: pair[1], path: edge.path.clone(), topology: Topology::Coalesced });
+            routes.push(EdgeRoute::Round { klevel, round: round as u32, reducers });
+        }
+    }
+    (JobSpec { name: job.name.clone(), stages, edges }, routes)
 }
 
 /// How the driver runs a job.
@@ -148,7 +220,8 @@ pub async fn run(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig) ->
         path.open_job(config.job, token, config.lease).await?;
     }
     let renew = tokio::spawn(renew_loop(paths.clone(), config.job, config.token.clone(), config.lease));
-    let result = run_stages(job, invoker, config).await;
+    let (expanded, routes) = expand(job);
+    let result = run_stages(&expanded, &routes, invoker, config).await;
     renew.abort();
     let mut freed = 0;
     for path in &paths {
@@ -175,13 +248,18 @@ async fn renew_loop(paths: Vec<PathSpec>, job: JobId, token: Option<String>, lea
     }
 }
 
-async fn run_stages(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig) -> Result<JobSummary> {
+async fn run_stages(
+    job: &JobSpec,
+    routes: &[EdgeRoute],
+    invoker: &dyn Invoker,
+    config: &DriverConfig,
+) -> Result<JobSummary> {
     let start = Instant::now();
     // Committed map outputs of each edge, by producer partition.
     let mut edge_maps: Vec<Vec<MapOutput>> = vec![Vec::new(); job.edges.len()];
     let mut summary = JobSummary { job: job.name.clone(), ..JobSummary::default() };
     for (s, stage) in job.stages.iter().enumerate() {
-        let (reports, attempts, seconds) = run_stage(job, s, &edge_maps, invoker, config).await?;
+        let (reports, attempts, seconds) = run_stage(job, routes, s, &edge_maps, invoker, config).await?;
         let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
         for (&edge, slot) in outgoing.iter().zip(0..) {
             edge_maps[edge] = reports
@@ -197,7 +275,11 @@ async fn run_stages(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig)
         summary.reports.push(reports);
     }
     for (e, edge) in job.edges.iter().enumerate() {
-        summary.edges.push(EdgeSummary::new(job, e, edge, &edge_maps[e]));
+        let round = match routes[e] {
+            EdgeRoute::Direct => None,
+            EdgeRoute::Round { klevel, round, .. } => Some((round + 1, klevel.levels)),
+        };
+        summary.edges.push(EdgeSummary::new(job, edge, round, &edge_maps[e]));
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
@@ -206,6 +288,7 @@ async fn run_stages(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig)
 /// Runs stage `s` to completion; returns the committed reports, attempts made and seconds.
 async fn run_stage(
     job: &JobSpec,
+    routes: &[EdgeRoute],
     s: usize,
     edge_maps: &[Vec<MapOutput>],
     invoker: &dyn Invoker,
@@ -213,19 +296,39 @@ async fn run_stage(
 ) -> Result<(Vec<TaskReport>, u32, f64)> {
     let stage = &job.stages[s];
     let start = Instant::now();
-    let inputs: Vec<Input> = (0..job.edges.len())
-        .filter(|&e| job.edges[e].to == s)
-        .map(|e| Input { edge: JobSpec::edge_id(e), path: job.edges[e].path.clone(), maps: edge_maps[e].clone() })
-        .collect();
+    let incoming: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].to == s).collect();
+    // What task `t` reads: every producer's partition t, or in a k-level round partition
+    // digit(t) of the senders that agree with t on the other digits.
+    let inputs = |t: u32| -> Vec<Input> {
+        incoming
+            .iter()
+            .map(|&e| {
+                let (edge, maps) = (&job.edges[e], &edge_maps[e]);
+                let (maps, partition, untag) = match routes[e] {
+                    EdgeRoute::Direct => (maps.clone(), t, false),
+                    EdgeRoute::Round { klevel, round, .. } => (
+                        klevel.senders(t, round).filter_map(|x| maps.get(x as usize).cloned()).collect(),
+                        klevel.digit(t, round),
+                        round + 1 == klevel.levels,
+                    ),
+                };
+                Input { edge: JobSpec::edge_id(e), path: edge.path.clone(), maps, partition, untag }
+            })
+            .collect()
+    };
     let outputs: Vec<Output> = (0..job.edges.len())
         .filter(|&e| job.edges[e].from == s)
-        .map(|e| Output {
-            edge: JobSpec::edge_id(e),
-            path: job.edges[e].path.clone(),
-            layout: job.edges[e].layout,
-            partitions: job.stages[job.edges[e].to].tasks,
+        .map(|e| -> Result<Output> {
+            let edge = &job.edges[e];
+            let (partitions, route) = match routes[e] {
+                EdgeRoute::Direct => (job.stages[edge.to].tasks, Route::Direct),
+                EdgeRoute::Round { klevel, round: 0, reducers } => (klevel.fanout, Route::Tag { klevel, reducers }),
+                EdgeRoute::Round { klevel, round, .. } => (klevel.fanout, Route::Forward { klevel, round }),
+            };
+            let layout = Layout::try_from(edge.topology)?;
+            Ok(Output { edge: JobSpec::edge_id(e), path: edge.path.clone(), layout, partitions, route })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let task = |partition: u32, attempt: u32| Task {
         job: config.job,
         token: config.token.clone(),
@@ -233,7 +336,7 @@ async fn run_stage(
         partitions: stage.tasks,
         op: stage.op.clone(),
         params: stage.params.clone(),
-        inputs: inputs.clone(),
+        inputs: inputs(partition),
         outputs: outputs.clone(),
         memory_budget: config.memory_budget,
     };

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use baton_planner::ByteSize;
-use baton_shuffle::{Layout, MapOutput};
+use baton_planner::Topology;
+use baton_shuffle::MapOutput;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{EdgeSpec, JobSpec, StageSpec};
@@ -74,19 +75,20 @@ impl StageSummary {
 }
 
 impl EdgeSummary {
-    pub(crate) fn new(job: &JobSpec, _index: usize, edge: &EdgeSpec, maps: &[MapOutput]) -> Self {
+    /// `round`: (round, levels) of a k-level exchange.
+    pub(crate) fn new(job: &JobSpec, edge: &EdgeSpec, round: Option<(u32, u32)>, maps: &[MapOutput]) -> Self {
         let nonempty = |m: &MapOutput| m.partitions.iter().filter(|p| p.rows > 0).count() as u64;
         let reads: u64 = maps.iter().map(nonempty).sum();
-        let writes = match edge.layout {
-            Layout::AllToAll => reads,
-            Layout::Coalesced => maps.iter().filter(|m| nonempty(m) > 0).count() as u64,
+        let writes = match edge.topology {
+            Topology::Coalesced | Topology::KLevel { .. } => maps.iter().filter(|m| nonempty(m) > 0).count() as u64,
+            Topology::AllToAll | Topology::PerTask => reads,
         };
         Self {
             name: format!("{} -> {}", job.stages[edge.from].name, job.stages[edge.to].name),
             path: edge.path.name(),
-            layout: match edge.layout {
-                Layout::AllToAll => "all-to-all".into(),
-                Layout::Coalesced => "coalesced".into(),
+            layout: match round {
+                Some((round, levels)) => format!("{levels}-level {round}/{levels}"),
+                None => edge.topology.name(),
             },
             bytes: maps.iter().flat_map(|m| &m.partitions).map(|p| p.bytes).sum(),
             writes,
@@ -118,7 +120,7 @@ impl fmt::Display for JobSummary {
         for e in &self.edges {
             writeln!(
                 f,
-                "  {:<18} {:<26} {:<11} {:>11} {:>7} {:>7}",
+                "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7}",
                 e.name,
                 e.path,
                 e.layout,

@@ -3,7 +3,6 @@
 use baton_planner::{
     ClusterModel, Compute, Dag, DopBounds, Edge, EdgeId, EdgeKind, Objective, Path, Plan, Stage, StageId, Topology,
 };
-use baton_shuffle::Layout;
 
 use crate::error::Result;
 
@@ -33,19 +32,17 @@ pub struct ShuffleChoice {
     pub plan: Plan,
     /// The path.
     pub path: Path,
-    /// The layout.
-    pub layout: Layout,
-    /// Anything the runtime changed from the plan, in words.
-    pub notes: Vec<String>,
+    /// The topology.
+    pub topology: Topology,
 }
 
-/// Plans `shape` on `cluster` for the least time. `path` and `layout`, when given, override
+/// Plans `shape` on `cluster` for the least time. `path` and `topology`, when given, override
 /// the planner's choices (the path by planning with only that path).
 pub fn choose(
     cluster: &ClusterModel,
     shape: &Shape,
     path: Option<Path>,
-    layout: Option<Layout>,
+    topology: Option<Topology>,
 ) -> Result<ShuffleChoice> {
     let mut cluster = cluster.clone();
     if let Some(path) = path {
@@ -81,34 +78,21 @@ pub fn choose(
         }],
     };
     let plan = baton_planner::plan(&dag, &cluster, Objective::LeastTime)?;
-    let mut notes = Vec::new();
     let chosen = plan.edges.first().map(|e| e.chosen);
-    let (planned_path, topology) = chosen.map_or((Path::ObjectStore, Topology::Coalesced), |c| (c.path, c.topology));
-    let planned_layout = match topology {
-        Topology::AllToAll | Topology::PerTask => Layout::AllToAll,
-        Topology::Coalesced => Layout::Coalesced,
-        Topology::KLevel { levels } => {
-            notes.push(format!("the plan's {levels}-level merge runs as a coalesced shuffle (k-level is not run yet)"));
-            Layout::Coalesced
-        }
-    };
-    Ok(ShuffleChoice { plan, path: path.unwrap_or(planned_path), layout: layout.unwrap_or(planned_layout), notes })
+    let (planned_path, planned_topology) =
+        chosen.map_or((Path::ObjectStore, Topology::Coalesced), |c| (c.path, c.topology));
+    Ok(ShuffleChoice { plan, path: path.unwrap_or(planned_path), topology: topology.unwrap_or(planned_topology) })
 }
 
-/// The planner's name for a layout.
-pub fn layout_name(layout: Layout) -> &'static str {
-    match layout {
-        Layout::AllToAll => "all-to-all",
-        Layout::Coalesced => "coalesced",
-    }
-}
-
-/// Parses a layout name (`all-to-all`, `coalesced`).
-pub fn parse_layout(name: &str) -> Option<Layout> {
+/// Parses a shuffle topology's name: `all-to-all`, `coalesced`, or `K-level` for K in 2..=4.
+pub fn parse_topology(name: &str) -> Option<Topology> {
     match name {
-        "all-to-all" => Some(Layout::AllToAll),
-        "coalesced" => Some(Layout::Coalesced),
-        _ => None,
+        "all-to-all" => Some(Topology::AllToAll),
+        "coalesced" => Some(Topology::Coalesced),
+        other => {
+            let levels: u32 = other.strip_suffix("-level")?.parse().ok()?;
+            (2..=4).contains(&levels).then_some(Topology::KLevel { levels })
+        }
     }
 }
 
@@ -131,11 +115,19 @@ mod tests {
         };
         let choice = choose(&cluster, &shape, None, None).unwrap();
         assert_eq!(choice.path, Path::VmLocal);
-        let forced = choose(&cluster, &shape, Some(Path::ObjectStore), Some(Layout::AllToAll)).unwrap();
-        assert_eq!((forced.path, forced.layout), (Path::ObjectStore, Layout::AllToAll));
+        let forced = choose(&cluster, &shape, Some(Path::ObjectStore), Some(Topology::AllToAll)).unwrap();
+        assert_eq!((forced.path, forced.topology), (Path::ObjectStore, Topology::AllToAll));
         // More tasks than cores run in waves on the one host: still VM-local, also when forced.
         let forced =
             choose(&cluster, &Shape { mappers: 64, reducers: 64, ..shape }, Some(Path::VmLocal), None).unwrap();
         assert_eq!(forced.path, Path::VmLocal);
+    }
+
+    #[test]
+    fn topology_names_parse() {
+        assert_eq!(parse_topology("2-level"), Some(Topology::KLevel { levels: 2 }));
+        assert_eq!(parse_topology("coalesced"), Some(Topology::Coalesced));
+        assert_eq!(parse_topology("9-level"), None);
+        assert_eq!(parse_topology("star"), None);
     }
 }

@@ -12,7 +12,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use baton_shuffle::{Layout, Partitioner};
+use baton_planner::Topology;
+use baton_shuffle::Partitioner;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -102,13 +103,13 @@ pub async fn boundaries(sources: &[Source], reducers: u32) -> Result<Vec<[u8; KE
 }
 
 /// The sort as a job: `mappers` map tasks and `reducers` reduce tasks, the shuffle on `path`
-/// in `layout`, the result in `output` (a URL).
+/// in `topology`, the result in `output` (a URL).
 pub async fn job(
     sources: Vec<Source>,
     mappers: u32,
     reducers: u32,
     path: PathSpec,
-    layout: Layout,
+    topology: Topology,
     output: String,
 ) -> Result<JobSpec> {
     check_sources(&sources)?;
@@ -126,7 +127,7 @@ pub async fn job(
             StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
             StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
         ],
-        edges: vec![EdgeSpec { from: 0, to: 1, path, layout }],
+        edges: vec![EdgeSpec { from: 0, to: 1, path, topology }],
     })
 }
 

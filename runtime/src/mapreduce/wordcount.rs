@@ -13,7 +13,8 @@ use arrow_array::types::UInt64Type;
 use arrow_array::{RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use baton_shuffle::{HashPartitioner, Layout};
+use baton_planner::Topology;
+use baton_shuffle::HashPartitioner;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,7 @@ pub fn job(
     mappers: u32,
     reducers: u32,
     path: PathSpec,
-    layout: Layout,
+    topology: Topology,
     output: String,
 ) -> Result<JobSpec> {
     let params = WordCountParams { splits: input::split(&sources, mappers, 1), sources, output };
@@ -64,7 +65,7 @@ pub fn job(
             StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
             StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
         ],
-        edges: vec![EdgeSpec { from: 0, to: 1, path, layout }],
+        edges: vec![EdgeSpec { from: 0, to: 1, path, topology }],
     })
 }
 

@@ -307,3 +307,68 @@ fn wordcount_counts_every_word_once() {
     }
     assert_eq!(got, expected);
 }
+
+/// A `baton worker` process, killed when dropped.
+struct WorkerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl WorkerProcess {
+    fn start(scratch: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(BATON)
+            .args(["worker", "--listen", "127.0.0.1:0", "--scratch", scratch.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").unwrap().to_string();
+        Self { child, url }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn workers_started_by_hand_run_the_job_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "200000", "--seed", "3"]));
+    ok(&baton(dir.path(), &["sort", "in.bin", "--output", "single", "--single-process"]));
+    let workers = [WorkerProcess::start(dir.path()), WorkerProcess::start(dir.path())];
+    let endpoints = format!("{},{}", workers[0].url, workers[1].url);
+    let stdout = ok(&baton(
+        dir.path(),
+        &[
+            "sort",
+            "in.bin",
+            "--output",
+            "out",
+            "--mappers",
+            "4",
+            "--reducers",
+            "3",
+            "--endpoints",
+            &endpoints,
+            "--summary-json",
+            "summary.json",
+        ],
+    ));
+    assert!(stdout.contains("workers over HTTP"), "{stdout}");
+    // Every task ran in one of the two worker processes.
+    let pids = [workers[0].child.id(), workers[1].child.id()];
+    let s = summary(&dir.path().join("summary.json"));
+    for stage in s["reports"].as_array().unwrap() {
+        for report in stage.as_array().unwrap() {
+            let pid = report["pid"].as_u64().unwrap() as u32;
+            assert!(pids.contains(&pid), "a task ran in process {pid}, not a worker {pids:?}");
+        }
+    }
+    same_as(&dir.path().join("out"), &dir.path().join("single").join("part-r-00000")).unwrap();
+}

@@ -14,7 +14,7 @@ use baton_fabric::node::{ByteSize, Node, NodeConfig};
 use baton_planner::{ClusterModel, Path, PathModel};
 
 use crate::error::{Error, Result};
-use crate::invoker::{InProcess, Invoker, LocalPool, PoolConfig};
+use crate::invoker::{HttpInvoker, InProcess, Invoker, LocalPool, PoolConfig};
 use crate::mapreduce;
 use crate::paths::PathSpec;
 
@@ -33,6 +33,11 @@ pub struct LocalConfig {
     pub exe: Option<PathBuf>,
     /// How long one invocation may take.
     pub timeout: Duration,
+    /// Workers already running, by URL: when given, tasks go to them over HTTP instead of to
+    /// a pool this environment starts (they must reach this host's node and scratch store).
+    pub endpoints: Vec<String>,
+    /// The object store for the object-store path (default: a `file://` directory of the run).
+    pub objects: Option<String>,
 }
 
 impl LocalConfig {
@@ -46,6 +51,8 @@ impl LocalConfig {
             worker_memory: 2 << 30,
             exe,
             timeout: Duration::from_secs(600),
+            endpoints: Vec::new(),
+            objects: None,
         }
     }
 }
@@ -90,6 +97,7 @@ impl LocalEnv {
             .ok_or_else(|| Error::BadJob { reason: "the embedded node does not listen on QUIC".into() })?;
         let scratch = run_dir.path().join("scratch");
         let invoker: Box<dyn Invoker> = match &config.exe {
+            _ if !config.endpoints.is_empty() => Box::new(HttpInvoker::new(&config.endpoints, config.timeout)?),
             Some(exe) => Box::new(
                 LocalPool::start(PoolConfig {
                     exe: exe.clone(),
@@ -105,7 +113,8 @@ impl LocalEnv {
                 Box::new(InProcess::new(mapreduce::registry(), scratch, config.workers))
             }
         };
-        let objects = format!("file://{}", run_dir.path().join("objects").display());
+        let objects =
+            config.objects.clone().unwrap_or_else(|| format!("file://{}", run_dir.path().join("objects").display()));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
         Ok(Self {
             node,
@@ -113,7 +122,7 @@ impl LocalEnv {
             tls: TlsDir::new(&node_config.tls_dir),
             objects,
             invoker,
-            pool: config.exe.is_some(),
+            pool: config.exe.is_some() || !config.endpoints.is_empty(),
             cores,
             node_memory: config.node_memory,
             worker_memory: config.worker_memory,

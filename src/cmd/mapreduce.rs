@@ -62,8 +62,18 @@ pub struct JobArgs {
     #[arg(long, default_value = "4GiB")]
     node_memory: ByteSize,
     /// Run tasks in this process instead of worker processes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "endpoints")]
     in_process: bool,
+    /// Send tasks to workers already running (`baton worker`) at these URLs instead of
+    /// starting a pool.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// The object store the object-store path uses (default: a file:// directory of the run).
+    #[arg(long)]
+    objects: Option<String>,
+    /// How long one task may run before its worker counts as lost and the task is retried.
+    #[arg(long, default_value = "600")]
+    task_timeout_s: u64,
     /// Print the planner's explanation of the job.
     #[arg(long)]
     explain: bool,
@@ -215,6 +225,12 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
     }
     local.worker_memory = args.worker_memory.0;
     local.node_memory = args.node_memory.0;
+    local.timeout = std::time::Duration::from_secs(args.task_timeout_s.max(1));
+    local.objects = args.objects.clone();
+    if !args.endpoints.is_empty() {
+        local.workers = args.endpoints.len();
+        local.endpoints = args.endpoints.clone();
+    }
     let mappers = args.mappers.unwrap_or_else(|| (bytes.div_ceil(128 << 20) as u32).max(local.workers as u32));
     let reducers = args.reducers.unwrap_or(mappers);
     if mappers == 0 || reducers == 0 {
@@ -246,7 +262,11 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         ByteSize(bytes),
         sources.len(),
         local.workers,
-        if env.uses_processes() { "worker processes" } else { "in-process slots" },
+        match (args.endpoints.is_empty(), env.uses_processes()) {
+            (false, _) => "workers over HTTP",
+            (true, true) => "worker processes",
+            (true, false) => "in-process slots",
+        },
         spec.name(),
         choice.topology.name(),
     );

@@ -281,18 +281,47 @@ impl InputReader<'_> {
     /// when every producer has been read.
     pub async fn next(&mut self) -> Result<Option<Vec<RecordBatch>>> {
         let input = &self.ctx.task.inputs[self.input];
-        let Some(map) = input.maps.get(self.next) else { return Ok(None) };
         if self.reader.is_none() {
             let target = Target { path: self.ctx.path(&input.path).await?, job: self.ctx.task.job, edge: input.edge };
             self.reader = Some(ShuffleReader::new(target, input.partition));
         }
         let Some(reader) = &self.reader else { return Ok(None) };
-        let mut batches = reader.read_mapper(map).await?;
+        let map = match input.maps.get(self.next) {
+            Some(map) => map.clone(),
+            None => match input.pending.get(self.next - input.maps.len()) {
+                Some(&producer) => self.wait_for(producer).await?,
+                None => return Ok(None),
+            },
+        };
+        let mut batches = reader.read_mapper(&map).await?;
         self.next += 1;
         if input.untag {
             batches = batches.iter().map(KLevel::untag).collect::<baton_shuffle::Result<_>>()?;
         }
         Ok(Some(batches))
+    }
+
+    /// Waits until the driver publishes `producer`'s committed output.
+    async fn wait_for(&self, producer: u32) -> Result<MapOutput> {
+        let input = &self.ctx.task.inputs[self.input];
+        let path = self.ctx.path(&input.path).await?;
+        let key = crate::driver::committed_key(self.ctx.task.job, input.edge, producer);
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match path.get(&key).await {
+                Ok(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+                        endpoint: format!("the driver's note at {key}"),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(baton_fabric::Error::NotFound { .. }) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

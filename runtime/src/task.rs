@@ -44,6 +44,10 @@ pub struct Input {
     pub path: PathSpec,
     /// What each producer this task reads wrote (its committed attempt).
     pub maps: Vec<MapOutput>,
+    /// Producers not done when the task was launched (a pipelined edge): the task reads each
+    /// once the driver publishes its committed output on the path.
+    #[serde(default)]
+    pub pending: Vec<u32>,
     /// Which partition of each producer's output to read (the task's own, except in the rounds
     /// of a k-level exchange).
     pub partition: u32,

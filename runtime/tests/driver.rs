@@ -129,6 +129,116 @@ async fn k_level_exchanges_sort_like_one_process() {
     }
 }
 
+/// (operator, ended, partition, when).
+type Events = Arc<std::sync::Mutex<Vec<(&'static str, bool, u32, std::time::Instant)>>>;
+
+/// Records when it starts and ends; sleeps first when it runs partition `slow`.
+#[derive(Debug)]
+struct Timed {
+    inner: Arc<dyn Operator>,
+    slow: Option<u32>,
+    clock: Events,
+    name: &'static str,
+}
+
+#[async_trait]
+impl Operator for Timed {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let p = ctx.task().id.partition;
+        self.clock.lock().unwrap().push((self.name, false, p, std::time::Instant::now()));
+        if self.slow == Some(p) {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        self.inner.run(ctx).await?;
+        self.clock.lock().unwrap().push((self.name, true, p, std::time::Instant::now()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_a_pipelined_edge_start_before_the_producers_end() {
+    let s = setup().await;
+    for (job, path) in [(301, Path::VmLocal), (302, Path::RemoteStore)] {
+        let clock = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let base = registry();
+        let mut r = registry();
+        r.register(
+            sort::MAP,
+            Timed { inner: base.get(sort::MAP).unwrap(), slow: Some(0), clock: clock.clone(), name: "map" },
+        );
+        r.register(
+            sort::REDUCE,
+            Timed { inner: base.get(sort::REDUCE).unwrap(), slow: None, clock: clock.clone(), name: "reduce" },
+        );
+        let invoker = InProcess::new(r, s.dir.path(), 3);
+        let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
+        let mut j = sort::job(s.sources.clone(), 3, 4, s.env.spec(path).unwrap(), Topology::Coalesced, url.clone())
+            .await
+            .unwrap();
+        j.edges[0].pipelined = true;
+        let summary = driver::run(&j, &invoker, &config(&s.env, job)).await.unwrap();
+        assert!(concatenated(&url).await == s.expected[..], "{path:?}: output differs");
+        assert_eq!((summary.edges[0].writes, summary.edges[0].reads), (3, 12), "the driver's notes are not objects");
+        let events = clock.lock().unwrap().clone();
+        let slow_end = events.iter().find(|e| e.0 == "map" && e.1 && e.2 == 0).unwrap().3;
+        let first_reduce = events.iter().filter(|e| e.0 == "reduce" && !e.1).map(|e| e.3).min().unwrap();
+        assert!(first_reduce < slow_end, "{path:?}: no reducer started while the slow mapper ran");
+        assert_nothing_left(&s.env, job).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_edge_survives_a_retry_and_a_failure_does_not_hang() {
+    let s = setup().await;
+    for (job, retryable) in [(311, true), (312, false)] {
+        let invoker = InProcess::new(flaky_registry(retryable), s.dir.path(), 3);
+        let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
+        let spec = s.env.spec(Path::VmLocal).unwrap();
+        let mut j = sort::job(s.sources.clone(), 4, 3, spec, Topology::AllToAll, url.clone()).await.unwrap();
+        j.edges[0].pipelined = true;
+        let c = config(&s.env, job);
+        let run = driver::run(&j, &invoker, &c);
+        let result = tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("the job hung");
+        if retryable {
+            let summary = result.unwrap();
+            assert_eq!(summary.stages[0].attempts, 5);
+            assert!(concatenated(&url).await == s.expected[..]);
+        } else {
+            assert!(matches!(result, Err(Error::Exhausted { .. })), "{result:?}");
+        }
+        assert_nothing_left(&s.env, job).await;
+    }
+}
+
+#[test]
+fn only_node_paths_are_pipelined() {
+    let job = JobSpec {
+        name: "x".into(),
+        stages: vec![
+            baton_runtime::driver::StageSpec {
+                name: "a".into(),
+                op: "a".into(),
+                params: serde_json::Value::Null,
+                tasks: 1,
+            },
+            baton_runtime::driver::StageSpec {
+                name: "b".into(),
+                op: "b".into(),
+                params: serde_json::Value::Null,
+                tasks: 1,
+            },
+        ],
+        edges: vec![baton_runtime::driver::EdgeSpec {
+            from: 0,
+            to: 1,
+            path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
+            topology: Topology::Coalesced,
+            pipelined: true,
+        }],
+    };
+    assert!(matches!(job.check(), Err(Error::BadJob { .. })));
+}
+
 /// Fails the first attempt of one partition after it has written its objects.
 #[derive(Debug)]
 struct FailOnce {
@@ -325,6 +435,7 @@ async fn bad_jobs_are_refused_before_anything_runs() {
             to: 0,
             path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
             topology: Topology::AllToAll,
+            pipelined: false,
         }],
     };
     assert!(matches!(driver::run(&backwards, &invoker, &DriverConfig::new(JobId(1))).await, Err(Error::BadJob { .. })));

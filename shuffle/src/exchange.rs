@@ -33,6 +33,10 @@ use crate::partition::{Partitioner, split};
 /// The consumer field of a coalesced object's key: it belongs to every reducer.
 pub const COALESCED: u32 = u32::MAX;
 
+/// The consumer field of the key under which a driver publishes a producer's committed
+/// [`MapOutput`] (as JSON), for consumers that started before the producer ended.
+pub const COMMITTED: u32 = u32::MAX - 1;
+
 /// How a mapper's partitions are laid out in objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {

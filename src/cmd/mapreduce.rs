@@ -45,7 +45,9 @@ pub struct JobArgs {
     /// Reduce tasks (default: as many as mappers).
     #[arg(long)]
     reducers: Option<u32>,
-    /// The shuffle's path: auto (the planner's choice), vm-local, remote-store or object-store.
+    /// The shuffle's path: auto (the planner's choice), vm-local, remote-store, object-store, or
+    /// direct (the node over QUIC, with reducers started as soon as slots free up, reading each
+    /// mapper's output once it is committed).
     #[arg(long, default_value = "auto")]
     path: String,
     /// The shuffle's topology: auto (the planner's choice), all-to-all, coalesced, 2-level,
@@ -250,7 +252,12 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         map_per_byte_s: map_cost,
         reduce_per_byte_s: reduce_cost,
     };
-    let choice = choose(&env.cluster_model(), &shape, forced_path, forced_topology)?;
+    // On one machine direct passing is the node over QUIC, as the remote store is; what makes
+    // it direct is that consumers start before the producers end.
+    let direct = forced_path == Some(Path::Direct);
+    let plan_path = if direct { Some(Path::RemoteStore) } else { forced_path };
+    let choice = choose(&env.cluster_model(), &shape, plan_path, forced_topology)?;
+    let pipelined = direct && !matches!(choice.topology, baton_planner::Topology::KLevel { .. });
     if args.explain {
         println!("{}", baton_planner::explain(&choice.plan));
     }
@@ -258,7 +265,7 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         env.spec(choice.path).with_context(|| format!("the {} path is not available here", choice.path.name()))?;
     let how = if forced_path.is_some() || forced_topology.is_some() { "as asked" } else { "planned" };
     println!(
-        "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} {} · shuffle via {}, {} ({how})",
+        "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} {} · shuffle via {}, {} ({how}){}",
         ByteSize(bytes),
         sources.len(),
         local.workers,
@@ -269,12 +276,16 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         },
         spec.name(),
         choice.topology.name(),
+        if pipelined { " · reducers start as mappers end" } else { "" },
     );
     Output::open(url)?.clear().await?;
-    let job = match kind {
+    let mut job = match kind {
         Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.topology, url.to_string()).await?,
         Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.topology, url.to_string())?,
     };
+    for edge in &mut job.edges {
+        edge.pipelined = pipelined;
+    }
     let id = JobId(u64::from(std::process::id()) << 32 | u64::from(rand_u32()));
     let mut config = DriverConfig::new(id);
     config.token = Some(env.token(id)?);

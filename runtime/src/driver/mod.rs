@@ -12,7 +12,6 @@ pub mod progress;
 pub mod schedule;
 pub mod summary;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use baton_fabric::{EdgeId, JobId, StageId, TaskId};
@@ -27,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::invoker::Invoker;
 use crate::operator::MERGE;
-use crate::paths::PathSpec;
+use crate::paths::{PathCache, PathSpec};
 use crate::task::{Input, Output, Route, Task, TaskReport};
-pub use progress::Progress;
+pub use progress::{Progress, StageBar};
 use schedule::{Outcome, StageSchedule};
 pub use summary::{EdgeSummary, JobSummary, StageSummary};
 
@@ -69,6 +68,10 @@ pub struct EdgeSpec {
     /// How they are laid out: all-to-all, coalesced, or a k-level exchange (coalesced rounds
     /// through k-1 merge stages the driver adds; see [`baton_shuffle::klevel`]).
     pub topology: Topology,
+    /// Whether consumers start before every producer is done (direct passing): they read each
+    /// producer's output as soon as the driver publishes it on the path. Node paths only.
+    #[serde(default)]
+    pub pipelined: bool,
 }
 
 impl EdgeSpec {
@@ -105,6 +108,11 @@ impl JobSpec {
         for (i, e) in self.edges.iter().enumerate() {
             if e.to >= self.stages.len() || e.from >= e.to {
                 return bad(format!("edge {} goes from stage {} to stage {}: edges must go forward", i, e.from, e.to));
+            }
+            if e.pipelined
+                && (e.path.kind() == baton_planner::Path::ObjectStore || e.topology.name().ends_with("level"))
+            {
+                return bad(format!("edge {i}: only all-to-all or coalesced edges on a node's path are pipelined"));
             }
             if let Topology::KLevel { levels } = e.topology
                 && !(2..=4).contains(&levels)
@@ -173,7 +181,13 @@ fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
         let hops: Vec<usize> =
             std::iter::once(index[edge.from]).chain(merges[e].iter().copied()).chain([index[edge.to]]).collect();
         for (round, pair) in hops.windows(2).enumerate() {
-            edges.push(EdgeSpec { from: pair[0], to: pair[1], path: edge.path.clone(), topology: Topology::Coalesced });
+            edges.push(EdgeSpec {
+                from: pair[0],
+                to: pair[1],
+                path: edge.path.clone(),
+                topology: Topology::Coalesced,
+                pipelined: false,
+            });
             routes.push(EdgeRoute::Round { klevel, round: round as u32, reducers });
         }
     }
@@ -248,6 +262,25 @@ async fn renew_loop(paths: Vec<PathSpec>, job: JobId, token: Option<String>, lea
     }
 }
 
+/// One stage while the job runs.
+#[derive(Debug)]
+struct StageRun {
+    schedule: StageSchedule,
+    started: Instant,
+    bar: StageBar,
+    retried: usize,
+    done: Option<f64>,
+}
+
+/// Whether stage `s` may launch tasks: each input edge's producers are done, or the edge is
+/// pipelined and its producers are all launched (their outputs are then polled for).
+fn ready(job: &JobSpec, stages: &[Option<StageRun>], s: usize) -> bool {
+    job.edges.iter().filter(|e| e.to == s).all(|e| match &stages[e.from] {
+        Some(run) => run.done.is_some() || (e.pipelined && run.schedule.all_launched()),
+        None => false,
+    })
+}
+
 async fn run_stages(
     job: &JobSpec,
     routes: &[EdgeRoute],
@@ -255,22 +288,105 @@ async fn run_stages(
     config: &DriverConfig,
 ) -> Result<JobSummary> {
     let start = Instant::now();
+    let n = job.stages.len();
     // Committed map outputs of each edge, by producer partition.
-    let mut edge_maps: Vec<Vec<MapOutput>> = vec![Vec::new(); job.edges.len()];
-    let mut summary = JobSummary { job: job.name.clone(), ..JobSummary::default() };
-    for (s, stage) in job.stages.iter().enumerate() {
-        let (reports, attempts, seconds) = run_stage(job, routes, s, &edge_maps, invoker, config).await?;
-        let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
-        for (&edge, slot) in outgoing.iter().zip(0..) {
-            edge_maps[edge] = reports
-                .iter()
-                .map(|r| {
-                    r.outputs.get(slot).cloned().ok_or_else(|| Error::BadJob {
-                        reason: format!("a task of {} reported no output for edge {edge}", stage.name),
-                    })
-                })
-                .collect::<Result<_>>()?;
+    let mut committed: Vec<Vec<Option<MapOutput>>> =
+        job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
+    let mut stages: Vec<Option<StageRun>> = (0..n).map(|_| None).collect();
+    let markers = PathCache::default();
+    let mut running = FuturesUnordered::new();
+    // Tasks launched before their producers were done: they hold slots while they wait, so
+    // they never take the last one (a producer's retry must always find a slot).
+    let mut early = 0usize;
+    loop {
+        while running.len() < invoker.slots() {
+            let Some(s) = (0..n).find(|&s| {
+                let pending = stages[s].as_ref().is_none_or(|r| r.done.is_none() && r.schedule.has_queued());
+                pending && ready(job, &stages, s)
+            }) else {
+                break;
+            };
+            let is_early =
+                job.edges.iter().any(|e| e.to == s && stages[e.from].as_ref().is_some_and(|r| r.done.is_none()));
+            if is_early && early + 1 >= invoker.slots() {
+                break;
+            }
+            let stage = &job.stages[s];
+            let run = stages[s].get_or_insert_with(|| StageRun {
+                schedule: StageSchedule::new(stage.tasks, config.max_attempts),
+                started: Instant::now(),
+                bar: config.progress.stage(&stage.name, stage.tasks),
+                retried: 0,
+                done: None,
+            });
+            let Some((p, a)) = run.schedule.launch() else { break };
+            let task = build_task(job, routes, s, p, a, &committed, config)?;
+            early += usize::from(is_early);
+            running.push(async move { (s, p, a, is_early, invoker.invoke(task).await) });
         }
+        let Some((s, p, a, was_early, result)) = running.next().await else { break };
+        early -= usize::from(was_early);
+        let Some(run) = stages[s].as_mut() else { continue };
+        let outcome = match result {
+            Ok(report) => {
+                let outputs = report.outputs.clone();
+                let outcome = run.schedule.succeeded(p, a, report);
+                if outcome == Outcome::Committed {
+                    let outgoing = (0..job.edges.len()).filter(|&e| job.edges[e].from == s);
+                    for (e, slot) in outgoing.zip(0..) {
+                        let output: &MapOutput = outputs.get(slot).ok_or_else(|| Error::BadJob {
+                            reason: format!("a task of {} reported no output for edge {e}", job.stages[s].name),
+                        })?;
+                        if job.edges[e].pipelined {
+                            publish(&markers, &job.edges[e].path, config, JobSpec::edge_id(e), output).await?;
+                        }
+                        committed[e][p as usize] = Some(output.clone());
+                    }
+                }
+                outcome
+            }
+            Err(e) => {
+                let outcome = run.schedule.failed(p, a, e.to_string(), e.is_retryable());
+                if outcome == Outcome::Retry {
+                    tracing::info!("{}: retrying partition {p} after: {e}", job.stages[s].name);
+                    run.retried += 1;
+                }
+                outcome
+            }
+        };
+        if let Outcome::GiveUp { attempts } = outcome {
+            run.bar.fail();
+            let last = run.schedule.last_error(p).unwrap_or("?").to_string();
+            // Tasks waiting for outputs that will never come fail once the node forgets the job;
+            // then let every running attempt end, so none writes after the job's end.
+            for path in job.paths().iter().filter(|p| p.kind() != baton_planner::Path::ObjectStore) {
+                let _ = path.end_job(config.job, config.token.as_deref()).await;
+            }
+            while running.next().await.is_some() {}
+            return Err(Error::Exhausted { stage: job.stages[s].name.clone(), partition: p, attempts, last });
+        }
+        run.bar.update(run.schedule.committed(), run.retried);
+        if run.done.is_none() && run.schedule.is_done() {
+            let seconds = run.started.elapsed().as_secs_f64();
+            run.bar.finish(seconds);
+            run.done = Some(seconds);
+        }
+    }
+    let mut summary = JobSummary { job: job.name.clone(), ..JobSummary::default() };
+    for (s, run) in stages.into_iter().enumerate() {
+        let stage = &job.stages[s];
+        let Some(run) = run.filter(|r| r.done.is_some()) else {
+            return Err(Error::BadJob { reason: format!("stage {} never ran to the end", stage.name) });
+        };
+        let seconds = run.done.unwrap_or_default();
+        let attempts = run.schedule.attempts();
+        let reports: Vec<TaskReport> = run
+            .schedule
+            .into_committed()
+            .ok_or_else(|| Error::BadJob { reason: format!("stage {} ended with partitions not done", stage.name) })?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
         summary.stages.push(StageSummary::new(stage, &reports, attempts, seconds));
         summary.reports.push(reports);
     }
@@ -279,44 +395,66 @@ async fn run_stages(
             EdgeRoute::Direct => None,
             EdgeRoute::Round { klevel, round, .. } => Some((round + 1, klevel.levels)),
         };
-        summary.edges.push(EdgeSummary::new(job, edge, round, &edge_maps[e]));
+        let maps: Vec<MapOutput> = committed[e].iter().flatten().cloned().collect();
+        summary.edges.push(EdgeSummary::new(job, edge, round, &maps));
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// Runs stage `s` to completion; returns the committed reports, attempts made and seconds.
-async fn run_stage(
+/// Says on the edge's path that `output` is its producer's committed output, for consumers
+/// that started before it was.
+async fn publish(
+    paths: &PathCache,
+    spec: &PathSpec,
+    config: &DriverConfig,
+    edge: EdgeId,
+    output: &MapOutput,
+) -> Result<()> {
+    let path = paths.get(spec, config.token.as_deref()).await?;
+    let body = serde_json::to_vec(output).map_err(|e| Error::BadJob { reason: e.to_string() })?;
+    path.put(&committed_key(config.job, edge, output.mapper), bytes::Bytes::from(body)).await?;
+    Ok(())
+}
+
+/// The key under which the driver publishes producer `producer`'s committed output.
+pub fn committed_key(job: JobId, edge: EdgeId, producer: u32) -> baton_fabric::ObjectKey {
+    baton_fabric::ObjectKey::new(job, edge, producer, baton_shuffle::exchange::COMMITTED)
+}
+
+/// Task `p`, attempt `a` of stage `s`, with what its input edges have committed so far.
+fn build_task(
     job: &JobSpec,
     routes: &[EdgeRoute],
     s: usize,
-    edge_maps: &[Vec<MapOutput>],
-    invoker: &dyn Invoker,
+    t: u32,
+    attempt: u32,
+    committed: &[Vec<Option<MapOutput>>],
     config: &DriverConfig,
-) -> Result<(Vec<TaskReport>, u32, f64)> {
+) -> Result<Task> {
     let stage = &job.stages[s];
-    let start = Instant::now();
-    let incoming: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].to == s).collect();
     // What task `t` reads: every producer's partition t, or in a k-level round partition
     // digit(t) of the senders that agree with t on the other digits.
-    let inputs = |t: u32| -> Vec<Input> {
-        incoming
-            .iter()
-            .map(|&e| {
-                let (edge, maps) = (&job.edges[e], &edge_maps[e]);
-                let (maps, partition, untag) = match routes[e] {
-                    EdgeRoute::Direct => (maps.clone(), t, false),
-                    EdgeRoute::Round { klevel, round, .. } => (
-                        klevel.senders(t, round).filter_map(|x| maps.get(x as usize).cloned()).collect(),
-                        klevel.digit(t, round),
-                        round + 1 == klevel.levels,
-                    ),
-                };
-                Input { edge: JobSpec::edge_id(e), path: edge.path.clone(), maps, partition, untag }
-            })
-            .collect()
-    };
-    let outputs: Vec<Output> = (0..job.edges.len())
+    let inputs = (0..job.edges.len())
+        .filter(|&e| job.edges[e].to == s)
+        .map(|e| {
+            let edge = &job.edges[e];
+            let producers: Vec<u32> = match routes[e] {
+                EdgeRoute::Direct => (0..job.stages[edge.from].tasks).collect(),
+                EdgeRoute::Round { klevel, round, .. } => {
+                    klevel.senders(t, round).filter(|&x| x < job.stages[edge.from].tasks).collect()
+                }
+            };
+            let (partition, untag) = match routes[e] {
+                EdgeRoute::Direct => (t, false),
+                EdgeRoute::Round { klevel, round, .. } => (klevel.digit(t, round), round + 1 == klevel.levels),
+            };
+            let maps = producers.iter().filter_map(|&x| committed[e][x as usize].clone()).collect();
+            let pending = producers.into_iter().filter(|&x| committed[e][x as usize].is_none()).collect();
+            Input { edge: JobSpec::edge_id(e), path: edge.path.clone(), maps, pending, partition, untag }
+        })
+        .collect();
+    let outputs = (0..job.edges.len())
         .filter(|&e| job.edges[e].from == s)
         .map(|e| -> Result<Output> {
             let edge = &job.edges[e];
@@ -329,59 +467,15 @@ async fn run_stage(
             Ok(Output { edge: JobSpec::edge_id(e), path: edge.path.clone(), layout, partitions, route })
         })
         .collect::<Result<_>>()?;
-    let task = |partition: u32, attempt: u32| Task {
+    Ok(Task {
         job: config.job,
         token: config.token.clone(),
-        id: TaskId { stage: JobSpec::stage_id(s), partition, attempt },
+        id: TaskId { stage: JobSpec::stage_id(s), partition: t, attempt },
         partitions: stage.tasks,
         op: stage.op.clone(),
         params: stage.params.clone(),
-        inputs: inputs(partition),
-        outputs: outputs.clone(),
+        inputs,
+        outputs,
         memory_budget: config.memory_budget,
-    };
-    let mut schedule = StageSchedule::new(stage.tasks, config.max_attempts);
-    let mut running = FuturesUnordered::new();
-    let mut bar = config.progress.stage(&stage.name, stage.tasks);
-    let mut retries = BTreeSet::new();
-    loop {
-        while running.len() < invoker.slots() {
-            let Some((p, a)) = schedule.launch() else { break };
-            let t = task(p, a);
-            running.push(async move { (p, a, invoker.invoke(t).await) });
-        }
-        let Some((p, a, result)) = running.next().await else { break };
-        let outcome = match result {
-            Ok(report) => schedule.succeeded(p, a, report),
-            Err(e) => {
-                let retryable = e.is_retryable();
-                let outcome = schedule.failed(p, a, e.to_string(), retryable);
-                if outcome == Outcome::Retry {
-                    tracing::info!("{}: retrying partition {p} after: {e}", stage.name);
-                    retries.insert((p, a));
-                }
-                outcome
-            }
-        };
-        if let Outcome::GiveUp { attempts } = outcome {
-            bar.fail();
-            // Let the attempts still running end before the job is ended, so that none of
-            // them writes objects after the purge.
-            while running.next().await.is_some() {}
-            return Err(Error::Exhausted {
-                stage: stage.name.clone(),
-                partition: p,
-                attempts,
-                last: schedule.last_error(p).unwrap_or("?").to_string(),
-            });
-        }
-        bar.update(schedule.committed(), retries.len());
-    }
-    let attempts = schedule.attempts();
-    let committed = schedule
-        .into_committed()
-        .ok_or_else(|| Error::BadJob { reason: format!("stage {} ended with partitions not done", stage.name) })?;
-    let seconds = start.elapsed().as_secs_f64();
-    bar.finish(seconds);
-    Ok((committed.into_iter().map(|(_, r)| r).collect(), attempts, seconds))
+    })
 }

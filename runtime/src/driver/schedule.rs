@@ -93,6 +93,16 @@ impl StageSchedule {
         Outcome::GiveUp { attempts: part.attempts }
     }
 
+    /// Whether an attempt waits to be launched.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Whether every partition has been launched and none waits for a retry.
+    pub fn all_launched(&self) -> bool {
+        self.queue.is_empty() && self.partitions.iter().all(|p| p.attempts > 0)
+    }
+
     /// The last error of `partition`.
     pub fn last_error(&self, partition: u32) -> Option<&str> {
         self.partitions.get(partition as usize)?.last_error.as_deref()

@@ -114,7 +114,7 @@ impl fmt::Display for JobSummary {
         }
         writeln!(
             f,
-            "  {:<18} {:<26} {:<11} {:>11} {:>7} {:>7}",
+            "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7}",
             "edge", "path", "topology", "bytes", "writes", "reads"
         )?;
         for e in &self.edges {

@@ -127,7 +127,7 @@ pub async fn job(
             StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
             StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
         ],
-        edges: vec![EdgeSpec { from: 0, to: 1, path, topology }],
+        edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false }],
     })
 }
 

@@ -1,5 +1,6 @@
-//! The sort benchmark: `baton sort` of gensort input, three ways in one run — the planner's
-//! plan, every edge forced through the object store (file://), and a single-process sort.
+//! The sort benchmark: `baton sort` of gensort input, four ways in one run — the planner's
+//! plan, every edge forced through the object store (file://), a single-process sort, and the
+//! direct path with reducers started as mappers end.
 //! Goal: the planned job at least 2x faster than the object-store-only job, and within 2x of
 //! the single-process sort.
 //!
@@ -46,7 +47,7 @@ pub struct SizeReport {
     pub gib: u64,
     /// Map and reduce tasks of the distributed variants.
     pub tasks: u32,
-    /// Planned, object-store only, single process.
+    /// Planned, object-store only, single process, direct.
     pub variants: Vec<Variant>,
     /// Object-store-only time over planned time (goal ≥ 2).
     pub speedup_vs_object_store: f64,
@@ -121,8 +122,12 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
             out.display().to_string(),
             "--single-process".into(),
         ];
-        let variants =
-            [("planned", common("auto")), ("object-store only", common("object-store")), ("single process", single)];
+        let variants = [
+            ("planned", common("auto")),
+            ("object-store only", common("object-store")),
+            ("single process", single),
+            ("direct, reducers start early", common("direct")),
+        ];
         let mut reports = Vec::new();
         for (name, args) in variants {
             let mut seconds = Vec::new();

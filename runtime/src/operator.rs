@@ -184,6 +184,7 @@ impl TaskContext {
         }
         Ok(match output.route {
             Route::Tag { klevel, .. } => {
+                klevel.check()?;
                 let tagged = KLevel::tagged_schema(&schema);
                 let inner =
                     self.shuffle_writer(output, tagged.clone(), Box::new(DigitPartitioner::new(klevel, 0))).await?;
@@ -200,6 +201,7 @@ impl TaskContext {
         let Route::Forward { klevel, round } = output.route else {
             return Err(Error::BadJob { reason: format!("output {index} is not a k-level round") });
         };
+        klevel.check()?;
         let inner = self.shuffle_writer(output, schema, Box::new(DigitPartitioner::new(klevel, round))).await?;
         Ok(EdgeWriter { inner, tag: None })
     }

@@ -331,6 +331,46 @@ async fn workers_over_http_run_the_job() {
     assert!(String::from_utf8_lossy(&body).contains("not a task"));
     let (status, _) = endpoint.get("/health", std::time::Duration::from_secs(5)).await.unwrap();
     assert_eq!(status.as_u16(), 200);
+
+    // Tasks that parse but cannot run are failures with a reason, not a dead worker.
+    use baton_runtime::shuffle::klevel::KLevel;
+    use baton_runtime::task::{Output as TaskOutput, Route, Task};
+    let params = sort::SortParams {
+        sources: s.sources.clone(),
+        splits: vec![vec![input::Piece { source: 5, range: 0..100 }]],
+        boundaries: vec![],
+        output: url.clone(),
+    };
+    let task = |route| Task {
+        job: JobId(9),
+        token: None,
+        id: baton_fabric::TaskId { stage: baton_fabric::StageId(1), partition: 0, attempt: 0 },
+        partitions: 1,
+        op: sort::MAP.into(),
+        params: serde_json::to_value(&params).unwrap(),
+        inputs: vec![],
+        outputs: vec![TaskOutput {
+            edge: baton_fabric::EdgeId(1),
+            path: s.env.spec(Path::ObjectStore).unwrap(),
+            layout: baton_runtime::shuffle::Layout::Coalesced,
+            partitions: 1,
+            route,
+        }],
+        memory_budget: 1 << 20,
+    };
+    let cases = [
+        (task(Route::Tag { klevel: KLevel { levels: 2, fanout: 0 }, reducers: 1 }), "k-level"),
+        (task(Route::Direct), "no input file 5"),
+    ];
+    for (bad, expected) in cases {
+        let body = serde_json::to_vec(&bad).unwrap();
+        let (status, body) = endpoint.post("/invoke", body, std::time::Duration::from_secs(5)).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status.as_u16(), 500, "{body}");
+        assert!(body.contains(expected), "{body}");
+    }
+    let (status, _) = endpoint.get("/health", std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status.as_u16(), 200, "the worker lives on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,21 @@ impl KLevel {
         Self { levels: levels.max(1), fanout: fanout.max(2) }
     }
 
+    /// Checks a k-level shape that came from outside (a task description): 2 to 4 levels,
+    /// a fan-out of at least 2, and a width that fits.
+    pub fn check(&self) -> Result<()> {
+        let ok = (2..=4).contains(&self.levels)
+            && self.fanout >= 2
+            && self.fanout.checked_pow(self.levels).is_some_and(|w| w <= 1 << 20);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                what: format!("a k-level exchange of {} levels and fan-out {}", self.levels, self.fanout),
+            })
+        }
+    }
+
     /// Tasks in each intermediate round: `fanout^levels`.
     pub fn width(&self) -> u32 {
         self.fanout.saturating_pow(self.levels)
@@ -61,7 +76,7 @@ impl KLevel {
 
     /// Digit `round` (most significant first) of `index` in base `fanout`.
     pub fn digit(&self, index: u32, round: u32) -> u32 {
-        (index / self.weight(round)) % self.fanout
+        (index / self.weight(round).max(1)) % self.fanout.max(1)
     }
 
     /// The senders of round `round` that task `receiver` reads from (some may not exist when a

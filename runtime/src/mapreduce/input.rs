@@ -158,8 +158,9 @@ impl Reader {
 
     /// Bytes `range` of source `index`; a short read names the file.
     pub async fn read(&self, sources: &[Source], index: usize, range: Range<u64>) -> Result<Bytes> {
-        let source = &sources[index];
-        let (store, path) = &self.stores[index];
+        let (Some(source), Some((store, path))) = (sources.get(index), self.stores.get(index)) else {
+            return Err(Error::BadParams { op: "input".into(), reason: format!("no input file {index}") });
+        };
         let bytes = store
             .get_range(path, range.clone())
             .await
@@ -180,7 +181,9 @@ impl Reader {
 
     /// Reads bytes at each of `ranges` of source `index` (samples).
     pub async fn read_ranges(&self, index: usize, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let (store, path) = &self.stores[index];
+        let Some((store, path)) = self.stores.get(index) else {
+            return Err(Error::BadParams { op: "input".into(), reason: format!("no input file {index}") });
+        };
         Ok(store.get_ranges(path, ranges).await?)
     }
 }

@@ -200,6 +200,16 @@ fn unhex(text: &str) -> Option<[u8; KEY]> {
     Some(key)
 }
 
+/// The records column of a batch, checked: a batch of anything else is an error, not a panic.
+fn records_of(batch: &RecordBatch) -> Result<&FixedSizeBinaryArray> {
+    batch
+        .columns()
+        .first()
+        .and_then(|c| c.as_fixed_size_binary_opt())
+        .filter(|c| c.value_length() == RECORD as i32)
+        .ok_or_else(|| Error::BadParams { op: REDUCE.into(), reason: "input rows are not 100-byte records".into() })
+}
+
 /// Routes a record by its key to the reducer whose key range holds it.
 #[derive(Debug)]
 pub struct KeyRangePartitioner {
@@ -219,7 +229,8 @@ impl Partitioner for KeyRangePartitioner {
     }
 
     fn assign(&self, batch: &RecordBatch) -> baton_shuffle::Result<Vec<u32>> {
-        let column = batch.column(0).as_fixed_size_binary();
+        let column = records_of(batch)
+            .map_err(|e| baton_shuffle::Error::Unsupported { what: format!("sorting such batches: {e}") })?;
         Ok((0..column.len())
             .map(|i| {
                 let key = &column.value(i)[..KEY];
@@ -283,7 +294,7 @@ impl Operator for SortReduce {
         let mut input = ctx.input(0)?;
         while let Some(batches) = input.next().await? {
             for batch in batches {
-                let column = batch.column(0).as_fixed_size_binary();
+                let column = records_of(&batch)?;
                 let n = column.len();
                 if n > 0 {
                     // The rows' bytes are contiguous: copy them in one go.

@@ -82,7 +82,10 @@ pub fn count_words(text: &str, counts: &mut HashMap<String, u64>) {
 
 /// The lines of `range` of a file of `size` bytes: those whose first byte is in the range.
 async fn read_lines(reader: &Reader, sources: &[Source], source: usize, range: std::ops::Range<u64>) -> Result<Bytes> {
-    let size = sources[source].size;
+    let size = sources
+        .get(source)
+        .ok_or_else(|| Error::BadParams { op: MAP.into(), reason: format!("no input file {source}") })?
+        .size;
     // Start one byte early to see whether the range begins a line.
     let start = range.start.saturating_sub(1);
     let mut window = (range.end - start) + (64 << 10);
@@ -157,8 +160,10 @@ impl Operator for WordCountReduce {
         let mut input = ctx.input(0)?;
         while let Some(batches) = input.next().await? {
             for batch in batches {
-                let words = batch.column(0).as_string::<i32>();
-                let numbers = batch.column(1).as_primitive::<UInt64Type>();
+                let bad = || Error::BadParams { op: REDUCE.into(), reason: "input rows are not (word, count)".into() };
+                let words = batch.columns().first().and_then(|c| c.as_string_opt::<i32>()).ok_or_else(bad)?;
+                let numbers =
+                    batch.columns().get(1).and_then(|c| c.as_primitive_opt::<UInt64Type>()).ok_or_else(bad)?;
                 for (word, n) in words.iter().zip(numbers.iter()) {
                     if let (Some(word), Some(n)) = (word, n) {
                         *counts.entry(word.to_string()).or_default() += n;

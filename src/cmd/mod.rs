@@ -7,6 +7,7 @@ mod mapreduce;
 mod node;
 mod objects;
 mod plan;
+mod tpch;
 mod worker;
 
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ enum Command {
     Sort(mapreduce::SortArgs),
     /// Count the words of text files on worker processes.
     Wordcount(mapreduce::WordCountArgs),
+    /// TPC-H data: `baton tpch gen --sf 1 --out DIR` writes the tables as Parquet.
+    Tpch(tpch::TpchArgs),
     /// Serve task invocations over HTTP, one at a time, like a function instance.
     Worker(worker::WorkerArgs),
     /// Run a benchmark.
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sort(args) => mapreduce::sort(args).await,
         Command::Wordcount(args) => mapreduce::wordcount(args).await,
         Command::Worker(args) => worker::run(args).await,
+        Command::Tpch(args) => tokio::task::spawn_blocking(move || tpch::run(args)).await?,
         Command::BenchWorker { json } => baton_bench::worker::main(&json).await,
     }
 }

@@ -1,0 +1,107 @@
+//! TPC-H data: the eight tables at a scale factor, generated with the tpchgen crates and
+//! written as Parquet files (`<table>.parquet`), and the 22 queries.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatchReader;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use tpchgen::generators::{
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
+    RegionGenerator, SupplierGenerator,
+};
+use tpchgen_arrow::{
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
+};
+
+use crate::error::{Error, Result};
+
+/// The tables, smallest first.
+pub const TABLES: [&str; 8] = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"];
+
+/// The 22 queries, as `(name, SQL)`.
+pub const QUERIES: [(&str, &str); 22] = [
+    ("q01", include_str!("../queries/q01.sql")),
+    ("q02", include_str!("../queries/q02.sql")),
+    ("q03", include_str!("../queries/q03.sql")),
+    ("q04", include_str!("../queries/q04.sql")),
+    ("q05", include_str!("../queries/q05.sql")),
+    ("q06", include_str!("../queries/q06.sql")),
+    ("q07", include_str!("../queries/q07.sql")),
+    ("q08", include_str!("../queries/q08.sql")),
+    ("q09", include_str!("../queries/q09.sql")),
+    ("q10", include_str!("../queries/q10.sql")),
+    ("q11", include_str!("../queries/q11.sql")),
+    ("q12", include_str!("../queries/q12.sql")),
+    ("q13", include_str!("../queries/q13.sql")),
+    ("q14", include_str!("../queries/q14.sql")),
+    ("q15", include_str!("../queries/q15.sql")),
+    ("q16", include_str!("../queries/q16.sql")),
+    ("q17", include_str!("../queries/q17.sql")),
+    ("q18", include_str!("../queries/q18.sql")),
+    ("q19", include_str!("../queries/q19.sql")),
+    ("q20", include_str!("../queries/q20.sql")),
+    ("q21", include_str!("../queries/q21.sql")),
+    ("q22", include_str!("../queries/q22.sql")),
+];
+
+/// Rows per generated batch.
+const BATCH: usize = 64 * 1024;
+
+/// One table written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFile {
+    /// The table.
+    pub table: &'static str,
+    /// Its Parquet file.
+    pub path: PathBuf,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+}
+
+/// Writes the eight tables at scale factor `sf` into `out` as `<table>.parquet`.
+pub fn generate(sf: f64, out: &Path) -> Result<Vec<TableFile>> {
+    if !(sf.is_finite() && sf > 0.0 && sf <= 1000.0) {
+        return Err(Error::BadScale { sf });
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
+    let mut written = Vec::new();
+    for table in TABLES {
+        let path = out.join(format!("{table}.parquet"));
+        let rows = match table {
+            "region" => write(RegionArrow::new(RegionGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "nation" => write(NationArrow::new(NationGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "supplier" => write(SupplierArrow::new(SupplierGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "customer" => write(CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "part" => write(PartArrow::new(PartGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "partsupp" => write(PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            "orders" => write(OrderArrow::new(OrderGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+            _ => write(LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).with_batch_size(BATCH), &path)?,
+        };
+        let bytes = std::fs::metadata(&path).map_err(|e| Error::io("read", &path, e))?.len();
+        written.push(TableFile { table, path, rows, bytes });
+    }
+    Ok(written)
+}
+
+/// Writes every batch of `reader` to a Parquet file at `path`; returns the rows.
+fn write(reader: impl RecordBatchReader, path: &Path) -> Result<u64> {
+    // Write beside, then rename: a half-written table is never left under the table's name.
+    let partial = path.with_extension("parquet.partial");
+    let file = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, reader.schema(), Some(props))?;
+    let mut rows = 0;
+    for batch in reader {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    std::fs::rename(&partial, path).map_err(|e| Error::io("rename", path, e))?;
+    Ok(rows)
+}

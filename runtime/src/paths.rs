@@ -68,10 +68,7 @@ impl PathSpec {
         Ok(match self {
             PathSpec::VmLocal { socket } => Arc::new(VmLocalPath::connect(socket).await?),
             PathSpec::Remote { addr, tls_dir } => {
-                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
-                if let Some(token) = token {
-                    path.add_token(parse_token(token)?);
-                }
+                let path = connect_remote(*addr, tls_dir, token).await?;
                 Arc::new(path)
             }
             PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
@@ -83,10 +80,7 @@ impl PathSpec {
         match self {
             PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.open_job(job, ttl).await?,
             PathSpec::Remote { addr, tls_dir } => {
-                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
-                if let Some(token) = token {
-                    path.add_token(parse_token(token)?);
-                }
+                let path = connect_remote(*addr, tls_dir, token).await?;
                 path.open_job(job, ttl).await?;
             }
             PathSpec::ObjectStore { .. } => {}
@@ -99,15 +93,21 @@ impl PathSpec {
         Ok(match self {
             PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.end_job(job).await?,
             PathSpec::Remote { addr, tls_dir } => {
-                let path = DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?;
-                if let Some(token) = token {
-                    path.add_token(parse_token(token)?);
-                }
+                let path = connect_remote(*addr, tls_dir, token).await?;
                 path.end_job(job).await?
             }
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
         })
     }
+}
+
+/// Connects to the node at `addr`, presenting `token` for its job.
+async fn connect_remote(addr: SocketAddr, tls_dir: &std::path::Path, token: Option<&str>) -> Result<DirectPath> {
+    let path = DirectPath::connect(addr, &TlsDir::new(tls_dir)).await?;
+    if let Some(token) = token {
+        path.add_token(parse_token(token)?);
+    }
+    Ok(path)
 }
 
 fn parse_token(text: &str) -> Result<Token> {
@@ -137,7 +137,7 @@ impl PathCache {
             None => {
                 let opened = match spec {
                     PathSpec::Remote { addr, tls_dir } => {
-                        let direct = Arc::new(DirectPath::connect(*addr, &TlsDir::new(tls_dir)).await?);
+                        let direct = Arc::new(connect_remote(*addr, tls_dir, None).await?);
                         Opened { path: direct.clone(), direct: Some(direct) }
                     }
                     other => Opened { path: other.open(None).await?, direct: None },

@@ -5,7 +5,7 @@
 //! operator to run with its parameters, where each input edge's map outputs are, and where and
 //! how to write each output edge.
 
-use baton_fabric::{EdgeId, JobId, StageId, TaskId};
+use baton_fabric::{EdgeId, JobId, TaskId};
 use baton_shuffle::klevel::KLevel;
 use baton_shuffle::{Layout, MapOutput};
 use serde::{Deserialize, Serialize};
@@ -122,11 +122,4 @@ pub struct TaskFailure {
     pub message: String,
     /// Whether another attempt might succeed.
     pub retryable: bool,
-}
-
-impl Task {
-    /// The task's stage.
-    pub fn stage(&self) -> StageId {
-        self.id.stage
-    }
 }

@@ -31,11 +31,6 @@ impl HttpInvoker {
         let slots = Slots::new(endpoints.len());
         Ok(Self { endpoints, slots, timeout })
     }
-
-    /// The endpoints.
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
-    }
 }
 
 #[async_trait]

@@ -59,17 +59,6 @@ impl LocalPool {
         let slots = Slots::new(config.workers);
         Ok(Self { config, workers, slots })
     }
-
-    /// The process ids of the workers now running.
-    pub async fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for w in &self.workers {
-            if let Some(pid) = w.lock().await.child.id() {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
 }
 
 async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {

@@ -8,7 +8,44 @@ pub mod records;
 pub mod sort;
 pub mod wordcount;
 
+use baton_planner::Topology;
+use serde::Serialize;
+
+use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::error::{Error, Result};
 use crate::operator::Registry;
+use crate::paths::PathSpec;
+
+/// The operators and parameters of a map-shuffle-reduce job.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MapReduce<'a> {
+    pub name: &'a str,
+    pub map: &'a str,
+    pub reduce: &'a str,
+}
+
+impl MapReduce<'_> {
+    /// The job: `mappers` tasks of the map operator, `reducers` of the reduce operator, both
+    /// given `params`, the shuffle on `path` in `topology`.
+    pub fn job(
+        self,
+        params: &impl Serialize,
+        mappers: u32,
+        reducers: u32,
+        path: PathSpec,
+        topology: Topology,
+    ) -> Result<JobSpec> {
+        let params = serde_json::to_value(params).map_err(|e| Error::BadJob { reason: e.to_string() })?;
+        Ok(JobSpec {
+            name: format!("{} ({mappers} mappers, {reducers} reducers)", self.name),
+            stages: vec![
+                StageSpec { name: "map".into(), op: self.map.into(), params: params.clone(), tasks: mappers },
+                StageSpec { name: "reduce".into(), op: self.reduce.into(), params, tasks: reducers },
+            ],
+            edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false }],
+        })
+    }
+}
 
 /// A registry with every built-in operator: what `baton worker` serves.
 pub fn registry() -> Registry {

@@ -17,8 +17,9 @@ use baton_shuffle::Partitioner;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::driver::JobSpec;
 use crate::error::{Error, Result};
+use crate::mapreduce::MapReduce;
 use crate::mapreduce::input::{self, Piece, Reader, Source};
 use crate::mapreduce::output::{Output, part_name};
 use crate::mapreduce::records::{self, Checksum, KEY, RECORD};
@@ -120,15 +121,7 @@ pub async fn job(
         boundaries: boundaries.iter().map(|k| hex(k)).collect(),
         output,
     };
-    let params = serde_json::to_value(&params).map_err(|e| Error::BadJob { reason: e.to_string() })?;
-    Ok(JobSpec {
-        name: format!("sort ({mappers} mappers, {reducers} reducers)"),
-        stages: vec![
-            StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
-            StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
-        ],
-        edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false }],
-    })
+    MapReduce { name: "sort", map: MAP, reduce: REDUCE }.job(&params, mappers, reducers, path, topology)
 }
 
 /// Sorts `sources` in this process into `output`'s `part-r-00000` (the baseline).

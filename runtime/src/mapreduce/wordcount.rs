@@ -18,8 +18,9 @@ use baton_shuffle::HashPartitioner;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::driver::JobSpec;
 use crate::error::{Error, Result};
+use crate::mapreduce::MapReduce;
 use crate::mapreduce::input::{self, Piece, Reader, Source};
 use crate::mapreduce::output::{Output, part_name};
 use crate::operator::{Operator, TaskContext};
@@ -58,15 +59,7 @@ pub fn job(
     output: String,
 ) -> Result<JobSpec> {
     let params = WordCountParams { splits: input::split(&sources, mappers, 1), sources, output };
-    let params = serde_json::to_value(&params).map_err(|e| Error::BadJob { reason: e.to_string() })?;
-    Ok(JobSpec {
-        name: format!("wordcount ({mappers} mappers, {reducers} reducers)"),
-        stages: vec![
-            StageSpec { name: "map".into(), op: MAP.into(), params: params.clone(), tasks: mappers },
-            StageSpec { name: "reduce".into(), op: REDUCE.into(), params, tasks: reducers },
-        ],
-        edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false }],
-    })
+    MapReduce { name: "wordcount", map: MAP, reduce: REDUCE }.job(&params, mappers, reducers, path, topology)
 }
 
 /// Adds the words of `text` to `counts`.

@@ -372,3 +372,14 @@ fn workers_started_by_hand_run_the_job_over_http() {
     }
     same_as(&dir.path().join("out"), &dir.path().join("single").join("part-r-00000")).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_pool_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = baton_runtime::local::LocalConfig::new(dir.path().join("baton-data"), Some(BATON.into()));
+    config.workers = 2;
+    config.node_memory = 64 << 20;
+    let env = baton_runtime::local::LocalEnv::start(&config).await.unwrap();
+    assert!(env.uses_processes());
+    baton_runtime::invoker::conformance::run_all(env.invoker(), &env, dir.path()).await;
+}

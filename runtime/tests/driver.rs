@@ -374,6 +374,17 @@ async fn workers_over_http_run_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_and_http_invokers_conform() {
+    let s = setup().await;
+    baton_runtime::invoker::conformance::run_all(s.env.invoker(), &s.env, s.dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener));
+    let http = HttpInvoker::new(&[url], std::time::Duration::from_secs(60)).unwrap();
+    baton_runtime::invoker::conformance::run_all(&http, &s.env, s.dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_operator_is_named() {
     let s = setup().await;
     let job = JobSpec {

@@ -7,6 +7,7 @@
 //!   started by hand on other hosts);
 //! - [`InProcess`]: the operators run on this process's runtime (fast tests).
 
+pub mod conformance;
 mod http;
 mod in_process;
 mod local_pool;

@@ -10,4 +10,5 @@ pub mod paths;
 pub mod plan;
 pub mod sort;
 pub mod stats;
+pub mod tpch;
 pub mod worker;

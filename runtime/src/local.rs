@@ -8,14 +8,18 @@ use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
-use baton_fabric::JobId;
 use baton_fabric::net::{TlsDir, token::unix_ms_now};
 use baton_fabric::node::{ByteSize, Node, NodeConfig};
+use baton_fabric::{JobId, KeyPrefix};
 use baton_planner::{ClusterModel, Path, PathModel};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
 use crate::invoker::{HttpInvoker, InProcess, Invoker, LocalPool, PoolConfig};
 use crate::mapreduce;
+use crate::operator::Registry;
 use crate::paths::PathSpec;
 
 /// How to set up the embedded environment.
@@ -38,6 +42,9 @@ pub struct LocalConfig {
     pub endpoints: Vec<String>,
     /// The object store for the object-store path (default: a `file://` directory of the run).
     pub objects: Option<String>,
+    /// The operators tasks run in this process when `exe` is `None` (worker processes have
+    /// the `baton` binary's own).
+    pub registry: Registry,
 }
 
 impl LocalConfig {
@@ -53,6 +60,7 @@ impl LocalConfig {
             timeout: Duration::from_secs(600),
             endpoints: Vec::new(),
             objects: None,
+            registry: mapreduce::registry(),
         }
     }
 }
@@ -110,7 +118,7 @@ impl LocalEnv {
             ),
             None => {
                 std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
-                Box::new(InProcess::new(mapreduce::registry(), scratch, config.workers))
+                Box::new(InProcess::new(config.registry.clone(), scratch, config.workers))
             }
         };
         let objects =
@@ -162,6 +170,42 @@ impl LocalEnv {
             Path::ObjectStore => Some(PathSpec::ObjectStore { url: self.objects.clone() }),
             Path::RdmaMap => None,
         }
+    }
+
+    /// A driver configuration for a new job: a fresh id and its token.
+    pub fn job_config(&self) -> Result<DriverConfig> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let low = nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(20);
+        let id = JobId(u64::from(std::process::id()) << 32 | u64::from(low));
+        let mut config = DriverConfig::new(id);
+        config.token = Some(self.token(id)?);
+        Ok(config)
+    }
+
+    /// What of `job` is still here — objects on the node, its lease, files in the scratch
+    /// object store — as lines to show; empty once the job has ended.
+    pub fn leftovers(&self, job: JobId) -> Vec<String> {
+        let store = self.node.store();
+        let mut left: Vec<String> = store
+            .list_objects(&KeyPrefix::job(job))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| format!("on the node: {}", o.key))
+            .collect();
+        if store.jobs().iter().any(|(j, _)| *j == job) {
+            left.push(format!("{job} is still open on the node"));
+        }
+        let mut dirs = vec![self.run_dir.path().join("objects").join(job.to_string())];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    _ => left.push(format!("in the object store: {}", entry.path().display())),
+                }
+            }
+        }
+        left
     }
 
     /// A token for `job`, valid for a day.

@@ -31,6 +31,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
@@ -93,18 +94,26 @@ impl Registry {
 /// What a running task sees: its description, its paths, its scratch space, and its counters.
 #[derive(Debug)]
 pub struct TaskContext {
-    task: Task,
+    task: Arc<Task>,
     paths: Arc<PathCache>,
     scratch: PathBuf,
     report: TaskReport,
     committed: Vec<Option<MapOutput>>,
+    read: Arc<ReadCounter>,
 }
 
 impl TaskContext {
     /// The context for `task`, opening paths through `paths`, spilling into `scratch`.
     pub fn new(task: Task, paths: Arc<PathCache>, scratch: impl Into<PathBuf>) -> Self {
         let committed = vec![None; task.outputs.len()];
-        Self { task, paths, scratch: scratch.into(), report: TaskReport::default(), committed }
+        Self {
+            task: Arc::new(task),
+            paths,
+            scratch: scratch.into(),
+            report: TaskReport::default(),
+            committed,
+            read: Arc::default(),
+        }
     }
 
     /// The task.
@@ -129,13 +138,18 @@ impl TaskContext {
 
     /// A reader of input edge `index`: this task's partition from every producer, one producer
     /// at a time.
-    pub fn input(&self, index: usize) -> Result<InputReader<'_>> {
+    pub fn input(&self, index: usize) -> Result<InputReader> {
+        Ok(InputReader { source: self.source(index)?, next: 0 })
+    }
+
+    /// Input edge `index`, to read in any order (see [`EdgeSource`]).
+    pub fn source(&self, index: usize) -> Result<EdgeSource> {
         if index >= self.task.inputs.len() {
             return Err(Error::BadJob {
                 reason: format!("{} asked for input {index} of a task with {}", self.task.op, self.task.inputs.len()),
             });
         }
-        Ok(InputReader { ctx: self, input: index, next: 0, reader: None })
+        Ok(EdgeSource { task: self.task.clone(), input: index, paths: self.paths.clone(), read: self.read.clone() })
     }
 
     fn output(&self, index: usize) -> Result<&crate::task::Output> {
@@ -271,43 +285,109 @@ impl TaskContext {
 
 /// Reads one input edge's partition, producer by producer.
 #[derive(Debug)]
-pub struct InputReader<'a> {
-    ctx: &'a TaskContext,
-    input: usize,
+pub struct InputReader {
+    source: EdgeSource,
     next: usize,
-    reader: Option<ShuffleReader>,
 }
 
-impl InputReader<'_> {
+impl InputReader {
     /// The next producer's batches for this partition (empty when it had none), or `None`
     /// when every producer has been read.
     pub async fn next(&mut self) -> Result<Option<Vec<RecordBatch>>> {
-        let input = &self.ctx.task.inputs[self.input];
-        if self.reader.is_none() {
-            let target = Target { path: self.ctx.path(&input.path).await?, job: self.ctx.task.job, edge: input.edge };
-            self.reader = Some(ShuffleReader::new(target, input.partition));
-        }
-        let Some(reader) = &self.reader else { return Ok(None) };
-        let map = match input.maps.get(self.next) {
-            Some(map) => map.clone(),
-            None => match input.pending.get(self.next - input.maps.len()) {
-                Some(&producer) => self.wait_for(producer).await?,
-                None => return Ok(None),
-            },
-        };
-        let mut batches = reader.read_mapper(&map).await?;
+        let Some(producer) = self.source.producers().nth(self.next) else { return Ok(None) };
+        let batches = self.source.read(producer, self.source.partition()).await?;
         self.next += 1;
+        Ok(Some(batches))
+    }
+}
+
+/// Rows and bytes a task read from its input edges.
+#[derive(Debug, Default)]
+struct ReadCounter {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// An input edge that can be read in any order, owned (`'static`), for operators that pick
+/// which producer and which partition to read — a query plan's exchange readers.
+#[derive(Clone, Debug)]
+pub struct EdgeSource {
+    task: Arc<Task>,
+    input: usize,
+    paths: Arc<PathCache>,
+    read: Arc<ReadCounter>,
+}
+
+impl EdgeSource {
+    /// The edge.
+    pub fn edge(&self) -> baton_fabric::EdgeId {
+        self.spec().edge
+    }
+
+    fn spec(&self) -> &crate::task::Input {
+        &self.task.inputs[self.input]
+    }
+
+    /// The partition this task reads by default (its own).
+    pub fn partition(&self) -> u32 {
+        self.spec().partition
+    }
+
+    /// The producers of the edge: those committed at launch first, then those still pending.
+    pub fn producers(&self) -> impl Iterator<Item = u32> + '_ {
+        let input = self.spec();
+        input.maps.iter().map(|m| m.mapper).chain(input.pending.iter().copied())
+    }
+
+    /// How many producers the edge has.
+    pub fn len(&self) -> usize {
+        self.spec().maps.len() + self.spec().pending.len()
+    }
+
+    /// Whether the edge has no producers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Partition `partition` of `producer`'s committed output (waiting for it when the edge
+    /// is pipelined and the producer was not done at launch), k-level tags dropped.
+    pub async fn read(&self, producer: u32, partition: u32) -> Result<Vec<RecordBatch>> {
+        let input = self.spec();
+        let map = match input.maps.iter().find(|m| m.mapper == producer) {
+            Some(map) => map.clone(),
+            None if input.pending.contains(&producer) => self.wait_for(producer).await?,
+            None => {
+                return Err(Error::BadJob {
+                    reason: format!("{} has no producer {producer} on {}", self.task.op, input.edge),
+                });
+            }
+        };
+        let Some(info) = map.partitions.get(partition as usize) else {
+            return Err(Error::BadJob {
+                reason: format!(
+                    "{} asked for partition {partition} of {}, which has {}",
+                    self.task.op,
+                    input.edge,
+                    map.partitions.len()
+                ),
+            });
+        };
+        let path = self.paths.get(&input.path, self.task.token.as_deref()).await?;
+        let target = Target { path, job: self.task.job, edge: input.edge };
+        let mut batches = ShuffleReader::new(target, partition).read_mapper(&map).await?;
+        self.read.rows.fetch_add(info.rows, Ordering::Relaxed);
+        self.read.bytes.fetch_add(info.bytes, Ordering::Relaxed);
         if input.untag {
             batches = batches.iter().map(KLevel::untag).collect::<baton_shuffle::Result<_>>()?;
         }
-        Ok(Some(batches))
+        Ok(batches)
     }
 
     /// Waits until the driver publishes `producer`'s committed output.
     async fn wait_for(&self, producer: u32) -> Result<MapOutput> {
-        let input = &self.ctx.task.inputs[self.input];
-        let path = self.ctx.path(&input.path).await?;
-        let key = crate::driver::committed_key(self.ctx.task.job, input.edge, producer);
+        let input = self.spec();
+        let path = self.paths.get(&input.path, self.task.token.as_deref()).await?;
+        let key = crate::driver::committed_key(self.task.job, input.edge, producer);
         let mut pause = std::time::Duration::from_millis(1);
         loop {
             match path.get(&key).await {
@@ -332,16 +412,12 @@ pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path
     let start = Instant::now();
     let op = registry.get(&task.op)?;
     // What the task was given to read from its input edges.
-    let (rows_in, bytes_in) = task
-        .inputs
-        .iter()
-        .flat_map(|i| i.maps.iter().filter_map(|m| m.partitions.get(i.partition as usize)))
-        .fold((0, 0), |(r, b), p| (r + p.rows, b + p.bytes));
     let mut ctx = TaskContext::new(task, paths, scratch);
     op.run(&mut ctx).await?;
+    let read = ctx.read.clone();
     let mut report = ctx.into_report()?;
-    report.rows_in += rows_in;
-    report.bytes_in += bytes_in;
+    report.rows_in += read.rows.load(Ordering::Relaxed);
+    report.bytes_in += read.bytes.load(Ordering::Relaxed);
     report.pid = std::process::id();
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)

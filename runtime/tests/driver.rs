@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use baton_fabric::{JobId, KeyPrefix};
+use baton_fabric::JobId;
 use baton_planner::{Path, Topology};
 use baton_runtime::driver::{self, DriverConfig, JobSpec};
 use baton_runtime::invoker::{HttpInvoker, InProcess, Invoker};
@@ -62,20 +62,8 @@ fn config(env: &LocalEnv, job: u64) -> DriverConfig {
 
 /// Nothing of the job is left on the node or in the object store.
 async fn assert_nothing_left(env: &LocalEnv, job: u64) {
-    let node = env.node().store();
-    assert!(node.list_objects(&KeyPrefix::job(JobId(job))).map_or(true, |l| l.is_empty()), "objects left on the node");
-    assert!(node.jobs().iter().all(|(j, _)| *j != JobId(job)), "the job is still open on the node");
-    let objects = env.run_dir().join("objects");
-    let left = walk(&objects);
-    assert!(left.is_empty(), "objects left in the object store: {left:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok())
-        .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
-        .collect()
+    let left = env.leftovers(JobId(job));
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +222,9 @@ fn only_node_paths_are_pipelined() {
             path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
             topology: Topology::Coalesced,
             pipelined: true,
+            partitions: None,
         }],
+        collect: None,
     };
     assert!(matches!(job.check(), Err(Error::BadJob { .. })));
 }
@@ -396,6 +386,7 @@ async fn an_unknown_operator_is_named() {
             tasks: 1,
         }],
         edges: vec![],
+        collect: None,
     };
     let err = driver::run(&job, s.env.invoker(), &config(&s.env, 10)).await.unwrap_err();
     assert!(err.to_string().contains("no.such.op"), "{err}");
@@ -487,9 +478,11 @@ async fn bad_jobs_are_refused_before_anything_runs() {
             path: baton_runtime::paths::PathSpec::ObjectStore { url: "memory://".into() },
             topology: Topology::AllToAll,
             pipelined: false,
+            partitions: None,
         }],
+        collect: None,
     };
     assert!(matches!(driver::run(&backwards, &invoker, &DriverConfig::new(JobId(1))).await, Err(Error::BadJob { .. })));
-    let empty = JobSpec { name: "empty".into(), stages: vec![stage(0)], edges: vec![] };
+    let empty = JobSpec { name: "empty".into(), stages: vec![stage(0)], edges: vec![], collect: None };
     assert!(matches!(driver::run(&empty, &invoker, &DriverConfig::new(JobId(2))).await, Err(Error::BadJob { .. })));
 }

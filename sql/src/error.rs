@@ -28,6 +28,38 @@ pub enum Error {
     /// Arrow failed.
     #[error(transparent)]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// DataFusion refused the query (a syntax error, an unknown table or column, a type
+    /// error) or failed to run it; its message as it gave it.
+    #[error("{}", .0.find_root())]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A table that cannot be registered.
+    #[error("table {table}: {reason}")]
+    BadTable {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+    /// A catalog file that cannot be read.
+    #[error("catalog {}: {reason}", path.display())]
+    BadCatalog {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A table's object store could not be opened.
+    #[error(transparent)]
+    Connector(#[from] baton_connectors::Error),
+    /// The job failed (a task's error, a lost path).
+    #[error(transparent)]
+    Runtime(#[from] baton_runtime::Error),
+    /// A stage's parameters could not be encoded.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The planner refused the job.
+    #[error(transparent)]
+    Planner(#[from] baton_planner::Error),
 }
 
 impl Error {

@@ -1,11 +1,28 @@
 //! Baton's SQL frontend: DataFusion plans cut into stages at their exchanges, each stage run as
 //! function tasks, exchanges carried by the shuffle library.
 //!
-//! Today: TPC-H data generation as Parquet ([`tpch::generate`], `baton tpch gen`) and the 22
-//! TPC-H queries ([`tpch::QUERIES`]). The planner over DataFusion comes next.
+//! - [`session`]: DataFusion sessions planned for stages; tables on `file://` or `s3://`.
+//! - [`stages`]: the physical plan cut at its exchanges ([`exchange`]'s writer and reader).
+//! - [`codec`]: a stage's plan as bytes (datafusion-proto and Baton's own nodes).
+//! - [`task`]: the operator a stage's tasks run in a worker.
+//! - [`query`]: a query planned, run on workers, and its result collected.
+//! - [`tpch`]: TPC-H data ([`tpch::generate`], `baton tpch gen`) and the 22 queries.
 
+pub mod codec;
 pub mod error;
+pub mod exchange;
+pub mod query;
+pub mod session;
+pub mod stages;
+pub mod task;
 pub mod tpch;
 
 pub use baton_runtime as runtime;
 pub use error::{Error, Result};
+
+/// Every operator a worker serves: MapReduce's and SQL's.
+pub fn registry() -> baton_runtime::operator::Registry {
+    let mut registry = baton_runtime::mapreduce::registry();
+    task::register(&mut registry);
+    registry
+}

@@ -88,12 +88,19 @@ pub fn generate(sf: f64, out: &Path) -> Result<Vec<TableFile>> {
     Ok(written)
 }
 
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// Writes every batch of `reader` to a Parquet file at `path`; returns the rows.
 fn write(reader: impl RecordBatchReader, path: &Path) -> Result<u64> {
     // Write beside, then rename: a half-written table is never left under the table's name.
     let partial = path.with_extension("parquet.partial");
     let file = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    // Row groups of 128 Ki rows: a scan splits over tasks by row group.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
     let mut writer = ArrowWriter::try_new(file, reader.schema(), Some(props))?;
     let mut rows = 0;
     for batch in reader {

@@ -55,6 +55,25 @@ enum Workload {
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
+    /// The 22 TPC-H queries: Baton on local workers, single-process DataFusion, and Baton with
+    /// every exchange through the object store.
+    Tpch {
+        /// Scale factor.
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// Worker processes (and partitions per stage; default: one per core, at least 2).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Queries to run, by number (default: all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+        /// Directory on local disk for the data set and the runs.
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
         /// Plans per objective.
@@ -120,6 +139,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
+        }
+        Workload::Tpch { sf, workers, queries, out, work_dir } => {
+            warn_if_debug();
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let options = baton_bench::tpch::TpchOptions {
+                exe: std::env::current_exe()?,
+                sf,
+                work_dir: std::path::absolute(&work_dir)?,
+                workers: workers.unwrap_or(cores.max(2)),
+                queries,
+            };
+            let report = baton_bench::tpch::run(&options).await?;
+            write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))
         }
         Workload::Plan { repeats, out } => {
             warn_if_debug();

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use baton_fabric::JobId;
 use baton_planner::{ByteSize, Path};
-use baton_runtime::driver::{self, DriverConfig, JobSummary, Progress};
+use baton_runtime::driver::{self, JobSummary, Progress};
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_runtime::mapreduce::input::{self, Source};
 use baton_runtime::mapreduce::output::{Output, output_url};
@@ -200,7 +199,7 @@ async fn finish_sort(
     Ok(())
 }
 
-fn parse_path(name: &str) -> anyhow::Result<Option<Path>> {
+pub(super) fn parse_path(name: &str) -> anyhow::Result<Option<Path>> {
     Ok(match name {
         "auto" => None,
         "vm-local" => Some(Path::VmLocal),
@@ -286,9 +285,7 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
     for edge in &mut job.edges {
         edge.pipelined = pipelined;
     }
-    let id = JobId(u64::from(std::process::id()) << 32 | u64::from(rand_u32()));
-    let mut config = DriverConfig::new(id);
-    config.token = Some(env.token(id)?);
+    let mut config = env.job_config()?;
     config.max_attempts = args.max_attempts;
     config.memory_budget = args.worker_memory.0 / 4;
     config.progress = Progress::auto();
@@ -299,9 +296,4 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(summary)
-}
-
-fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }

@@ -7,6 +7,7 @@ mod mapreduce;
 mod node;
 mod objects;
 mod plan;
+mod sql;
 mod tpch;
 mod worker;
 
@@ -54,6 +55,10 @@ enum Command {
     Wordcount(mapreduce::WordCountArgs),
     /// TPC-H data: `baton tpch gen --sf 1 --out DIR` writes the tables as Parquet.
     Tpch(tpch::TpchArgs),
+    /// Run a SQL query on worker processes: stages of tasks, exchanges on the planned paths.
+    Sql(sql::SqlArgs),
+    /// Generate a small TPC-H data set (or reuse it) and run a few queries on local workers.
+    Quickstart(sql::QuickstartArgs),
     /// Serve task invocations over HTTP, one at a time, like a function instance.
     Worker(worker::WorkerArgs),
     /// Run a benchmark.
@@ -85,6 +90,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sort(args) => mapreduce::sort(args).await,
         Command::Wordcount(args) => mapreduce::wordcount(args).await,
         Command::Worker(args) => worker::run(args).await,
+        Command::Sql(args) => sql::sql(args).await,
+        Command::Quickstart(args) => sql::quickstart(args).await,
         Command::Tpch(args) => tokio::task::spawn_blocking(move || tpch::run(args)).await?,
         Command::BenchWorker { json } => baton_bench::worker::main(&json).await,
     }

@@ -26,7 +26,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         limit_memory(limit.0)?;
     }
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let worker = Worker::new(baton_runtime::mapreduce::registry(), &args.scratch);
+    let worker = Worker::new(baton_sql::registry(), &args.scratch);
     listen_and_serve(worker, args.listen).await?;
     Ok(())
 }

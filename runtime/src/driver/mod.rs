@@ -14,10 +14,11 @@ pub mod summary;
 
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use baton_fabric::{EdgeId, JobId, StageId, TaskId};
 use baton_planner::Topology;
 use baton_shuffle::klevel::KLevel;
-use baton_shuffle::{Layout, MapOutput};
+use baton_shuffle::{Layout, MapOutput, ShuffleReader, Target};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -41,6 +42,19 @@ pub struct JobSpec {
     pub stages: Vec<StageSpec>,
     /// The edges.
     pub edges: Vec<EdgeSpec>,
+    /// The stage whose output the driver reads back (a query's result), if any.
+    #[serde(default)]
+    pub collect: Option<Collect>,
+}
+
+/// Output the driver reads back at the end of a job, before the job's data is deleted: each
+/// task of `stage` writes one more output edge, of one partition, on `path`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collect {
+    /// The stage (index into [`JobSpec::stages`]).
+    pub stage: usize,
+    /// The path the rows travel to the driver.
+    pub path: PathSpec,
 }
 
 /// One stage.
@@ -72,6 +86,11 @@ pub struct EdgeSpec {
     /// producer's output as soon as the driver publishes it on the path. Node paths only.
     #[serde(default)]
     pub pipelined: bool,
+    /// Partitions each producer writes, when not one per consumer task: 1 for a broadcast or a
+    /// gather (every consumer reads partition 0 of every producer), or the partitions of a
+    /// query's hash exchange, whose readers choose which to read ([`crate::operator::EdgeSource`]).
+    #[serde(default)]
+    pub partitions: Option<u32>,
 }
 
 impl EdgeSpec {
@@ -119,6 +138,18 @@ impl JobSpec {
             {
                 return bad(format!("edge {i} asks for {levels} levels: a k-level exchange has 2 to 4"));
             }
+            match e.partitions {
+                Some(0) => return bad(format!("edge {i} has no partitions")),
+                Some(_) if e.levels() > 1 => {
+                    return bad(format!("edge {i}: a k-level exchange has one partition per consumer task"));
+                }
+                _ => {}
+            }
+        }
+        if let Some(collect) = &self.collect
+            && collect.stage >= self.stages.len()
+        {
+            return bad(format!("the job collects stage {} of {}", collect.stage, self.stages.len()));
         }
         Ok(())
     }
@@ -130,6 +161,11 @@ impl JobSpec {
             if !seen.contains(&e.path) {
                 seen.push(e.path.clone());
             }
+        }
+        if let Some(c) = &self.collect
+            && !seen.contains(&c.path)
+        {
+            seen.push(c.path.clone());
         }
         seen
     }
@@ -187,11 +223,13 @@ fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
                 path: edge.path.clone(),
                 topology: Topology::Coalesced,
                 pipelined: false,
+                partitions: None,
             });
             routes.push(EdgeRoute::Round { klevel, round: round as u32, reducers });
         }
     }
-    (JobSpec { name: job.name.clone(), stages, edges }, routes)
+    let collect = job.collect.as_ref().map(|c| Collect { stage: index[c.stage], path: c.path.clone() });
+    (JobSpec { name: job.name.clone(), stages, edges, collect }, routes)
 }
 
 /// How the driver runs a job.
@@ -227,6 +265,16 @@ impl DriverConfig {
 
 /// Runs `job` on `invoker`; ends the job on every path afterwards, also when it fails.
 pub async fn run(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig) -> Result<JobSummary> {
+    Ok(run_collect(job, invoker, config).await?.0)
+}
+
+/// Runs `job` like [`run`], and returns with its summary the batches of the stage it collects
+/// (see [`JobSpec::collect`]), task by task in partition order.
+pub async fn run_collect(
+    job: &JobSpec,
+    invoker: &dyn Invoker,
+    config: &DriverConfig,
+) -> Result<(JobSummary, Vec<RecordBatch>)> {
     job.check()?;
     let paths = job.paths();
     let token = config.token.as_deref();
@@ -235,7 +283,10 @@ pub async fn run(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig) ->
     }
     let renew = tokio::spawn(renew_loop(paths.clone(), config.job, config.token.clone(), config.lease));
     let (expanded, routes) = expand(job);
-    let result = run_stages(&expanded, &routes, invoker, config).await;
+    let result = match run_stages(&expanded, &routes, invoker, config).await {
+        Ok((summary, results)) => read_results(&expanded, &results, config).await.map(|batches| (summary, batches)),
+        Err(e) => Err(e),
+    };
     renew.abort();
     let mut freed = 0;
     for path in &paths {
@@ -244,9 +295,26 @@ pub async fn run(job: &JobSpec, invoker: &dyn Invoker, config: &DriverConfig) ->
             Err(e) => tracing::warn!("cannot end {} on {}: {e}", config.job, path.name()),
         }
     }
-    let mut summary = result?;
+    let (mut summary, batches) = result?;
     summary.freed_bytes = freed;
-    Ok(summary)
+    Ok((summary, batches))
+}
+
+/// The edge id of the collected output (after the job's own edges).
+fn collect_edge(job: &JobSpec) -> EdgeId {
+    JobSpec::edge_id(job.edges.len())
+}
+
+/// Reads the collected stage's committed outputs, in partition order.
+async fn read_results(job: &JobSpec, results: &[MapOutput], config: &DriverConfig) -> Result<Vec<RecordBatch>> {
+    let Some(collect) = &job.collect else { return Ok(Vec::new()) };
+    let path = collect.path.open(config.token.as_deref()).await?;
+    let reader = ShuffleReader::new(Target { path, job: config.job, edge: collect_edge(job) }, 0);
+    let mut batches = Vec::new();
+    for map in results {
+        batches.extend(reader.read_mapper(map).await?);
+    }
+    Ok(batches)
 }
 
 async fn renew_loop(paths: Vec<PathSpec>, job: JobId, token: Option<String>, lease: Duration) {
@@ -286,12 +354,14 @@ async fn run_stages(
     routes: &[EdgeRoute],
     invoker: &dyn Invoker,
     config: &DriverConfig,
-) -> Result<JobSummary> {
+) -> Result<(JobSummary, Vec<MapOutput>)> {
     let start = Instant::now();
     let n = job.stages.len();
     // Committed map outputs of each edge, by producer partition.
     let mut committed: Vec<Vec<Option<MapOutput>>> =
         job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
+    let mut results: Vec<Option<MapOutput>> =
+        job.collect.as_ref().map_or_else(Vec::new, |c| vec![None; job.stages[c.stage].tasks as usize]);
     let mut stages: Vec<Option<StageRun>> = (0..n).map(|_| None).collect();
     let markers = PathCache::default();
     let mut running = FuturesUnordered::new();
@@ -332,8 +402,8 @@ async fn run_stages(
                 let outputs = report.outputs.clone();
                 let outcome = run.schedule.succeeded(p, a, report);
                 if outcome == Outcome::Committed {
-                    let outgoing = (0..job.edges.len()).filter(|&e| job.edges[e].from == s);
-                    for (e, slot) in outgoing.zip(0..) {
+                    let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
+                    for (&e, slot) in outgoing.iter().zip(0..) {
                         let output: &MapOutput = outputs.get(slot).ok_or_else(|| Error::BadJob {
                             reason: format!("a task of {} reported no output for edge {e}", job.stages[s].name),
                         })?;
@@ -341,6 +411,12 @@ async fn run_stages(
                             publish(&markers, &job.edges[e].path, config, JobSpec::edge_id(e), output).await?;
                         }
                         committed[e][p as usize] = Some(output.clone());
+                    }
+                    if job.collect.as_ref().is_some_and(|c| c.stage == s) {
+                        let output = outputs.get(outgoing.len()).ok_or_else(|| Error::BadJob {
+                            reason: format!("a task of {} reported no output to collect", job.stages[s].name),
+                        })?;
+                        results[p as usize] = Some(output.clone());
                     }
                 }
                 outcome
@@ -399,7 +475,7 @@ async fn run_stages(
         summary.edges.push(EdgeSummary::new(job, edge, round, &maps));
     }
     summary.seconds = start.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok((summary, results.into_iter().flatten().collect()))
 }
 
 /// Says on the edge's path that `output` is its producer's committed output, for consumers
@@ -446,7 +522,7 @@ fn build_task(
                 }
             };
             let (partition, untag) = match routes[e] {
-                EdgeRoute::Direct => (t, false),
+                EdgeRoute::Direct => (edge.partitions.map_or(t, |p| t.min(p - 1)), false),
                 EdgeRoute::Round { klevel, round, .. } => (klevel.digit(t, round), round + 1 == klevel.levels),
             };
             let maps = producers.iter().filter_map(|&x| committed[e][x as usize].clone()).collect();
@@ -459,13 +535,22 @@ fn build_task(
         .map(|e| -> Result<Output> {
             let edge = &job.edges[e];
             let (partitions, route) = match routes[e] {
-                EdgeRoute::Direct => (job.stages[edge.to].tasks, Route::Direct),
+                EdgeRoute::Direct => (edge.partitions.unwrap_or(job.stages[edge.to].tasks), Route::Direct),
                 EdgeRoute::Round { klevel, round: 0, reducers } => (klevel.fanout, Route::Tag { klevel, reducers }),
                 EdgeRoute::Round { klevel, round, .. } => (klevel.fanout, Route::Forward { klevel, round }),
             };
             let layout = Layout::try_from(edge.topology)?;
             Ok(Output { edge: JobSpec::edge_id(e), path: edge.path.clone(), layout, partitions, route })
         })
+        .chain(job.collect.as_ref().filter(|c| c.stage == s).map(|c| {
+            Ok(Output {
+                edge: collect_edge(job),
+                path: c.path.clone(),
+                layout: Layout::AllToAll,
+                partitions: 1,
+                route: Route::Direct,
+            })
+        }))
         .collect::<Result<_>>()?;
     Ok(Task {
         job: config.job,

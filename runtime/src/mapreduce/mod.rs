@@ -42,7 +42,8 @@ impl MapReduce<'_> {
                 StageSpec { name: "map".into(), op: self.map.into(), params: params.clone(), tasks: mappers },
                 StageSpec { name: "reduce".into(), op: self.reduce.into(), params, tasks: reducers },
             ],
-            edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false }],
+            edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false, partitions: None }],
+            collect: None,
         })
     }
 }

@@ -1,0 +1,176 @@
+//! The TPC-H benchmark: the 22 queries, three ways in one run — Baton on local worker
+//! processes with the planner's paths, single-process DataFusion, and Baton with every
+//! exchange forced through the object store (`file://`).
+//! Goal: Baton within 1.5x of single-process DataFusion in total, and faster than the
+//! object-store-only exchange.
+//!
+//! The workers stay up for the whole run (warm functions); each query is timed from planning
+//! to its collected result. Every variant's row count must agree with DataFusion's.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use baton_planner::Path;
+use baton_runtime::local::{LocalConfig, LocalEnv};
+use baton_sql::query::{self, QueryOptions};
+use baton_sql::{session, tpch};
+use datafusion::execution::context::SessionContext;
+use serde::Serialize;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TpchOptions {
+    /// The `baton` binary (workers are started from it).
+    pub exe: PathBuf,
+    /// Scale factor.
+    pub sf: f64,
+    /// Where the data set is (generated there unless present) and runs keep their files.
+    pub work_dir: PathBuf,
+    /// Worker processes, and partitions per stage.
+    pub workers: usize,
+    /// Queries to run, by number (all 22 when empty).
+    pub queries: Vec<usize>,
+}
+
+/// One query.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryReport {
+    /// `q01`…`q22`.
+    pub name: String,
+    /// Result rows.
+    pub rows: usize,
+    /// Single-process DataFusion, seconds.
+    pub single_s: f64,
+    /// Baton with the planner's paths, seconds.
+    pub baton_s: f64,
+    /// Baton with every exchange through the object store, seconds.
+    pub object_store_s: f64,
+    /// Stages of the Baton run.
+    pub stages: usize,
+    /// Bytes its exchanges moved.
+    pub moved_bytes: u64,
+    /// Paths its exchanges took (`vm-local ×3`).
+    pub paths: String,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TpchReport {
+    /// Scale factor.
+    pub sf: f64,
+    /// Worker processes.
+    pub workers: usize,
+    /// Per query.
+    pub queries: Vec<QueryReport>,
+    /// Sums of the three columns.
+    pub total_single_s: f64,
+    /// Baton's total.
+    pub total_baton_s: f64,
+    /// The object-store-only total.
+    pub total_object_store_s: f64,
+}
+
+/// Runs the benchmark.
+pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
+    let data = options.work_dir.join(format!("tpch-sf{}", options.sf));
+    if !tpch::TABLES.iter().all(|t| data.join(format!("{t}.parquet")).is_file()) {
+        let (sf, dir) = (options.sf, data.clone());
+        tokio::task::spawn_blocking(move || tpch::generate(sf, &dir)).await??;
+    }
+    let mut local = LocalConfig::new(options.work_dir.join("runs"), Some(options.exe.clone()));
+    local.workers = options.workers;
+    let env = LocalEnv::start(&local).await?;
+    let ctx = SessionContext::new_with_config(session::config(options.workers));
+    session::register(&ctx, &session::tpch_tables(&data)?).await?;
+    let mut queries = Vec::new();
+    for (i, (name, sql)) in tpch::QUERIES.iter().enumerate() {
+        if !options.queries.is_empty() && !options.queries.contains(&(i + 1)) {
+            continue;
+        }
+        let start = Instant::now();
+        let rows: usize = query::run_single(&ctx, sql).await?.iter().map(|b| b.num_rows()).sum();
+        let single_s = start.elapsed().as_secs_f64();
+        let mut timed = Vec::new();
+        for path in [None, Some(Path::ObjectStore)] {
+            let options = QueryOptions { path, topology: None };
+            let start = Instant::now();
+            let run = query::run(&ctx, sql, &env, &options, Vec::new(), &env.job_config()?)
+                .await
+                .with_context(|| format!("{name} on {}", path.map_or("the planned paths", |p| p.name())))?;
+            let seconds = start.elapsed().as_secs_f64();
+            let got: usize = run.batches.iter().map(|b| b.num_rows()).sum();
+            if got != rows {
+                bail!("{name}: Baton returned {got} rows, DataFusion {rows}");
+            }
+            timed.push((seconds, run));
+        }
+        let (object_store_s, _) = timed.pop().context("no object-store run")?;
+        let (baton_s, run) = timed.pop().context("no planned run")?;
+        let mut paths: Vec<(String, usize)> = Vec::new();
+        for e in &run.summary.edges {
+            match paths.iter_mut().find(|(p, _)| *p == e.path) {
+                Some((_, n)) => *n += 1,
+                None => paths.push((e.path.clone(), 1)),
+            }
+        }
+        let report = QueryReport {
+            name: name.to_string(),
+            rows,
+            single_s,
+            baton_s,
+            object_store_s,
+            stages: run.summary.stages.len(),
+            moved_bytes: run.summary.edges.iter().map(|e| e.bytes).sum(),
+            paths: paths.iter().map(|(p, n)| format!("{p} ×{n}")).collect::<Vec<_>>().join(", "),
+        };
+        eprintln!(
+            "{name}: single {:.3} s, baton {:.3} s, object store {:.3} s",
+            report.single_s, report.baton_s, report.object_store_s
+        );
+        queries.push(report);
+    }
+    Ok(TpchReport {
+        sf: options.sf,
+        workers: options.workers,
+        total_single_s: queries.iter().map(|q| q.single_s).sum(),
+        total_baton_s: queries.iter().map(|q| q.baton_s).sum(),
+        total_object_store_s: queries.iter().map(|q| q.object_store_s).sum(),
+        queries,
+    })
+}
+
+/// The report as Markdown: a row per query, the totals, and the goals.
+pub fn markdown(r: &TpchReport) -> String {
+    let mut md = format!(
+        "## TPC-H sf {}, {} worker processes\n\n| query | rows | DataFusion s | Baton s | object store only s | Baton / DataFusion | stages | moved | paths |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        r.sf, r.workers
+    );
+    for q in &r.queries {
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
+            q.name,
+            q.rows,
+            q.single_s,
+            q.baton_s,
+            q.object_store_s,
+            q.baton_s / q.single_s.max(1e-9),
+            q.stages,
+            baton_planner::ByteSize(q.moved_bytes),
+            q.paths
+        ));
+    }
+    md.push_str(&format!(
+        "| **total** | | **{:.2}** | **{:.2}** | **{:.2}** | **{:.2}** | | | |\n\n",
+        r.total_single_s,
+        r.total_baton_s,
+        r.total_object_store_s,
+        r.total_baton_s / r.total_single_s.max(1e-9)
+    ));
+    md.push_str(&format!(
+        "- Baton is **{:.2}x** single-process DataFusion in total (goal ≤ 1.5x)\n- Baton is **{:.2}x** faster than the object-store-only exchange (goal > 1x)\n",
+        r.total_baton_s / r.total_single_s.max(1e-9),
+        r.total_object_store_s / r.total_baton_s.max(1e-9)
+    ));
+    md
+}

@@ -1,0 +1,94 @@
+//! The operator a SQL stage's tasks run: decode the stage's plan, bind its exchange readers to
+//! the task's input edges, run the task's partition, and route the rows out.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use baton_runtime::operator::{Operator, Registry, TaskContext};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionContext;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::exchange::ExchangeWriter;
+use crate::session;
+
+/// The operator's registered name.
+pub const STAGE: &str = "sql.stage";
+
+/// What every task of a stage is given.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageParams {
+    /// The stage's plan ([`crate::codec`]), base64.
+    pub plan: String,
+    /// Locations of the tables it reads that are not local files (their stores are
+    /// registered before the plan is decoded).
+    pub stores: Vec<String>,
+    /// The session's target partitions (for operators that size themselves by it).
+    pub partitions: usize,
+}
+
+impl StageParams {
+    /// The parameters for `plan`.
+    pub fn new(plan: &[u8], stores: Vec<String>, partitions: usize) -> Self {
+        Self { plan: BASE64.encode(plan), stores, partitions }
+    }
+}
+
+/// Runs one partition of a SQL stage.
+#[derive(Debug)]
+pub struct StageTask;
+
+fn failed(ctx: &TaskContext, e: impl std::fmt::Display, retryable: bool) -> baton_runtime::Error {
+    baton_runtime::Error::Task { task: ctx.task().id, message: e.to_string(), retryable }
+}
+
+/// A task's error from DataFusion's: what a fabric read failed with keeps its retryability,
+/// anything else (a bad plan, an overflow, a type error) would fail again.
+fn from_datafusion(ctx: &TaskContext, e: DataFusionError) -> baton_runtime::Error {
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(runtime) = inner.downcast_ref::<baton_runtime::Error>()
+    {
+        return failed(ctx, runtime, runtime.is_retryable());
+    }
+    failed(ctx, e.find_root(), false)
+}
+
+#[async_trait]
+impl Operator for StageTask {
+    async fn run(&self, ctx: &mut TaskContext) -> baton_runtime::Result<()> {
+        let params: StageParams = ctx.params()?;
+        let bytes =
+            BASE64.decode(&params.plan).map_err(|e| failed(ctx, format!("the plan is not base64: {e}"), false))?;
+        let session = SessionContext::new_with_config(session::config(params.partitions));
+        session::register_stores(&session, &params.stores).map_err(|e| failed(ctx, e, true))?;
+        let task_ctx = session.task_ctx();
+        let sources = (0..ctx.task().inputs.len()).map(|i| ctx.source(i)).collect::<baton_runtime::Result<_>>()?;
+        let plan = crate::codec::decode(&bytes, &task_ctx, sources).map_err(|e| from_datafusion(ctx, e))?;
+        let Some(writer) = plan.downcast_ref::<ExchangeWriter>() else {
+            return Err(failed(ctx, format!("a stage's plan ends in {}, not an exchange writer", plan.name()), false));
+        };
+        let input = writer.input().clone();
+        let schema = input.schema();
+        let partitioner = writer.route().partitioner(&schema)?;
+        let mut out = ctx.writer(0, schema, partitioner).await?;
+        // A stage with no partitions (an empty table) still has a task, which writes nothing.
+        let partition = ctx.task().id.partition as usize;
+        if partition < input.output_partitioning().partition_count() {
+            let mut stream = input.execute(partition, task_ctx).map_err(|e| from_datafusion(ctx, e))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| from_datafusion(ctx, e))?;
+                if batch.num_rows() > 0 {
+                    out.write(&batch)?;
+                }
+            }
+        }
+        ctx.commit(0, out).await
+    }
+}
+
+/// The SQL operators, for a worker's registry.
+pub fn register(registry: &mut Registry) {
+    registry.register(STAGE, StageTask);
+}

@@ -1,0 +1,114 @@
+//! How the 22 TPC-H queries are cut into stages (golden files in `tests/golden/`; run with
+//! `BATON_BLESS=1` to rewrite them after a deliberate change), and each stage's plan surviving
+//! the trip through bytes.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::{Path, PathBuf};
+
+use baton_sql::{codec, query, session, stages, tpch};
+use datafusion::execution::context::SessionContext;
+
+/// TPC-H at scale factor 0.01, made once per test binary run.
+fn data() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.01-rg128k");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    if !dir.join(".done").exists() {
+        tpch::generate(0.01, &dir).unwrap();
+        std::fs::write(dir.join(".done"), b"").unwrap();
+    }
+    lock.unlock().unwrap();
+    dir
+}
+
+async fn session() -> SessionContext {
+    let ctx = SessionContext::new_with_config(session::config(4));
+    session::register(&ctx, &session::tpch_tables(&data()).unwrap()).await.unwrap();
+    ctx
+}
+
+#[tokio::test]
+async fn the_22_queries_split_into_the_golden_stages() {
+    let ctx = session().await;
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bless = std::env::var_os("BATON_BLESS").is_some();
+    let mut differ = Vec::new();
+    for (name, sql) in tpch::QUERIES {
+        let plan = query::physical_plan(&ctx, sql).await.unwrap();
+        let got = query::display_stages(plan.clone()).unwrap();
+        let file = golden.join(format!("{name}.txt"));
+        if bless {
+            std::fs::create_dir_all(&golden).unwrap();
+            std::fs::write(&file, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file).unwrap_or_default();
+        if got != want {
+            differ.push(format!("{name}:\n--- want\n{want}\n--- got\n{got}"));
+        }
+        // Edges go forward, from a stage to a later one.
+        let (main, _) = query::detach_subqueries(plan).unwrap();
+        let split = stages::split(main).unwrap();
+        for e in &split.edges {
+            assert!(e.from < e.to && e.to < split.stages.len(), "{name}: edge {e:?}");
+        }
+    }
+    assert!(differ.is_empty(), "stages differ from the golden files:\n{}", differ.join("\n"));
+}
+
+#[tokio::test]
+async fn every_stage_plan_survives_encoding() {
+    let ctx = session().await;
+    let task_ctx = ctx.task_ctx();
+    for (name, sql) in tpch::QUERIES {
+        let (main, subqueries) = query::detach_subqueries(query::physical_plan(&ctx, sql).await.unwrap()).unwrap();
+        // Subqueries run first; DataFusion runs them here, and their values travel as literals.
+        let mut plans = Vec::new();
+        for s in &subqueries {
+            plans.push(s.plan.clone());
+            s.resolve(&datafusion::physical_plan::collect(s.plan.clone(), task_ctx.clone()).await.unwrap()).unwrap();
+        }
+        plans.push(main);
+        for (i, stage) in plans.into_iter().flat_map(|p| stages::split(p).unwrap().stages).enumerate() {
+            let bytes = codec::encode(stage.plan.clone()).unwrap();
+            let back = codec::decode(&bytes, &task_ctx, Vec::new()).unwrap();
+            let again = codec::encode(back.clone()).unwrap();
+            assert_eq!(bytes, again, "{name} stage {i}: the plan changed on the way through bytes");
+            assert!(back.is::<baton_sql::exchange::ExchangeWriter>(), "{name} stage {i}: {}", back.name());
+        }
+    }
+}
+
+#[tokio::test]
+async fn undecodable_plans_are_errors() {
+    let ctx = session().await;
+    for bytes in [&b""[..], b"\xff\xff\xff", b"\x0a\x03abc"] {
+        assert!(codec::decode(bytes, &ctx.task_ctx(), Vec::new()).is_err());
+    }
+}
+
+#[tokio::test]
+async fn bad_tables_and_catalogs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = session::Table::parse("lineitem").unwrap_err().to_string();
+    assert!(err.contains("NAME=LOCATION"), "{err}");
+    let err = session::Table::parse("t=/no/such/file.parquet").unwrap_err().to_string();
+    assert!(err.contains("/no/such/file.parquet"), "{err}");
+    let err = session::Table::parse("bad name=/tmp").unwrap_err().to_string();
+    assert!(err.contains("bad name"), "{err}");
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(&catalog, "[tables]\nregion = \"region.csv\"\n").unwrap();
+    std::fs::write(dir.path().join("region.csv"), "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\n").unwrap();
+    let tables = session::read_catalog(&catalog).unwrap();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].format, session::Format::Csv);
+    let ctx = SessionContext::new();
+    session::register(&ctx, &tables).await.unwrap();
+    let batches = query::run_single(&ctx, "SELECT count(*) FROM region").await.unwrap();
+    assert_eq!(batches[0].num_rows(), 1);
+    std::fs::write(&catalog, "[tables]\nregion = 3\n").unwrap();
+    let err = session::read_catalog(&catalog).unwrap_err().to_string();
+    assert!(err.contains("catalog.toml"), "{err}");
+}

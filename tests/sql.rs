@@ -1,0 +1,228 @@
+//! SQL on worker processes: the 22 TPC-H queries at scale factor 0.1 against single-process
+//! DataFusion on the same data; a query's tasks in several processes with its exchanges'
+//! bytes on the planned paths; and `baton sql`'s errors.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use baton_fabric::JobId;
+use baton_planner::Path as Route;
+use baton_runtime::local::{LocalConfig, LocalEnv};
+use baton_sql::query::{self, QueryOptions};
+use baton_sql::session;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::execution::context::SessionContext;
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+const PARTITIONS: usize = 3;
+
+/// TPC-H at scale factor 0.1, made once and shared by the tests (and later runs).
+fn tpch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.1-rg128k");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    if !dir.join(".done").exists() {
+        baton_sql::tpch::generate(0.1, &dir).unwrap();
+        std::fs::write(dir.join(".done"), b"").unwrap();
+    }
+    lock.unlock().unwrap();
+    dir
+}
+
+async fn env(scratch: &Path) -> LocalEnv {
+    let mut config = LocalConfig::new(scratch, Some(PathBuf::from(BATON)));
+    config.workers = 2;
+    config.worker_memory = 1 << 30;
+    LocalEnv::start(&config).await.unwrap()
+}
+
+async fn session(dir: &Path) -> SessionContext {
+    let ctx = SessionContext::new_with_config(session::config(PARTITIONS));
+    session::register(&ctx, &session::tpch_tables(dir).unwrap()).await.unwrap();
+    ctx
+}
+
+/// A value as compared: floats within a tolerance, everything else (decimals too) exactly.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Cell {
+    Null,
+    Float(f64),
+    Text(String),
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let row = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    if c.is_null(r) {
+                        Cell::Null
+                    } else if matches!(c.data_type(), DataType::Float32 | DataType::Float64) {
+                        Cell::Float(array_value_to_string(c, r).unwrap().parse().unwrap())
+                    } else {
+                        Cell::Text(array_value_to_string(c, r).unwrap())
+                    }
+                })
+                .collect();
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+fn same_rows(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} rows vs {}", a.len(), b.len()));
+    }
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let same = x.len() == y.len()
+            && x.iter().zip(y).all(|(p, q)| match (p, q) {
+                (Cell::Float(p), Cell::Float(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+                _ => p == q,
+            });
+        if !same {
+            return Err(format!("row {i}: {x:?} vs {y:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn sorted(mut rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_22_tpch_queries_match_single_process_datafusion() {
+    let data = tpch();
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
+    let ctx = session(&data).await;
+    let mut failures = Vec::new();
+    let mut multi_stage = 0;
+    for (name, sql) in baton_sql::tpch::QUERIES {
+        let expected = rows(&query::run_single(&ctx, sql).await.unwrap());
+        let config = env.job_config().unwrap();
+        let run = match query::run(&ctx, sql, &env, &QueryOptions::default(), Vec::new(), &config).await {
+            Ok(run) => run,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        multi_stage += usize::from(run.summary.stages.len() > 1);
+        let got = rows(&run.batches);
+        let ordered = sql.to_lowercase().contains("order by");
+        let result = if ordered { same_rows(&got, &expected) } else { same_rows(&sorted(got), &sorted(expected)) };
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+        for job in &run.jobs {
+            assert_nothing_left(&env, *job);
+        }
+    }
+    assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+    assert!(multi_stage >= 20, "only {multi_stage} of 22 queries ran as more than one stage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_runs_as_tasks_in_worker_processes_and_its_exchanges_cross_the_fabric() {
+    let data = tpch();
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
+    let ctx = session(&data).await;
+    let (_, q3) = baton_sql::tpch::QUERIES[2];
+    let forced = [
+        (None, None),
+        (Some(Route::RemoteStore), Some("remote-store")),
+        (Some(Route::ObjectStore), Some("object-store")),
+    ];
+    for (forced, name) in forced {
+        let options = QueryOptions { path: forced, topology: None };
+        let run = query::run(&ctx, q3, &env, &options, Vec::new(), &env.job_config().unwrap()).await.unwrap();
+        let summary = &run.summary;
+        assert!(summary.stages.len() >= 3, "Q3 ran as {} stages", summary.stages.len());
+        let pids: std::collections::BTreeSet<u32> = summary.reports.iter().flatten().map(|r| r.pid).collect();
+        assert!(pids.len() >= 2, "every task ran in one process: {pids:?}");
+        assert!(!pids.contains(&std::process::id()), "a task ran in the test's own process");
+        assert_eq!(summary.edges.len(), run.planned.choices.len());
+        for (edge, (path, _)) in summary.edges.iter().zip(&run.planned.choices) {
+            assert_eq!(edge.path, env.spec(*path).unwrap().name(), "{} went another way than planned", edge.name);
+            if let Some(name) = name {
+                assert!(edge.path.starts_with(name), "{} was forced onto {name}: {}", edge.name, edge.path);
+            }
+            assert!(edge.writes > 0 && edge.reads > 0, "{} moved nothing: {edge:?}", edge.name);
+        }
+        let moved: u64 = summary.edges.iter().map(|e| e.bytes).sum();
+        assert!(moved > 100_000, "Q3's exchanges moved only {moved} bytes");
+        for job in &run.jobs {
+            assert_nothing_left(&env, *job);
+        }
+        let got = rows(&run.batches);
+        assert_eq!(got.len(), 10, "Q3 returns its top 10");
+    }
+}
+
+/// Nothing of `job` is left on the node or in the object store.
+fn assert_nothing_left(env: &LocalEnv, job: JobId) {
+    let left = env.leftovers(job);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn baton(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BATON).args(args).current_dir(dir).env("BATON_LOG", "warn").output().unwrap()
+}
+
+#[test]
+fn bad_queries_fail_with_datafusions_message_and_no_panic() {
+    let data = tpch();
+    let dir = tempfile::tempdir().unwrap();
+    let tpch = data.display().to_string();
+    for (sql, says) in [
+        ("SELEC * FROM nation", "SELEC"),
+        ("SELECT * FROM no_such_table", "no_such_table"),
+        ("SELECT no_such_column FROM nation", "no_such_column"),
+        ("SELECT n_name + 1 FROM nation", "Utf8"),
+        ("SELECT n_nationkey / (n_nationkey - n_nationkey) FROM nation", "Divide by zero"),
+    ] {
+        let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--workers", "2"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sql} succeeded");
+        assert!(stderr.contains(says), "{sql}: the error does not mention {says:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{sql} panicked: {stderr}");
+    }
+}
+
+#[test]
+fn baton_sql_prints_a_table_csv_and_parquet() {
+    let data = tpch();
+    let dir = tempfile::tempdir().unwrap();
+    let tpch = data.display().to_string();
+    let sql = "SELECT r_regionkey, r_name FROM region ORDER BY r_regionkey";
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--workers", "2"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("| 4           | MIDDLE EAST |"), "{table}");
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--format", "csv", "--in-process"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\n2,ASIA\n3,EUROPE\n4,MIDDLE EAST\n"
+    );
+    let file = dir.path().join("regions.parquet");
+    let f = file.display().to_string();
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--format", "parquet", "-o", &f, "--in-process"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = baton(dir.path(), &["sql", "SELECT count(*) AS n FROM r", "--table", &format!("r={f}"), "--in-process"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| 5 |"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--explain", "--in-process"]);
+    let explain = String::from_utf8_lossy(&out.stdout);
+    assert!(explain.contains("stage-1") && explain.contains("result stage-"), "{explain}");
+}

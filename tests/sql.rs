@@ -198,7 +198,14 @@ fn bad_queries_fail_with_datafusions_message_and_no_panic() {
         assert!(!out.status.success(), "{sql} succeeded");
         assert!(stderr.contains(says), "{sql}: the error does not mention {says:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{sql} panicked: {stderr}");
+        assert_eq!(stderr.matches(says).count(), 1, "{sql}: the message repeats: {stderr}");
     }
+    // An error inside a task fails the query with the task's message, naming the task once.
+    let sql = "SELECT n_nationkey / (n_nationkey - n_nationkey) FROM nation";
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--workers", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("task stage-1/p0/a0").count(), 1, "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
 }
 
 #[test]
@@ -225,4 +232,45 @@ fn baton_sql_prints_a_table_csv_and_parquet() {
     let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--explain", "--in-process"]);
     let explain = String::from_utf8_lossy(&out.stdout);
     assert!(explain.contains("stage-1") && explain.contains("result stage-"), "{explain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_and_csv_tables_on_s3_are_read_by_the_workers() {
+    use baton_connectors::testing;
+    let data = tpch();
+    let root = tempfile::tempdir().unwrap();
+    let addr = testing::start_s3(root.path()).await.unwrap();
+    let bucket = root.path().join(testing::BUCKET);
+    std::fs::copy(data.join("nation.parquet"), bucket.join("nation.parquet")).unwrap();
+    std::fs::write(
+        bucket.join("regions.csv"),
+        "r_regionkey,r_name\n0,AFRICA\n1,AMERICA\n2,ASIA\n3,EUROPE\n4,MIDDLE EAST\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT r_name, count(*) AS nations FROM nation JOIN r ON n_regionkey = r_regionkey \
+               GROUP BY r_name ORDER BY r_name";
+    let nation = format!("nation=s3://{}/nation.parquet", testing::BUCKET);
+    let regions = format!("r=s3://{}/regions.csv", testing::BUCKET);
+    let out = tokio::process::Command::new(BATON)
+        .args(["sql", sql, "--table", &nation, "--table", &regions, "--workers", "2", "--format", "csv"])
+        .envs(testing::env(addr))
+        .env("BATON_LOG", "warn")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "r_name,nations\nAFRICA,5\nAMERICA,5\nASIA,5\nEUROPE,5\nMIDDLE EAST,5\n");
+    // A table on a bucket the server does not have is an error that names it.
+    let out = tokio::process::Command::new(BATON)
+        .args(["sql", "SELECT * FROM t", "--table", "t=s3://no-such-bucket/t.parquet", "--in-process"])
+        .envs(testing::env(addr))
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no-such-bucket"), "{stderr}");
 }

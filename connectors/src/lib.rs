@@ -6,6 +6,9 @@
 //! | `memory://` | a new in-process store (tests, single-process runs) | — |
 //! | `s3://bucket/prefix` | Amazon S3 or any S3-compatible server | `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...) and options given to [`open_url_with`] |
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::sync::Arc;
 
 use baton_fabric::path::object_store::ObjectStorePath;

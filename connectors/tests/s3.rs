@@ -6,39 +6,15 @@
 use std::net::SocketAddr;
 
 use baton_connectors::open_url_with;
+use baton_connectors::testing::{self, BUCKET, KEY, SECRET};
 use baton_fabric::JobId;
 use baton_fabric::conformance::run_all;
 use baton_fabric::path::object_store::ObjectStorePath;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
-use tokio::net::TcpListener;
-
-const KEY: &str = "baton-test-key";
-const SECRET: &str = "baton-test-secret";
-const BUCKET: &str = "baton-test";
 
 /// Starts an S3 server over a temporary directory; returns its address and the directory.
 async fn start_s3() -> (SocketAddr, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-    let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
-    let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { continue };
-            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
+    let addr = testing::start_s3(root.path()).await.unwrap();
     (addr, root)
 }
 

@@ -134,6 +134,15 @@ impl Error {
         Error::Io { action, path: path.into(), source }
     }
 
+    /// What a task reports of this error as its failure: an operator's own task error by its
+    /// message (the driver names the task), anything else whole.
+    pub fn failure_message(&self) -> String {
+        match self {
+            Error::Task { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether another attempt at the same task might succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -89,7 +89,7 @@ impl Worker {
                             // A fault on a path may have broken a cached connection.
                             self.paths.clear().await;
                         }
-                        failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), e.is_retryable())
+                        failure(StatusCode::INTERNAL_SERVER_ERROR, e.failure_message(), e.is_retryable())
                     }
                 }
             }

@@ -31,7 +31,7 @@ pub enum Error {
     /// DataFusion refused the query (a syntax error, an unknown table or column, a type
     /// error) or failed to run it; its message as it gave it.
     #[error("{}", .0.find_root())]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(datafusion::error::DataFusionError),
     /// A table that cannot be registered.
     #[error("table {table}: {reason}")]
     BadTable {
@@ -60,6 +60,14 @@ pub enum Error {
     /// The planner refused the job.
     #[error(transparent)]
     Planner(#[from] baton_planner::Error),
+}
+
+// By hand rather than `#[from]`: DataFusion's message already holds its causes, so the error
+// names no source (a report would print them twice).
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Error::DataFusion(e)
+    }
 }
 
 impl Error {

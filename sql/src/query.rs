@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use baton_fabric::JobId;
-use baton_planner::{
-    ClusterModel, Compute, Dag, DopBounds, EdgeId, EdgeKind, Objective, Path, Plan, StageId, Topology,
-};
+use baton_planner::{ClusterModel, Compute, Dag, DopBounds, EdgeId, Objective, Path, Plan, StageId, Topology};
 use baton_runtime::driver::{self, Collect, DriverConfig, EdgeSpec, JobSpec, JobSummary, StageSpec};
 use baton_runtime::local::LocalEnv;
 use datafusion::common::ScalarValue;
@@ -187,11 +185,7 @@ fn dag(stages: &Stages) -> Dag {
                 id: EdgeId(i as u32 + 1),
                 from: StageId(e.from as u32 + 1),
                 to: StageId(e.to as u32 + 1),
-                kind: match e.fan {
-                    Fan::Partitioned => EdgeKind::Shuffle,
-                    Fan::Whole if stages.stages[e.to].tasks > 1 => EdgeKind::Broadcast,
-                    Fan::Whole => EdgeKind::Gather,
-                },
+                kind: stages.kind(i),
                 bytes: bytes(&e.estimate),
                 rows: e.estimate.rows.unwrap_or(0),
                 pipelined: false,
@@ -252,15 +246,12 @@ impl PlannedQuery {
             let estimate = self.plan.edges.get(i).map_or(0, |p| p.bytes);
             let _ = writeln!(
                 out,
-                "edge-{} stage-{} -> stage-{} · {} of ~{} · {}, {}",
+                "edge-{} stage-{} -> stage-{} · {} into {} partitions, ~{} · {}, {}",
                 i + 1,
                 e.from + 1,
                 e.to + 1,
-                match e.fan {
-                    Fan::Partitioned => format!("{} partitions", e.partitions),
-                    Fan::Whole if self.stages.stages[e.to].tasks > 1 => "broadcast".to_string(),
-                    Fan::Whole => "gather".to_string(),
-                },
+                self.stages.kind(i).name(),
+                e.partitions,
                 baton_planner::ByteSize(estimate),
                 path.name(),
                 topology.name(),

@@ -231,6 +231,17 @@ impl Cutter {
 }
 
 impl Stages {
+    /// How edge `index` distributes its data, in the planner's terms: a shuffle, a broadcast
+    /// (whole outputs read by every task of a stage with several), or a gather (into one task).
+    pub fn kind(&self, index: usize) -> baton_planner::EdgeKind {
+        let edge = &self.edges[index];
+        match edge.fan {
+            Fan::Partitioned => baton_planner::EdgeKind::Shuffle,
+            Fan::Whole if self.stages[edge.to].tasks > 1 => baton_planner::EdgeKind::Broadcast,
+            Fan::Whole => baton_planner::EdgeKind::Gather,
+        }
+    }
+
     /// The stages as text: each stage's tasks, its plan, and the edges between them (what the
     /// plan-splitting golden files hold).
     pub fn display(&self) -> String {

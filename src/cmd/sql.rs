@@ -280,10 +280,11 @@ fn print_edges(summary: &JobSummary, run: &QueryRun) {
     for (i, stage) in summary.stages.iter().enumerate() {
         println!("  stage-{} {:>3} tasks {:>7.3} s", i + 1, stage.tasks, stage.seconds);
     }
-    for (edge, (_, topology)) in summary.edges.iter().zip(&run.planned.choices) {
+    for (i, (edge, (_, topology))) in summary.edges.iter().zip(&run.planned.choices).enumerate() {
         println!(
-            "  {:<22} {:>10} via {}, {} · {} writes, {} reads",
+            "  {:<20} {:<9} {:>10} via {}, {} · {} writes, {} reads",
             edge.name,
+            run.planned.stages.kind(i).name(),
             ByteSize(edge.bytes).to_string(),
             edge.path,
             topology.name(),

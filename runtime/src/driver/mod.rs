@@ -292,6 +292,8 @@ pub async fn run_collect(
     for path in &paths {
         match path.end_job(config.job, token).await {
             Ok(bytes) => freed += bytes,
+            // A failed job was ended on the node's paths already.
+            Err(Error::Fabric(baton_fabric::Error::UnknownJob { .. })) if result.is_err() => {}
             Err(e) => tracing::warn!("cannot end {} on {}: {e}", config.job, path.name()),
         }
     }

@@ -40,7 +40,7 @@ impl Invoker for InProcess {
         match tokio::spawn(async move { run_task(&registry, paths, &scratch, task).await }).await {
             Ok(result) => result.map_err(|e| {
                 let retryable = e.is_retryable();
-                Error::Task { task: id, message: e.to_string(), retryable }
+                Error::Task { task: id, message: e.failure_message(), retryable }
             }),
             Err(e) => Err(Error::Task { task: id, message: format!("the operator panicked: {e}"), retryable: false }),
         }

@@ -1,0 +1,53 @@
+//! A real S3 server for tests (feature `testing`): s3s-fs over a local directory, served on
+//! 127.0.0.1 by the test that starts it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+
+/// The access key the server accepts.
+pub const KEY: &str = "baton-test-key";
+/// Its secret.
+pub const SECRET: &str = "baton-test-secret";
+/// The bucket it serves (a directory of the root).
+pub const BUCKET: &str = "baton-test";
+
+/// Serves `root` over the S3 protocol on 127.0.0.1 (bucket [`BUCKET`] is `root/baton-test`,
+/// created here) until the runtime stops; returns the address.
+pub async fn start_s3(root: &Path) -> std::io::Result<SocketAddr> {
+    std::fs::create_dir_all(root.join(BUCKET))?;
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
+    let service = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The settings that reach the server at `addr`, as `AWS_*` environment variables.
+pub fn env(addr: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT", format!("http://{addr}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
+    ]
+}

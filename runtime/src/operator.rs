@@ -339,16 +339,6 @@ impl EdgeSource {
         input.maps.iter().map(|m| m.mapper).chain(input.pending.iter().copied())
     }
 
-    /// How many producers the edge has.
-    pub fn len(&self) -> usize {
-        self.spec().maps.len() + self.spec().pending.len()
-    }
-
-    /// Whether the edge has no producers.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Partition `partition` of `producer`'s committed output (waiting for it when the edge
     /// is pipelined and the producer was not done at launch), k-level tags dropped.
     pub async fn read(&self, producer: u32, partition: u32) -> Result<Vec<RecordBatch>> {

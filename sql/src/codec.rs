@@ -216,6 +216,18 @@ pub fn encode(plan: Arc<dyn ExecutionPlan>) -> DfResult<Vec<u8>> {
 }
 
 /// The plan in `bytes`, its readers bound to `sources` (placeholders when there are none).
+/// Damaged bytes are an error: datafusion-proto panics on some of them, which is caught here.
 pub fn decode(bytes: &[u8], ctx: &TaskContext, sources: Vec<EdgeSource>) -> DfResult<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &Codec::for_task(sources))
+    let codec = Codec::for_task(sources);
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        physical_plan_from_bytes_with_extension_codec(bytes, ctx, &codec)
+    }));
+    decoded.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(bad(format!("the plan's bytes are damaged ({why})")))
+    })
 }

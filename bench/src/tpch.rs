@@ -5,7 +5,8 @@
 //! object-store-only exchange.
 //!
 //! The workers stay up for the whole run (warm functions); each query is timed from planning
-//! to its collected result. Every variant's row count must agree with DataFusion's.
+//! to its collected result. The baseline is DataFusion with its default settings and a
+//! partition per worker, in this process. Every variant's row count must agree with its.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,6 +17,7 @@ use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_sql::query::{self, QueryOptions};
 use baton_sql::{session, tpch};
 use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
 /// What to run.
@@ -81,15 +83,19 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     let mut local = LocalConfig::new(options.work_dir.join("runs"), Some(options.exe.clone()));
     local.workers = options.workers;
     let env = LocalEnv::start(&local).await?;
+    let tables = session::tpch_tables(&data)?;
     let ctx = SessionContext::new_with_config(session::config(options.workers));
-    session::register(&ctx, &session::tpch_tables(&data)?).await?;
+    session::register(&ctx, &tables).await?;
+    // The baseline is DataFusion as it comes, with a partition per worker.
+    let baseline = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(options.workers));
+    session::register(&baseline, &tables).await?;
     let mut queries = Vec::new();
     for (i, (name, sql)) in tpch::QUERIES.iter().enumerate() {
         if !options.queries.is_empty() && !options.queries.contains(&(i + 1)) {
             continue;
         }
         let start = Instant::now();
-        let rows: usize = query::run_single(&ctx, sql).await?.iter().map(|b| b.num_rows()).sum();
+        let rows: usize = query::run_single(&baseline, sql).await?.iter().map(|b| b.num_rows()).sum();
         let single_s = start.elapsed().as_secs_f64();
         let mut timed = Vec::new();
         for path in [None, Some(Path::ObjectStore)] {

@@ -171,6 +171,28 @@ async fn a_query_runs_as_tasks_in_worker_processes_and_its_exchanges_cross_the_f
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_larger_than_its_tasks_memory_spills_and_matches_datafusion() {
+    let data = tpch();
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
+    let ctx = session(&data).await;
+    let sql = "SELECT l_orderkey, l_linenumber, l_comment, l_extendedprice FROM lineitem \
+               ORDER BY l_comment, l_orderkey, l_linenumber";
+    let expected = rows(&query::run_single(&ctx, sql).await.unwrap());
+    let mut config = env.job_config().unwrap();
+    // Each task sorts about 200 000 rows; the smallest pool a task gets is 16 MiB.
+    config.memory_budget = 1 << 20;
+    let run = query::run(&ctx, sql, &env, &QueryOptions::default(), Vec::new(), &config).await.unwrap();
+    // The sort's own spills (not its output writer's, which are counted apart).
+    let spilled: u64 = run.summary.reports.iter().flatten().map(|r| r.spilled_bytes).sum();
+    assert!(spilled > 0, "no task's operators spilled: {}", run.summary);
+    same_rows(&rows(&run.batches), &expected).unwrap();
+    for job in &run.jobs {
+        assert_nothing_left(&env, *job);
+    }
+}
+
 /// Nothing of `job` is left on the node or in the object store.
 fn assert_nothing_left(env: &LocalEnv, job: JobId) {
     let left = env.leftovers(job);

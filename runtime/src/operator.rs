@@ -261,6 +261,11 @@ impl TaskContext {
         self.report.bytes_out += bytes;
     }
 
+    /// Counts bytes the operator spilled to local disk (beyond its output writers' spills).
+    pub fn count_spilled(&mut self, bytes: u64) {
+        self.report.spilled_bytes += bytes;
+    }
+
     /// Sets what the operator reports beyond the counters.
     pub fn set_extra(&mut self, extra: serde_json::Value) {
         self.report.extra = extra;

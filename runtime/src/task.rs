@@ -109,6 +109,10 @@ pub struct TaskReport {
     pub rows_out: u64,
     /// Bytes written to output edges and sinks.
     pub bytes_out: u64,
+    /// Bytes the operator spilled to local disk on the way (its output writers' spills are in
+    /// `outputs`).
+    #[serde(default)]
+    pub spilled_bytes: u64,
     /// Seconds from the start of the invocation to its end, in the worker.
     pub seconds: f64,
     /// Anything the operator wants the driver to see (a checksum, files written).

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use arrow_select::coalesce::BatchCoalescer;
 use baton_fabric::arrow::{encode_batches, read_batches};
 use baton_fabric::frame::split_objects;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
@@ -110,7 +111,12 @@ pub struct ShuffleWriter {
     schema: SchemaRef,
     partitioner: Box<dyn Partitioner>,
     layout: Layout,
+    /// Per partition, rows gathered into batches of [`batch_rows`] (compacting string views, so a
+    /// partition never drags along the buffers of the batches its rows were split from).
+    coalescers: Vec<BatchCoalescer>,
+    /// Per partition, its full batches.
     buffers: Vec<Vec<RecordBatch>>,
+    /// Bytes of the full batches.
     buffered: usize,
     budget: Option<(usize, PathBuf)>,
     spill: Option<Spill>,
@@ -134,7 +140,10 @@ impl ShuffleWriter {
         partitioner: Box<dyn Partitioner>,
         layout: Layout,
     ) -> Self {
-        let buffers = vec![Vec::new(); partitioner.partitions() as usize];
+        let partitions = partitioner.partitions() as usize;
+        let rows = batch_rows(partitions);
+        let coalescers = (0..partitions).map(|_| BatchCoalescer::new(schema.clone(), rows)).collect();
+        let buffers = vec![Vec::new(); partitions];
         Self {
             target,
             mapper,
@@ -142,6 +151,7 @@ impl ShuffleWriter {
             schema,
             partitioner,
             layout,
+            coalescers,
             buffers,
             buffered: 0,
             budget: None,
@@ -167,17 +177,38 @@ impl ShuffleWriter {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         for (p, part) in split(self.partitioner.as_ref(), batch)?.into_iter().enumerate() {
             if part.num_rows() > 0 {
-                self.buffered += part.get_array_memory_size();
-                self.buffers[p].push(part);
+                self.coalescers[p].push_batch(part)?;
+                self.take_completed(p);
             }
         }
-        if self.budget.as_ref().is_some_and(|(bytes, _)| self.buffered > *bytes) {
-            self.spill_buffers()?;
+        if let Some((bytes, _)) = &self.budget {
+            let pending: usize = self.coalescers.iter().map(BatchCoalescer::size).sum();
+            if self.buffered + pending > *bytes {
+                self.spill_buffers()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves partition `p`'s full batches out of its coalescer.
+    fn take_completed(&mut self, p: usize) {
+        while let Some(batch) = self.coalescers[p].next_completed_batch() {
+            self.buffered += batch.get_array_memory_size();
+            self.buffers[p].push(batch);
+        }
+    }
+
+    /// Ends every partition's partial batch.
+    fn flush_coalescers(&mut self) -> Result<()> {
+        for p in 0..self.coalescers.len() {
+            self.coalescers[p].finish_buffered_batch()?;
+            self.take_completed(p);
         }
         Ok(())
     }
 
     fn spill_buffers(&mut self) -> Result<()> {
+        self.flush_coalescers()?;
         let Some((_, dir)) = &self.budget else { return Ok(()) };
         if self.spill.is_none() {
             let file = tempfile::tempfile_in(dir).map_err(|e| spill_error(dir, e))?;
@@ -221,7 +252,8 @@ impl ShuffleWriter {
     }
 
     /// Writes the objects and says what they hold.
-    pub async fn finish(self) -> Result<MapOutput> {
+    pub async fn finish(mut self) -> Result<MapOutput> {
+        self.flush_coalescers()?;
         let mut partitions = Vec::with_capacity(self.buffers.len());
         let mut coalesced = Vec::new();
         for p in 0..self.buffers.len() {
@@ -255,6 +287,13 @@ impl ShuffleWriter {
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
         Ok(MapOutput { mapper: self.mapper, attempt: self.attempt, spilled_bytes, layout: self.layout, partitions })
     }
+}
+
+/// Rows per batch a writer gathers for each partition: Arrow's usual 8192, fewer when there are
+/// many partitions, so that the partial batches of all of them stay small.
+fn batch_rows(partitions: usize) -> usize {
+    const ROWS: usize = 8192;
+    (ROWS * 64 / partitions.max(1)).clamp(256, ROWS)
 }
 
 /// Reads one reducer's partition from every mapper.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray, StringViewArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use baton_fabric::path::object_store::ObjectStorePath;
 use baton_fabric::tier::MemoryTier;
@@ -137,4 +137,45 @@ async fn a_writer_over_its_budget_spills_and_loses_nothing() {
     }
     // The spill files were unnamed: nothing is left in the directory.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// String views that point into one large shared buffer (what a join's output holds when its
+/// build side is broadcast): each partition must carry only its own strings, gathered into a
+/// few full batches, and not the shared buffer once per small piece.
+#[tokio::test]
+async fn partitions_of_string_views_carry_only_their_own_strings() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("name", DataType::Utf8View, false),
+    ]));
+    let names: Vec<String> = (0..100_000).map(|i| format!("a name long enough to be out of line {i:08}")).collect();
+    let shared = StringViewArray::from_iter_values(names.iter());
+    let path: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 30));
+    let target = Target { path, job: JobId(3), edge: EdgeId(0) };
+    let partitioner = Box::new(HashPartitioner::new(&schema, &[0], REDUCERS).unwrap());
+    let mut writer = ShuffleWriter::new(target.clone(), 0, schema.clone(), partitioner, Layout::AllToAll);
+    // 200 batches of 100 rows, each a slice of the shared array (so each holds all its bytes).
+    for b in 0..200 {
+        let keys = Int64Array::from_iter_values((b * 100)..(b * 100 + 100));
+        let names = shared.slice(b as usize * 100, 100);
+        writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(names)]).unwrap()).unwrap();
+    }
+    let output = writer.finish().await.unwrap();
+    let own_bytes = 20_000 * (16 + names[0].len() + 8) as u64;
+    let written: u64 = output.partitions.iter().map(|p| p.bytes).sum();
+    assert!(written < own_bytes * 2, "wrote {written} bytes for {own_bytes} bytes of rows: shared buffers came along");
+    let mut seen = 0;
+    for r in 0..REDUCERS {
+        let batches = ShuffleReader::new(target.clone(), r).read_all(std::slice::from_ref(&output)).await.unwrap();
+        assert!(batches.len() <= 2, "reducer {r}: {} batches where one or two full ones would do", batches.len());
+        for b in &batches {
+            let keys = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let names = b.column(1).as_any().downcast_ref::<StringViewArray>().unwrap();
+            for i in 0..b.num_rows() {
+                assert_eq!(names.value(i), format!("a name long enough to be out of line {:08}", keys.value(i)));
+            }
+            seen += b.num_rows();
+        }
+    }
+    assert_eq!(seen, 20_000);
 }

@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The largest build side (estimated bytes) a hash join broadcasts rather than partitions.
+pub const BROADCAST_BYTES: usize = 10 << 20;
+
+/// The largest build side in rows, where only a row count is estimated.
+pub const BROADCAST_ROWS: usize = 1 << 20;
+
 /// The session settings a stage's plan is made under (and run under, in a task).
 pub fn config(partitions: usize) -> SessionConfig {
     let mut config = SessionConfig::new().with_target_partitions(partitions.max(1)).with_information_schema(true);
@@ -37,6 +43,11 @@ pub fn config(partitions: usize) -> SessionConfig {
     // A task runs one partition of a scan: it must read that partition's files only, not take
     // over those of sibling partitions (which run in other tasks).
     options.execution.enable_file_stream_work_stealing = false;
+    // Across processes a partitioned join moves both sides; a broadcast join moves only the
+    // build side, once to each task. Broadcast build sides up to Spark's usual threshold
+    // (DataFusion's in-process default, 1 MB, weighs in-memory repartitions, which are cheap).
+    options.optimizer.hash_join_single_partition_threshold = BROADCAST_BYTES;
+    options.optimizer.hash_join_single_partition_threshold_rows = BROADCAST_ROWS;
     config
 }
 

@@ -1,13 +1,18 @@
 //! The operator a SQL stage's tasks run: decode the stage's plan, bind its exchange readers to
 //! the task's input edges, run the task's partition, and route the rows out.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use baton_runtime::operator::{Operator, Registry, TaskContext};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
-use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -55,13 +60,30 @@ fn from_datafusion(ctx: &TaskContext, e: DataFusionError) -> baton_runtime::Erro
     failed(ctx, e.find_root(), false)
 }
 
+/// DataFusion's runtime for a task: its operators share a memory pool of the task's budget and
+/// spill past it (sorts, aggregations, joins' probe-side buffers) into the task's scratch
+/// directory, rather than growing until the worker's memory limit kills it.
+fn task_runtime(ctx: &TaskContext) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let budget = usize::try_from(ctx.task().memory_budget).unwrap_or(usize::MAX).max(MIN_POOL);
+    let disk = DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![ctx.scratch().to_path_buf()]));
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(budget)))
+        .with_disk_manager_builder(disk)
+        .build_arc()
+}
+
+/// The smallest pool a task gets, whatever its budget: below this, operators that cannot spill
+/// (a hash join's build side) fail on ordinary inputs.
+const MIN_POOL: usize = 16 << 20;
+
 #[async_trait]
 impl Operator for StageTask {
     async fn run(&self, ctx: &mut TaskContext) -> baton_runtime::Result<()> {
         let params: StageParams = ctx.params()?;
         let bytes =
             BASE64.decode(&params.plan).map_err(|e| failed(ctx, format!("the plan is not base64: {e}"), false))?;
-        let session = SessionContext::new_with_config(session::config(params.partitions));
+        let runtime = task_runtime(ctx).map_err(|e| from_datafusion(ctx, e))?;
+        let session = SessionContext::new_with_config_rt(session::config(params.partitions), runtime);
         session::register_stores(&session, &params.stores).map_err(|e| failed(ctx, e, true))?;
         let task_ctx = session.task_ctx();
         let sources = (0..ctx.task().inputs.len()).map(|i| ctx.source(i)).collect::<baton_runtime::Result<_>>()?;
@@ -84,8 +106,15 @@ impl Operator for StageTask {
                 }
             }
         }
+        ctx.count_spilled(spilled_bytes(&input));
         ctx.commit(0, out).await
     }
+}
+
+/// Bytes the plan's operators spilled (sorts, aggregations, joins), from their metrics.
+fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
+    own + plan.children().into_iter().map(spilled_bytes).sum::<u64>()
 }
 
 /// The SQL operators, for a worker's registry.

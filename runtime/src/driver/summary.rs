@@ -42,6 +42,9 @@ pub struct StageSummary {
     pub rows_out: u64,
     /// Bytes its committed tasks wrote.
     pub bytes_out: u64,
+    /// Bytes its committed tasks spilled to local disk (operators and output writers).
+    #[serde(default)]
+    pub spilled_bytes: u64,
 }
 
 /// One edge of a finished job.
@@ -70,6 +73,10 @@ impl StageSummary {
             seconds,
             rows_out: reports.iter().map(|r| r.rows_out).sum(),
             bytes_out: reports.iter().map(|r| r.bytes_out).sum(),
+            spilled_bytes: reports
+                .iter()
+                .map(|r| r.spilled_bytes + r.outputs.iter().map(|o| o.spilled_bytes).sum::<u64>())
+                .sum(),
         }
     }
 }
@@ -100,16 +107,21 @@ impl EdgeSummary {
 impl fmt::Display for JobSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} · {:.2} s", self.job, self.seconds)?;
-        writeln!(f, "  {:<12} {:>6} {:>9} {:>9} {:>12}", "stage", "tasks", "attempts", "seconds", "wrote")?;
+        writeln!(
+            f,
+            "  {:<12} {:>6} {:>9} {:>9} {:>12} {:>12}",
+            "stage", "tasks", "attempts", "seconds", "wrote", "spilled"
+        )?;
         for s in &self.stages {
             writeln!(
                 f,
-                "  {:<12} {:>6} {:>9} {:>9.2} {:>12}",
+                "  {:<12} {:>6} {:>9} {:>9.2} {:>12} {:>12}",
                 s.name,
                 s.tasks,
                 s.attempts,
                 s.seconds,
-                ByteSize(s.bytes_out).to_string()
+                ByteSize(s.bytes_out).to_string(),
+                ByteSize(s.spilled_bytes).to_string()
             )?;
         }
         writeln!(

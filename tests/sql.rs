@@ -23,14 +23,7 @@ const PARTITIONS: usize = 3;
 /// TPC-H at scale factor 0.1, made once and shared by the tests (and later runs).
 fn tpch() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.1-rg128k");
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    lock.lock().unwrap();
-    if !dir.join(".done").exists() {
-        baton_sql::tpch::generate(0.1, &dir).unwrap();
-        std::fs::write(dir.join(".done"), b"").unwrap();
-    }
-    lock.unlock().unwrap();
+    baton_sql::tpch::ensure(0.1, &dir).unwrap();
     dir
 }
 

@@ -14,6 +14,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use crate::stats::median;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct SortOptions {
@@ -78,11 +80,6 @@ fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, St
         bail!("baton {} failed: {stdout}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok((seconds, stdout))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Runs the benchmark.

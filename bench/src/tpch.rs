@@ -5,8 +5,15 @@
 //! object-store-only exchange.
 //!
 //! The workers stay up for the whole run (warm functions); each query is timed from planning
-//! to its collected result. The baseline is DataFusion with its default settings and a
-//! partition per worker, in this process. Every variant's row count must agree with its.
+//! to its collected result, `repeats` times per variant (the three take turns), and the median
+//! is reported. The baseline is DataFusion with its default settings and a partition per
+//! worker, in this process. Every run's row count must agree with its.
+//!
+//! The object store is a `file://` directory of the run unless `objects` names another (an
+//! `s3://` bucket, with the usual `AWS_*` settings): on one machine `file://` is the page
+//! cache, the kindest object store there is. With `local_s3` the run serves one over the S3
+//! protocol itself (s3s-fs on 127.0.0.1): every exchange then pays S3's requests, though not
+//! a real service's latency.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +26,8 @@ use baton_sql::{session, tpch};
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
+
+use crate::stats::median;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -33,6 +42,13 @@ pub struct TpchOptions {
     pub workers: usize,
     /// Queries to run, by number (all 22 when empty).
     pub queries: Vec<usize>,
+    /// Runs of each variant of each query (the median is reported).
+    pub repeats: usize,
+    /// The object store of the object-store path (default: a `file://` directory of the run).
+    pub objects: Option<String>,
+    /// Serve the object store over the S3 protocol from this process (s3s-fs over a directory
+    /// of the run, on 127.0.0.1) instead.
+    pub local_s3: bool,
 }
 
 /// One query.
@@ -63,6 +79,10 @@ pub struct TpchReport {
     pub sf: f64,
     /// Worker processes.
     pub workers: usize,
+    /// Runs per variant and query.
+    pub repeats: usize,
+    /// The object store of the object-store path.
+    pub objects: String,
     /// Per query.
     pub queries: Vec<QueryReport>,
     /// Sums of the three columns.
@@ -76,12 +96,18 @@ pub struct TpchReport {
 /// Runs the benchmark.
 pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     let data = options.work_dir.join(format!("tpch-sf{}", options.sf));
-    if !tpch::TABLES.iter().all(|t| data.join(format!("{t}.parquet")).is_file()) {
-        let (sf, dir) = (options.sf, data.clone());
-        tokio::task::spawn_blocking(move || tpch::generate(sf, &dir)).await??;
-    }
+    let (sf, dir) = (options.sf, data.clone());
+    tokio::task::spawn_blocking(move || tpch::ensure(sf, &dir)).await??;
     let mut local = LocalConfig::new(options.work_dir.join("runs"), Some(options.exe.clone()));
     local.workers = options.workers;
+    local.objects = options.objects.clone();
+    // The local S3 server's directory goes with the run (s3s-fs keeps a metadata file for
+    // every object it ever held, deleted or not).
+    let s3_root = if options.local_s3 { Some(tempfile::tempdir_in(&options.work_dir)?) } else { None };
+    if let Some(root) = &s3_root {
+        let addr = baton_connectors::testing::start_open_s3(root.path()).await?;
+        local.objects = Some(baton_connectors::testing::open_url(addr, "runs"));
+    }
     let env = LocalEnv::start(&local).await?;
     let tables = session::tpch_tables(&data)?;
     let ctx = SessionContext::new_with_config(session::config(options.workers));
@@ -94,25 +120,34 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
         if !options.queries.is_empty() && !options.queries.contains(&(i + 1)) {
             continue;
         }
-        let start = Instant::now();
-        let rows: usize = query::run_single(&baseline, sql).await?.iter().map(|b| b.num_rows()).sum();
-        let single_s = start.elapsed().as_secs_f64();
-        let mut timed = Vec::new();
-        for path in [None, Some(Path::ObjectStore)] {
-            let options = QueryOptions { path, topology: None };
+        let mut single = Vec::new();
+        let mut planned = Vec::new();
+        let mut object_store = Vec::new();
+        let mut rows = None;
+        let mut last = None;
+        for _ in 0..options.repeats.max(1) {
             let start = Instant::now();
-            let run = query::run(&ctx, sql, &env, &options, Vec::new(), &env.job_config()?)
-                .await
-                .with_context(|| format!("{name} on {}", path.map_or("the planned paths", |p| p.name())))?;
-            let seconds = start.elapsed().as_secs_f64();
-            let got: usize = run.batches.iter().map(|b| b.num_rows()).sum();
-            if got != rows {
-                bail!("{name}: Baton returned {got} rows, DataFusion {rows}");
+            let got: usize = query::run_single(&baseline, sql).await?.iter().map(|b| b.num_rows()).sum();
+            single.push(start.elapsed().as_secs_f64());
+            let expected = *rows.get_or_insert(got);
+            for (path, times) in [(None, &mut planned), (Some(Path::ObjectStore), &mut object_store)] {
+                let options = QueryOptions { path, topology: None };
+                let start = Instant::now();
+                let run = query::run(&ctx, sql, &env, &options, Vec::new(), &env.job_config()?)
+                    .await
+                    .with_context(|| format!("{name} on {}", path.map_or("the planned paths", |p| p.name())))?;
+                times.push(start.elapsed().as_secs_f64());
+                let got: usize = run.batches.iter().map(|b| b.num_rows()).sum();
+                if got != expected {
+                    bail!("{name}: Baton returned {got} rows, DataFusion {expected}");
+                }
+                if path.is_none() {
+                    last = Some(run);
+                }
             }
-            timed.push((seconds, run));
         }
-        let (object_store_s, _) = timed.pop().context("no object-store run")?;
-        let (baton_s, run) = timed.pop().context("no planned run")?;
+        let (rows, run) = (rows.unwrap_or(0), last.context("no planned run")?);
+        let (single_s, baton_s, object_store_s) = (median(single), median(planned), median(object_store));
         let mut paths: Vec<(String, usize)> = Vec::new();
         for e in &run.summary.edges {
             match paths.iter_mut().find(|(p, _)| *p == e.path) {
@@ -139,6 +174,8 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     Ok(TpchReport {
         sf: options.sf,
         workers: options.workers,
+        repeats: options.repeats.max(1),
+        objects: env.object_store_url().to_string(),
         total_single_s: queries.iter().map(|q| q.single_s).sum(),
         total_baton_s: queries.iter().map(|q| q.baton_s).sum(),
         total_object_store_s: queries.iter().map(|q| q.object_store_s).sum(),
@@ -149,8 +186,8 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
 /// The report as Markdown: a row per query, the totals, and the goals.
 pub fn markdown(r: &TpchReport) -> String {
     let mut md = format!(
-        "## TPC-H sf {}, {} worker processes\n\n| query | rows | DataFusion s | Baton s | object store only s | Baton / DataFusion | stages | moved | paths |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
-        r.sf, r.workers
+        "## TPC-H sf {}, {} worker processes, median of {} runs, object store {}\n\n| query | rows | DataFusion s | Baton s | object store only s | Baton / DataFusion | stages | moved | paths |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        r.sf, r.workers, r.repeats, r.objects
     );
     for q in &r.queries {
         md.push_str(&format!(

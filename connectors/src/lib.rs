@@ -4,7 +4,12 @@
 //! | --- | --- | --- |
 //! | `file:///abs/dir` | the local file system under `dir` | — |
 //! | `memory://` | a new in-process store (tests, single-process runs) | — |
-//! | `s3://bucket/prefix` | Amazon S3 or any S3-compatible server | `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...) and options given to [`open_url_with`] |
+//! | `s3://bucket/prefix` | Amazon S3 or any S3-compatible server | `AWS_*` environment variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...), then the URL's query, then options given to [`open_url_with`] |
+//!
+//! An S3 URL's query sets options by object_store's names, so one string says where a store
+//! is and how to reach it — and travels to every worker as it is:
+//! `s3://bucket/runs?aws_endpoint=http://127.0.0.1:9000&aws_allow_http=true`. Secrets are
+//! refused there (a URL ends up in logs and task specs): credentials come from the environment.
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -46,6 +51,14 @@ pub enum Error {
         url: String,
         /// The store's error.
         source: object_store::Error,
+    },
+    /// A URL's query sets an option that is a secret.
+    #[error("{url}: {key} is a secret and does not belong in a URL: set it in the environment")]
+    SecretInUrl {
+        /// The URL, without its query.
+        url: String,
+        /// The option.
+        key: String,
     },
     /// A file:// URL that does not name an existing directory.
     #[error("{url}: {reason}")]
@@ -89,7 +102,17 @@ where
         }
         "memory" => Ok((Arc::new(InMemory::new()), Path::from(parsed.path().trim_matches('/')))),
         "s3" | "s3a" => {
-            let mut builder = AmazonS3Builder::from_env().with_url(url);
+            let mut bare = parsed.clone();
+            bare.set_query(None);
+            let mut builder = AmazonS3Builder::from_env().with_url(bare.as_str());
+            for (k, v) in parsed.query_pairs() {
+                let k = k.to_ascii_lowercase();
+                if SECRETS.contains(&k.as_str()) {
+                    return Err(Error::SecretInUrl { url: bare.to_string(), key: k });
+                }
+                let key = k.parse().map_err(|source| Error::Open { url: bare.to_string(), source })?;
+                builder = builder.with_config(key, v.into_owned());
+            }
             for (k, v) in options {
                 let key = k.as_ref().parse().map_err(open)?;
                 builder = builder.with_config(key, v);
@@ -100,6 +123,10 @@ where
         other => Err(Error::UnsupportedScheme { scheme: other.to_string(), url: url.to_string() }),
     }
 }
+
+/// Options that a URL's query may not set.
+const SECRETS: [&str; 6] =
+    ["aws_secret_access_key", "secret_access_key", "aws_session_token", "session_token", "aws_token", "token"];
 
 /// The fabric's object-store path for `url`.
 pub fn object_store_path(url: &str) -> Result<ObjectStorePath, Error> {

@@ -18,12 +18,34 @@ pub const SECRET: &str = "baton-test-secret";
 pub const BUCKET: &str = "baton-test";
 
 /// Serves `root` over the S3 protocol on 127.0.0.1 (bucket [`BUCKET`] is `root/baton-test`,
-/// created here) until the runtime stops; returns the address.
+/// created here) until the runtime stops, to clients that sign with [`KEY`] and [`SECRET`];
+/// returns the address.
 pub async fn start_s3(root: &Path) -> std::io::Result<SocketAddr> {
+    serve(root, true).await
+}
+
+/// Like [`start_s3`], but open to unsigned requests: reach it with [`open_url`], which needs
+/// no credentials (what a benchmark on one machine wants).
+pub async fn start_open_s3(root: &Path) -> std::io::Result<SocketAddr> {
+    serve(root, false).await
+}
+
+/// The URL of `prefix` in the bucket of an open server at `addr`, with every setting in its
+/// query (see [`crate`]).
+pub fn open_url(addr: SocketAddr, prefix: &str) -> String {
+    format!(
+        "s3://{BUCKET}/{prefix}?aws_endpoint=http://{addr}&aws_allow_http=true&aws_skip_signature=true\
+         &aws_region=us-east-1&aws_virtual_hosted_style_request=false"
+    )
+}
+
+async fn serve(root: &Path, auth: bool) -> std::io::Result<SocketAddr> {
     std::fs::create_dir_all(root.join(BUCKET))?;
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
+    if auth {
+        builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
+    }
     let service = builder.build();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -57,6 +57,24 @@ async fn wrong_credentials_are_refused() {
     assert!(matches!(err, baton_fabric::Error::ObjectStore { .. }), "{err}");
 }
 
+/// A URL that says it all in its query reaches an open server with no credentials anywhere,
+/// and passes the whole suite; a secret in a URL is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_with_its_settings_in_the_query_passes_the_suite() {
+    let root = tempfile::tempdir().unwrap();
+    let addr = testing::start_open_s3(root.path()).await.unwrap();
+    let url = testing::open_url(addr, "runs/2");
+    run_all(&baton_connectors::object_store_path(&url).unwrap(), JobId(0x54)).await;
+    let left: Vec<_> = walk(&root.path().join(BUCKET)).into_iter().filter(|p| p.contains("job-")).collect();
+    assert!(left.is_empty(), "objects left on the S3 server: {left:?}");
+
+    let secret = format!("s3://{BUCKET}?aws_endpoint=http://{addr}&AWS_SECRET_ACCESS_KEY=hunter2");
+    let err = baton_connectors::open_url(&secret).err().unwrap().to_string();
+    assert!(err.contains("aws_secret_access_key") && !err.contains("hunter2"), "{err}");
+    let unknown = baton_connectors::open_url(&format!("s3://{BUCKET}?no_such_option=1")).err().unwrap().to_string();
+    assert!(unknown.contains("no_such_option"), "{unknown}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -172,6 +172,11 @@ impl LocalEnv {
         }
     }
 
+    /// The URL of the object store behind the object-store path.
+    pub fn object_store_url(&self) -> &str {
+        &self.objects
+    }
+
     /// A driver configuration for a new job: a fresh id and its token.
     pub fn job_config(&self) -> Result<DriverConfig> {
         static NEXT: AtomicU32 = AtomicU32::new(0);

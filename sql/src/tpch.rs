@@ -65,9 +65,7 @@ pub struct TableFile {
 
 /// Writes the eight tables at scale factor `sf` into `out` as `<table>.parquet`.
 pub fn generate(sf: f64, out: &Path) -> Result<Vec<TableFile>> {
-    if !(sf.is_finite() && sf > 0.0 && sf <= 1000.0) {
-        return Err(Error::BadScale { sf });
-    }
+    check_scale(sf)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
     let mut written = Vec::new();
     for table in TABLES {
@@ -86,6 +84,27 @@ pub fn generate(sf: f64, out: &Path) -> Result<Vec<TableFile>> {
         written.push(TableFile { table, path, rows, bytes });
     }
     Ok(written)
+}
+
+/// Makes sure `dir` holds the tables at scale factor `sf`, generating them unless all eight are
+/// there; returns whether it generated them. Processes that call it at once for one `dir` take
+/// turns on a lock file in it: one generates, the others then find the tables.
+pub fn ensure(sf: f64, dir: &Path) -> Result<bool> {
+    check_scale(sf)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let lock_path = dir.join(".lock");
+    let lock = File::create(&lock_path).map_err(|e| Error::io("create", &lock_path, e))?;
+    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    // Tables are renamed into place when complete, so present means whole.
+    let have = TABLES.iter().all(|t| dir.join(format!("{t}.parquet")).is_file());
+    if !have {
+        generate(sf, dir)?;
+    }
+    Ok(!have)
+}
+
+fn check_scale(sf: f64) -> Result<()> {
+    if sf.is_finite() && sf > 0.0 && sf <= 1000.0 { Ok(()) } else { Err(Error::BadScale { sf }) }
 }
 
 /// Rows per Parquet row group.
@@ -111,4 +130,25 @@ fn write(reader: impl RecordBatchReader, path: &Path) -> Result<u64> {
     writer.close()?;
     std::fs::rename(&partial, path).map_err(|e| Error::io("rename", path, e))?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+    use super::*;
+
+    #[test]
+    fn ensure_generates_once_then_reuses_and_fills_in_a_missing_table() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ensure(0.001, dir.path()).unwrap(), "an empty directory must be filled");
+        let lineitem = dir.path().join("lineitem.parquet");
+        let written = std::fs::metadata(&lineitem).unwrap().modified().unwrap();
+        assert!(!ensure(0.001, dir.path()).unwrap(), "a complete set must be reused");
+        assert_eq!(std::fs::metadata(&lineitem).unwrap().modified().unwrap(), written);
+        std::fs::remove_file(dir.path().join("nation.parquet")).unwrap();
+        assert!(ensure(0.001, dir.path()).unwrap(), "a missing table must be made again");
+        assert!(TABLES.iter().all(|t| dir.path().join(format!("{t}.parquet")).is_file()));
+        assert!(matches!(ensure(-1.0, dir.path()), Err(Error::BadScale { .. })));
+    }
 }

@@ -12,14 +12,7 @@ use datafusion::execution::context::SessionContext;
 /// TPC-H at scale factor 0.01, made once per test binary run.
 fn data() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.01-rg128k");
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    lock.lock().unwrap();
-    if !dir.join(".done").exists() {
-        tpch::generate(0.01, &dir).unwrap();
-        std::fs::write(dir.join(".done"), b"").unwrap();
-    }
-    lock.unlock().unwrap();
+    tpch::ensure(0.01, &dir).unwrap();
     dir
 }
 

@@ -67,6 +67,17 @@ enum Workload {
         /// Queries to run, by number (default: all 22).
         #[arg(long, value_delimiter = ',')]
         queries: Vec<usize>,
+        /// Runs of each variant of each query (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// The object store for the object-store-only variant (default: a file:// directory of
+        /// the run; an s3:// bucket takes the usual AWS_* settings).
+        #[arg(long, conflicts_with = "local_s3")]
+        objects: Option<String>,
+        /// Serve the object-store-only variant's store over the S3 protocol from this process
+        /// (s3s-fs on 127.0.0.1, under the work dir).
+        #[arg(long)]
+        local_s3: bool,
         /// Directory for the JSON and Markdown reports.
         #[arg(long, default_value = "baton-data/bench")]
         out: PathBuf,
@@ -140,7 +151,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
-        Workload::Tpch { sf, workers, queries, out, work_dir } => {
+        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, out, work_dir } => {
             warn_if_debug();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let options = baton_bench::tpch::TpchOptions {
@@ -149,6 +160,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 work_dir: std::path::absolute(&work_dir)?,
                 workers: workers.unwrap_or(cores.max(2)),
                 queries,
+                repeats,
+                objects,
+                local_s3,
             };
             let report = baton_bench::tpch::run(&options).await?;
             write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))

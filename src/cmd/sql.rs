@@ -217,15 +217,12 @@ pub struct QuickstartArgs {
 /// The quickstart's TPC-H data, generated unless every table is already there.
 fn tpch_data(sf: f64) -> anyhow::Result<PathBuf> {
     let dir = super::data_dir().join(format!("tpch-sf{sf}"));
-    let have = baton_sql::tpch::TABLES.iter().all(|t| dir.join(format!("{t}.parquet")).is_file());
     let start = Instant::now();
-    if !have {
-        baton_sql::tpch::generate(sf, &dir)?;
-    }
+    let generated = baton_sql::tpch::ensure(sf, &dir)?;
     println!(
         "TPC-H sf {sf} -> {} ... {} ({:.1} s)",
         dir.display(),
-        if have { "reused" } else { "generated" },
+        if generated { "generated" } else { "reused" },
         start.elapsed().as_secs_f64()
     );
     Ok(dir)

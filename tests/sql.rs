@@ -34,6 +34,15 @@ async fn env(scratch: &Path) -> LocalEnv {
     LocalEnv::start(&config).await.unwrap()
 }
 
+/// Worker processes over a scratch directory (kept while the test holds it), and a session
+/// with the TPC-H tables at scale factor 0.1.
+async fn workers_and_session() -> (tempfile::TempDir, LocalEnv, SessionContext) {
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
+    let ctx = session(&tpch()).await;
+    (scratch, env, ctx)
+}
+
 async fn session(dir: &Path) -> SessionContext {
     let ctx = SessionContext::new_with_config(session::config(PARTITIONS));
     session::register(&ctx, &session::tpch_tables(dir).unwrap()).await.unwrap();
@@ -95,10 +104,7 @@ fn sorted(mut rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_22_tpch_queries_match_single_process_datafusion() {
-    let data = tpch();
-    let scratch = tempfile::tempdir().unwrap();
-    let env = env(scratch.path()).await;
-    let ctx = session(&data).await;
+    let (_scratch, env, ctx) = workers_and_session().await;
     let mut failures = Vec::new();
     let mut multi_stage = 0;
     for (name, sql) in baton_sql::tpch::QUERIES {
@@ -128,10 +134,7 @@ async fn the_22_tpch_queries_match_single_process_datafusion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_runs_as_tasks_in_worker_processes_and_its_exchanges_cross_the_fabric() {
-    let data = tpch();
-    let scratch = tempfile::tempdir().unwrap();
-    let env = env(scratch.path()).await;
-    let ctx = session(&data).await;
+    let (_scratch, env, ctx) = workers_and_session().await;
     let (_, q3) = baton_sql::tpch::QUERIES[2];
     let forced = [
         (None, None),
@@ -166,10 +169,7 @@ async fn a_query_runs_as_tasks_in_worker_processes_and_its_exchanges_cross_the_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sort_larger_than_its_tasks_memory_spills_and_matches_datafusion() {
-    let data = tpch();
-    let scratch = tempfile::tempdir().unwrap();
-    let env = env(scratch.path()).await;
-    let ctx = session(&data).await;
+    let (_scratch, env, ctx) = workers_and_session().await;
     let sql = "SELECT l_orderkey, l_linenumber, l_comment, l_extendedprice FROM lineitem \
                ORDER BY l_comment, l_orderkey, l_linenumber";
     let expected = rows(&query::run_single(&ctx, sql).await.unwrap());

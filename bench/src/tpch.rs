@@ -1,6 +1,6 @@
 //! The TPC-H benchmark: the 22 queries, three ways in one run — Baton on local worker
 //! processes with the planner's paths, single-process DataFusion, and Baton with every
-//! exchange forced through the object store (`file://`).
+//! exchange forced through the object store.
 //! Goal: Baton within 1.5x of single-process DataFusion in total, and faster than the
 //! object-store-only exchange.
 //!

@@ -1,4 +1,4 @@
-//! Object stores by URL, for Baton's object-store path and (later) table sources.
+//! Object stores by URL, for Baton's object-store path and for SQL tables.
 //!
 //! | URL | store | settings |
 //! | --- | --- | --- |

@@ -62,14 +62,20 @@ async fn serve(root: &Path, auth: bool) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The settings that reach the server at `addr`, as `AWS_*` environment variables.
-pub fn env(addr: SocketAddr) -> Vec<(&'static str, String)> {
+/// The settings that reach the server at `addr` with its credentials, by object_store's
+/// option names (for [`crate::open_url_with`]).
+pub fn options(addr: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
-        ("AWS_ENDPOINT", format!("http://{addr}")),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".into()),
+        ("aws_endpoint", format!("http://{addr}")),
+        ("aws_allow_http", "true".into()),
+        ("aws_access_key_id", KEY.into()),
+        ("aws_secret_access_key", SECRET.into()),
+        ("aws_region", "us-east-1".into()),
+        ("aws_virtual_hosted_style_request", "false".into()),
     ]
+}
+
+/// The same settings as `AWS_*` environment variables (for a `baton` process).
+pub fn env(addr: SocketAddr) -> Vec<(String, String)> {
+    options(addr).into_iter().map(|(k, v)| (k.to_uppercase(), v)).collect()
 }

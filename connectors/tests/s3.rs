@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use baton_connectors::open_url_with;
-use baton_connectors::testing::{self, BUCKET, KEY, SECRET};
+use baton_connectors::testing::{self, BUCKET, KEY};
 use baton_fabric::JobId;
 use baton_fabric::conformance::run_all;
 use baton_fabric::path::object_store::ObjectStorePath;
@@ -19,15 +19,7 @@ async fn start_s3() -> (SocketAddr, tempfile::TempDir) {
 }
 
 fn s3_path(addr: SocketAddr, prefix: &str) -> ObjectStorePath {
-    let options = [
-        ("aws_endpoint", format!("http://{addr}")),
-        ("aws_allow_http", "true".into()),
-        ("aws_access_key_id", KEY.into()),
-        ("aws_secret_access_key", SECRET.into()),
-        ("aws_region", "us-east-1".into()),
-        ("aws_virtual_hosted_style_request", "false".into()),
-    ];
-    let (store, prefix_path) = open_url_with(&format!("s3://{BUCKET}/{prefix}"), options).unwrap();
+    let (store, prefix_path) = open_url_with(&format!("s3://{BUCKET}/{prefix}"), testing::options(addr)).unwrap();
     ObjectStorePath::new(store, prefix_path)
 }
 

@@ -15,7 +15,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use bytes::Bytes;
 
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, Result, panic_message};
 use crate::frame::{FrameReader, FrameSink, PayloadKind};
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -89,12 +89,8 @@ pub fn read_batches(what: impl std::fmt::Display, data: Bytes) -> Result<(Schema
     let what = what.to_string();
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_frames(&what, data)));
     decoded.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown");
-        Err(Error::corrupt(&what, 0, Corruption::Arrow { message: format!("decoder panicked: {message}") }))
+        let message = format!("decoder panicked: {}", panic_message(panic.as_ref()));
+        Err(Error::corrupt(&what, 0, Corruption::Arrow { message }))
     })
 }
 

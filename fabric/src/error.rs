@@ -262,3 +262,13 @@ impl Error {
         Error::Corrupt { what: what.to_string(), offset, corruption }
     }
 }
+
+/// What a caught panic said (its `&str` or `String` payload), for decoders that turn a
+/// dependency's panic on damaged bytes into an error.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}

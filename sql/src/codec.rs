@@ -223,11 +223,7 @@ pub fn decode(bytes: &[u8], ctx: &TaskContext, sources: Vec<EdgeSource>) -> DfRe
         physical_plan_from_bytes_with_extension_codec(bytes, ctx, &codec)
     }));
     decoded.unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic");
+        let why = baton_fabric::error::panic_message(panic.as_ref());
         Err(bad(format!("the plan's bytes are damaged ({why})")))
     })
 }

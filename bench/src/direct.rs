@@ -15,6 +15,7 @@ use baton_fabric::net::{Limits, NetConfig, NetServer, TlsDir};
 use baton_fabric::path::direct::DirectPath;
 use baton_fabric::store::{StoreConfig, TieredStore};
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,166 +62,261 @@ fn batches(bytes: u64) -> Vec<RecordBatch> {
     data::batches(bytes / ROW_BYTES, 1 << 16)
 }
 
-/// Runs the benchmark.
-pub async fn run(options: &DirectOptions) -> anyhow::Result<DirectReport> {
-    let (large, small, repeats, rounds) =
-        if options.quick { (4u64 << 20, 4u64 << 10, 3, 30) } else { (64 << 20, 4 << 10, 10, 500) };
-    let large_batches = batches(large);
-    let small_batches = batches(small);
-    let schema = data::schema();
-    let large_object = encode_batches(&schema, &large_batches)?;
-    let small_object = encode_batches(&schema, &small_batches)?;
+/// What the benchmark moves, shared by every transport.
+struct Payloads {
+    large: u64,
+    large_batches: Vec<RecordBatch>,
+    small_batches: Vec<RecordBatch>,
+}
 
-    // Baton: a node with a QUIC service, a client with the job's token.
-    std::fs::create_dir_all(&options.work_dir)?;
-    let work = tempfile::tempdir_in(&options.work_dir)?;
-    std::fs::create_dir_all(work.path().join("shm"))?;
-    let tls = TlsDir::new(work.path().join("tls"));
-    tls.generate(&[])?;
-    let store = Arc::new(TieredStore::open(&StoreConfig {
-        memory_bytes: 4 << 30,
-        flash_dir: work.path().join("flash"),
-        flash_bytes: 4 << 30,
-        shm_dir: work.path().join("shm"),
-    })?);
-    store.open_job(JOB, Duration::from_secs(3600));
-    let limits = Limits::default();
-    let config =
-        NetConfig { listen: "127.0.0.1:0".parse()?, tls: tls.clone(), limits, max_object: 1 << 30, rdma: false };
-    let server = NetServer::start(store.clone(), &config).await?;
-    let direct = DirectPath::connect_with_limits(server.local_addr()?, &tls, &limits).await?;
-    direct.add_token(tls.secret()?.mint(JOB, unix_ms_now() + 3_600_000));
+impl Payloads {
+    fn large_object(&self) -> anyhow::Result<Bytes> {
+        Ok(encode_batches(&data::schema(), &self.large_batches)?)
+    }
+}
 
-    let mut rows = Vec::new();
-    {
-        let key = |edge: u32, n: u32| ObjectKey::new(JOB, EdgeId(edge), n, 0);
-        direct.put(&key(0, 0), large_object.clone()).await?;
-        direct.put(&key(0, 1), small_object.clone()).await?;
-        let get = time(repeats, || async {
-            let (_, b) = read_batches("get", direct.get(&key(0, 0)).await?)?;
-            ensure!(rows_of(&b) == large / ROW_BYTES, "short read");
-            Ok(())
-        })
-        .await?;
-        let mut n = 10;
-        let put = time(repeats, || {
-            n += 1;
-            let k = key(1, n);
-            let batches = &large_batches;
-            let schema = &schema;
-            let direct = &direct;
-            async move {
-                direct.put(&k, encode_batches(schema, batches)?).await?;
-                direct.delete(&k).await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let small_rt = time(rounds, || async {
-            read_batches("small", direct.get(&key(0, 1)).await?)?;
-            Ok(())
-        })
-        .await?;
-        let stats = direct.connection_stats();
-        if std::env::var_os("BATON_QUIC_STATS").is_some() {
-            eprintln!("{stats:#?}");
-        }
-        rows.push(row("baton direct (QUIC + TLS)", large, small, get, put, small_rt));
+/// One way of moving the payloads: each call is one timed transfer.
+trait Transport {
+    fn name(&self) -> &'static str;
+    /// Fetches the large object and decodes it.
+    fn get_large(&self) -> impl Future<Output = anyhow::Result<()>>;
+    /// Encodes and uploads the large batches as the `n`th new object (and cleans it up).
+    fn put_large(&self, n: u32) -> impl Future<Output = anyhow::Result<()>>;
+    /// Fetches the small object and decodes it.
+    fn get_small(&self) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// Baton's direct path: a node with its QUIC service, a client holding the job's token.
+struct Baton<'a> {
+    payloads: &'a Payloads,
+    direct: DirectPath,
+    store: Arc<TieredStore>,
+    _server: NetServer,
+    _work: tempfile::TempDir,
+}
+
+fn key(edge: u32, n: u32) -> ObjectKey {
+    ObjectKey::new(JOB, EdgeId(edge), n, 0)
+}
+
+impl<'a> Baton<'a> {
+    async fn start(payloads: &'a Payloads, work_dir: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work_dir)?;
+        let work = tempfile::tempdir_in(work_dir)?;
+        let tls = TlsDir::new(work.path().join("tls"));
+        tls.generate(&[])?;
+        let store = Arc::new(TieredStore::open(&StoreConfig::under(work.path(), 4 << 30, 4 << 30))?);
+        store.open_job(JOB, Duration::from_secs(3600));
+        let limits = Limits::default();
+        let config = NetConfig { limits, ..NetConfig::new("127.0.0.1:0".parse()?, tls.clone()) };
+        let server = NetServer::start(store.clone(), &config).await?;
+        let direct = DirectPath::connect_with_limits(server.local_addr()?, &tls, &limits).await?;
+        direct.add_token(tls.secret()?.mint(JOB, unix_ms_now() + 3_600_000));
+        direct.put(&key(0, 0), payloads.large_object()?).await?;
+        direct.put(&key(0, 1), encode_batches(&data::schema(), &payloads.small_batches)?).await?;
+        Ok(Self { payloads, direct, store, _server: server, _work: work })
     }
 
-    // Arrow Flight over gRPC on loopback (no TLS).
-    {
+    async fn finish(self) -> anyhow::Result<()> {
+        if std::env::var_os("BATON_QUIC_STATS").is_some() {
+            eprintln!("{:#?}", self.direct.connection_stats());
+        }
+        self.store.end_job(JOB).await?;
+        Ok(())
+    }
+}
+
+impl Transport for Baton<'_> {
+    fn name(&self) -> &'static str {
+        "baton direct (QUIC + TLS)"
+    }
+
+    async fn get_large(&self) -> anyhow::Result<()> {
+        let (_, b) = read_batches("get", self.direct.get(&key(0, 0)).await?)?;
+        ensure!(rows_of(&b) == self.payloads.large / ROW_BYTES, "short read");
+        Ok(())
+    }
+
+    async fn put_large(&self, n: u32) -> anyhow::Result<()> {
+        let k = key(1, n);
+        self.direct.put(&k, self.payloads.large_object()?).await?;
+        self.direct.delete(&k).await?;
+        Ok(())
+    }
+
+    async fn get_small(&self) -> anyhow::Result<()> {
+        read_batches("small", self.direct.get(&key(0, 1)).await?)?;
+        Ok(())
+    }
+}
+
+/// Arrow Flight over gRPC on loopback (no TLS).
+struct Flight<'a> {
+    payloads: &'a Payloads,
+    channel: tonic::transport::Channel,
+}
+
+impl<'a> Flight<'a> {
+    async fn start(payloads: &'a Payloads) -> anyhow::Result<Self> {
         let addr = crate::flight::start().await?;
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect()
             .await
             .context("cannot reach the Flight server")?;
-        let put_flight = |name: String, batches: Vec<RecordBatch>| {
-            let mut client = FlightClient::new(channel.clone());
-            async move {
-                let stream = FlightDataEncoderBuilder::new()
-                    .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name])))
-                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
-                client.do_put(stream).await?.try_collect::<Vec<_>>().await?;
-                anyhow::Ok(())
-            }
-        };
-        let get_flight = |name: &'static str| {
-            let mut client = FlightClient::new(channel.clone());
-            async move {
-                let stream = client.do_get(Ticket::new(name)).await?;
-                anyhow::Ok(stream.try_collect::<Vec<RecordBatch>>().await?)
-            }
-        };
-        put_flight("large".into(), large_batches.clone()).await?;
-        put_flight("small".into(), small_batches.clone()).await?;
-        let get = time(repeats, || async {
-            let b = get_flight("large").await?;
-            ensure!(rows_of(&b) == large / ROW_BYTES, "short read");
-            Ok(())
-        })
-        .await?;
-        let mut n = 0;
-        let put = time(repeats, || {
-            n += 1;
-            put_flight(format!("put-{n}"), large_batches.clone())
-        })
-        .await?;
-        let small_rt = time(rounds, || async {
-            get_flight("small").await?;
-            Ok(())
-        })
-        .await?;
-        rows.push(row("arrow flight (gRPC, no TLS)", large, small, get, put, small_rt));
+        let flight = Self { payloads, channel };
+        flight.put("large".into(), payloads.large_batches.clone()).await?;
+        flight.put("small".into(), payloads.small_batches.clone()).await?;
+        Ok(flight)
     }
 
-    // Raw TCP: length-prefixed bytes, no framing, no checks: the floor.
-    {
-        let addr = raw_tcp_server(large_object.clone(), small_object.clone()).await?;
+    async fn put(&self, name: String, batches: Vec<RecordBatch>) -> anyhow::Result<()> {
+        let stream = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name])))
+            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        FlightClient::new(self.channel.clone()).do_put(stream).await?.try_collect::<Vec<_>>().await?;
+        Ok(())
+    }
+
+    async fn get(&self, name: &'static str) -> anyhow::Result<Vec<RecordBatch>> {
+        let stream = FlightClient::new(self.channel.clone()).do_get(Ticket::new(name)).await?;
+        Ok(stream.try_collect::<Vec<RecordBatch>>().await?)
+    }
+}
+
+impl Transport for Flight<'_> {
+    fn name(&self) -> &'static str {
+        "arrow flight (gRPC, no TLS)"
+    }
+
+    async fn get_large(&self) -> anyhow::Result<()> {
+        let b = self.get("large").await?;
+        ensure!(rows_of(&b) == self.payloads.large / ROW_BYTES, "short read");
+        Ok(())
+    }
+
+    async fn put_large(&self, n: u32) -> anyhow::Result<()> {
+        self.put(format!("put-{n}"), self.payloads.large_batches.clone()).await
+    }
+
+    async fn get_small(&self) -> anyhow::Result<()> {
+        self.get("small").await?;
+        Ok(())
+    }
+}
+
+/// Raw TCP: length-prefixed bytes, no framing, no checks: the floor.
+struct RawTcp<'a> {
+    payloads: &'a Payloads,
+    conn: tokio::sync::Mutex<tokio::net::TcpStream>,
+}
+
+impl<'a> RawTcp<'a> {
+    async fn start(payloads: &'a Payloads) -> anyhow::Result<Self> {
+        let small = encode_batches(&data::schema(), &payloads.small_batches)?;
+        let addr = raw_tcp_server(payloads.large_object()?, small).await?;
         let conn = tokio::net::TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
-        let conn = tokio::sync::Mutex::new(conn);
-        let fetch = |which: u8| {
-            let conn = &conn;
-            async move {
-                let mut c = conn.lock().await;
-                c.write_all(&[which]).await?;
-                let len = c.read_u64_le().await? as usize;
-                let mut buf = vec![0u8; len];
-                c.read_exact(&mut buf).await?;
-                anyhow::Ok(bytes::Bytes::from(buf))
-            }
-        };
-        let get = time(repeats, || async {
-            let (_, b) = read_batches("tcp", fetch(0).await?)?;
-            ensure!(rows_of(&b) == large / ROW_BYTES, "short read");
-            Ok(())
-        })
-        .await?;
-        let put = time(repeats, || {
-            let conn = &conn;
-            let batches = &large_batches;
-            let schema = &schema;
-            async move {
-                let object = encode_batches(schema, batches)?;
-                let mut c = conn.lock().await;
-                c.write_all(&[2]).await?;
-                c.write_u64_le(object.len() as u64).await?;
-                c.write_all(&object).await?;
-                ensure!(c.read_u8().await? == 1, "no acknowledgement");
-                Ok(())
-            }
-        })
-        .await?;
-        let small_rt = time(rounds, || async {
-            read_batches("tcp", fetch(1).await?)?;
-            Ok(())
-        })
-        .await?;
-        rows.push(row("raw TCP (no TLS, no framing)", large, small, get, put, small_rt));
+        Ok(Self { payloads, conn: tokio::sync::Mutex::new(conn) })
     }
-    store.end_job(JOB).await?;
+
+    async fn fetch(&self, which: u8) -> anyhow::Result<Bytes> {
+        let mut c = self.conn.lock().await;
+        c.write_all(&[which]).await?;
+        let len = c.read_u64_le().await? as usize;
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).await?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl Transport for RawTcp<'_> {
+    fn name(&self) -> &'static str {
+        "raw TCP (no TLS, no framing)"
+    }
+
+    async fn get_large(&self) -> anyhow::Result<()> {
+        let (_, b) = read_batches("tcp", self.fetch(0).await?)?;
+        ensure!(rows_of(&b) == self.payloads.large / ROW_BYTES, "short read");
+        Ok(())
+    }
+
+    async fn put_large(&self, _n: u32) -> anyhow::Result<()> {
+        let object = self.payloads.large_object()?;
+        let mut c = self.conn.lock().await;
+        c.write_all(&[2]).await?;
+        c.write_u64_le(object.len() as u64).await?;
+        c.write_all(&object).await?;
+        ensure!(c.read_u8().await? == 1, "no acknowledgement");
+        Ok(())
+    }
+
+    async fn get_small(&self) -> anyhow::Result<()> {
+        read_batches("tcp", self.fetch(1).await?)?;
+        Ok(())
+    }
+}
+
+/// Seconds per call of `op` on each transport: one warm-up each, then `n` rounds in which
+/// the transports take turns (starting one later each round), so that a slow spell of the
+/// machine falls on all of them alike.
+async fn rounds<A: Transport, B: Transport, C: Transport>(
+    transports: (&A, &B, &C),
+    n: u32,
+    op: Op,
+) -> anyhow::Result<[Vec<f64>; 3]> {
+    async fn one<T: Transport>(t: &T, op: Op, i: u32) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        match op {
+            Op::GetLarge => t.get_large().await?,
+            Op::PutLarge => t.put_large(i).await?,
+            Op::GetSmall => t.get_small().await?,
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+    let (a, b, c) = transports;
+    let mut out: [Vec<f64>; 3] = Default::default();
+    for i in 0..=n {
+        for turn in 0..3 {
+            let which = (turn + i as usize) % 3;
+            let seconds = match which {
+                0 => one(a, op, i).await?,
+                1 => one(b, op, i).await?,
+                _ => one(c, op, i).await?,
+            };
+            if i > 0 {
+                out[which].push(seconds);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    GetLarge,
+    PutLarge,
+    GetSmall,
+}
+
+/// Runs the benchmark.
+pub async fn run(options: &DirectOptions) -> anyhow::Result<DirectReport> {
+    let (large, small, repeats, small_rounds) =
+        if options.quick { (4u64 << 20, 4u64 << 10, 3, 30) } else { (64 << 20, 4 << 10, 15, 500) };
+    let payloads = Payloads { large, large_batches: batches(large), small_batches: batches(small) };
+    let baton = Baton::start(&payloads, &options.work_dir).await?;
+    let flight = Flight::start(&payloads).await?;
+    let tcp = RawTcp::start(&payloads).await?;
+    let transports = (&baton, &flight, &tcp);
+    let [get_b, get_f, get_t] = rounds(transports, repeats, Op::GetLarge).await?;
+    let [put_b, put_f, put_t] = rounds(transports, repeats, Op::PutLarge).await?;
+    let [small_b, small_f, small_t] = rounds(transports, small_rounds, Op::GetSmall).await?;
+    let rows = vec![
+        row(baton.name(), large, small, get_b, put_b, small_b),
+        row(flight.name(), large, small, get_f, put_f, small_f),
+        row(tcp.name(), large, small, get_t, put_t, small_t),
+    ];
+    baton.finish().await?;
     Ok(DirectReport { large_bytes: large, small_bytes: small, rows })
 }
 
@@ -237,24 +333,9 @@ fn row(name: &str, large: u64, small: u64, get: Vec<f64>, put: Vec<f64>, small_r
     }
 }
 
-async fn time<F, Fut>(n: usize, mut f: F) -> anyhow::Result<Vec<f64>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    f().await?; // warm up
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        f().await?;
-        out.push(t.elapsed().as_secs_f64());
-    }
-    Ok(out)
-}
-
 /// A TCP server: byte 0 asks for the large object, 1 for the small one (answered with a u64
 /// length and the bytes); 2 sends an object (u64 length and bytes), answered with byte 1.
-async fn raw_tcp_server(large: bytes::Bytes, small: bytes::Bytes) -> anyhow::Result<std::net::SocketAddr> {
+async fn raw_tcp_server(large: bytes::Bytes, small: Bytes) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -72,7 +72,12 @@ impl<W: Write + Seek> ArrowFrameWriter<W> {
 
 /// Encodes batches as an Arrow object in memory.
 pub fn encode_batches(schema: &Schema, batches: &[RecordBatch]) -> Result<Bytes> {
-    let mut writer = ArrowFrameWriter::try_new(std::io::Cursor::new(Vec::new()), schema)?;
+    // Room for the rows' own bytes plus headers, so that the object is written once, not
+    // regrown (capped: the estimate only sizes a first allocation).
+    let rows: usize =
+        batches.iter().flat_map(|b| b.columns()).map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 64).sum();
+    let estimate = (rows + batches.len() * 512 + 4096).min(1 << 30);
+    let mut writer = ArrowFrameWriter::try_new(std::io::Cursor::new(Vec::with_capacity(estimate)), schema)?;
     for batch in batches {
         writer.write(batch)?;
     }

@@ -44,6 +44,14 @@ pub struct StoreConfig {
     pub shm_dir: PathBuf,
 }
 
+impl StoreConfig {
+    /// Tiers of the given sizes inside `dir`: flash in `dir/flash`, shared-memory segments in
+    /// `dir/shm`. Fit for tests and benchmarks; a node puts shared memory on a tmpfs.
+    pub fn under(dir: &std::path::Path, memory_bytes: u64, flash_bytes: u64) -> Self {
+        Self { memory_bytes, flash_dir: dir.join("flash"), flash_bytes, shm_dir: dir.join("shm") }
+    }
+}
+
 /// Where an object can be mapped from by another process on the host.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Location {
@@ -220,6 +228,12 @@ impl TieredStore {
         } else {
             self.flash.insert(key, &bytes)
         }
+    }
+
+    /// The object at `key` if the memory tier holds it: no I/O, so an async task may call it.
+    pub fn read_resident(&self, key: &ObjectKey) -> Result<Option<Bytes>> {
+        self.check(key.job)?;
+        Ok(self.memory.get(key).map(|r| r.bytes))
     }
 
     /// The object at `key`, from whichever tier holds it.

@@ -25,25 +25,10 @@ struct Node {
 
 async fn node(limits: Limits) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("shm")).unwrap();
     let tls = TlsDir::new(dir.path().join("tls"));
     tls.generate(&["127.0.0.1".into()]).unwrap();
-    let store = Arc::new(
-        TieredStore::open(&StoreConfig {
-            memory_bytes: 512 << 20,
-            flash_dir: dir.path().join("flash"),
-            flash_bytes: 1 << 30,
-            shm_dir: dir.path().join("shm"),
-        })
-        .unwrap(),
-    );
-    let config = NetConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tls: tls.clone(),
-        limits,
-        max_object: 1 << 30,
-        rdma: false,
-    };
+    let store = Arc::new(TieredStore::open(&StoreConfig::under(dir.path(), 512 << 20, 1 << 30)).unwrap());
+    let config = NetConfig { limits, ..NetConfig::new("127.0.0.1:0".parse().unwrap(), tls.clone()) };
     let server = NetServer::start(store.clone(), &config).await.unwrap();
     let secret = tls.secret().unwrap();
     Node { server, store, tls, secret, _dir: dir }
@@ -215,4 +200,36 @@ async fn an_unreachable_node_is_named() {
     let err = DirectPath::connect(addr, &tls).await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_their_own_certificates_trust_each_other_through_the_cluster_ca() {
+    let node = node(Limits::default()).await;
+    let issued = tempfile::tempdir().unwrap();
+    let own = TlsDir::new(issued.path().join("node-b"));
+    node.tls.issue_node(&own, &["10.1.2.3".into(), "node-b.example".into()]).unwrap();
+    assert!(own.exists());
+    assert!(!own.dir().join("ca.key").exists(), "the CA's key stays with the cluster");
+    let again = node.tls.issue_node(&own, &[]).unwrap_err().to_string();
+    assert!(again.contains("already holds a cluster"), "{again}");
+
+    // A second node serving with its own certificate, reached by a client that trusts the CA.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TieredStore::open(&StoreConfig::under(dir.path(), 64 << 20, 64 << 20)).unwrap());
+    let config = NetConfig { max_object: 1 << 20, ..NetConfig::new("127.0.0.1:0".parse().unwrap(), own.clone()) };
+    let b = NetServer::start(store, &config).await.unwrap();
+    let job = JobId(0xce);
+    // The original node's material (same CA, same secret) opens node B.
+    let client = DirectPath::connect(b.local_addr().unwrap(), &node.tls).await.unwrap();
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
+    client.open_job(job, Duration::from_secs(60)).await.unwrap();
+    let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+    client.put(&key, pattern(1000)).await.unwrap();
+    assert_eq!(client.get(&key).await.unwrap(), pattern(1000));
+
+    // A client of another cluster does not trust node B's certificate.
+    let other = TlsDir::new(issued.path().join("other"));
+    other.generate(&[]).unwrap();
+    let refused = DirectPath::connect(b.local_addr().unwrap(), &other).await.unwrap_err();
+    assert!(matches!(refused, Error::Unreachable { .. }), "{refused}");
 }

@@ -10,17 +10,35 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
-    /// Directory to write ca.pem, ca.key, node.pem, node.key and cluster.secret into.
+    /// Directory to write ca.pem, ca.key, node.pem, node.key and cluster.secret into (with
+    /// --from: ca.pem, node.pem, node.key and cluster.secret).
     #[arg(long, default_value = "baton-data/tls")]
     out: PathBuf,
     /// Names and addresses the node certificate is for (besides baton-node and localhost).
     #[arg(long = "name")]
     names: Vec<String>,
+    /// Issue one more node its own certificate from this existing cluster's CA, instead of
+    /// making a new cluster.
+    #[arg(long)]
+    from: Option<PathBuf>,
 }
 
 pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
-    TlsDir::new(&args.out).generate(&args.names)?;
-    println!("cluster CA, node certificate and token secret written to {}", args.out.display());
+    let out = TlsDir::new(&args.out);
+    match &args.from {
+        Some(cluster) => {
+            TlsDir::new(cluster).issue_node(&out, &args.names)?;
+            println!(
+                "node certificate signed by the CA in {} written to {}, with the CA and token secret",
+                cluster.display(),
+                args.out.display()
+            );
+        }
+        None => {
+            out.generate(&args.names)?;
+            println!("cluster CA, node certificate and token secret written to {}", args.out.display());
+        }
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::JobId;
 use crate::net::token::Token;
 use crate::node::wire::{WireError, WireKey};
+use crate::rdma::{QpEndpoint, RemoteRegion};
 
 /// A job token on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,12 @@ pub enum NetOp {
     Delete { key: WireKey },
     /// List the job's objects (of one edge, if given).
     List { edge: Option<u32> },
+    /// Make a queue pair for this connection, connected to the sender's `qp` (RDMA map path).
+    RdmaConnect { qp: QpEndpoint },
+    /// Register the object at `key` for this connection's queue pairs to read.
+    Map { key: WireKey },
+    /// Release the object at `key` registered by `Map`.
+    Unmap { key: WireKey },
 }
 
 /// A request: the job it acts on, a token for that job, and the operation.
@@ -81,6 +88,10 @@ pub enum NetResponse {
     Objects { objects: Vec<(WireKey, u64)> },
     /// The request failed.
     Failed(WireError),
+    /// The node's queue pair, connected to the one the request named.
+    RdmaConnected { qp: QpEndpoint },
+    /// Where the mapped object can be read.
+    Mapped { region: RemoteRegion },
 }
 
 #[cfg(test)]
@@ -98,13 +109,23 @@ mod tests {
             NetRequest { job: 0, token: None, op: NetOp::Hello },
             NetRequest { job: 3, token: Some(token), op: NetOp::Put { key, len: 1 << 40 } },
             NetRequest { job: 3, token: Some(token), op: NetOp::List { edge: Some(1) } },
+            NetRequest {
+                job: 3,
+                token: Some(token),
+                op: NetOp::RdmaConnect { qp: QpEndpoint { qpn: 9, psn: 0xabcdef, lid: 0, gid: [7; 16] } },
+            },
+            NetRequest { job: 3, token: Some(token), op: NetOp::Map { key } },
         ];
         for request in requests {
             let bytes = encode(&request).unwrap();
             assert_eq!(decode::<NetRequest>("t", &bytes[4..]).unwrap(), request);
         }
-        let response = NetResponse::Objects { objects: vec![(key, 7)] };
-        let bytes = encode(&response).unwrap();
-        assert_eq!(decode::<NetResponse>("t", &bytes[4..]).unwrap(), response);
+        for response in [
+            NetResponse::Objects { objects: vec![(key, 7)] },
+            NetResponse::Mapped { region: RemoteRegion { addr: 1 << 40, len: 99, rkey: 5 } },
+        ] {
+            let bytes = encode(&response).unwrap();
+            assert_eq!(decode::<NetResponse>("t", &bytes[4..]).unwrap(), response);
+        }
     }
 }

@@ -16,6 +16,8 @@ use crate::net::tls::TlsDir;
 use crate::net::token::{ClusterSecret, Token, unix_ms_now};
 use crate::net::transport::Limits;
 use crate::node::wire::{self, Response, VERSION};
+use crate::rdma::Service;
+use crate::rdma::service::not_served;
 use crate::store::TieredStore;
 
 /// Bytes sent per write, so that progress is visible and a stalled reader stops the sender.
@@ -44,8 +46,17 @@ pub struct NetConfig {
     pub limits: Limits,
     /// The largest object a put may carry.
     pub max_object: u64,
-    /// Whether this node serves the RDMA map path.
+    /// Whether this node serves the RDMA map path: it then needs the `rdma` build and a
+    /// device, or it does not start.
     pub rdma: bool,
+}
+
+impl NetConfig {
+    /// Listens on `listen` with the cluster material in `tls`, default windows, objects of up
+    /// to 1 GiB, and no RDMA.
+    pub fn new(listen: SocketAddr, tls: TlsDir) -> Self {
+        Self { listen, tls, limits: Limits::default(), max_object: 1 << 30, rdma: false }
+    }
 }
 
 /// A running QUIC service.
@@ -61,7 +72,7 @@ struct Shared {
     secret: ClusterSecret,
     stats: Arc<NetStats>,
     max_object: u64,
-    rdma: bool,
+    rdma: Option<Service>,
 }
 
 impl NetServer {
@@ -71,9 +82,9 @@ impl NetServer {
         let secret = config.tls.secret()?;
         let endpoint = crate::net::transport::endpoint(config.listen, Some(server), &config.limits)
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
+        let rdma = if config.rdma { Some(Service::start()?) } else { None };
         let stats = Arc::new(NetStats::default());
-        let shared =
-            Arc::new(Shared { store, secret, stats: stats.clone(), max_object: config.max_object, rdma: config.rdma });
+        let shared = Arc::new(Shared { store, secret, stats: stats.clone(), max_object: config.max_object, rdma });
         let task = tokio::spawn(accept(endpoint.clone(), shared));
         Ok(Self { endpoint, stats, task })
     }
@@ -101,20 +112,31 @@ async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
-            let peer = connection.remote_address().to_string();
+            let peer =
+                Peer { name: connection.remote_address().to_string(), connection: connection.stable_id() as u64 };
             while let Ok((send, recv)) = connection.accept_bi().await {
                 tokio::spawn(serve_stream(shared.clone(), peer.clone(), send, recv));
+            }
+            if let Some(rdma) = &shared.rdma {
+                rdma.disconnect(peer.connection);
             }
         });
     }
 }
 
-async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let request = match wire::recv::<NetRequest>(&mut recv, &peer).await {
+/// Who sent a request: the remote address (for messages) and the QUIC connection.
+#[derive(Clone, Debug)]
+struct Peer {
+    name: String,
+    connection: u64,
+}
+
+async fn serve_stream(shared: Arc<Shared>, peer: Peer, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let request = match wire::recv::<NetRequest>(&mut recv, &peer.name).await {
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(e) => {
-            let _ = reply(&mut send, &peer, &failed(&e)).await;
+            let _ = reply(&mut send, &peer.name, &failed(&e)).await;
             return;
         }
     };
@@ -123,7 +145,7 @@ async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendSt
         if matches!(e, Error::Unauthorized { .. }) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = reply(&mut send, &peer, &failed(&e)).await;
+        let _ = reply(&mut send, &peer.name, &failed(&e)).await;
     }
 }
 
@@ -158,7 +180,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 async fn handle(
     shared: &Arc<Shared>,
-    peer: &str,
+    from: &Peer,
     request: NetRequest,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
@@ -166,8 +188,9 @@ async fn handle(
     let token = request.token.map(Token::from);
     let job = JobId(request.job);
     let store = &shared.store;
+    let peer = from.name.as_str();
     let response = match request.op {
-        NetOp::Hello => NetResponse::Hello { version: VERSION, rdma: shared.rdma },
+        NetOp::Hello => NetResponse::Hello { version: VERSION, rdma: shared.rdma.is_some() },
         NetOp::OpenJob { ttl_ms } => {
             authorize(shared, token, job, None)?;
             let lease = store.open_job(job, Duration::from_millis(ttl_ms));
@@ -179,6 +202,9 @@ async fn handle(
         }
         NetOp::EndJob => {
             authorize(shared, token, job, None)?;
+            if let Some(rdma) = &shared.rdma {
+                rdma.unmap_job(job);
+            }
             NetResponse::Freed { bytes: store.end_job(job).await? }
         }
         NetOp::List { edge } => {
@@ -193,6 +219,9 @@ async fn handle(
         NetOp::Delete { key } => {
             let key = ObjectKey::from(key);
             authorize(shared, token, job, Some(&key))?;
+            if let Some(rdma) = &shared.rdma {
+                rdma.unmap(&key);
+            }
             let store = store.clone();
             blocking(move || store.remove(&key)).await?;
             NetResponse::Done
@@ -212,8 +241,7 @@ async fn handle(
         NetOp::Get { key, range } => {
             let key = ObjectKey::from(key);
             authorize(shared, token, job, Some(&key))?;
-            let store2 = store.clone();
-            let mut bytes = blocking(move || store2.read(&key)).await?;
+            let mut bytes = read(store, key).await?;
             if let Some((start, end)) = range {
                 bytes = crate::path::slice_range(&key, &bytes, start..end)?;
             }
@@ -228,8 +256,37 @@ async fn handle(
             let _ = send.finish();
             return Ok(());
         }
+        NetOp::RdmaConnect { qp } => {
+            authorize(shared, token, job, None)?;
+            let rdma = shared.rdma.as_ref().ok_or_else(not_served)?;
+            NetResponse::RdmaConnected { qp: rdma.accept(from.connection, &qp)? }
+        }
+        NetOp::Map { key } => {
+            let key = ObjectKey::from(key);
+            authorize(shared, token, job, Some(&key))?;
+            let rdma = shared.rdma.as_ref().ok_or_else(not_served)?;
+            let bytes = read(store, key).await?;
+            NetResponse::Mapped { region: rdma.map(from.connection, key, bytes)? }
+        }
+        NetOp::Unmap { key } => {
+            let key = ObjectKey::from(key);
+            authorize(shared, token, job, Some(&key))?;
+            shared.rdma.as_ref().ok_or_else(not_served)?.unmap(&key);
+            NetResponse::Done
+        }
     };
     reply(send, peer, &response).await
+}
+
+/// The object at `key`: straight from memory, or from flash on a blocking thread.
+async fn read(store: &Arc<TieredStore>, key: ObjectKey) -> Result<Bytes> {
+    match store.read_resident(&key)? {
+        Some(bytes) => Ok(bytes),
+        None => {
+            let store = store.clone();
+            blocking(move || store.read(&key)).await
+        }
+    }
 }
 
 fn gone(peer: &str, e: impl std::fmt::Display) -> Error {

@@ -61,38 +61,46 @@ impl TlsDir {
     /// Makes a new cluster: a CA, a node certificate for `names` (plus `baton-node` and
     /// `localhost`), and a cluster secret. Refuses to overwrite an existing set.
     pub fn generate(&self, names: &[String]) -> Result<()> {
+        self.refuse_existing()?;
+        let ca_key = KeyPair::generate().map_err(tls_error("CA key"))?;
+        let ca_params = ca_params()?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error("CA"))?;
+        let (node_pem, node_key) = node_certificate(&Issuer::new(ca_params, &ca_key), names)?;
+        let secret = ClusterSecret::generate()?;
+        let hex: String = secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        self.write_all(&[
+            ("ca.pem", ca_cert.pem()),
+            ("ca.key", ca_key.serialize_pem()),
+            ("node.pem", node_pem),
+            ("node.key", node_key),
+            ("cluster.secret", hex),
+        ])
+    }
+
+    /// Issues another node its own certificate for `names`, signed by this cluster's CA, into
+    /// `out`: the CA certificate, the cluster secret and the new node key and certificate. The
+    /// CA's key stays here. Refuses to overwrite an existing set.
+    pub fn issue_node(&self, out: &TlsDir, names: &[String]) -> Result<()> {
+        out.refuse_existing()?;
+        let ca_pem = String::from_utf8(self.read("ca.pem")?).map_err(|e| config("ca.pem", e.to_string()))?;
+        let ca_key = String::from_utf8(self.read("ca.key")?).map_err(|e| config("ca.key", e.to_string()))?;
+        let ca_key = KeyPair::from_pem(&ca_key).map_err(tls_error("ca.key"))?;
+        // The CA's subject and key identify it as an issuer; both are rebuilt exactly.
+        let issuer = Issuer::new(ca_params()?, &ca_key);
+        let (node_pem, node_key) = node_certificate(&issuer, names)?;
+        let secret = String::from_utf8(self.read("cluster.secret")?).unwrap_or_default();
+        out.write_all(&[("ca.pem", ca_pem), ("node.pem", node_pem), ("node.key", node_key), ("cluster.secret", secret)])
+    }
+
+    fn refuse_existing(&self) -> Result<()> {
         if self.exists() {
             return Err(config("tls dir", format!("{} already holds a cluster; remove it first", self.dir.display())));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
-        let ca_key = KeyPair::generate().map_err(tls_error("CA key"))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("CA"))?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Baton cluster CA");
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error("CA"))?;
-        let issuer = Issuer::new(ca_params, &ca_key);
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))
+    }
 
-        let node_key = KeyPair::generate().map_err(tls_error("node key"))?;
-        let mut all: Vec<String> = vec![NODE_NAME.into(), "localhost".into()];
-        all.extend(names.iter().filter(|n| !all.contains(n)).cloned().collect::<Vec<_>>());
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("node"))?;
-        params.distinguished_name.push(DnType::CommonName, NODE_NAME);
-        for name in &all {
-            params.subject_alt_names.push(match name.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.clone().try_into().map_err(tls_error("node name"))?),
-            });
-        }
-        let node_cert = params.signed_by(&node_key, &issuer).map_err(tls_error("node"))?;
-        let secret = ClusterSecret::generate()?;
-        let hex: String = secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        for (name, text) in [
-            ("ca.pem", ca_cert.pem()),
-            ("ca.key", ca_key.serialize_pem()),
-            ("node.pem", node_cert.pem()),
-            ("node.key", node_key.serialize_pem()),
-            ("cluster.secret", hex),
-        ] {
+    fn write_all(&self, files: &[(&str, String)]) -> Result<()> {
+        for (name, text) in files {
             let path = self.file(name);
             std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
             if name.ends_with(".key") || name.ends_with(".secret") {
@@ -163,4 +171,31 @@ impl TlsDir {
         client.transport_config(Arc::new(limits.transport()));
         Ok(client)
     }
+}
+
+/// The cluster CA's parameters: the same for every cluster, so that a CA's certificate can be
+/// rebuilt as an issuer from its key alone.
+fn ca_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("CA"))?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "Baton cluster CA");
+    Ok(params)
+}
+
+/// A node certificate for `names` plus `baton-node` and `localhost`, signed by `issuer`: its
+/// PEM and its key's PEM.
+fn node_certificate(issuer: &Issuer<'_, impl rcgen::SigningKey>, names: &[String]) -> Result<(String, String)> {
+    let node_key = KeyPair::generate().map_err(tls_error("node key"))?;
+    let mut all: Vec<String> = vec![NODE_NAME.into(), "localhost".into()];
+    all.extend(names.iter().filter(|n| !all.contains(n)).cloned().collect::<Vec<_>>());
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("node"))?;
+    params.distinguished_name.push(DnType::CommonName, NODE_NAME);
+    for name in &all {
+        params.subject_alt_names.push(match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into().map_err(tls_error("node name"))?),
+        });
+    }
+    let node_cert = params.signed_by(&node_key, issuer).map_err(tls_error("node"))?;
+    Ok((node_cert.pem(), node_key.serialize_pem()))
 }

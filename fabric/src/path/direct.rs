@@ -21,9 +21,30 @@ use crate::net::token::Token;
 use crate::net::transport::Limits;
 use crate::node::wire::{self, Response};
 use crate::path::{DataPath, ObjectMeta};
+#[cfg(feature = "rdma")]
+use crate::rdma::{Device, QueuePair};
+use crate::rdma::{QpEndpoint, RemoteRegion};
 
 /// How long connecting may take before the node counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A queue pair connected to one node, which reads the objects that node maps.
+#[cfg(feature = "rdma")]
+#[derive(Debug, Clone)]
+pub struct RdmaReader {
+    pair: std::sync::Arc<std::sync::Mutex<QueuePair>>,
+}
+
+#[cfg(feature = "rdma")]
+impl RdmaReader {
+    /// Reads a region the node mapped, on a blocking thread (the READ polls for completion).
+    pub async fn read_region(&self, region: RemoteRegion) -> Result<Bytes> {
+        let pair = self.pair.clone();
+        tokio::task::spawn_blocking(move || pair.lock().unwrap_or_else(|p| p.into_inner()).read(&region))
+            .await
+            .map_err(|e| Error::Remote { message: format!("RDMA read task failed: {e}") })?
+    }
+}
 
 /// A client of one remote node.
 #[derive(Debug)]
@@ -151,6 +172,51 @@ impl DirectPath {
             NetResponse::Freed { bytes } => Ok(bytes),
             other => Err(self.unexpected(other)),
         }
+    }
+
+    /// Asks the node for a queue pair connected to `local` (the RDMA map path); `job` is any
+    /// job this client holds a token for.
+    pub async fn rdma_connect(&self, job: JobId, local: QpEndpoint) -> Result<QpEndpoint> {
+        match self.call(Some(job), NetOp::RdmaConnect { qp: local }, None).await?.0 {
+            NetResponse::RdmaConnected { qp } => Ok(qp),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Has the node register the object at `key` for this connection's queue pairs to read.
+    pub async fn map(&self, key: &ObjectKey) -> Result<RemoteRegion> {
+        match self.call(Some(key.job), NetOp::Map { key: (*key).into() }, None).await?.0 {
+            NetResponse::Mapped { region } => Ok(region),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Releases the object at `key` that `map` registered.
+    pub async fn unmap(&self, key: &ObjectKey) -> Result<()> {
+        match self.call(Some(key.job), NetOp::Unmap { key: (*key).into() }, None).await?.0 {
+            NetResponse::Done => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Connects a queue pair of `device` to this node, for [`DirectPath::get_rdma`].
+    #[cfg(feature = "rdma")]
+    pub async fn rdma_reader(&self, job: JobId, device: &std::sync::Arc<Device>) -> Result<RdmaReader> {
+        let mut pair = QueuePair::new(device)?;
+        let remote = self.rdma_connect(job, pair.endpoint()).await?;
+        pair.connect(&remote)?;
+        Ok(RdmaReader { pair: std::sync::Arc::new(std::sync::Mutex::new(pair)) })
+    }
+
+    /// Reads the object at `key` one-sidedly from the node's memory: map, RDMA READ, unmap.
+    #[cfg(feature = "rdma")]
+    pub async fn get_rdma(&self, reader: &RdmaReader, key: &ObjectKey) -> Result<Bytes> {
+        let region = self.map(key).await?;
+        let read = reader.read_region(region).await;
+        let unmapped = self.unmap(key).await;
+        let bytes = read?;
+        unmapped?;
+        Ok(bytes)
     }
 
     /// Starts reading the object at `key`: its length and the stream its bytes arrive on.

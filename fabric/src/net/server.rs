@@ -220,7 +220,7 @@ async fn handle(
             let key = ObjectKey::from(key);
             authorize(shared, token, job, Some(&key))?;
             if let Some(rdma) = &shared.rdma {
-                rdma.unmap(&key);
+                rdma.unmap_everywhere(&key);
             }
             let store = store.clone();
             blocking(move || store.remove(&key)).await?;
@@ -271,7 +271,7 @@ async fn handle(
         NetOp::Unmap { key } => {
             let key = ObjectKey::from(key);
             authorize(shared, token, job, Some(&key))?;
-            shared.rdma.as_ref().ok_or_else(not_served)?.unmap(&key);
+            shared.rdma.as_ref().ok_or_else(not_served)?.unmap(from.connection, &key);
             NetResponse::Done
         }
     };

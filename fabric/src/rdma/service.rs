@@ -32,8 +32,8 @@ pub(crate) struct Service {
 struct State {
     /// Each connection's queue pairs.
     pairs: HashMap<u64, Vec<super::QueuePair>>,
-    /// Each mapped object's registration, and the connection that asked for it.
-    mapped: HashMap<ObjectKey, (u64, super::Registration)>,
+    /// The registration of each object a connection mapped, by connection and key.
+    mapped: HashMap<(u64, ObjectKey), super::Registration>,
 }
 
 fn unavailable(reason: &str) -> Error {
@@ -68,29 +68,35 @@ impl Service {
 
     /// Registers `bytes`, the object at `key`, for `connection`'s queue pairs to read.
     pub(crate) fn map(&self, connection: u64, key: ObjectKey, bytes: Bytes) -> Result<RemoteRegion> {
-        if !self.state().pairs.contains_key(&connection) {
-            return Err(unavailable("map asked before any queue pair was connected (send RdmaConnect first)"));
-        }
         let registration = self.device.register(bytes)?;
         let region = registration.region();
-        self.state().mapped.insert(key, (connection, registration));
+        let mut state = self.state();
+        if !state.pairs.contains_key(&connection) {
+            return Err(unavailable("map asked before any queue pair was connected (send RdmaConnect first)"));
+        }
+        state.mapped.insert((connection, key), registration);
         Ok(region)
     }
 
-    /// Releases the object at `key`; whether it was mapped.
-    pub(crate) fn unmap(&self, key: &ObjectKey) -> bool {
-        self.state().mapped.remove(key).is_some()
+    /// Releases `connection`'s mapping of the object at `key`; whether there was one.
+    pub(crate) fn unmap(&self, connection: u64, key: &ObjectKey) -> bool {
+        self.state().mapped.remove(&(connection, *key)).is_some()
+    }
+
+    /// Releases every mapping of the object at `key` (it is being deleted).
+    pub(crate) fn unmap_everywhere(&self, key: &ObjectKey) {
+        self.state().mapped.retain(|(_, k), _| k != key);
     }
 
     /// Releases every object of `job`.
     pub(crate) fn unmap_job(&self, job: JobId) {
-        self.state().mapped.retain(|key, _| key.job != job);
+        self.state().mapped.retain(|(_, key), _| key.job != job);
     }
 
     /// Drops `connection`'s queue pairs and the objects it mapped.
     pub(crate) fn disconnect(&self, connection: u64) {
         let mut state = self.state();
-        state.mapped.retain(|_, (owner, _)| *owner != connection);
+        state.mapped.retain(|(owner, _), _| *owner != connection);
         state.pairs.remove(&connection);
     }
 }
@@ -110,7 +116,11 @@ impl Service {
         match self.never {}
     }
 
-    pub(crate) fn unmap(&self, _key: &ObjectKey) -> bool {
+    pub(crate) fn unmap(&self, _connection: u64, _key: &ObjectKey) -> bool {
+        match self.never {}
+    }
+
+    pub(crate) fn unmap_everywhere(&self, _key: &ObjectKey) {
         match self.never {}
     }
 

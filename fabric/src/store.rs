@@ -238,9 +238,8 @@ impl TieredStore {
 
     /// The object at `key`, from whichever tier holds it.
     pub fn read(&self, key: &ObjectKey) -> Result<Bytes> {
-        self.check(key.job)?;
-        if let Some(resident) = self.memory.get(key) {
-            return Ok(resident.bytes);
+        if let Some(bytes) = self.read_resident(key)? {
+            return Ok(bytes);
         }
         match self.flash.read(key) {
             // Between the two looks the object may have been deleted, or have moved.

@@ -10,6 +10,7 @@ use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use baton_fabric::arrow::{encode_batches, read_batches};
+use baton_fabric::buffers::Pool;
 use baton_fabric::net::token::unix_ms_now;
 use baton_fabric::net::{Limits, NetConfig, NetServer, TlsDir};
 use baton_fabric::path::direct::DirectPath;
@@ -205,7 +206,8 @@ impl Transport for Flight<'_> {
     }
 }
 
-/// Raw TCP: length-prefixed bytes, no framing, no checks: the floor.
+/// Raw TCP: length-prefixed bytes, no framing, no checks: the floor. It receives into the same
+/// pooled buffers as Baton.
 struct RawTcp<'a> {
     payloads: &'a Payloads,
     conn: tokio::sync::Mutex<tokio::net::TcpStream>,
@@ -223,10 +225,8 @@ impl<'a> RawTcp<'a> {
     async fn fetch(&self, which: u8) -> anyhow::Result<Bytes> {
         let mut c = self.conn.lock().await;
         c.write_all(&[which]).await?;
-        let len = c.read_u64_le().await? as usize;
-        let mut buf = vec![0u8; len];
-        c.read_exact(&mut buf).await?;
-        Ok(Bytes::from(buf))
+        let len = c.read_u64_le().await?;
+        Ok(read_pooled(&mut c, len).await?)
     }
 }
 
@@ -353,9 +353,8 @@ async fn raw_tcp_server(large: bytes::Bytes, small: Bytes) -> anyhow::Result<std
                                 conn.write_all(object).await
                             }
                             _ => {
-                                let len = conn.read_u64_le().await? as usize;
-                                let mut buf = vec![0u8; len];
-                                conn.read_exact(&mut buf).await?;
+                                let len = conn.read_u64_le().await?;
+                                read_pooled(&mut conn, len).await?;
                                 conn.write_u8(1).await
                             }
                         }
@@ -369,6 +368,17 @@ async fn raw_tcp_server(large: bytes::Bytes, small: Bytes) -> anyhow::Result<std
         }
     });
     Ok(addr)
+}
+
+/// Reads `len` bytes into a buffer from the fabric's pool, as Baton's own receiver does, so
+/// that raw TCP pays no more for fresh memory than Baton does.
+async fn read_pooled(conn: &mut tokio::net::TcpStream, len: u64) -> std::io::Result<Bytes> {
+    let mut buf = Pool::global().take(len as usize);
+    let read = conn.take(len).read_to_end(buf.vec()).await?;
+    if read as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf.freeze())
 }
 
 /// The report as Markdown.

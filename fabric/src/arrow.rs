@@ -15,6 +15,7 @@ use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use bytes::Bytes;
 
+use crate::buffers::Pool;
 use crate::error::{Corruption, Error, Result, panic_message};
 use crate::frame::{FrameReader, FrameSink, PayloadKind};
 
@@ -77,12 +78,13 @@ pub fn encode_batches(schema: &Schema, batches: &[RecordBatch]) -> Result<Bytes>
     let rows: usize =
         batches.iter().flat_map(|b| b.columns()).map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 64).sum();
     let estimate = (rows + batches.len() * 512 + 4096).min(1 << 30);
-    let mut writer = ArrowFrameWriter::try_new(std::io::Cursor::new(Vec::with_capacity(estimate)), schema)?;
+    let mut object = Pool::global().take(estimate);
+    let mut writer = ArrowFrameWriter::try_new(std::io::Cursor::new(object.vec()), schema)?;
     for batch in batches {
         writer.write(batch)?;
     }
-    let (cursor, _) = writer.finish()?;
-    Ok(cursor.into_inner().into())
+    writer.finish()?;
+    Ok(object.freeze())
 }
 
 /// Checks and decodes an Arrow object. The batches' buffers are slices of `data` wherever

@@ -121,8 +121,10 @@ pub async fn listen_and_serve(worker: Arc<Worker>, listen: SocketAddr) -> Result
 }
 
 /// Limits this process's data segment (heap and private mappings) to `bytes`, as a function
-/// instance's memory size does; an allocation past it fails instead of swapping the host.
+/// instance's memory size does; an allocation past it fails instead of swapping the host. The
+/// fabric's pool of idle buffers may keep an eighth of it.
 pub fn limit_memory(bytes: u64) -> Result<()> {
+    baton_fabric::buffers::Pool::global().set_share_of(bytes);
     let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
     // SAFETY: setrlimit reads the struct we pass and changes only this process's limits.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) };

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use crate::buffers::Pool;
 use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::net::protocol::{NetOp, NetRequest, NetResponse};
@@ -296,7 +297,10 @@ fn gone(peer: &str, e: impl std::fmt::Display) -> Error {
 /// Reads exactly `len` bytes and then the end of the stream; anything else is an error and
 /// nothing is kept.
 pub(crate) async fn receive_exactly(recv: &mut quinn::RecvStream, peer: &str, len: u64) -> Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(len.min(64 << 20) as usize);
+    // The announced length sizes the buffer only up to 1 GiB: a larger object grows it as
+    // its bytes really arrive.
+    let mut pooled = Pool::global().take(len.min(1 << 30) as usize);
+    let buf = pooled.vec();
     while (buf.len() as u64) < len {
         let want = (len - buf.len() as u64).min(usize::MAX as u64) as usize;
         match recv.read_chunk(want, true).await.map_err(|e| gone(peer, e))? {
@@ -307,7 +311,7 @@ pub(crate) async fn receive_exactly(recv: &mut quinn::RecvStream, peer: &str, le
         }
     }
     match recv.read_chunk(1, true).await.map_err(|e| gone(peer, e))? {
-        None => Ok(buf.freeze()),
+        None => Ok(pooled.freeze()),
         Some(_) => {
             Err(Error::Protocol { endpoint: peer.to_string(), reason: format!("more than the {len} bytes announced") })
         }

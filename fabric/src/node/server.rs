@@ -27,6 +27,8 @@ impl Node {
     /// Opens the store `config` describes and serves it.
     pub async fn start(config: &NodeConfig) -> Result<Self> {
         config.validate()?;
+        // Idle receive buffers are memory the tiers do not count: keep them to a small share.
+        crate::buffers::Pool::global().set_share_of(config.memory.0);
         let store = Arc::new(TieredStore::open(&config.store())?);
         let mut node = Self::serve(store.clone(), &config.socket, config.reap_interval()).await?;
         if let Some(listen) = config.listen {

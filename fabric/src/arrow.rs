@@ -71,20 +71,34 @@ impl<W: Write + Seek> ArrowFrameWriter<W> {
     }
 }
 
-/// Encodes batches as an Arrow object in memory.
+/// Encodes batches as an Arrow object in memory (a buffer from the [`Pool`]).
 pub fn encode_batches(schema: &Schema, batches: &[RecordBatch]) -> Result<Bytes> {
-    // Room for the rows' own bytes plus headers, so that the object is written once, not
-    // regrown (capped: the estimate only sizes a first allocation).
-    let rows: usize =
-        batches.iter().flat_map(|b| b.columns()).map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 64).sum();
-    let estimate = (rows + batches.len() * 512 + 4096).min(1 << 30);
-    let mut object = Pool::global().take(estimate);
-    let mut writer = ArrowFrameWriter::try_new(std::io::Cursor::new(object.vec()), schema)?;
+    let mut object = Pool::global().take(encoded_len_estimate(batches));
+    append_batches(schema, batches, object.vec())?;
+    Ok(object.freeze())
+}
+
+/// Appends batches as an Arrow object to `out`, after whatever it holds (other objects, say:
+/// a coalesced shuffle object is several back to back); returns the object's length.
+pub fn append_batches(schema: &Schema, batches: &[RecordBatch], out: &mut Vec<u8>) -> Result<u64> {
+    let start = out.len() as u64;
+    let mut cursor = std::io::Cursor::new(out);
+    cursor.set_position(start);
+    let mut writer = ArrowFrameWriter::try_new(cursor, schema)?;
     for batch in batches {
         writer.write(batch)?;
     }
-    writer.finish()?;
-    Ok(object.freeze())
+    let (_, len) = writer.finish()?;
+    Ok(len)
+}
+
+/// About how many bytes [`encode_batches`] makes of `batches`: the rows' own bytes plus
+/// headers (capped at 1 GiB: it sizes a first allocation, so the object is written once
+/// rather than regrown).
+pub fn encoded_len_estimate(batches: &[RecordBatch]) -> usize {
+    let rows: usize =
+        batches.iter().flat_map(|b| b.columns()).map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) + 64).sum();
+    (rows + batches.len() * 512 + 4096).min(1 << 30)
 }
 
 /// Checks and decodes an Arrow object. The batches' buffers are slices of `data` wherever
@@ -149,6 +163,21 @@ mod tests {
         let (schema, back) = read_batches("t", object).unwrap();
         assert_eq!(schema, batches[0].schema());
         assert_eq!(back, batches);
+    }
+
+    #[test]
+    fn objects_appended_back_to_back_each_read_alone() {
+        let (first, second) = (vec![batch(0, 10)], vec![batch(10, 300), batch(310, 5)]);
+        let mut out = Vec::new();
+        let a = append_batches(&first[0].schema(), &first, &mut out).unwrap() as usize;
+        let b = append_batches(&second[0].schema(), &second, &mut out).unwrap() as usize;
+        assert_eq!(out.len(), a + b);
+        assert_eq!(a % 8, 0, "the next object starts aligned");
+        let out = Bytes::from(out);
+        assert_eq!(read_batches("a", out.slice(..a)).unwrap().1, first);
+        assert_eq!(read_batches("b", out.slice(a..)).unwrap().1, second);
+        let alone = encode_batches(&second[0].schema(), &second).unwrap();
+        assert_eq!(alone, out.slice(a..), "the same bytes as an object of its own");
     }
 
     #[test]

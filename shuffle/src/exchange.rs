@@ -21,11 +21,11 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use arrow_select::coalesce::BatchCoalescer;
-use baton_fabric::arrow::{encode_batches, read_batches};
+use baton_fabric::arrow::{append_batches, encode_batches, encoded_len_estimate, read_batches};
+use baton_fabric::buffers::Pool;
 use baton_fabric::frame::split_objects;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
 use baton_planner::Topology;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -142,7 +142,11 @@ impl ShuffleWriter {
     ) -> Self {
         let partitions = partitioner.partitions() as usize;
         let rows = batch_rows(partitions);
-        let coalescers = (0..partitions).map(|_| BatchCoalescer::new(schema.clone(), rows)).collect();
+        // Small pieces are gathered into batches of `rows`; a piece at least that big is already
+        // one and passes through uncopied.
+        let coalescers = (0..partitions)
+            .map(|_| BatchCoalescer::new(schema.clone(), rows).with_biggest_coalesce_batch_size(Some(rows)))
+            .collect();
         let buffers = vec![Vec::new(); partitions];
         Self {
             target,
@@ -231,10 +235,10 @@ impl ShuffleWriter {
         Ok(())
     }
 
-    /// Partition `p`'s spilled runs and buffered batches, as Arrow objects back to back.
-    fn partition_bytes(&self, p: usize) -> Result<(u64, Vec<u8>)> {
+    /// Appends partition `p`'s spilled runs and buffered batches to `out`, as Arrow objects back
+    /// to back; returns its rows.
+    fn append_partition(&self, p: usize, out: &mut Vec<u8>) -> Result<u64> {
         let mut rows = 0;
-        let mut out = Vec::new();
         if let (Some(spill), Some((_, dir))) = (&self.spill, &self.budget) {
             for &(offset, len, run_rows) in &spill.runs[p] {
                 let start = out.len();
@@ -246,43 +250,57 @@ impl ShuffleWriter {
         let batches = &self.buffers[p];
         if !batches.is_empty() {
             rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            out.extend_from_slice(&encode_batches(&self.schema, batches)?);
+            append_batches(&self.schema, batches, out)?;
         }
-        Ok((rows, out))
+        Ok(rows)
+    }
+
+    /// About how many bytes partition `p` takes as objects.
+    fn partition_len_estimate(&self, p: usize) -> usize {
+        let spilled: u64 = self.spill.as_ref().map_or(0, |s| s.runs[p].iter().map(|&(_, len, _)| len).sum());
+        spilled as usize + if self.buffers[p].is_empty() { 0 } else { encoded_len_estimate(&self.buffers[p]) }
     }
 
     /// Writes the objects and says what they hold.
+    ///
+    /// Each partition is encoded straight into the buffer that is put: its own, or for the
+    /// coalesced layout one shared by all, sized once from the partitions' estimates.
     pub async fn finish(mut self) -> Result<MapOutput> {
         self.flush_coalescers()?;
-        let mut partitions = Vec::with_capacity(self.buffers.len());
-        let mut coalesced = Vec::new();
-        for p in 0..self.buffers.len() {
-            let (rows, object) = self.partition_bytes(p)?;
-            if rows == 0 {
-                partitions.push(PartitionInfo::default());
-                continue;
-            }
-            let bytes = object.len() as u64;
-            match self.layout {
-                Layout::AllToAll => {
-                    self.target
-                        .path
-                        .put(&self.target.key(self.mapper, self.attempt, p as u32), Bytes::from(object))
-                        .await?;
+        let parts = self.buffers.len();
+        let mut partitions = Vec::with_capacity(parts);
+        match self.layout {
+            Layout::AllToAll => {
+                for p in 0..parts {
+                    let mut object = Pool::global().take(self.partition_len_estimate(p));
+                    let rows = self.append_partition(p, object.vec())?;
+                    if rows == 0 {
+                        partitions.push(PartitionInfo::default());
+                        continue;
+                    }
+                    let bytes = object.vec().len() as u64;
+                    let key = self.target.key(self.mapper, self.attempt, p as u32);
+                    self.target.path.put(&key, object.freeze()).await?;
                     partitions.push(PartitionInfo { rows, bytes, range: None });
                 }
-                Layout::Coalesced => {
-                    let start = coalesced.len() as u64;
-                    coalesced.extend_from_slice(&object);
-                    partitions.push(PartitionInfo { rows, bytes, range: Some(start..start + bytes) });
+            }
+            Layout::Coalesced => {
+                let estimate = (0..parts).map(|p| self.partition_len_estimate(p)).sum();
+                let mut coalesced = Pool::global().take(estimate);
+                for p in 0..parts {
+                    let start = coalesced.vec().len() as u64;
+                    let rows = self.append_partition(p, coalesced.vec())?;
+                    let end = coalesced.vec().len() as u64;
+                    partitions.push(match rows {
+                        0 => PartitionInfo::default(),
+                        _ => PartitionInfo { rows, bytes: end - start, range: Some(start..end) },
+                    });
+                }
+                if !coalesced.vec().is_empty() {
+                    let key = self.target.key(self.mapper, self.attempt, COALESCED);
+                    self.target.path.put(&key, coalesced.freeze()).await?;
                 }
             }
-        }
-        if self.layout == Layout::Coalesced && !coalesced.is_empty() {
-            self.target
-                .path
-                .put(&self.target.key(self.mapper, self.attempt, COALESCED), Bytes::from(coalesced))
-                .await?;
         }
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
         Ok(MapOutput { mapper: self.mapper, attempt: self.attempt, spilled_bytes, layout: self.layout, partitions })

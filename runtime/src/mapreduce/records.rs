@@ -104,20 +104,32 @@ impl Checksum {
 /// Sorts `records` (a whole number of 100-byte records) by key, ties broken by the rest of the
 /// record so that the order is total and the same in every process, and returns them sorted.
 pub fn sort(records: &[u8]) -> Vec<u8> {
-    let n = records.len() / RECORD;
-    let rec = |i: u32| &records[i as usize * RECORD..(i as usize + 1) * RECORD];
-    let mut order: Vec<(u64, u32)> = (0..n as u32)
-        .map(|i| {
-            let r = rec(i);
-            (u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]), i)
-        })
-        .collect();
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rec(a.1)[8..].cmp(&rec(b.1)[8..])));
-    let mut out = Vec::with_capacity(n * RECORD);
-    for (_, i) in order {
-        out.extend_from_slice(rec(i));
-    }
+    let mut out = Vec::with_capacity(records.len());
+    sort_into(&[records], &mut out);
     out
+}
+
+/// Sorts the records of all `runs` together (each a whole number of records, wherever it
+/// lies: a reducer's inputs are sorted where they arrived, not gathered first) and appends
+/// them to `out` in the order of [`sort`].
+pub fn sort_into(runs: &[&[u8]], out: &mut Vec<u8>) {
+    let rec = |run: u32, i: u32| {
+        let at = i as usize * RECORD;
+        &runs[run as usize][at..at + RECORD]
+    };
+    let total: usize = runs.iter().map(|r| r.len() / RECORD).sum();
+    let mut order: Vec<(u64, u32, u32)> = Vec::with_capacity(total);
+    for (run, records) in runs.iter().enumerate() {
+        for (i, r) in records.chunks_exact(RECORD).enumerate() {
+            let prefix = u64::from_be_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]);
+            order.push((prefix, run as u32, i as u32));
+        }
+    }
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rec(a.1, a.2)[8..].cmp(&rec(b.1, b.2)[8..])));
+    out.reserve(total * RECORD);
+    for (_, run, i) in order {
+        out.extend_from_slice(rec(run, i));
+    }
 }
 
 /// Whether `records` are in key order (ties by the rest of the record).
@@ -168,5 +180,16 @@ mod tests {
         y.add(&sorted);
         assert_eq!(x, y);
         assert_eq!(x.records, 5001);
+    }
+
+    #[test]
+    fn sorting_runs_in_place_matches_sorting_them_gathered() {
+        let mut recs = Vec::new();
+        generate(2, 0, 3000, &mut recs);
+        let runs = [&recs[..700 * RECORD], &recs[700 * RECORD..700 * RECORD], &recs[700 * RECORD..]];
+        let mut out = b"kept".to_vec();
+        sort_into(&runs, &mut out);
+        assert_eq!(&out[..4], b"kept", "appends after what is there");
+        assert_eq!(&out[4..], &sort(&recs)[..]);
     }
 }

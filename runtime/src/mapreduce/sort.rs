@@ -12,6 +12,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
+use baton_fabric::buffers::Pool;
 use baton_planner::Topology;
 use baton_shuffle::Partitioner;
 use bytes::Bytes;
@@ -283,28 +284,34 @@ impl Operator for SortReduce {
             ctx.task().inputs.first().map_or(0, |i| {
                 i.maps.iter().filter_map(|m| m.partitions.get(partition as usize)).map(|p| p.rows).sum()
             });
-        let mut all = Vec::with_capacity(expected as usize * RECORD);
+        // The inputs stay where they arrived (mapped shared memory, on the VM-local path) and
+        // are sorted from there into the one buffer that is written out.
+        let mut batches = Vec::new();
         let mut input = ctx.input(0)?;
-        while let Some(batches) = input.next().await? {
-            for batch in batches {
-                let column = records_of(&batch)?;
-                let n = column.len();
-                if n > 0 {
-                    // The rows' bytes are contiguous: copy them in one go.
-                    let data = column.value_data();
-                    let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
-                    all.extend_from_slice(&data[start..start + n * RECORD]);
-                }
-            }
+        while let Some(more) = input.next().await? {
+            batches.extend(more);
         }
         drop(input);
-        let sorted = records::sort(&all);
-        drop(all);
+        let mut runs = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let column = records_of(batch)?;
+            let n = column.len();
+            if n > 0 {
+                // The rows' bytes are contiguous.
+                let data = column.value_data();
+                let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
+                runs.push(&data[start..start + n * RECORD]);
+            }
+        }
+        let mut sorted = Pool::global().take(expected as usize * RECORD);
+        records::sort_into(&runs, sorted.vec());
+        drop(runs);
+        drop(batches);
         let mut checksum = Checksum::default();
-        checksum.add(&sorted);
-        let bytes = sorted.len() as u64;
+        checksum.add(sorted.vec());
+        let bytes = sorted.vec().len() as u64;
         let name = part_name(partition);
-        Output::open(&params.output)?.put(&name, Bytes::from(sorted)).await?;
+        Output::open(&params.output)?.put(&name, sorted.freeze()).await?;
         ctx.count_out(checksum.records, bytes);
         ctx.set_extra(serde_json::json!({ "file": name, "checksum": checksum }));
         Ok(())

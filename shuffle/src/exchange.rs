@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use arrow_select::coalesce::BatchCoalescer;
 use baton_fabric::arrow::{append_batches, encode_batches, encoded_len_estimate, read_batches};
 use baton_fabric::buffers::Pool;
@@ -143,9 +143,11 @@ impl ShuffleWriter {
         let partitions = partitioner.partitions() as usize;
         let rows = batch_rows(partitions);
         // Small pieces are gathered into batches of `rows`; a piece at least that big is already
-        // one and passes through uncopied.
+        // one and passes through uncopied — unless it may hold views, which point into the
+        // buffers of the whole batch it was cut from until the coalescer compacts them.
+        let bypass = schema.fields().iter().all(|f| !may_hold_views(f.data_type())).then_some(rows);
         let coalescers = (0..partitions)
-            .map(|_| BatchCoalescer::new(schema.clone(), rows).with_biggest_coalesce_batch_size(Some(rows)))
+            .map(|_| BatchCoalescer::new(schema.clone(), rows).with_biggest_coalesce_batch_size(bypass))
             .collect();
         let buffers = vec![Vec::new(); partitions];
         Self {
@@ -305,6 +307,12 @@ impl ShuffleWriter {
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
         Ok(MapOutput { mapper: self.mapper, attempt: self.attempt, spilled_bytes, layout: self.layout, partitions })
     }
+}
+
+/// Whether arrays of `data_type` may share buffers with the batch a piece was taken from
+/// (string and binary views, or anything nested, to be safe).
+fn may_hold_views(data_type: &DataType) -> bool {
+    data_type.is_nested() || matches!(data_type, DataType::Utf8View | DataType::BinaryView)
 }
 
 /// Rows per batch a writer gathers for each partition: Arrow's usual 8192, fewer when there are

@@ -179,3 +179,39 @@ async fn partitions_of_string_views_carry_only_their_own_strings() {
     }
     assert_eq!(seen, 20_000);
 }
+
+/// A batch far bigger than a partition's batch size, of string views: its pieces are big enough
+/// to pass the coalescer by, but must still be compacted, or each partition would carry the
+/// strings of all of them.
+#[tokio::test]
+async fn big_pieces_of_string_views_are_still_compacted() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("name", DataType::Utf8View, false),
+    ]));
+    let rows = 200_000;
+    let names =
+        StringViewArray::from_iter_values((0..rows).map(|i| format!("a name long enough to be out of line {i:08}")));
+    let own_bytes = names.get_buffer_memory_size() as u64;
+    let keys = Int64Array::from_iter_values(0..rows);
+    let path: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 30));
+    let target = Target { path, job: JobId(4), edge: EdgeId(0) };
+    let partitioner = Box::new(HashPartitioner::new(&schema, &[0], REDUCERS).unwrap());
+    let mut writer = ShuffleWriter::new(target.clone(), 0, schema.clone(), partitioner, Layout::Coalesced);
+    writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(names)]).unwrap()).unwrap();
+    let output = writer.finish().await.unwrap();
+    let written: u64 = output.partitions.iter().map(|p| p.bytes).sum();
+    assert!(written < own_bytes * 2, "wrote {written} bytes for {own_bytes} bytes of rows: shared buffers came along");
+    let mut seen = 0;
+    for r in 0..REDUCERS {
+        for b in ShuffleReader::new(target.clone(), r).read_all(std::slice::from_ref(&output)).await.unwrap() {
+            let keys = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let names = b.column(1).as_any().downcast_ref::<StringViewArray>().unwrap();
+            for i in 0..b.num_rows() {
+                assert_eq!(names.value(i), format!("a name long enough to be out of line {:08}", keys.value(i)));
+            }
+            seen += b.num_rows();
+        }
+    }
+    assert_eq!(seen, rows as usize);
+}

@@ -280,10 +280,6 @@ impl Operator for SortReduce {
     async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
         let params: SortParams = ctx.params()?;
         let partition = ctx.task().id.partition;
-        let expected: u64 =
-            ctx.task().inputs.first().map_or(0, |i| {
-                i.maps.iter().filter_map(|m| m.partitions.get(partition as usize)).map(|p| p.rows).sum()
-            });
         // The inputs stay where they arrived (mapped shared memory, on the VM-local path) and
         // are sorted from there into the one buffer that is written out.
         let mut batches = Vec::new();
@@ -303,7 +299,8 @@ impl Operator for SortReduce {
                 runs.push(&data[start..start + n * RECORD]);
             }
         }
-        let mut sorted = Pool::global().take(expected as usize * RECORD);
+        // Sized by the bytes that arrived, not by what the task says to expect.
+        let mut sorted = Pool::global().take(runs.iter().map(|r| r.len()).sum());
         records::sort_into(&runs, sorted.vec());
         drop(runs);
         drop(batches);

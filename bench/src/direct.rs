@@ -74,6 +74,10 @@ impl Payloads {
     fn large_object(&self) -> anyhow::Result<Bytes> {
         Ok(encode_batches(&data::schema(), &self.large_batches)?)
     }
+
+    fn small_object(&self) -> anyhow::Result<Bytes> {
+        Ok(encode_batches(&data::schema(), &self.small_batches)?)
+    }
 }
 
 /// One way of moving the payloads: each call is one timed transfer.
@@ -114,7 +118,7 @@ impl<'a> Baton<'a> {
         let direct = DirectPath::connect_with_limits(server.local_addr()?, &tls, &limits).await?;
         direct.add_token(tls.secret()?.mint(JOB, unix_ms_now() + 3_600_000));
         direct.put(&key(0, 0), payloads.large_object()?).await?;
-        direct.put(&key(0, 1), encode_batches(&data::schema(), &payloads.small_batches)?).await?;
+        direct.put(&key(0, 1), payloads.small_object()?).await?;
         Ok(Self { payloads, direct, store, _server: server, _work: work })
     }
 
@@ -215,8 +219,7 @@ struct RawTcp<'a> {
 
 impl<'a> RawTcp<'a> {
     async fn start(payloads: &'a Payloads) -> anyhow::Result<Self> {
-        let small = encode_batches(&data::schema(), &payloads.small_batches)?;
-        let addr = raw_tcp_server(payloads.large_object()?, small).await?;
+        let addr = raw_tcp_server(payloads.large_object()?, payloads.small_object()?).await?;
         let conn = tokio::net::TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
         Ok(Self { payloads, conn: tokio::sync::Mutex::new(conn) })

@@ -70,6 +70,12 @@ pub enum Error {
     },
 }
 
+/// The directory a `file://` URL names, or `None` for any other store (or text that is not a
+/// URL): lets a caller write local files in ways an object store cannot.
+pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
+    Url::parse(url).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
+}
+
 /// Opens the store `url` names, with settings from the environment.
 pub fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), Error> {
     open_url_with(url, std::iter::empty::<(String, String)>())
@@ -137,6 +143,14 @@ pub fn object_store_path(url: &str) -> Result<ObjectStorePath, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_file_urls_name_local_directories() {
+        assert_eq!(local_dir("file:///tmp/out"), Some(std::path::PathBuf::from("/tmp/out")));
+        assert_eq!(local_dir("s3://bucket/out"), None);
+        assert_eq!(local_dir("memory://"), None);
+        assert_eq!(local_dir("/tmp/out"), None, "a path is not a URL");
+    }
 
     #[test]
     fn schemes_are_checked() {

@@ -21,6 +21,7 @@ pub mod path;
 pub mod rdma;
 pub mod store;
 pub mod tier;
+pub mod uncached;
 
 pub use error::{Corruption, Error, Result, Tier};
 pub use ids::{EdgeId, JobId, KeyPrefix, ObjectKey, StageId, TaskId};

@@ -1,7 +1,18 @@
 //! Where a job writes its result: `part-r-NNNNN` files in a directory or object-store prefix.
+//!
+//! A task writes a file through a [`PartWriter`], which streams it. Large files in a local
+//! directory are written past the page cache ([`baton_fabric::uncached`]) while the task
+//! produces the next bytes: the job does not read them again, and on a small machine the
+//! kernel's copy into the cache costs more CPU than a reducer's sort. Other files are gathered
+//! in memory and put whole when finished.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use baton_fabric::buffers::{Pool, PooledVec};
+use baton_fabric::uncached::{FileWriter, MIN_UNCACHED};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -29,18 +40,46 @@ pub fn part_name(partition: u32) -> String {
 pub struct Output {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// The directory, when the output is local.
+    local: Option<PathBuf>,
 }
 
 impl Output {
     /// Opens the output at `url`.
     pub fn open(url: &str) -> Result<Self> {
         let (store, prefix) = baton_connectors::open_url(url)?;
-        Ok(Self { store, prefix })
+        Ok(Self { store, prefix, local: baton_connectors::local_dir(url) })
     }
 
-    /// Writes file `name` (atomically: a retry that writes it again replaces it whole).
+    /// Starts writing file `name`, of about `size_hint` bytes. Nothing is visible under the
+    /// name until [`PartWriter::finish`]; a retry that writes it again replaces it whole.
+    pub fn create(&self, name: &str, size_hint: usize) -> Result<PartWriter> {
+        let sink = match &self.local {
+            Some(dir) if size_hint >= MIN_UNCACHED => {
+                static STAGED: AtomicU64 = AtomicU64::new(0);
+                let n = STAGED.fetch_add(1, Ordering::Relaxed);
+                let staged = dir.join(format!(".{name}.{}-{n}.staged", std::process::id()));
+                let file = FileWriter::create(&staged).map_err(|e| Error::io("create", &staged, e))?;
+                Sink::Local { file, staged, path: dir.join(name) }
+            }
+            _ => Sink::Memory {
+                buf: Pool::global().take(size_hint),
+                store: self.store.clone(),
+                location: self.prefix.clone().join(name),
+            },
+        };
+        Ok(PartWriter { sink })
+    }
+
+    /// Writes file `name` whole.
     pub async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
-        self.store.put(&self.prefix.clone().join(name), bytes.into()).await?;
+        if self.local.is_some() && bytes.len() >= MIN_UNCACHED {
+            let mut part = self.create(name, bytes.len())?;
+            part.write_all(&bytes).map_err(|e| Error::io("write", name, e))?;
+            part.finish().await?;
+        } else {
+            self.store.put(&self.prefix.clone().join(name), bytes.into()).await?;
+        }
         Ok(())
     }
 
@@ -64,11 +103,84 @@ impl Output {
         Ok(self.store.get(&self.prefix.clone().join(name)).await?.bytes().await?)
     }
 
-    /// Deletes the `part-r-*` files already there (a rerun into the same place).
+    /// Deletes the `part-r-*` files already there (a rerun into the same place), and in a
+    /// local directory the staging files of writers that died.
     pub async fn clear(&self) -> Result<()> {
         for (name, _) in self.parts().await? {
             self.store.delete(&self.prefix.clone().join(name.as_str())).await?;
         }
+        if let Some(dir) = &self.local {
+            let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".part-r-") && name.ends_with(".staged") {
+                    std::fs::remove_file(entry.path()).map_err(|e| Error::io("delete", entry.path(), e))?;
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// One file of the output being written: bytes go in with [`std::io::Write`] (a local file's
+/// writes block only while the disk is behind by a few chunks), and [`PartWriter::finish`]
+/// makes the file visible whole.
+#[derive(Debug)]
+pub struct PartWriter {
+    sink: Sink,
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// A large file in a local directory: written to a hidden staging file, renamed when done.
+    Local { file: FileWriter, staged: PathBuf, path: PathBuf },
+    /// Anything else: gathered, then put in one request.
+    Memory { buf: PooledVec, store: Arc<dyn ObjectStore>, location: ObjectPath },
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.sink {
+            Sink::Local { file, .. } => file.write(bytes)?,
+            Sink::Memory { buf, .. } => buf.vec().extend_from_slice(bytes),
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PartWriter {
+    /// Writes what is left, makes the file visible under its name, and returns its length.
+    /// A failed file leaves nothing under the name.
+    pub async fn finish(self) -> Result<u64> {
+        match self.sink {
+            Sink::Local { file, staged, path } => {
+                let done = path.clone();
+                tokio::task::spawn_blocking(move || finish_local(file, &staged, &path))
+                    .await
+                    .map_err(|e| Error::io("write", done, std::io::Error::other(e)))?
+            }
+            Sink::Memory { buf, store, location } => {
+                let bytes = buf.freeze();
+                let len = bytes.len() as u64;
+                store.put(&location, bytes.into()).await?;
+                Ok(len)
+            }
+        }
+    }
+}
+
+fn finish_local(file: FileWriter, staged: &Path, path: &Path) -> Result<u64> {
+    let written = file
+        .finish()
+        .map_err(|e| Error::io("write", staged, e))
+        .and_then(|len| std::fs::rename(staged, path).map(|()| len).map_err(|e| Error::io("rename", path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(staged);
+    }
+    written
 }

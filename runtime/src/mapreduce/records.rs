@@ -113,6 +113,15 @@ pub fn sort(records: &[u8]) -> Vec<u8> {
 /// lies: a reducer's inputs are sorted where they arrived, not gathered first) and appends
 /// them to `out` in the order of [`sort`].
 pub fn sort_into(runs: &[&[u8]], out: &mut Vec<u8>) {
+    out.reserve(runs.iter().map(|r| r.len()).sum());
+    // Writing to a Vec cannot fail.
+    let _ = sort_to(runs, out);
+}
+
+/// Sorts the records of all `runs` together like [`sort_into`], writing them to `out` in
+/// order as they are gathered (a file's disk writes overlap the gathering), and returns the
+/// checksum of what it wrote.
+pub fn sort_to(runs: &[&[u8]], out: &mut impl std::io::Write) -> std::io::Result<Checksum> {
     let rec = |run: u32, i: u32| {
         let at = i as usize * RECORD;
         &runs[run as usize][at..at + RECORD]
@@ -126,10 +135,13 @@ pub fn sort_into(runs: &[&[u8]], out: &mut Vec<u8>) {
         }
     }
     order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rec(a.1, a.2)[8..].cmp(&rec(b.1, b.2)[8..])));
-    out.reserve(total * RECORD);
+    let mut checksum = Checksum::default();
     for (_, run, i) in order {
-        out.extend_from_slice(rec(run, i));
+        let r = rec(run, i);
+        checksum.add(r);
+        out.write_all(r)?;
     }
+    Ok(checksum)
 }
 
 /// Whether `records` are in key order (ties by the rest of the record).

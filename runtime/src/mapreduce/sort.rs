@@ -12,10 +12,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use baton_fabric::buffers::Pool;
 use baton_planner::Topology;
 use baton_shuffle::Partitioner;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::JobSpec;
@@ -133,13 +131,12 @@ pub async fn single_process(sources: &[Source], output: &str) -> Result<Checksum
     for (i, s) in sources.iter().enumerate() {
         all.extend_from_slice(&reader.read(sources, i, 0..s.size).await?);
     }
-    let sorted = records::sort(&all);
-    drop(all);
-    let mut sum = Checksum::default();
-    sum.add(&sorted);
     let out = Output::open(output)?;
     out.clear().await?;
-    out.put(&part_name(0), Bytes::from(sorted)).await?;
+    let mut part = out.create(&part_name(0), all.len())?;
+    let sum = records::sort_to(&[&all], &mut part).map_err(|e| Error::io("write", part_name(0), e))?;
+    drop(all);
+    part.finish().await?;
     Ok(sum)
 }
 
@@ -299,16 +296,14 @@ impl Operator for SortReduce {
                 runs.push(&data[start..start + n * RECORD]);
             }
         }
-        // Sized by the bytes that arrived, not by what the task says to expect.
-        let mut sorted = Pool::global().take(runs.iter().map(|r| r.len()).sum());
-        records::sort_into(&runs, sorted.vec());
+        // Written as it is gathered, the disk writing each chunk while the next is gathered.
+        let bytes = runs.iter().map(|r| r.len()).sum::<usize>() as u64;
+        let name = part_name(partition);
+        let mut part = Output::open(&params.output)?.create(&name, bytes as usize)?;
+        let checksum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", &name, e))?;
         drop(runs);
         drop(batches);
-        let mut checksum = Checksum::default();
-        checksum.add(sorted.vec());
-        let bytes = sorted.vec().len() as u64;
-        let name = part_name(partition);
-        Output::open(&params.output)?.put(&name, sorted.freeze()).await?;
+        part.finish().await?;
         ctx.count_out(checksum.records, bytes);
         ctx.set_extra(serde_json::json!({ "file": name, "checksum": checksum }));
         Ok(())

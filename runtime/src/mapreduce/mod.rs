@@ -1,6 +1,7 @@
 //! MapReduce jobs on the runtime: sort and word count, and what they share (input files,
 //! output files, the sort benchmark's records).
 
+mod crc;
 pub mod input;
 pub mod output;
 pub mod plan;

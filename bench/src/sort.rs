@@ -1,11 +1,14 @@
 //! The sort benchmark: `baton sort` of gensort input, four ways in one run — the planner's
 //! plan, every edge forced through the object store (file://), a single-process sort, and the
-//! direct path with reducers started as mappers end.
+//! direct path with reducers started as mappers end — and with `local_s3` a fifth: every edge
+//! through an object store that speaks S3 (s3s-fs, served on 127.0.0.1 by this process).
 //! Goal: the planned job at least 2x faster than the object-store-only job, and within 2x of
 //! the single-process sort.
 //!
 //! Each variant is a `baton` process, timed from start to exit (worker start-up included);
-//! the distributed variants run 8 mappers and 8 reducers per GiB on a worker per core.
+//! the distributed variants run 8 mappers and 8 reducers per GiB on a worker per core. The
+//! variants take turns, repeat after repeat, so that a drift in the machine's state (its page
+//! cache, the memory its host has taken back) falls on all of them alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +30,8 @@ pub struct SortOptions {
     pub repeats: usize,
     /// Where inputs and outputs go (local disk).
     pub work_dir: PathBuf,
+    /// Also run every edge through a local S3 server.
+    pub local_s3: bool,
 }
 
 /// One variant at one size.
@@ -51,8 +56,10 @@ pub struct SizeReport {
     pub tasks: u32,
     /// Planned, object-store only, single process, direct.
     pub variants: Vec<Variant>,
-    /// Object-store-only time over planned time (goal ≥ 2).
+    /// Object-store-only (file://) time over planned time (goal ≥ 2).
     pub speedup_vs_object_store: f64,
+    /// Object-store-only (S3 protocol) time over planned time, when that variant ran.
+    pub speedup_vs_s3: Option<f64>,
     /// Planned time over single-process time (goal ≤ 2).
     pub ratio_vs_single_process: f64,
 }
@@ -82,10 +89,21 @@ fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, St
     Ok((seconds, stdout))
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark (on a thread that may block, inside a Tokio runtime when `local_s3`).
 pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
     std::fs::create_dir_all(&options.work_dir)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    // The S3 server's directory goes with the run (s3s-fs keeps a metadata file for every
+    // object it ever held, deleted or not).
+    let s3_root = if options.local_s3 { Some(tempfile::tempdir_in(&options.work_dir)?) } else { None };
+    let s3_url = match &s3_root {
+        Some(root) => {
+            let runtime = tokio::runtime::Handle::try_current().context("the local S3 server needs a Tokio runtime")?;
+            let addr = runtime.block_on(baton_connectors::testing::start_open_s3(root.path()))?;
+            Some(baton_connectors::testing::open_url(addr, "sort"))
+        }
+        None => None,
+    };
     let mut sizes = Vec::new();
     for &gib in &options.sizes_gib {
         let input = options.work_dir.join(format!("sort-{gib}gib.bin"));
@@ -119,32 +137,46 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
             out.display().to_string(),
             "--single-process".into(),
         ];
-        let variants = [
+        let mut variants = vec![
             ("planned", common("auto")),
-            ("object-store only", common("object-store")),
+            ("object-store only (file://)", common("object-store")),
             ("single process", single),
             ("direct, reducers start early", common("direct")),
         ];
-        let mut reports = Vec::new();
-        for (name, args) in variants {
-            let mut seconds = Vec::new();
-            let mut shuffle = String::new();
-            for _ in 0..options.repeats.max(1) {
-                let (s, stdout) = run_baton(&options.exe, &options.work_dir, &args)?;
-                seconds.push(s);
-                shuffle = stdout
+        if let Some(url) = &s3_url {
+            let mut s3 = common("object-store");
+            s3.extend(["--objects".to_string(), url.clone()]);
+            variants.push(("object-store only (S3 protocol, local server)", s3));
+        }
+        let mut reports: Vec<Variant> = variants
+            .iter()
+            .map(|(name, _)| Variant {
+                name: name.to_string(),
+                shuffle: String::new(),
+                seconds: Vec::new(),
+                median_s: 0.0,
+            })
+            .collect();
+        for _ in 0..options.repeats.max(1) {
+            for ((name, args), report) in variants.iter().zip(&mut reports) {
+                let (s, stdout) = run_baton(&options.exe, &options.work_dir, args)?;
+                eprintln!("{gib} GiB · {name}: {s:.2} s");
+                report.seconds.push(s);
+                report.shuffle = stdout
                     .lines()
                     .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
                     .unwrap_or_else(|| "—".into());
             }
-            eprintln!("{gib} GiB · {name}: {seconds:.2?} s");
-            reports.push(Variant { name: name.into(), shuffle, median_s: median(seconds.clone()), seconds });
+        }
+        for report in &mut reports {
+            report.median_s = median(report.seconds.clone());
         }
         let _ = std::fs::remove_dir_all(&out);
         sizes.push(SizeReport {
             gib,
             tasks,
             speedup_vs_object_store: reports[1].median_s / reports[0].median_s,
+            speedup_vs_s3: reports.get(4).map(|s3| s3.median_s / reports[0].median_s),
             ratio_vs_single_process: reports[0].median_s / reports[2].median_s,
             variants: reports,
         });
@@ -178,6 +210,12 @@ pub fn markdown(report: &SortReport) -> String {
             "- {} GiB: planned is **{:.2}x** faster than object-store only (goal ≥ 2x) and **{:.2}x** the single-process time (goal ≤ 2x)\n",
             s.gib, s.speedup_vs_object_store, s.ratio_vs_single_process
         ));
+        if let Some(x) = s.speedup_vs_s3 {
+            md.push_str(&format!(
+                "- {} GiB: planned is **{x:.2}x** faster than object-store only over the S3 protocol (a local s3s-fs server on the same cores)\n",
+                s.gib
+            ));
+        }
     }
     md
 }

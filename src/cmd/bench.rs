@@ -54,6 +54,10 @@ enum Workload {
         /// Directory on local disk for inputs and outputs.
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
+        /// Also run the shuffle through an S3 server started on 127.0.0.1 (s3s-fs under the
+        /// work directory).
+        #[arg(long)]
+        local_s3: bool,
     },
     /// The 22 TPC-H queries: Baton on local workers, single-process DataFusion, and Baton with
     /// every exchange through the object store.
@@ -140,13 +144,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 &baton_bench::direct::markdown(&report),
             )
         }
-        Workload::Sort { sizes, repeats, out, work_dir } => {
+        Workload::Sort { sizes, repeats, out, work_dir, local_s3 } => {
             warn_if_debug();
             let options = baton_bench::sort::SortOptions {
                 exe: std::env::current_exe()?,
                 sizes_gib: sizes,
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
+                local_s3,
             };
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))

@@ -127,15 +127,17 @@ pub async fn job(
 pub async fn single_process(sources: &[Source], output: &str) -> Result<Checksum> {
     check_sources(sources)?;
     let reader = Reader::open(sources)?;
-    let mut all = Vec::with_capacity(sources.iter().map(|s| s.size as usize).sum());
+    let mut files = Vec::with_capacity(sources.len());
     for (i, s) in sources.iter().enumerate() {
-        all.extend_from_slice(&reader.read(sources, i, 0..s.size).await?);
+        files.push(reader.read(sources, i, 0..s.size).await?);
     }
     let out = Output::open(output)?;
     out.clear().await?;
-    let mut part = out.create(&part_name(0), all.len())?;
-    let sum = records::sort_to(&[&all], &mut part).map_err(|e| Error::io("write", part_name(0), e))?;
-    drop(all);
+    let runs: Vec<&[u8]> = files.iter().map(|f| &f[..]).collect();
+    let mut part = out.create(&part_name(0), runs.iter().map(|r| r.len()).sum())?;
+    let sum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", part_name(0), e))?;
+    drop(runs);
+    drop(files);
     part.finish().await?;
     Ok(sum)
 }

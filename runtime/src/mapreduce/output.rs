@@ -184,3 +184,55 @@ fn finish_local(file: FileWriter, staged: &Path, path: &Path) -> Result<u64> {
     }
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_large_local_file_appears_whole_only_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Output::open(&output_url(dir.path().to_str().unwrap()).unwrap()).unwrap();
+        let want = bytes(MIN_UNCACHED * 2 + 12_345);
+        let mut part = out.create(&part_name(3), want.len()).unwrap();
+        for piece in want.chunks(1000) {
+            part.write_all(piece).unwrap();
+        }
+        assert!(out.parts().await.unwrap().is_empty(), "nothing is visible before finish");
+        assert_eq!(part.finish().await.unwrap(), want.len() as u64);
+        assert_eq!(out.parts().await.unwrap(), vec![(part_name(3), want.len() as u64)]);
+        assert_eq!(out.get(&part_name(3)).await.unwrap(), want);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(part_name(3))], "no staging file is left behind");
+    }
+
+    #[tokio::test]
+    async fn clear_removes_parts_and_the_staging_files_of_dead_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Output::open(&output_url(dir.path().to_str().unwrap()).unwrap()).unwrap();
+        out.put(&part_name(0), Bytes::from_static(b"small")).await.unwrap();
+        // A writer killed mid-file leaves its staging file.
+        std::fs::write(dir.path().join(format!(".{}.4242-0.staged", part_name(1))), b"half").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
+        out.clear().await.unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")], "only files that are not the job's stay");
+    }
+
+    #[tokio::test]
+    async fn object_store_outputs_are_put_whole() {
+        let out = Output::open("memory://out").unwrap();
+        let want = bytes(MIN_UNCACHED + 1);
+        let mut part = out.create(&part_name(0), want.len()).unwrap();
+        part.write_all(&want).unwrap();
+        assert!(out.parts().await.unwrap().is_empty());
+        part.finish().await.unwrap();
+        assert_eq!(out.get(&part_name(0)).await.unwrap(), want);
+    }
+}

@@ -163,19 +163,47 @@ fn write_chunks(
 ) -> io::Result<u64> {
     let mut at = 0u64;
     let mut padded = false;
+    let mut direct = direct;
     while let Ok((mut buf, filled)) = to_write.recv() {
         let len = if direct { filled.next_multiple_of(ALIGN) } else { filled };
         buf.as_mut()[filled..len].fill(0);
-        file.write_all_at(&buf.as_mut()[..len], at)?;
+        match file.write_all_at(&buf.as_mut()[..len], at) {
+            // Some file systems open with O_DIRECT and refuse the writes: go on buffered.
+            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                stop_direct_io(&file)?;
+                direct = false;
+                file.write_all_at(&buf.as_mut()[..filled], at)?;
+                continue_after(&mut at, filled, written, buf);
+                continue;
+            }
+            other => other?,
+        }
         padded |= len != filled;
-        at += filled as u64;
-        // The caller may be gone already (finishing); the buffer is then freed.
-        let _ = written.send(buf);
+        continue_after(&mut at, filled, written, buf);
     }
     if padded {
         file.set_len(at)?;
     }
     Ok(at)
+}
+
+fn continue_after(at: &mut u64, filled: usize, written: &SyncSender<AlignedBuf>, buf: AlignedBuf) {
+    *at += filled as u64;
+    // The caller may be gone already (finishing); the buffer is then freed.
+    let _ = written.send(buf);
+}
+
+/// Clears `O_DIRECT` on an open file.
+fn stop_direct_io(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A heap buffer aligned for direct I/O.
@@ -266,6 +294,29 @@ mod tests {
         let want = bytes(MIN_UNCACHED + 3);
         write_file(&path, &want).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn direct_io_can_be_turned_off_on_an_open_file() {
+        use std::os::fd::AsRawFd;
+        let candidates = [tempfile::tempdir(), tempfile::tempdir_in("/var/tmp"), tempfile::tempdir_in(".")];
+        let Some(dir) = candidates.into_iter().flatten().find(|d| direct_io_works_in(d.path())) else {
+            eprintln!("SKIPPED: no file system here takes O_DIRECT (/tmp, /var/tmp, the working directory)");
+            return;
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.path().join("f"))
+            .unwrap();
+        // SAFETY: reading the flags of an open descriptor.
+        let flags = || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(flags() & libc::O_DIRECT, 0);
+        stop_direct_io(&file).unwrap();
+        assert_eq!(flags() & libc::O_DIRECT, 0);
+        file.write_all_at(b"an unaligned write", 3).unwrap();
     }
 
     #[test]

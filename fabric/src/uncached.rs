@@ -48,11 +48,13 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// One file written sequentially past the page cache, its disk writes overlapping the
 /// caller's filling of the next chunk.
 pub struct FileWriter {
-    current: AlignedBuf,
+    /// The chunk being filled, taken from `empty` (or made) when the first byte comes.
+    current: Option<AlignedBuf>,
     filled: usize,
     full: Option<SyncSender<(AlignedBuf, usize)>>,
     empty: Receiver<AlignedBuf>,
     thread: Option<JoinHandle<io::Result<u64>>>,
+    /// Chunks that may still be made rather than waited for.
     spare: usize,
     direct: bool,
 }
@@ -77,15 +79,7 @@ impl FileWriter {
         let thread = std::thread::Builder::new()
             .name("baton-file-writer".into())
             .spawn(move || write_chunks(file, direct, &to_write, &written))?;
-        Ok(Self {
-            current: AlignedBuf::new(CHUNK)?,
-            filled: 0,
-            full: Some(full),
-            empty,
-            thread: Some(thread),
-            spare: CHUNKS - 1,
-            direct,
-        })
+        Ok(Self { current: None, filled: 0, full: Some(full), empty, thread: Some(thread), spare: CHUNKS, direct })
     }
 
     /// Whether the file is being written with direct I/O.
@@ -96,8 +90,13 @@ impl FileWriter {
     /// Appends `bytes`.
     pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
+            let mut current = match self.current.take() {
+                Some(current) => current,
+                None => self.empty_chunk()?,
+            };
             let n = (CHUNK - self.filled).min(bytes.len());
-            self.current.as_mut()[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            current.as_mut()[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.current = Some(current);
             self.filled += n;
             bytes = &bytes[n..];
             if self.filled == CHUNK {
@@ -115,21 +114,27 @@ impl FileWriter {
         self.join()
     }
 
-    /// Hands the current chunk to the thread and takes an empty one.
-    fn send(&mut self) -> io::Result<()> {
-        let next = if self.spare > 0 {
+    /// A chunk to fill: a new one while fewer than [`CHUNKS`] exist, else one the thread has
+    /// written out.
+    fn empty_chunk(&mut self) -> io::Result<AlignedBuf> {
+        if self.spare > 0 {
             self.spare -= 1;
-            AlignedBuf::new(CHUNK)?
-        } else {
-            match self.empty.recv() {
-                Ok(buf) => buf,
-                // The thread stopped: its error says why.
-                Err(_) => return Err(self.join().err().unwrap_or_else(|| io::Error::other("file writer stopped"))),
-            }
-        };
-        let chunk = std::mem::replace(&mut self.current, next);
+            return AlignedBuf::new(CHUNK);
+        }
+        match self.empty.recv() {
+            Ok(buf) => Ok(buf),
+            // The thread stopped: its error says why.
+            Err(_) => Err(self.join().err().unwrap_or_else(|| io::Error::other("file writer stopped"))),
+        }
+    }
+
+    /// Hands the current chunk to the thread.
+    fn send(&mut self) -> io::Result<()> {
         let filled = std::mem::take(&mut self.filled);
-        let sent = self.full.as_ref().is_some_and(|full| full.send((chunk, filled)).is_ok());
+        let sent = match (self.current.take(), &self.full) {
+            (Some(chunk), Some(full)) => full.send((chunk, filled)).is_ok(),
+            _ => false,
+        };
         if !sent {
             return Err(self.join().err().unwrap_or_else(|| io::Error::other("file writer stopped")));
         }

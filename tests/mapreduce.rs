@@ -280,6 +280,25 @@ fn a_malformed_input_fails_fast_naming_the_file() {
 }
 
 #[test]
+fn the_embedded_node_keeps_vm_local_objects_where_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "100000", "--seed", "5"]));
+    ok(&baton(dir.path(), &["sort", "in.bin", "--output", "single", "--single-process"]));
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let shm_dir = shm.path().to_str().unwrap();
+    let args = ["sort", "in.bin", "--output", "out", "--mappers", "3", "--reducers", "2", "--path", "vm-local"];
+    let stdout = ok(&baton(dir.path(), &[&args[..], &["--shm-dir", shm_dir]].concat()));
+    assert!(stdout.contains("shuffle via vm-local"), "{stdout}");
+    same_as(&dir.path().join("out"), &dir.path().join("single").join("part-r-00000")).unwrap();
+    assert_eq!(std::fs::read_dir(shm.path()).unwrap().count(), 0, "the node leaves nothing in its shm_dir");
+    // A directory that is not there is named, not a panic or a silent fallback.
+    let out = baton(dir.path(), &[&args[..], &["--shm-dir", "/nonexistent-baton-shm"]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shm_dir") && stderr.contains("/nonexistent-baton-shm"), "{stderr}");
+}
+
+#[test]
 fn wordcount_counts_every_word_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("text")).unwrap();

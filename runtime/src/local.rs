@@ -42,6 +42,9 @@ pub struct LocalConfig {
     pub endpoints: Vec<String>,
     /// The object store for the object-store path (default: a `file://` directory of the run).
     pub objects: Option<String>,
+    /// Where the node keeps VM-local objects (default: `/dev/shm`). A tmpfs mounted with
+    /// `huge=within_size` takes large objects with far fewer page faults.
+    pub shm_dir: Option<PathBuf>,
     /// The operators tasks run in this process when `exe` is `None` (worker processes have
     /// the `baton` binary's own).
     pub registry: Registry,
@@ -60,6 +63,7 @@ impl LocalConfig {
             timeout: Duration::from_secs(600),
             endpoints: Vec::new(),
             objects: None,
+            shm_dir: None,
             registry: mapreduce::registry(),
         }
     }
@@ -89,13 +93,15 @@ impl LocalEnv {
             .prefix("run-")
             .tempdir_in(&root)
             .map_err(|e| Error::io("create a run directory in", &root, e))?;
+        let defaults = NodeConfig::default();
         let node_config = NodeConfig {
+            shm_dir: config.shm_dir.clone().unwrap_or(defaults.shm_dir.clone()),
             socket: run_dir.path().join("node.sock"),
             flash_dir: run_dir.path().join("flash"),
             memory: ByteSize(config.node_memory),
             listen: Some(([127, 0, 0, 1], 0).into()),
             tls_dir: root.join("tls"),
-            ..NodeConfig::default()
+            ..defaults
         };
         let node = Node::start(&node_config).await?;
         let quic = node

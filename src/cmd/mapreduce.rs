@@ -62,6 +62,10 @@ pub struct JobArgs {
     /// Memory the embedded node lends for VM-local and remote-store objects.
     #[arg(long, default_value = "4GiB")]
     node_memory: ByteSize,
+    /// Where the embedded node keeps VM-local objects (default: /dev/shm; a tmpfs mounted with
+    /// huge=within_size is faster for large objects).
+    #[arg(long, env = "BATON_SHM_DIR")]
+    shm_dir: Option<PathBuf>,
     /// Run tasks in this process instead of worker processes.
     #[arg(long, conflicts_with = "endpoints")]
     in_process: bool,
@@ -226,6 +230,7 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
     }
     local.worker_memory = args.worker_memory.0;
     local.node_memory = args.node_memory.0;
+    local.shm_dir = args.shm_dir.clone();
     local.timeout = std::time::Duration::from_secs(args.task_timeout_s.max(1));
     local.objects = args.objects.clone();
     if !args.endpoints.is_empty() {

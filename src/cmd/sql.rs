@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Memory limit of each worker process.
     #[arg(long, default_value = "2GiB")]
     worker_memory: ByteSize,
+    /// Where the embedded node keeps VM-local objects (default: /dev/shm; a tmpfs mounted with
+    /// huge=within_size is faster for large objects).
+    #[arg(long, env = "BATON_SHM_DIR")]
+    shm_dir: Option<std::path::PathBuf>,
     /// Carry every exchange on this path: auto (the planner's choice), vm-local, remote-store
     /// or object-store.
     #[arg(long, default_value = "auto")]
@@ -107,6 +111,7 @@ impl RunArgs {
         }
         local.worker_memory = self.worker_memory.0;
         local.objects = self.objects.clone();
+        local.shm_dir = self.shm_dir.clone();
         let partitions = self.partitions.unwrap_or(local.workers).max(1);
         Ok((LocalEnv::start(&local).await?, partitions))
     }

@@ -54,8 +54,8 @@ impl Output {
     /// Starts writing file `name`, of about `size_hint` bytes. Nothing is visible under the
     /// name until [`PartWriter::finish`]; a retry that writes it again replaces it whole.
     pub fn create(&self, name: &str, size_hint: usize) -> Result<PartWriter> {
-        let sink = match &self.local {
-            Some(dir) if size_hint >= MIN_UNCACHED => {
+        let sink = match self.streamed_to(size_hint) {
+            Some(dir) => {
                 static STAGED: AtomicU64 = AtomicU64::new(0);
                 let n = STAGED.fetch_add(1, Ordering::Relaxed);
                 let staged = dir.join(format!(".{name}.{}-{n}.staged", std::process::id()));
@@ -73,7 +73,7 @@ impl Output {
 
     /// Writes file `name` whole.
     pub async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
-        if self.local.is_some() && bytes.len() >= MIN_UNCACHED {
+        if self.streamed_to(bytes.len()).is_some() {
             let mut part = self.create(name, bytes.len())?;
             part.write_all(&bytes).map_err(|e| Error::io("write", name, e))?;
             part.finish().await?;
@@ -81,6 +81,12 @@ impl Output {
             self.store.put(&self.prefix.clone().join(name), bytes.into()).await?;
         }
         Ok(())
+    }
+
+    /// The directory a file of `size` bytes is streamed to past the page cache, if any (else
+    /// it is gathered and put whole).
+    fn streamed_to(&self, size: usize) -> Option<&Path> {
+        self.local.as_deref().filter(|_| size >= MIN_UNCACHED)
     }
 
     /// The `part-r-*` files, sorted by name, with their sizes.

@@ -106,22 +106,15 @@ impl Checksum {
 /// record so that the order is total and the same in every process, and returns them sorted.
 pub fn sort(records: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(records.len());
-    sort_into(&[records], &mut out);
+    // Writing to a Vec cannot fail.
+    let _ = sort_to(&[records], &mut out);
     out
 }
 
 /// Sorts the records of all `runs` together (each a whole number of records, wherever it
-/// lies: a reducer's inputs are sorted where they arrived, not gathered first) and appends
-/// them to `out` in the order of [`sort`].
-pub fn sort_into(runs: &[&[u8]], out: &mut Vec<u8>) {
-    out.reserve(runs.iter().map(|r| r.len()).sum());
-    // Writing to a Vec cannot fail.
-    let _ = sort_to(runs, out);
-}
-
-/// Sorts the records of all `runs` together like [`sort_into`], writing them to `out` in
-/// order as they are gathered (a file's disk writes overlap the gathering), and returns the
-/// checksum of what it wrote.
+/// lies: a reducer's inputs are sorted where they arrived, not gathered first) in the order of
+/// [`sort`], writing them to `out` as they are gathered (a file's disk writes overlap the
+/// gathering), and returns the checksum of what it wrote.
 pub fn sort_to(runs: &[&[u8]], out: &mut impl std::io::Write) -> std::io::Result<Checksum> {
     let rec = |run: u32, i: u32| {
         let at = i as usize * RECORD;
@@ -207,7 +200,7 @@ mod tests {
         generate(2, 0, 3000, &mut recs);
         let runs = [&recs[..700 * RECORD], &recs[700 * RECORD..700 * RECORD], &recs[700 * RECORD..]];
         let mut out = b"kept".to_vec();
-        sort_into(&runs, &mut out);
+        sort_to(&runs, &mut out).unwrap();
         assert_eq!(&out[..4], b"kept", "appends after what is there");
         assert_eq!(&out[4..], &sort(&recs)[..]);
     }

@@ -111,7 +111,7 @@ impl<'a> Baton<'a> {
         let tls = TlsDir::new(work.path().join("tls"));
         tls.generate(&[])?;
         let store = Arc::new(TieredStore::open(&StoreConfig::under(work.path(), 4 << 30, 4 << 30))?);
-        store.open_job(JOB, Duration::from_secs(3600));
+        store.open_job(JOB, Duration::from_secs(3600))?;
         let limits = Limits::default();
         let config = NetConfig { limits, ..NetConfig::new("127.0.0.1:0".parse()?, tls.clone()) };
         let server = NetServer::start(store.clone(), &config).await?;

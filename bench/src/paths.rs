@@ -110,7 +110,7 @@ pub async fn run(options: &PathsOptions) -> anyhow::Result<PathsReport> {
         flash_bytes: 8 << 30,
         shm_dir: options.shm_dir.clone(),
     })?);
-    store.open_job(JOB, Duration::from_secs(3600));
+    store.open_job(JOB, Duration::from_secs(3600))?;
     let socket = work.path().join("node.sock");
     let _node = Node::serve(store.clone(), &socket, Duration::from_secs(1)).await?;
     let file_url = format!("file://{}", work.path().join("objects").display());

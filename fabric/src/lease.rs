@@ -69,13 +69,23 @@ pub struct LeaseTable {
     lapsed: VecDeque<JobId>,
 }
 
+/// The longest lease a job may hold: ephemeral data that must outlive a week is not ephemeral.
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl LeaseTable {
-    /// Opens `job` with a lease of `ttl`, or renews it with that ttl if it is open.
-    pub fn open(&mut self, job: JobId, ttl: Duration, now: Instant) -> Lease {
+    /// Opens `job` with a lease of `ttl`, or renews it with that ttl if it is open. A ttl of
+    /// zero or past [`MAX_LEASE`] is refused.
+    pub fn open(&mut self, job: JobId, ttl: Duration, now: Instant) -> Result<Lease> {
+        if ttl.is_zero() || ttl > MAX_LEASE {
+            return Err(Error::Config {
+                field: "lease ttl".into(),
+                reason: format!("{ttl:?} asked for {job}; a lease lasts more than 0 s and at most {MAX_LEASE:?}"),
+            });
+        }
         self.lapsed.retain(|j| *j != job);
         let lease = Lease { ttl, expires: now + ttl };
         self.open.insert(job, lease);
-        lease
+        Ok(lease)
     }
 
     /// Extends `job`'s lease by its ttl from `now`.
@@ -134,8 +144,8 @@ mod tests {
     fn a_renewed_lease_lives_on_and_a_lapsed_one_is_taken() {
         let t0 = Instant::now();
         let mut table = LeaseTable::default();
-        table.open(JobId(1), TTL, t0);
-        table.open(JobId(2), TTL, t0);
+        table.open(JobId(1), TTL, t0).unwrap();
+        table.open(JobId(2), TTL, t0).unwrap();
         table.renew(JobId(1), t0 + Duration::from_secs(8)).unwrap();
         let t1 = t0 + Duration::from_secs(12);
         assert!(matches!(table.check(JobId(2), t1), Err(Error::LeaseExpired { .. })));
@@ -149,7 +159,7 @@ mod tests {
     fn ended_and_unknown_jobs_are_unknown() {
         let t0 = Instant::now();
         let mut table = LeaseTable::default();
-        table.open(JobId(1), TTL, t0);
+        table.open(JobId(1), TTL, t0).unwrap();
         table.end(JobId(1)).unwrap();
         assert!(matches!(table.check(JobId(1), t0), Err(Error::UnknownJob { .. })));
         assert!(matches!(table.end(JobId(7)), Err(Error::UnknownJob { .. })));
@@ -160,9 +170,20 @@ mod tests {
     fn reopening_a_lapsed_job_starts_it_afresh() {
         let t0 = Instant::now();
         let mut table = LeaseTable::default();
-        table.open(JobId(1), TTL, t0);
+        table.open(JobId(1), TTL, t0).unwrap();
         table.take_lapsed(t0 + TTL);
-        table.open(JobId(1), TTL, t0 + TTL);
+        table.open(JobId(1), TTL, t0 + TTL).unwrap();
         table.check(JobId(1), t0 + TTL).unwrap();
+    }
+
+    #[test]
+    fn leases_of_no_time_or_past_the_limit_are_refused() {
+        let t0 = Instant::now();
+        let mut table = LeaseTable::default();
+        for ttl in [Duration::ZERO, MAX_LEASE + Duration::from_millis(1), Duration::from_millis(u64::MAX)] {
+            let err = table.open(JobId(1), ttl, t0).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }) && err.to_string().contains("at most"), "{err}");
+        }
+        table.open(JobId(1), MAX_LEASE, t0).unwrap();
     }
 }

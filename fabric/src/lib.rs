@@ -18,6 +18,7 @@ pub mod mapping;
 pub mod net;
 pub mod node;
 pub mod path;
+pub mod private;
 pub mod rdma;
 pub mod store;
 pub mod tier;

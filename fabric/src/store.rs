@@ -27,6 +27,7 @@ use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::lease::{Clock, Lease, LeaseTable, SystemClock};
 use crate::mapping::{Prefault, map_file};
 use crate::path::{DataPath, ObjectMeta};
+use crate::private::{self, OwnedDir};
 use crate::tier::memory::Resident;
 use crate::tier::{FlashTier, MemoryTier};
 
@@ -35,12 +36,12 @@ use crate::tier::{FlashTier, MemoryTier};
 pub struct StoreConfig {
     /// Bytes the memory tier may hold.
     pub memory_bytes: u64,
-    /// Directory of the flash tier (emptied when the store opens).
+    /// Directory for the flash tier, which keeps its files in a directory of its own there.
     pub flash_dir: PathBuf,
     /// Bytes the flash tier may hold.
     pub flash_bytes: u64,
     /// Directory on a memory file system (tmpfs) for shared-memory segments; the store makes a
-    /// subdirectory of its own there and removes it when dropped.
+    /// private directory of its own there ([`OwnedDir`]) and removes it when dropped.
     pub shm_dir: PathBuf,
 }
 
@@ -77,7 +78,7 @@ pub enum Fetched {
 pub struct TieredStore {
     memory: MemoryTier,
     flash: FlashTier,
-    shm_dir: PathBuf,
+    shm: OwnedDir,
     leases: Mutex<LeaseTable>,
     clock: Arc<dyn Clock>,
     /// Serializes admissions so that concurrent writers do not spill more than needed.
@@ -101,14 +102,11 @@ impl TieredStore {
     /// Opens a store whose leases follow `clock`.
     pub fn open_with_clock(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         let flash = FlashTier::open(&config.flash_dir, config.flash_bytes)?;
-        static STORES: AtomicU64 = AtomicU64::new(0);
-        let n = STORES.fetch_add(1, Ordering::Relaxed);
-        let shm_dir = config.shm_dir.join(format!("baton-{}-{n}", std::process::id()));
-        fs::create_dir_all(&shm_dir).map_err(|e| Error::io("create directory", &shm_dir, e))?;
+        let shm = OwnedDir::create(&config.shm_dir, "shm_dir")?;
         Ok(Self {
             memory: MemoryTier::new(config.memory_bytes),
             flash,
-            shm_dir,
+            shm,
             leases: Mutex::default(),
             clock,
             admit: Mutex::new(()),
@@ -136,13 +134,14 @@ impl TieredStore {
 
     /// This store's shared-memory directory.
     pub fn shm_dir(&self) -> &Path {
-        &self.shm_dir
+        self.shm.path()
     }
 
     // ---- jobs ----
 
-    /// Opens `job` with a lease of `ttl` (or renews it with that ttl).
-    pub fn open_job(&self, job: JobId, ttl: Duration) -> Lease {
+    /// Opens `job` with a lease of `ttl` (or renews it with that ttl); see
+    /// [`crate::lease::MAX_LEASE`].
+    pub fn open_job(&self, job: JobId, ttl: Duration) -> Result<Lease> {
         lock(&self.leases).open(job, ttl, self.clock.now())
     }
 
@@ -166,13 +165,20 @@ impl TieredStore {
         self.purge(job).await
     }
 
-    /// Ends every job whose lease has lapsed and deletes its objects; returns those jobs.
+    /// Ends every job whose lease has lapsed and deletes its objects; returns those jobs. A job
+    /// whose purge fails somewhere (a slower tier out of reach) does not stop the others: every
+    /// lapsed job is purged from every tier that answers, and the first failure is returned
+    /// after all were tried.
     pub async fn reap(&self) -> Result<Vec<JobId>> {
         let lapsed = lock(&self.leases).take_lapsed(self.clock.now());
+        let mut first_error = None;
         for job in &lapsed {
-            self.purge(*job).await?;
+            if let Err(e) = self.purge(*job).await {
+                tracing::warn!(%job, "purging a lapsed job failed: {e}");
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(lapsed)
+        first_error.map_or(Ok(lapsed), Err)
     }
 
     async fn purge(&self, job: JobId) -> Result<u64> {
@@ -184,10 +190,16 @@ impl TieredStore {
             }
             keep
         });
+        let mut first_error = None;
         for tier in &self.slower {
-            freed += tier.purge_job(job).await?;
+            match tier.purge_job(job).await {
+                Ok(bytes) => freed += bytes,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(freed)
+        first_error.map_or(Ok(freed), Err)
     }
 
     // ---- objects ----
@@ -207,14 +219,26 @@ impl TieredStore {
         }
         while self.memory.free() < needed {
             let Some((key, victim)) = self.memory.coldest() else { return Ok(false) };
-            match self.flash.insert(&key, &victim.bytes) {
-                Ok(()) => {}
-                Err(Error::NoCapacity { .. }) => return Ok(false),
-                Err(e) => return Err(e),
+            if !self.spill(key, &victim)? {
+                return Ok(false);
             }
-            self.memory.remove(&key);
-            tracing::debug!(%key, bytes = victim.bytes.len(), "spilled to flash");
         }
+        Ok(true)
+    }
+
+    /// Moves one object from memory to flash; false when flash has no room for it.
+    fn spill(&self, key: ObjectKey, victim: &Resident) -> Result<bool> {
+        match self.flash.insert(&key, &victim.bytes) {
+            Ok(()) => {}
+            Err(Error::NoCapacity { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if self.memory.remove(&key).is_none() {
+            // Deleted, or its job ended, while it was being copied: it stays deleted.
+            self.flash.remove(&key);
+            return Ok(true);
+        }
+        tracing::debug!(%key, bytes = victim.bytes.len(), "spilled to flash");
         Ok(true)
     }
 
@@ -270,7 +294,7 @@ impl TieredStore {
 
     fn segment_path(&self) -> PathBuf {
         let n = self.next_segment.fetch_add(1, Ordering::Relaxed);
-        self.shm_dir.join(format!("seg-{n}"))
+        self.shm.path().join(format!("seg-{n}"))
     }
 
     /// Names a file for a producer on this host to write the object at `key` into, in shared
@@ -322,7 +346,7 @@ impl TieredStore {
         }
         let _admit = lock(&self.admit);
         self.ensure_new(key)?;
-        if path.starts_with(&self.shm_dir) && self.make_room(len)? {
+        if path.starts_with(self.shm.path()) && self.make_room(len)? {
             let bytes = map_file(path, Prefault::Lazy, true)?;
             self.memory.insert(*key, Resident { bytes, shm: Some(path.to_path_buf()) })?;
             return Ok(Tier::Memory);
@@ -356,9 +380,7 @@ impl TieredStore {
                 return Ok(Location { path, len, tier: Tier::Memory });
             }
             let path = self.segment_path();
-            fs::File::create(&path)
-                .and_then(|mut f| f.write_all(&resident.bytes))
-                .map_err(|e| Error::io("write", &path, e))?;
+            private::create_file(&path)?.write_all(&resident.bytes).map_err(|e| Error::io("write", &path, e))?;
             let bytes = map_file(&path, Prefault::Lazy, true)?;
             if self.memory.replace(key, Resident { bytes, shm: Some(path.clone()) }) {
                 return Ok(Location { path, len, tier: Tier::Memory });
@@ -366,12 +388,6 @@ impl TieredStore {
         }
         let (path, len) = self.flash.locate(key).ok_or(Error::NotFound { key: *key })?;
         Ok(Location { path, len, tier: Tier::Flash })
-    }
-}
-
-impl Drop for TieredStore {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.shm_dir);
     }
 }
 
@@ -399,5 +415,30 @@ impl DataPath for TieredStore {
 
     async fn purge_job(&self, job: JobId) -> Result<u64> {
         self.purge(job).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ids::EdgeId;
+
+    #[test]
+    fn an_object_deleted_while_it_spills_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TieredStore::open(&StoreConfig::under(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        let job = JobId(5);
+        store.open_job(job, Duration::from_secs(60)).unwrap();
+        let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+        store.insert(&key, Bytes::from(vec![7u8; 1000])).unwrap();
+        // The interleaving: a spill picks its victim, a client deletes it, the spill goes on.
+        let (victim_key, victim) = store.memory.coldest().unwrap();
+        store.remove(&key).unwrap();
+        assert!(store.spill(victim_key, &victim).unwrap());
+        assert!(!store.flash.contains(&key), "the deleted object came back on flash");
+        assert_eq!(store.flash.used(), 0);
+        assert!(matches!(store.read(&key), Err(Error::NotFound { .. })));
     }
 }

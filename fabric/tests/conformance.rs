@@ -41,7 +41,7 @@ async fn flash_tier() {
 async fn tiered_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = TieredStore::open(&store_config(&dir, 64 << 20)).unwrap();
-    store.open_job(JOB, Duration::from_secs(60));
+    store.open_job(JOB, Duration::from_secs(60)).unwrap();
     run_all(&store, JOB).await;
 }
 
@@ -50,7 +50,7 @@ async fn tiered_store_that_spills_everything() {
     // A memory budget smaller than most objects: the suite runs against flash behind memory.
     let dir = tempfile::tempdir().unwrap();
     let store = TieredStore::open(&store_config(&dir, 16)).unwrap();
-    store.open_job(JOB, Duration::from_secs(60));
+    store.open_job(JOB, Duration::from_secs(60)).unwrap();
     run_all(&store, JOB).await;
 }
 

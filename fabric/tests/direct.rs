@@ -106,7 +106,7 @@ async fn a_slow_reader_holds_the_sender_back() {
         Limits { stream_window: 1 << 20, connection_window: 2 << 20, send_window: 2 << 20, ..Limits::default() };
     let node = node(limits).await;
     let job = JobId(0x51);
-    node.store.open_job(job, Duration::from_secs(60));
+    node.store.open_job(job, Duration::from_secs(60)).unwrap();
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     let object = pattern(32 << 20);
     node.store.insert(&key, object.clone()).unwrap();
@@ -143,7 +143,7 @@ async fn a_node_that_goes_away_mid_transfer_is_peer_gone() {
     };
     let node = node(limits).await;
     let job = JobId(0x9);
-    node.store.open_job(job, Duration::from_secs(60));
+    node.store.open_job(job, Duration::from_secs(60)).unwrap();
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     node.store.insert(&key, pattern(64 << 20)).unwrap();
     let client = DirectPath::connect_with_limits(node.server.local_addr().unwrap(), &node.tls, &limits).await.unwrap();
@@ -171,7 +171,7 @@ async fn a_node_that_goes_away_mid_transfer_is_peer_gone() {
 async fn a_put_cut_short_leaves_nothing_readable() {
     let node = node(Limits { stream_window: 1 << 20, connection_window: 2 << 20, ..Limits::default() }).await;
     let job = JobId(0x10);
-    node.store.open_job(job, Duration::from_secs(60));
+    node.store.open_job(job, Duration::from_secs(60)).unwrap();
     let client = node.client(&[job]).await;
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     let put = tokio::spawn(async move {
@@ -232,4 +232,39 @@ async fn nodes_with_their_own_certificates_trust_each_other_through_the_cluster_
     other.generate(&[]).unwrap();
     let refused = DirectPath::connect(b.local_addr().unwrap(), &other).await.unwrap_err();
     assert!(matches!(refused, Error::Unreachable { .. }), "{refused}");
+}
+
+/// A plain quinn client that trusts the cluster's CA and offers `alpn`: the handshake's result.
+async fn handshake_offering(node: &Node, alpn: &[u8]) -> Result<(), quinn::ConnectionError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(node.tls.dir().join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connecting = endpoint.connect(node.server.local_addr().unwrap(), "127.0.0.1").unwrap();
+    let result = connecting.await.map(drop);
+    endpoint.close(0u32.into(), b"done");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_the_shelf_quic_client_offering_baton_alpn_is_accepted() {
+    let node = node(Limits::default()).await;
+    handshake_offering(&node, baton_fabric::net::tls::ALPN).await.unwrap();
+    // Another protocol is refused by the TLS handshake, as QUIC requires.
+    let refused = handshake_offering(&node, b"h3").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("no_application_protocol") || refused.to_string().contains("120"),
+        "{refused}"
+    );
 }

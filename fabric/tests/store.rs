@@ -54,7 +54,7 @@ fn writing_512_mib_through_64_mib_of_memory_reads_back_identical() {
     std::fs::create_dir_all(dir.path().join("shm")).unwrap();
     let store = TieredStore::open(&config(&dir, 64 * MIB, 1 << 30)).unwrap();
     let job = JobId(1);
-    store.open_job(job, Duration::from_secs(600));
+    store.open_job(job, Duration::from_secs(600)).unwrap();
     let (objects, size) = (64u32, 8 * MIB as usize);
     for n in 0..objects {
         store.insert(&ObjectKey::new(job, EdgeId(0), n, 0), contents(n, size)).unwrap();
@@ -75,7 +75,7 @@ fn an_object_larger_than_memory_goes_to_flash() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("shm")).unwrap();
     let store = TieredStore::open(&config(&dir, MIB, 64 * MIB)).unwrap();
-    store.open_job(JobId(1), Duration::from_secs(60));
+    store.open_job(JobId(1), Duration::from_secs(60)).unwrap();
     let key = ObjectKey::new(JobId(1), EdgeId(0), 0, 0);
     store.insert(&key, contents(0, 3 * MIB as usize)).unwrap();
     assert_eq!(store.memory().used(), 0);
@@ -89,7 +89,7 @@ fn a_full_store_says_so_and_keeps_what_it_has() {
     std::fs::create_dir_all(dir.path().join("shm")).unwrap();
     let store = TieredStore::open(&config(&dir, MIB, 2 * MIB)).unwrap();
     let job = JobId(1);
-    store.open_job(job, Duration::from_secs(60));
+    store.open_job(job, Duration::from_secs(60)).unwrap();
     let fits: Vec<_> = (0..3).map(|n| ObjectKey::new(job, EdgeId(0), n, 0)).collect();
     for (n, key) in fits.iter().enumerate() {
         store.insert(key, contents(n as u32, MIB as usize)).unwrap();
@@ -116,7 +116,7 @@ async fn ending_a_job_or_lapsing_its_lease_leaves_nothing_in_any_tier() {
         .purge_also(object_store.clone());
     let (ended, lapsed, survivor) = (JobId(1), JobId(2), JobId(3));
     for job in [ended, lapsed, survivor] {
-        store.open_job(job, Duration::from_secs(10));
+        store.open_job(job, Duration::from_secs(10)).unwrap();
         for n in 0..4 {
             // Two objects per job stay in memory (one in shared memory), two spill to flash,
             // one more goes to the object store.

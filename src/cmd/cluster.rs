@@ -1,7 +1,6 @@
 //! `baton certs` and `baton token`: a cluster's TLS material and job tokens.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use baton_fabric::JobId;
 use baton_fabric::net::TlsDir;
@@ -56,7 +55,11 @@ pub struct TokenArgs {
 
 pub fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = TlsDir::new(&args.tls_dir).secret()?;
-    let expires = unix_ms_now() + Duration::from_secs(args.ttl).as_millis() as u64;
+    const MAX_TTL_S: u64 = 366 * 24 * 3600;
+    if args.ttl == 0 || args.ttl > MAX_TTL_S {
+        anyhow::bail!("--ttl {} s: a token lasts more than 0 s and at most a year ({MAX_TTL_S} s)", args.ttl);
+    }
+    let expires = unix_ms_now() + args.ttl * 1000;
     println!("{}", secret.mint(args.job, expires));
     Ok(())
 }

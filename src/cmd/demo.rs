@@ -36,7 +36,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store = Arc::new(TieredStore::open(&config.store())?);
     let node = Node::serve(store.clone(), &config.socket, config.reap_interval()).await?;
     let job = JobId(std::process::id().into());
-    store.open_job(job, Duration::from_secs(600));
+    store.open_job(job, Duration::from_secs(600))?;
     let objects = root.join("objects");
     let exe = std::env::current_exe()?;
     println!(

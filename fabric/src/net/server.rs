@@ -194,7 +194,7 @@ async fn handle(
         NetOp::Hello => NetResponse::Hello { version: VERSION, rdma: shared.rdma.is_some() },
         NetOp::OpenJob { ttl_ms } => {
             authorize(shared, token, job, None)?;
-            let lease = store.open_job(job, Duration::from_millis(ttl_ms));
+            let lease = store.open_job(job, Duration::from_millis(ttl_ms))?;
             NetResponse::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
         }
         NetOp::RenewJob => {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use quinn::crypto::rustls::QuicClientConfig;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,6 +23,10 @@ use crate::net::transport::Limits;
 
 /// The name every node certificate carries, which clients verify by default.
 pub const NODE_NAME: &str = "baton-node";
+
+/// The application protocol nodes speak over QUIC, as negotiated with ALPN. QUIC requires one:
+/// a client that offers it (any off-the-shelf QUIC client must offer some) is accepted.
+pub const ALPN: &[u8] = b"baton/1";
 
 /// The files of a cluster's TLS material.
 #[derive(Clone, Debug)]
@@ -96,17 +100,16 @@ impl TlsDir {
         if self.exists() {
             return Err(config("tls dir", format!("{} already holds a cluster; remove it first", self.dir.display())));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))
+        crate::private::ensure_dir(&self.dir, "tls dir")
     }
 
+    /// Writes each file new, 0600 from the start (keys are never readable by others, not even
+    /// for a moment), through no symlink; a file already there is an error, not overwritten.
     fn write_all(&self, files: &[(&str, String)]) -> Result<()> {
         for (name, text) in files {
             let path = self.file(name);
-            std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
-            if name.ends_with(".key") || name.ends_with(".secret") {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
+            std::io::Write::write_all(&mut crate::private::create_file(&path)?, text.as_bytes())
+                .map_err(|e| Error::io("write", &path, e))?;
         }
         Ok(())
     }
@@ -148,8 +151,16 @@ impl TlsDir {
             .map_err(|e| config("node.pem", e.to_string()))?;
         let key =
             PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
-        let mut server =
-            quinn::ServerConfig::with_single_cert(certs, key).map_err(|e| config("node.pem", e.to_string()))?;
+        let mut crypto =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| config("tls", e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| config("node.pem", e.to_string()))?;
+        crypto.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicServerConfig::try_from(crypto).map_err(|e| config("tls", e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(Arc::new(limits.transport()));
         Ok(server)
     }
@@ -161,11 +172,13 @@ impl TlsDir {
             let cert = cert.map_err(|e| config("ca.pem", e.to_string()))?;
             roots.add(cert).map_err(|e| config("ca.pem", e.to_string()))?;
         }
-        let crypto = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| config("tls", e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut crypto =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| config("tls", e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        crypto.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicClientConfig::try_from(crypto).map_err(|e| config("tls", e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(Arc::new(limits.transport()));

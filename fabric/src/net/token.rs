@@ -77,8 +77,9 @@ impl ClusterSecret {
     }
 }
 
-/// A capability for one job's objects until an expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A capability for one job's objects until an expiry. Its `Debug` leaves out the MAC, so a
+/// token in a log line cannot be replayed.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     /// The job it grants access to.
     pub job: JobId,
@@ -107,8 +108,14 @@ pub enum TokenError {
         expired_ms_ago: u64,
     },
     /// Not a token at all.
-    #[error("not a token (expected 112 hex digits)")]
+    #[error("not a token (expected 96 hex digits)")]
     Malformed,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token").field("job", &self.job).field("expires_ms", &self.expires_ms).finish_non_exhaustive()
+    }
 }
 
 impl fmt::Display for Token {

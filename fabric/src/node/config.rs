@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub max_object: ByteSize,
     /// Whether to serve the RDMA map path (needs an RDMA device and the `rdma` build).
     pub rdma: bool,
+    /// Users (uids) besides the node's own whose processes may use its socket.
+    pub allow_users: Vec<u32>,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +51,7 @@ impl Default for NodeConfig {
             tls_dir: PathBuf::from("baton-data/tls"),
             max_object: ByteSize(4 << 30),
             rdma: false,
+            allow_users: Vec::new(),
         }
     }
 }

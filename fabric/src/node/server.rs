@@ -1,5 +1,6 @@
 //! Serving a [`TieredStore`] on a Unix socket, and reaping lapsed leases.
 
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::ids::JobId;
 use crate::net::{Limits, NetConfig, NetServer, TlsDir};
 use crate::node::config::NodeConfig;
 use crate::node::wire::{self, NodeStatus, Request, Response};
+use crate::private;
 use crate::store::{Fetched, TieredStore};
 
 /// A running node: its store, its socket, and the tasks serving them.
@@ -30,7 +32,8 @@ impl Node {
         // Idle receive buffers are memory the tiers do not count: keep them to a small share.
         crate::buffers::Pool::global().set_share_of(config.memory.0);
         let store = Arc::new(TieredStore::open(&config.store())?);
-        let mut node = Self::serve(store.clone(), &config.socket, config.reap_interval()).await?;
+        let mut node =
+            Self::serve_users(store.clone(), &config.socket, config.reap_interval(), &config.allow_users).await?;
         if let Some(listen) = config.listen {
             let tls = TlsDir::new(&config.tls_dir);
             if !tls.exists() {
@@ -54,20 +57,31 @@ impl Node {
         self.net.as_ref()
     }
 
-    /// Serves `store` on `socket`, reaping lapsed leases every `reap_every`.
+    /// Serves `store` on `socket` to processes of this user, reaping lapsed leases every
+    /// `reap_every`.
     pub async fn serve(store: Arc<TieredStore>, socket: &Path, reap_every: Duration) -> Result<Self> {
+        Self::serve_users(store, socket, reap_every, &[]).await
+    }
+
+    /// Serves `store` on `socket` to processes of this user and of the users in `also` (uids),
+    /// reaping lapsed leases every `reap_every`. The socket is 0600 in a directory that is this
+    /// user's; a peer of any other user is refused on connecting (`SO_PEERCRED`).
+    pub async fn serve_users(
+        store: Arc<TieredStore>,
+        socket: &Path,
+        reap_every: Duration,
+        also: &[u32],
+    ) -> Result<Self> {
         if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            private::ensure_dir(dir, "socket")?;
         }
-        if UnixStream::connect(socket).await.is_ok() {
-            return Err(Error::Config {
-                field: "socket".into(),
-                reason: format!("a node is already serving {}", socket.display()),
-            });
-        }
-        let _ = std::fs::remove_file(socket);
+        clear_stale_socket(socket).await?;
         let listener = UnixListener::bind(socket).map_err(|e| Error::io("bind", socket, e))?;
-        let accept = tokio::spawn(accept_loop(listener, store.clone()));
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("restrict", socket, e))?;
+        let mut allowed = vec![private::euid()];
+        allowed.extend_from_slice(also);
+        let accept = tokio::spawn(accept_loop(listener, store.clone(), allowed));
         let reaper = tokio::spawn(reap_loop(store.clone(), reap_every));
         Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper], net: None })
     }
@@ -88,15 +102,52 @@ impl Drop for Node {
         for task in &self.tasks {
             task.abort();
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if is_socket(&self.socket) {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 }
 
-async fn accept_loop(listener: UnixListener, store: Arc<TieredStore>) {
+fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Makes way for a new socket at `path`: removes a socket no node answers on; refuses a live
+/// one, and anything that is not a socket (a config naming a precious file must not destroy it).
+async fn clear_stale_socket(path: &Path) -> Result<()> {
+    let refuse = |reason: String| Err(Error::Config { field: "socket".into(), reason });
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("inspect", path, e)),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            refuse(format!("{} exists and is not a socket; Baton will not replace it", path.display()))
+        }
+        Ok(_) if UnixStream::connect(path).await.is_ok() => {
+            refuse(format!("a node is already serving {}", path.display()))
+        }
+        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io("remove the stale socket", path, e)),
+    }
+}
+
+async fn accept_loop(listener: UnixListener, store: Arc<TieredStore>, allowed: Vec<u32>) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, store.clone()));
+            Ok((mut stream, _)) => {
+                let uid = stream.peer_cred().map(|c| c.uid());
+                match uid {
+                    Ok(uid) if allowed.contains(&uid) => {
+                        tokio::spawn(serve_connection(stream, store.clone()));
+                    }
+                    other => {
+                        let who = other.map_or_else(|e| format!("unknown user ({e})"), |uid| format!("user {uid}"));
+                        tracing::warn!("refused a local connection from {who}");
+                        let message = format!("this node serves only users {allowed:?}, not {who}");
+                        tokio::spawn(async move {
+                            let refusal = Response::Failed(wire::WireError::Other { message });
+                            let _ = wire::send(&mut stream, CLIENT, &refusal).await;
+                        });
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -164,7 +215,7 @@ async fn handle(store: &Arc<TieredStore>, request: Request) -> Result<Response> 
 fn handle_blocking(store: &TieredStore, request: Request) -> Result<Response> {
     Ok(match request {
         Request::OpenJob { job, ttl_ms } => {
-            let lease = store.open_job(JobId(job), Duration::from_millis(ttl_ms));
+            let lease = store.open_job(JobId(job), Duration::from_millis(ttl_ms))?;
             Response::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
         }
         Request::RenewJob { job } => {

@@ -8,7 +8,6 @@
 //! deserialization. A consumer that crashes cannot harm the node's data: it only ever holds
 //! read-only mappings.
 
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,11 +31,16 @@ use crate::path::{DataPath, ObjectMeta};
 pub const INLINE_MAX: usize = 64 << 10;
 
 /// A client of the node on this host.
+///
+/// Calls are cancel-safe: a call takes the connection out of its slot for as long as it runs
+/// and puts it back only after reading its whole answer. A call dropped halfway (a timeout, a
+/// `select!`) drops the connection with it, so no later call can read the answer meant for an
+/// earlier one; the next call connects afresh.
 #[derive(Debug)]
 pub struct VmLocalPath {
     socket: PathBuf,
     endpoint: String,
-    conn: Mutex<UnixStream>,
+    conn: Mutex<Option<UnixStream>>,
     prefault: Prefault,
 }
 
@@ -45,10 +49,8 @@ impl VmLocalPath {
     pub async fn connect(socket: impl AsRef<Path>) -> Result<Self> {
         let socket = socket.as_ref().to_path_buf();
         let endpoint = format!("node at {}", socket.display());
-        let conn = UnixStream::connect(&socket)
-            .await
-            .map_err(|source| Error::Unreachable { endpoint: endpoint.clone(), source })?;
-        Ok(Self { socket, endpoint, conn: Mutex::new(conn), prefault: Prefault::Lazy })
+        let conn = dial(&socket, &endpoint).await?;
+        Ok(Self { socket, endpoint, conn: Mutex::new(Some(conn)), prefault: Prefault::Lazy })
     }
 
     /// Sets whether reads fault pages in lazily (the default: the kernel's fault-around maps
@@ -65,12 +67,28 @@ impl VmLocalPath {
     }
 
     async fn call(&self, request: Request) -> Result<Response> {
-        let mut conn = self.conn.lock().await;
-        wire::send(&mut *conn, &self.endpoint, &request).await?;
-        match wire::recv::<Response>(&mut *conn, &self.endpoint).await? {
-            Some(Response::Failed(e)) => Err(e.into()),
-            Some(response) => Ok(response),
-            None => Err(Error::PeerGone { endpoint: self.endpoint.clone(), reason: "closed the connection".into() }),
+        let mut slot = self.conn.lock().await;
+        // Taken out of the slot: if this future is dropped before the answer is read, the
+        // connection goes with it, half-read answer and all.
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => dial(&self.socket, &self.endpoint).await?,
+        };
+        wire::send(&mut conn, &self.endpoint, &request).await?;
+        let response = match wire::recv::<Response>(&mut conn, &self.endpoint).await? {
+            Some(response) => response,
+            None => {
+                return Err(Error::PeerGone {
+                    endpoint: self.endpoint.clone(),
+                    reason: "closed the connection".into(),
+                });
+            }
+        };
+        // A whole exchange: the connection is in step again.
+        *slot = Some(conn);
+        match response {
+            Response::Failed(e) => Err(e.into()),
+            response => Ok(response),
         }
     }
 
@@ -182,13 +200,16 @@ impl VmLocalPath {
     }
 }
 
+async fn dial(socket: &Path, endpoint: &str) -> Result<UnixStream> {
+    UnixStream::connect(socket).await.map_err(|source| Error::Unreachable { endpoint: endpoint.to_owned(), source })
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })?
 }
 
 fn create_new(path: &Path) -> Result<BufWriter<std::fs::File>> {
-    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
-    Ok(BufWriter::with_capacity(1 << 20, file))
+    Ok(BufWriter::with_capacity(1 << 20, crate::private::create_file(path)?))
 }
 
 #[async_trait]
@@ -203,11 +224,7 @@ impl DataPath for VmLocalPath {
         let path = self.stage(key, Some(payload.len() as u64)).await?;
         let (target, bytes) = (path.clone(), payload.clone());
         let written = blocking(move || {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)
-                .map_err(|e| Error::io("create", &target, e))?;
+            let mut file = crate::private::create_file(&target)?;
             file.write_all(&bytes).map_err(|e| Error::io("write", &target, e))
         })
         .await;

@@ -1,8 +1,10 @@
 //! The flash tier: one file per object under a directory on local disk, up to a byte budget.
 //!
 //! Objects are written to a staging file and renamed into place, so a reader never sees half an
-//! object. The directory belongs to the tier: it is emptied when the tier opens, because the
-//! jobs that owned anything left there are gone with the process that held their leases.
+//! object. The tier keeps its files in a directory of its own inside the one it is given (an
+//! [`OwnedDir`], 0700), removed when the tier is dropped; what a killed process left there is
+//! swept by the next tier that opens in the same place. Nothing else in the given directory is
+//! touched.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +20,7 @@ use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::mapping::{Prefault, map_file};
 use crate::path::{DataPath, ObjectMeta};
+use crate::private::{self, OwnedDir};
 
 const STAGING: &str = ".staging";
 
@@ -31,24 +34,17 @@ struct Inner {
 /// Objects in files under a directory, up to `budget` bytes.
 #[derive(Debug)]
 pub struct FlashTier {
-    dir: PathBuf,
+    dir: OwnedDir,
     budget: u64,
     inner: Mutex<Inner>,
     next_staging: AtomicU64,
 }
 
 impl FlashTier {
-    /// Opens the tier at `dir`, creating it and removing anything in it.
-    pub fn open(dir: impl Into<PathBuf>, budget: u64) -> Result<Self> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
-            let path = entry.map_err(|e| Error::io("read directory", &dir, e))?.path();
-            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            removed.map_err(|e| Error::io("clear", &path, e))?;
-        }
-        let staging = dir.join(STAGING);
-        fs::create_dir_all(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
+    /// Opens a new tier in a directory of its own inside `parent` (created 0700 if missing).
+    pub fn open(parent: impl AsRef<Path>, budget: u64) -> Result<Self> {
+        let dir = OwnedDir::create(parent.as_ref(), "flash_dir")?;
+        private::create_dir(&dir.path().join(STAGING))?;
         Ok(Self { dir, budget, inner: Mutex::default(), next_staging: AtomicU64::new(0) })
     }
 
@@ -56,9 +52,9 @@ impl FlashTier {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The tier's directory.
+    /// The tier's own directory (inside the one it was opened with).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The byte budget.
@@ -85,14 +81,14 @@ impl FlashTier {
     }
 
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
-        self.dir.join(key.to_string())
+        self.dir.path().join(key.to_string())
     }
 
     /// A fresh path in the staging directory, for a writer that will hand the file to
     /// [`FlashTier::adopt`].
     pub fn staging_path(&self) -> PathBuf {
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(STAGING).join(format!("{}-{n}", std::process::id()))
+        self.dir.path().join(STAGING).join(format!("{}-{n}", std::process::id()))
     }
 
     fn reserve(&self, key: &ObjectKey, needed: u64) -> Result<()> {
@@ -113,8 +109,12 @@ impl FlashTier {
         let mut inner = self.lock();
         match outcome {
             Ok(()) => {
-                if let Some(entry) = inner.index.get_mut(key) {
-                    entry.1 = true;
+                match inner.index.get_mut(key) {
+                    Some(entry) => entry.1 = true,
+                    // Its job ended while it was written: the file must not outlive it.
+                    None => {
+                        let _ = fs::remove_file(self.object_path(key));
+                    }
                 }
                 Ok(())
             }
@@ -133,13 +133,19 @@ impl FlashTier {
     fn place(&self, key: &ObjectKey, staged: &Path) -> Result<()> {
         let target = self.object_path(key);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            private::create_dirs(parent)?;
         }
         match fs::rename(staged, &target) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 // Another file system (shared memory to disk): copy, then drop the original.
-                let copied = fs::copy(staged, &target).map_err(|e| Error::io("copy", &target, e));
+                let copied = fs::File::open(staged).map_err(|e| Error::io("open", staged, e)).and_then(|mut from| {
+                    let mut to = private::create_file(&target)?;
+                    std::io::copy(&mut from, &mut to).map_err(|e| Error::io("copy", &target, e))
+                });
+                if copied.is_err() {
+                    let _ = fs::remove_file(&target);
+                }
                 let _ = fs::remove_file(staged);
                 copied.map(drop)
             }
@@ -151,9 +157,8 @@ impl FlashTier {
     pub fn insert(&self, key: &ObjectKey, data: &[u8]) -> Result<()> {
         self.reserve(key, data.len() as u64)?;
         let staged = self.staging_path();
-        let written = fs::File::create(&staged)
-            .and_then(|mut f| f.write_all(data))
-            .map_err(|e| Error::io("write", &staged, e))
+        let written = private::create_file(&staged)
+            .and_then(|mut f| f.write_all(data).map_err(|e| Error::io("write", &staged, e)))
             .and_then(|()| self.place(key, &staged));
         if written.is_err() {
             let _ = fs::remove_file(&staged);
@@ -212,7 +217,7 @@ impl FlashTier {
                 freed += size;
             }
         }
-        let _ = fs::remove_dir_all(self.dir.join(job.to_string()));
+        let _ = fs::remove_dir_all(self.dir.path().join(job.to_string()));
         freed
     }
 }
@@ -242,5 +247,43 @@ impl DataPath for FlashTier {
 
     async fn purge_job(&self, job: JobId) -> Result<u64> {
         Ok(self.remove_job(job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ids::EdgeId;
+
+    #[test]
+    fn a_write_that_finishes_after_its_job_ended_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = FlashTier::open(dir.path(), 1 << 20).unwrap();
+        let key = ObjectKey::new(JobId(3), EdgeId(0), 0, 0);
+        // The interleaving: a write reserves room, the job ends, the write lands.
+        tier.reserve(&key, 4).unwrap();
+        let staged = tier.staging_path();
+        private::create_file(&staged).unwrap().write_all(b"late").unwrap();
+        assert_eq!(tier.remove_job(JobId(3)), 4);
+        let placed = tier.place(&key, &staged);
+        tier.settle(&key, placed).unwrap();
+        assert!(!tier.object_path(&key).exists(), "a file of an ended job was left on flash");
+        assert_eq!(tier.used(), 0);
+    }
+
+    #[test]
+    fn opening_never_touches_what_the_directory_already_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("precious.txt"), b"keep me").unwrap();
+        let tier = FlashTier::open(dir.path(), 1 << 20).unwrap();
+        let key = ObjectKey::new(JobId(1), EdgeId(0), 0, 0);
+        tier.insert(&key, b"object").unwrap();
+        let own = tier.dir().to_path_buf();
+        assert!(own.starts_with(dir.path()) && own != dir.path());
+        drop(tier);
+        assert!(!own.exists(), "the tier's own directory stays after it is dropped");
+        assert_eq!(std::fs::read(dir.path().join("precious.txt")).unwrap(), b"keep me");
     }
 }

@@ -92,6 +92,17 @@ pub enum Error {
         /// The last attempt's error.
         last: String,
     },
+    /// The output location holds (or is) one of the job's inputs: writing it would destroy
+    /// the input, so nothing is touched.
+    #[error(
+        "the output {output} overlaps the input {input}: writing it would destroy the input; choose another output"
+    )]
+    Overlap {
+        /// The input, as the user named it.
+        input: String,
+        /// The output location.
+        output: String,
+    },
     /// A job description that cannot run.
     #[error("bad job: {reason}")]
     BadJob {
@@ -152,24 +163,50 @@ impl Error {
             }
             Error::Fabric(e) => fabric_retryable(e),
             Error::Shuffle(baton_shuffle::Error::Fabric(e)) => fabric_retryable(e),
-            Error::ObjectStore(_) | Error::Io { .. } => true,
-            Error::Source { cause, .. } => !matches!(cause, object_store::Error::NotFound { .. }),
+            Error::ObjectStore(e) => store_retryable(e),
+            Error::Io { source, .. } => io_retryable(source),
+            Error::Source { cause, .. } => {
+                !matches!(cause, object_store::Error::NotFound { .. }) && store_retryable(cause)
+            }
             _ => false,
+        }
+    }
+}
+
+/// Whether an OS error may go away by itself. A denied permission, a read-only or full file
+/// system, or a full quota stay as they are however often the task is tried.
+fn io_retryable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(e.kind(), K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::QuotaExceeded)
+}
+
+fn store_retryable(e: &object_store::Error) -> bool {
+    use object_store::Error as S;
+    match e {
+        S::PermissionDenied { .. } | S::Unauthenticated { .. } | S::NotSupported { .. } => false,
+        other => {
+            // A local file system's errors carry the OS error inside.
+            let mut source = std::error::Error::source(other);
+            while let Some(inner) = source {
+                if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                    return io_retryable(io);
+                }
+                source = inner.source();
+            }
+            true
         }
     }
 }
 
 fn fabric_retryable(e: &baton_fabric::Error) -> bool {
     use baton_fabric::Error as F;
-    matches!(
-        e,
-        F::Timeout { .. }
-            | F::Unreachable { .. }
-            | F::PeerGone { .. }
-            | F::Io { .. }
-            | F::ObjectStore { .. }
-            | F::NoCapacity { .. }
-    )
+    match e {
+        F::Io { source, .. } => io_retryable(source),
+        F::ObjectStore { source } => store_retryable(source),
+        // A full tier is final for this attempt's plan: the driver must route the edge elsewhere.
+        F::NoCapacity { .. } => false,
+        other => matches!(other, F::Timeout { .. } | F::Unreachable { .. } | F::PeerGone { .. }),
+    }
 }
 
 /// The runtime's result type.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use baton_fabric::net::{TlsDir, token::unix_ms_now};
 use baton_fabric::node::{ByteSize, Node, NodeConfig};
+use baton_fabric::private::OwnedDir;
 use baton_fabric::{JobId, KeyPrefix};
 use baton_planner::{ClusterModel, Path, PathModel};
 
@@ -81,18 +82,16 @@ pub struct LocalEnv {
     cores: u32,
     node_memory: u64,
     worker_memory: u64,
-    run_dir: tempfile::TempDir,
+    run_dir: OwnedDir,
 }
 
 impl LocalEnv {
     /// Starts the node and the workers.
     pub async fn start(config: &LocalConfig) -> Result<Self> {
-        std::fs::create_dir_all(&config.root).map_err(|e| Error::io("create", &config.root, e))?;
+        baton_fabric::private::ensure_dir(&config.root, "data directory")?;
         let root = config.root.canonicalize().map_err(|e| Error::io("resolve", &config.root, e))?;
-        let run_dir = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(&root)
-            .map_err(|e| Error::io("create a run directory in", &root, e))?;
+        // A private directory of this run's own, swept by a later run if this process is killed.
+        let run_dir = OwnedDir::create(&root, "data directory")?;
         let defaults = NodeConfig::default();
         let node_config = NodeConfig {
             shm_dir: config.shm_dir.clone().unwrap_or(defaults.shm_dir.clone()),

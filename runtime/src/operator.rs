@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+use futures::FutureExt as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,6 +171,20 @@ impl TaskContext {
             .with_memory_budget(self.task.memory_budget as usize, &self.scratch))
     }
 
+    /// How many partitions rows written to output edge `index` are routed into: the edge's
+    /// consumers, or for a k-level exchange its final reducers (the rounds between are the
+    /// writer's business).
+    pub fn consumers(&self, index: usize) -> Result<u32> {
+        let output = self.output(index)?;
+        match output.route {
+            Route::Direct => Ok(output.partitions),
+            Route::Tag { reducers, .. } => Ok(reducers),
+            Route::Forward { .. } => {
+                Err(Error::BadJob { reason: format!("output {index} is a k-level round: use forward()") })
+            }
+        }
+    }
+
     /// A writer for output edge `index` that routes rows by `partitioner`, in the edge's layout,
     /// as this attempt, within the task's memory budget.
     pub async fn writer(
@@ -179,13 +194,7 @@ impl TaskContext {
         partitioner: Box<dyn Partitioner>,
     ) -> Result<EdgeWriter> {
         let output = self.output(index)?;
-        let consumers = match output.route {
-            Route::Direct => output.partitions,
-            Route::Tag { reducers, .. } => reducers,
-            Route::Forward { .. } => {
-                return Err(Error::BadJob { reason: format!("output {index} is a k-level round: use forward()") });
-            }
-        };
+        let consumers = self.consumers(index)?;
         if partitioner.partitions() != consumers {
             return Err(Error::BadJob {
                 reason: format!(
@@ -407,8 +416,21 @@ pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path
     let start = Instant::now();
     let op = registry.get(&task.op)?;
     // What the task was given to read from its input edges.
+    let (id, name) = (task.id, task.op.clone());
     let mut ctx = TaskContext::new(task, paths, scratch);
-    op.run(&mut ctx).await?;
+    // A panic is a bug in the operator or an input it cannot take: the same attempt would panic
+    // again, so it is a final error carrying the panic's message, and the worker lives on.
+    match std::panic::AssertUnwindSafe(op.run(&mut ctx)).catch_unwind().await {
+        Ok(outcome) => outcome?,
+        Err(panic) => {
+            let why = baton_fabric::error::panic_message(panic.as_ref());
+            return Err(Error::Task {
+                task: id,
+                message: format!("operator {name} panicked: {why}"),
+                retryable: false,
+            });
+        }
+    }
     let read = ctx.read.clone();
     let mut report = ctx.into_report()?;
     report.rows_in += read.rows.load(Ordering::Relaxed);

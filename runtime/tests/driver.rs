@@ -363,6 +363,48 @@ async fn workers_over_http_run_the_job() {
     assert_eq!(status.as_u16(), 200, "the worker lives on");
 }
 
+/// Panics on every run, as an operator with a bug would.
+#[derive(Debug)]
+struct Panics;
+
+#[async_trait]
+impl Operator for Panics {
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<()> {
+        panic!("index out of bounds: the len is 3 but the index is 7")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_operator_fails_its_task_once_and_the_worker_lives_on() {
+    let s = setup().await;
+    let mut panicky = registry();
+    panicky.register("test.panics", Panics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Worker::new(panicky, s.dir.path()).serve(listener));
+    let http = HttpInvoker::new(&[url], std::time::Duration::from_secs(60)).unwrap();
+    let job = JobSpec {
+        name: "panics".into(),
+        stages: vec![baton_runtime::driver::StageSpec {
+            name: "only".into(),
+            op: "test.panics".into(),
+            params: serde_json::Value::Null,
+            tasks: 1,
+        }],
+        edges: vec![],
+        collect: None,
+    };
+    match driver::run(&job, &http, &config(&s.env, 11)).await {
+        Err(Error::Exhausted { attempts, last, .. }) => {
+            assert_eq!(attempts, 1, "a deterministic panic is not retried: {last}");
+            assert!(last.contains("panicked") && last.contains("index out of bounds"), "{last}");
+        }
+        other => panic!("expected the job to fail, got {other:?}"),
+    }
+    // The same worker still runs jobs.
+    baton_runtime::invoker::conformance::a_job_runs_on_it(&http, &s.env, s.dir.path()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_and_http_invokers_conform() {
     let s = setup().await;

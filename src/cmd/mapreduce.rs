@@ -8,7 +8,7 @@ use baton_planner::{ByteSize, Path};
 use baton_runtime::driver::{self, JobSummary, Progress};
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_runtime::mapreduce::input::{self, Source};
-use baton_runtime::mapreduce::output::{Output, output_url};
+use baton_runtime::mapreduce::output::{Output, check_disjoint, output_url};
 use baton_runtime::mapreduce::plan::{Shape, choose, parse_topology};
 use baton_runtime::mapreduce::records::{self, Checksum, RECORD};
 use baton_runtime::mapreduce::{sort, wordcount};
@@ -135,13 +135,50 @@ enum Kind {
     WordCount,
 }
 
+/// Everything a job's flags say, checked before anything is created or read.
+struct Checked {
+    path: Option<Path>,
+    topology: Option<baton_planner::Topology>,
+}
+
+fn check_flags(args: &JobArgs) -> anyhow::Result<Checked> {
+    let path = parse_path(&args.path)?;
+    let topology = match args.topology.as_str() {
+        "auto" => None,
+        other => Some(parse_topology(other).with_context(|| {
+            format!("unknown topology {other:?}: use auto, all-to-all, coalesced, 2-level, 3-level or 4-level")
+        })?),
+    };
+    if args.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    if args.max_attempts == 0 {
+        bail!("--max-attempts must be at least 1 (1 means no retries)");
+    }
+    if args.mappers == Some(0) || args.reducers == Some(0) {
+        bail!("--mappers and --reducers must be at least 1");
+    }
+    Ok(Checked { path, topology })
+}
+
+/// The checks every MapReduce job makes before it touches anything: its flags, its inputs, and
+/// that its output does not overlap them. Returns the inputs and the output's URL.
+async fn prepare(args: &JobArgs) -> anyhow::Result<(Checked, Vec<Source>, String)> {
+    let checked = check_flags(args)?;
+    let sources = input::resolve(&args.inputs).await?;
+    let url = output_url(&args.output)?;
+    check_disjoint(&sources, &url)?;
+    Ok((checked, sources, url))
+}
+
 pub async fn sort(args: SortArgs) -> anyhow::Result<()> {
-    let sources = input::resolve(&args.job.inputs).await?;
+    let (checked, sources, url) = prepare(&args.job).await?;
     sort::check_sources(&sources)?;
-    let url = output_url(&args.job.output)?;
     if args.single_process {
         let start = Instant::now();
-        let sum = sort::single_process(&sources, &url).await?;
+        let job = format!("single-{}", std::process::id());
+        let staging = Output::staging_url(&url, &job);
+        let sum = committed(&url, &job, sort::single_process(&sources, &staging)).await?;
         println!(
             "sorted {} records in one process in {:.2} s into {}",
             sum.records,
@@ -150,15 +187,42 @@ pub async fn sort(args: SortArgs) -> anyhow::Result<()> {
         );
         return finish_sort(&url, None, Some(sum), args.validate).await;
     }
-    let summary = run_job(Kind::Sort, &args.job, sources, &url).await?;
+    let summary = run_job(Kind::Sort, &args.job, checked, sources, &url).await?;
     let read = summed(&summary.reports[0]);
     finish_sort(&url, Some(&summary), read, args.validate).await
 }
 
+/// Clears the output at `url`, checks that it takes writes, runs `job` (whose tasks write into
+/// `staged`'s staging place, [`Output::staging_url`]) and commits what it staged; a job that
+/// fails leaves nothing in the output.
+async fn committed<T>(
+    url: &str,
+    staged: &str,
+    job: impl std::future::Future<Output = baton_runtime::Result<T>>,
+) -> anyhow::Result<T> {
+    let out = Output::open(url)?;
+    let ready = async {
+        out.clear().await?;
+        out.probe().await
+    };
+    ready.await.with_context(|| format!("cannot write the output {url}"))?;
+    match job.await {
+        Ok(value) => {
+            out.commit(staged).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(cleanup) = out.staging(staged).discard().await {
+                tracing::warn!("cannot remove the failed job's staged parts: {cleanup}");
+            }
+            Err(e.into())
+        }
+    }
+}
+
 pub async fn wordcount(args: WordCountArgs) -> anyhow::Result<()> {
-    let sources = input::resolve(&args.job.inputs).await?;
-    let url = output_url(&args.job.output)?;
-    let summary = run_job(Kind::WordCount, &args.job, sources, &url).await?;
+    let (checked, sources, url) = prepare(&args.job).await?;
+    let summary = run_job(Kind::WordCount, &args.job, checked, sources, &url).await?;
     let (words, total) = summary.reports.last().into_iter().flatten().fold((0, 0), |(w, t), r| {
         (w + r.extra["words"].as_u64().unwrap_or(0), t + r.extra["total"].as_u64().unwrap_or(0))
     });
@@ -214,19 +278,19 @@ pub(super) fn parse_path(name: &str) -> anyhow::Result<Option<Path>> {
     })
 }
 
-async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) -> anyhow::Result<JobSummary> {
-    let forced_path = parse_path(&args.path)?;
-    let forced_topology = match args.topology.as_str() {
-        "auto" => None,
-        other => Some(parse_topology(other).with_context(|| {
-            format!("unknown topology {other:?}: use auto, all-to-all, coalesced, 2-level, 3-level or 4-level")
-        })?),
-    };
+async fn run_job(
+    kind: Kind,
+    args: &JobArgs,
+    checked: Checked,
+    sources: Vec<Source>,
+    url: &str,
+) -> anyhow::Result<JobSummary> {
+    let Checked { path: forced_path, topology: forced_topology } = checked;
     let bytes: u64 = sources.iter().map(|s| s.size).sum();
     let exe = if args.in_process { None } else { Some(std::env::current_exe()?) };
     let mut local = LocalConfig::new(super::data_dir(), exe);
     if let Some(workers) = args.workers {
-        local.workers = workers.max(1);
+        local.workers = workers;
     }
     local.worker_memory = args.worker_memory.0;
     local.node_memory = args.node_memory.0;
@@ -239,9 +303,6 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
     }
     let mappers = args.mappers.unwrap_or_else(|| (bytes.div_ceil(128 << 20) as u32).max(local.workers as u32));
     let reducers = args.reducers.unwrap_or(mappers);
-    if mappers == 0 || reducers == 0 {
-        bail!("--mappers and --reducers must be at least 1");
-    }
     let env = LocalEnv::start(&local).await?;
     let (name, map_cost, reduce_cost, rows) = match kind {
         Kind::Sort => ("sort", 2e-9, 8e-9, bytes / RECORD as u64),
@@ -282,19 +343,20 @@ async fn run_job(kind: Kind, args: &JobArgs, sources: Vec<Source>, url: &str) ->
         choice.topology.name(),
         if pipelined { " · reducers start as mappers end" } else { "" },
     );
-    Output::open(url)?.clear().await?;
-    let mut job = match kind {
-        Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.topology, url.to_string()).await?,
-        Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.topology, url.to_string())?,
-    };
-    for edge in &mut job.edges {
-        edge.pipelined = pipelined;
-    }
     let mut config = env.job_config()?;
     config.max_attempts = args.max_attempts;
     config.memory_budget = args.worker_memory.0 / 4;
     config.progress = Progress::auto();
-    let summary = driver::run(&job, env.invoker(), &config).await?;
+    let staged = config.job.to_string();
+    let staging = Output::staging_url(url, &staged);
+    let mut job = match kind {
+        Kind::Sort => sort::job(sources, mappers, reducers, spec, choice.topology, staging.clone()).await?,
+        Kind::WordCount => wordcount::job(sources, mappers, reducers, spec, choice.topology, staging.clone())?,
+    };
+    for edge in &mut job.edges {
+        edge.pipelined = pipelined;
+    }
+    let summary = committed(url, &staged, driver::run(&job, env.invoker(), &config)).await?;
     println!("{summary}");
     if let Some(file) = &args.summary_json {
         std::fs::write(file, serde_json::to_vec_pretty(&summary)?)

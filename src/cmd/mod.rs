@@ -84,16 +84,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => objects::rm(args).await,
         Command::Status(args) => objects::status(args).await,
         Command::Plan(args) => plan::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Demo(args) => until_stopped(demo::run(args)).await,
+        Command::Bench(args) => until_stopped(bench::run(args)).await,
         Command::Gensort(args) => mapreduce::gensort(args),
-        Command::Sort(args) => mapreduce::sort(args).await,
-        Command::Wordcount(args) => mapreduce::wordcount(args).await,
+        Command::Sort(args) => until_stopped(mapreduce::sort(args)).await,
+        Command::Wordcount(args) => until_stopped(mapreduce::wordcount(args)).await,
         Command::Worker(args) => worker::run(args).await,
-        Command::Sql(args) => sql::sql(args).await,
-        Command::Quickstart(args) => sql::quickstart(args).await,
+        Command::Sql(args) => until_stopped(sql::sql(args)).await,
+        Command::Quickstart(args) => until_stopped(sql::quickstart(args)).await,
         Command::Tpch(args) => tokio::task::spawn_blocking(move || tpch::run(args)).await?,
         Command::BenchWorker { json } => baton_bench::worker::main(&json).await,
+    }
+}
+
+/// Runs `job` until it ends or the process is told to stop (SIGINT, SIGTERM). A stopped job's
+/// future is dropped, and with it its node, workers and data, before the process exits.
+async fn until_stopped(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::select! {
+        result = job => result,
+        signal = shutdown_signal() => Err(anyhow::anyhow!("stopped by {signal}; the job's data and workers are gone")),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; returns which came.
+pub(crate) async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 

@@ -74,22 +74,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         config.flash_dir.display(),
         node.store().shm_dir().display()
     );
-    shutdown_signal().await;
+    super::shutdown_signal().await;
     eprintln!("node: stopping; every job's data is deleted");
     drop(node);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -19,6 +19,10 @@ pub struct WorkerArgs {
     /// Memory limit of this worker (its heap), like a function's memory size.
     #[arg(long, env = "BATON_WORKER_MEMORY")]
     memory_limit: Option<ByteSize>,
+    /// Exit when standard input closes: a pool that starts workers holds their stdin, so they
+    /// end with it however it ends (even SIGKILL) and never outlive the job.
+    #[arg(long)]
+    exit_with_stdin: bool,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -27,6 +31,27 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
     let worker = Worker::new(baton_sql::registry(), &args.scratch);
+    if args.exit_with_stdin {
+        exit_when_stdin_closes();
+    }
     listen_and_serve(worker, args.listen).await?;
     Ok(())
+}
+
+/// Ends this process once standard input reaches its end (the parent closed or died).
+fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match std::io::Read::read(&mut stdin, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        tracing::info!("the process that started this worker is gone; exiting");
+        std::process::exit(0);
+    });
 }

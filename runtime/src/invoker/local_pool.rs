@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -35,6 +35,8 @@ struct LocalWorker {
     child: Child,
     endpoint: Endpoint,
     _stdout: BufReader<ChildStdout>,
+    /// The worker exits when this closes: with the pool, or with this process however it dies.
+    _lifeline: ChildStdin,
 }
 
 /// A pool of `baton worker` processes on 127.0.0.1, each serving one invocation at a time. A
@@ -70,7 +72,8 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         .arg(&config.scratch)
         .arg("--memory-limit")
         .arg(config.memory_limit.to_string())
-        .stdin(Stdio::null())
+        .arg("--exit-with-stdin")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -78,6 +81,7 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         .map_err(|e| Error::io("start a worker from", &config.exe, e))?;
     let lost = |reason: String| Error::WorkerLost { endpoint: format!("{} worker", config.exe.display()), reason };
     let stdout = child.stdout.take().ok_or_else(|| lost("no stdout".into()))?;
+    let lifeline = child.stdin.take().ok_or_else(|| lost("no stdin".into()))?;
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     match tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await {
@@ -87,7 +91,7 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         Err(_) => return Err(lost("did not listen within 20 s".into())),
     }
     let url = line.trim().strip_prefix("listening on ").ok_or_else(|| lost(format!("printed {line:?}")))?;
-    Ok(LocalWorker { child, endpoint: Endpoint::parse(url)?, _stdout: stdout })
+    Ok(LocalWorker { child, endpoint: Endpoint::parse(url)?, _stdout: stdout, _lifeline: lifeline })
 }
 
 #[async_trait]

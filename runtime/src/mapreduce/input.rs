@@ -34,7 +34,13 @@ pub struct Piece {
     pub range: Range<u64>,
 }
 
-/// Resolves `names` — local files, local directories (their files, sorted), or `file://` and
+/// Whether a file in an input directory is left out: names starting with `.` or `_` (Hadoop's
+/// convention: `_SUCCESS`, `_temporary`), so another job's output reads as its parts alone.
+fn hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// Resolves `names` — local files, local directories (their files, sorted, but for hidden ones), or `file://` and
 /// `s3://` URLs of objects — and checks that each exists. A missing file fails here, naming it.
 pub async fn resolve(names: &[String]) -> Result<Vec<Source>> {
     if names.is_empty() {
@@ -53,7 +59,7 @@ pub async fn resolve(names: &[String]) -> Result<Vec<Source>> {
             let mut files: Vec<_> = std::fs::read_dir(path)
                 .map_err(|e| Error::Input { file: name.clone(), reason: format!("cannot list: {e}") })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| hidden(&n.to_string_lossy())))
                 .collect();
             files.sort();
             if files.is_empty() {

@@ -69,12 +69,24 @@ pub fn check_sources(sources: &[Source]) -> Result<()> {
     Ok(())
 }
 
+/// The key `r / reducers` of the way through the key space.
+fn even_key(r: u32, reducers: u32) -> [u8; KEY] {
+    let at = (u64::from(r) << 32) / u64::from(reducers);
+    let mut key = [0u8; KEY];
+    key[..4].copy_from_slice(&(at as u32).to_be_bytes());
+    key
+}
+
 /// Key boundaries for `reducers` from an evenly spaced sample of the sources.
 pub async fn boundaries(sources: &[Source], reducers: u32) -> Result<Vec<[u8; KEY]>> {
     let total: u64 = sources.iter().map(|s| s.size / RECORD as u64).sum();
     let want = (u64::from(reducers) * SAMPLES_PER_REDUCER).min(total);
-    if want == 0 || reducers <= 1 {
+    if reducers <= 1 {
         return Ok(Vec::new());
+    }
+    if want == 0 {
+        // No records: any boundaries do, as long as there is one between each two reducers.
+        return Ok((1..reducers).map(|r| even_key(r, reducers)).collect());
     }
     let reader = Reader::open(sources)?;
     let mut keys = Vec::with_capacity(want as usize);
@@ -91,8 +103,10 @@ pub async fn boundaries(sources: &[Source], reducers: u32) -> Result<Vec<[u8; KE
             .collect();
         if !ranges.is_empty() {
             for bytes in reader.read_ranges(s, &ranges).await? {
-                let mut key = [0u8; KEY];
-                key.copy_from_slice(&bytes[..KEY.min(bytes.len())]);
+                let key = bytes.get(..KEY).and_then(|k| <[u8; KEY]>::try_from(k).ok()).ok_or_else(|| Error::Input {
+                    file: source.name.clone(),
+                    reason: format!("a read of a {KEY}-byte key returned {} bytes (did the file shrink?)", bytes.len()),
+                })?;
                 keys.push(key);
             }
         }

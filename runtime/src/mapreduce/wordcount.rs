@@ -127,7 +127,7 @@ impl Operator for WordCountMap {
             ctx.count_in(bytes.iter().filter(|&&b| b == b'\n').count() as u64, bytes.len() as u64);
         }
         let schema = schema();
-        let partitions = ctx.task().outputs.first().map_or(1, |o| o.partitions);
+        let partitions = ctx.consumers(0)?;
         let partitioner = HashPartitioner::new(&schema, &[0], partitions)?;
         let mut writer = ctx.writer(0, schema.clone(), Box::new(partitioner)).await?;
         let counts: Vec<_> = counts.into_iter().collect();

@@ -249,6 +249,29 @@ fn baton_sql_prints_a_table_csv_and_parquet() {
     assert!(explain.contains("stage-1") && explain.contains("result stage-"), "{explain}");
 }
 
+#[test]
+fn an_empty_result_keeps_its_header_and_schema_and_leaves_no_keys_behind() {
+    let data = tpch();
+    let dir = tempfile::tempdir().unwrap();
+    let tpch = data.display().to_string();
+    let sql = "SELECT r_regionkey, r_name FROM region WHERE r_regionkey > 100";
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--format", "csv", "--workers", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "r_regionkey,r_name\n");
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--in-process"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("r_regionkey | r_name"), "{out:?}");
+    let f = dir.path().join("none.parquet").display().to_string();
+    let out = baton(dir.path(), &["sql", sql, "--tpch", &tpch, "--format", "parquet", "-o", &f, "--in-process"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let query = "SELECT count(*) AS n FROM t";
+    let out = baton(dir.path(), &["sql", query, "--table", &format!("t={f}"), "--format", "csv", "--in-process"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n0\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // The runs kept their TLS material in their own directories, which went with them.
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path().join("baton-data")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in baton-data: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_and_csv_tables_on_s3_are_read_by_the_workers() {
     use baton_connectors::testing;

@@ -1,7 +1,7 @@
 //! The fabric's error type: one enum whose variants a caller can act on.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::ids::{JobId, ObjectKey};
 
@@ -166,6 +166,14 @@ pub enum Error {
         /// Bytes the tier had free.
         available: u64,
     },
+    /// A file system ran out of space (shared memory, a disk) before Baton's own budget did.
+    #[error("no space left in {} ({free} bytes free)", dir.display())]
+    NoSpace {
+        /// The directory whose file system is full.
+        dir: PathBuf,
+        /// Bytes still free there.
+        free: u64,
+    },
     /// An operation did not finish in time.
     #[error("{what} timed out after {seconds} s")]
     Timeout {
@@ -251,16 +259,36 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An [`Error::Io`] for `op` on `path`, turning a full disk into [`Error::NoCapacity`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
         if source.raw_os_error() == Some(libc::ENOSPC) {
-            return Error::NoCapacity { tier: Tier::Flash, needed: 0, available: 0 };
+            let dir = if path.is_dir() { path } else { path.parent().map(Path::to_path_buf).unwrap_or(path) };
+            let free = free_bytes(&dir);
+            return Error::NoSpace { dir, free };
         }
-        Error::Io { op, path: path.into(), source }
+        Error::Io { op, path, source }
     }
 
     /// A [`Error::Corrupt`] for `what` at `offset`.
     pub fn corrupt(what: impl std::fmt::Display, offset: u64, corruption: Corruption) -> Self {
         Error::Corrupt { what: what.to_string(), offset, corruption }
     }
+}
+
+/// Bytes free to this user on the file system holding `dir` (0 if it cannot be asked).
+pub fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `stat` a writable statvfs; the call only fills it.
+    if unsafe { libc::statvfs(c.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    // The fields' widths differ between platforms (u32 on some 32-bit targets).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    blocks.saturating_mul(size)
 }
 
 /// What a caught panic said (its `&str` or `String` payload), for decoders that turn a

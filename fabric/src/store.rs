@@ -204,6 +204,11 @@ impl TieredStore {
 
     // ---- objects ----
 
+    /// Bytes the tiers could still take: free memory and free flash.
+    pub fn room(&self) -> u64 {
+        self.memory.free().saturating_add(self.flash.budget().saturating_sub(self.flash.used()))
+    }
+
     fn ensure_new(&self, key: &ObjectKey) -> Result<()> {
         if self.memory.contains(key) || self.flash.contains(key) {
             return Err(Error::AlreadyExists { key: *key });
@@ -230,7 +235,7 @@ impl TieredStore {
     fn spill(&self, key: ObjectKey, victim: &Resident) -> Result<bool> {
         match self.flash.insert(&key, &victim.bytes) {
             Ok(()) => {}
-            Err(Error::NoCapacity { .. }) => return Ok(false),
+            Err(Error::NoCapacity { .. } | Error::NoSpace { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
         if self.memory.remove(&key).is_none() {
@@ -298,18 +303,20 @@ impl TieredStore {
     }
 
     /// Names a file for a producer on this host to write the object at `key` into, in shared
-    /// memory when `size_hint` (or an unknown size) may fit the memory tier, else on flash.
-    pub fn stage(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<PathBuf> {
+    /// memory when `size_hint` (or an unknown size) may fit the memory tier, else — or when
+    /// the producer asks for `flash` because shared memory was full — on flash.
+    pub fn stage(&self, key: &ObjectKey, size_hint: Option<u64>, flash: bool) -> Result<PathBuf> {
         self.check(key.job)?;
         self.ensure_new(key)?;
         let path = match size_hint {
-            Some(needed) if needed > self.memory.budget() => {
+            Some(needed) if flash || needed > self.memory.budget() => {
                 let available = self.flash.budget().saturating_sub(self.flash.used());
                 if needed > available {
                     return Err(Error::NoCapacity { tier: Tier::Flash, needed, available });
                 }
                 self.flash.staging_path()
             }
+            None if flash => self.flash.staging_path(),
             _ => self.segment_path(),
         };
         lock(&self.staged).insert(path.clone(), *key);
@@ -380,10 +387,27 @@ impl TieredStore {
                 return Ok(Location { path, len, tier: Tier::Memory });
             }
             let path = self.segment_path();
-            private::create_file(&path)?.write_all(&resident.bytes).map_err(|e| Error::io("write", &path, e))?;
-            let bytes = map_file(&path, Prefault::Lazy, true)?;
-            if self.memory.replace(key, Resident { bytes, shm: Some(path.clone()) }) {
-                return Ok(Location { path, len, tier: Tier::Memory });
+            let written =
+                private::create_file(&path)?.write_all(&resident.bytes).map_err(|e| Error::io("write", &path, e));
+            match written {
+                Ok(()) => {
+                    let bytes = map_file(&path, Prefault::Lazy, true)?;
+                    if self.memory.replace(key, Resident { bytes, shm: Some(path.clone()) }) {
+                        return Ok(Location { path, len, tier: Tier::Memory });
+                    }
+                }
+                // Shared memory is full: readers on the host map it from flash instead.
+                Err(Error::NoSpace { .. }) => {
+                    let _ = fs::remove_file(&path);
+                    let _admit = lock(&self.admit);
+                    if self.memory.contains(key) && !self.spill(*key, &resident)? {
+                        return Err(Error::NoCapacity { tier: Tier::Flash, needed: len, available: 0 });
+                    }
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
             }
         }
         let (path, len) = self.flash.locate(key).ok_or(Error::NotFound { key: *key })?;

@@ -234,8 +234,11 @@ async fn nodes_with_their_own_certificates_trust_each_other_through_the_cluster_
     assert!(matches!(refused, Error::Unreachable { .. }), "{refused}");
 }
 
-/// A plain quinn client that trusts the cluster's CA and offers `alpn`: the handshake's result.
-async fn handshake_offering(node: &Node, alpn: &[u8]) -> Result<(), quinn::ConnectionError> {
+/// A plain quinn client that trusts the cluster's CA and offers `alpn`, connected to `node`.
+async fn connect_offering(
+    node: &Node,
+    alpn: &[u8],
+) -> (quinn::Endpoint, Result<quinn::Connection, quinn::ConnectionError>) {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -252,9 +255,33 @@ async fn handshake_offering(node: &Node, alpn: &[u8]) -> Result<(), quinn::Conne
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     let connecting = endpoint.connect(node.server.local_addr().unwrap(), "127.0.0.1").unwrap();
-    let result = connecting.await.map(drop);
+    let connection = connecting.await;
+    (endpoint, connection)
+}
+
+async fn handshake_offering(node: &Node, alpn: &[u8]) -> Result<(), quinn::ConnectionError> {
+    let (endpoint, connection) = connect_offering(node, alpn).await;
     endpoint.close(0u32.into(), b"done");
-    result
+    connection.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_make_a_node_buffer_a_huge_request_header() {
+    use baton_fabric::net::protocol::NetResponse;
+    let node = node(Limits::default()).await;
+    let (_endpoint, connection) = connect_offering(&node, baton_fabric::net::tls::ALPN).await;
+    let (mut send, mut recv) = connection.unwrap().open_bi().await.unwrap();
+    // A header that claims 16 MiB, with no token yet: refused from its length alone.
+    send.write_all(&(16u32 << 20).to_le_bytes()).await.unwrap();
+    send.write_all(&[baton_fabric::node::wire::VERSION]).await.unwrap();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), baton_fabric::node::wire::recv::<NetResponse>(&mut recv, "node"))
+            .await
+            .expect("the node waited for the rest of the header");
+    match answer.unwrap() {
+        Some(NetResponse::Failed(e)) => assert!(format!("{e:?}").contains("limit 4096"), "{e:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,4 +294,20 @@ async fn an_off_the_shelf_quic_client_offering_baton_alpn_is_accepted() {
         refused.to_string().contains("no_application_protocol") || refused.to_string().contains("120"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_told_to_listen_without_certificates_refuses_instead_of_making_a_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = baton_fabric::node::NodeConfig {
+        socket: dir.path().join("node.sock"),
+        flash_dir: dir.path().join("flash"),
+        shm_dir: dir.path().to_path_buf(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_dir: dir.path().join("tls"),
+        ..Default::default()
+    };
+    let err = baton_fabric::node::Node::start(&config).await.unwrap_err().to_string();
+    assert!(err.contains("baton certs"), "{err}");
+    assert!(!dir.path().join("tls").exists(), "the node made TLS material of its own");
 }

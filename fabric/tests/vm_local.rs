@@ -127,3 +127,76 @@ async fn another_users_process_is_refused() {
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(reply.contains("serves only users") && reply.contains("65534"), "{reply:?}");
 }
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped; `None` (after saying
+/// SKIPPED) where this process may not mount.
+struct SmallTmpfs(tempfile::TempDir);
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=1777"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("SKIPPED: cannot mount a small tmpfs here (needs root)");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn objects_go_to_flash_when_shared_memory_is_full() {
+    let Some(shm) = SmallTmpfs::mount("1m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        memory_bytes: 64 << 20,
+        flash_dir: dir.path().join("flash"),
+        flash_bytes: 64 << 20,
+        shm_dir: shm.0.path().to_path_buf(),
+    };
+    let store = Arc::new(TieredStore::open(&config).unwrap());
+    let socket = dir.path().join("node.sock");
+    let _node = Node::serve(store.clone(), &socket, Duration::from_secs(1)).await.unwrap();
+    let path = VmLocalPath::connect(&socket).await.unwrap();
+    path.open_job(JOB, Duration::from_secs(60)).await.unwrap();
+    // Bytes larger than the whole tmpfs, and an Arrow object of batches.
+    let (key, _) = object(1);
+    let big: Bytes = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect::<Vec<_>>().into();
+    path.put(&key, big.clone()).await.unwrap();
+    assert!(path.get(&key).await.unwrap() == big);
+    let schema =
+        Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("v", arrow_schema::DataType::UInt64, false)]));
+    let column = arrow_array::UInt64Array::from_iter_values(0..500_000);
+    let batch = arrow_array::RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
+    let (key2, _) = object(2);
+    let (tier, len) = path.put_batches(&key2, &schema, std::slice::from_ref(&batch)).await.unwrap();
+    assert_eq!(tier, baton_fabric::Tier::Flash);
+    let back = baton_fabric::arrow::read_batches("object", path.get(&key2).await.unwrap()).unwrap();
+    assert_eq!(back.1, vec![batch]);
+    assert!(len > 4_000_000);
+    // Nothing half-written is left in shared memory.
+    let left: u64 = walk(shm.0.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(left < 1 << 20, "{left} bytes left in shared memory");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}

@@ -92,6 +92,10 @@ impl LocalEnv {
         let root = config.root.canonicalize().map_err(|e| Error::io("resolve", &config.root, e))?;
         // A private directory of this run's own, swept by a later run if this process is killed.
         let run_dir = OwnedDir::create(&root, "data directory")?;
+        // The embedded node's cluster is this run alone: its CA, certificate and token secret
+        // live in the run's private directory and go with it.
+        let tls = TlsDir::new(run_dir.path().join("tls"));
+        tls.generate(&["127.0.0.1".to_string()])?;
         let defaults = NodeConfig::default();
         let node_config = NodeConfig {
             shm_dir: config.shm_dir.clone().unwrap_or(defaults.shm_dir.clone()),
@@ -99,7 +103,7 @@ impl LocalEnv {
             flash_dir: run_dir.path().join("flash"),
             memory: ByteSize(config.node_memory),
             listen: Some(([127, 0, 0, 1], 0).into()),
-            tls_dir: root.join("tls"),
+            tls_dir: tls.dir().to_path_buf(),
             ..defaults
         };
         let node = Node::start(&node_config).await?;
@@ -132,7 +136,7 @@ impl LocalEnv {
         Ok(Self {
             node,
             quic,
-            tls: TlsDir::new(&node_config.tls_dir),
+            tls,
             objects,
             invoker,
             pool: config.exe.is_some() || !config.endpoints.is_empty(),

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use baton_fabric::JobId;
 use baton_planner::{ClusterModel, Compute, Dag, DopBounds, EdgeId, Objective, Path, Plan, StageId, Topology};
 use baton_runtime::driver::{self, Collect, DriverConfig, EdgeSpec, JobSpec, JobSummary, StageSpec};
@@ -56,6 +57,8 @@ pub struct PlannedQuery {
 /// A query's result and what running it did.
 #[derive(Debug)]
 pub struct QueryRun {
+    /// The rows' schema (what an empty result still has).
+    pub schema: SchemaRef,
     /// The rows.
     pub batches: Vec<RecordBatch>,
     /// The query's job.
@@ -289,12 +292,13 @@ pub async fn run(
         subquery.resolve(&batches)?;
         summaries.push(summary);
     }
+    let schema = main.schema();
     let planned = plan(main, &cluster, options, stores, partitions)?;
     let job = planned.job(&name, env)?;
     let config = fresh(env, settings)?;
     jobs.push(config.job);
     let (summary, batches) = driver::run_collect(&job, env.invoker(), &config).await?;
-    Ok(QueryRun { batches, summary, planned, subqueries: summaries, jobs })
+    Ok(QueryRun { schema, batches, summary, planned, subqueries: summaries, jobs })
 }
 
 /// What `--explain` prints for `physical`: each job's stages, edges and the planner's reasons
@@ -343,7 +347,14 @@ fn fresh(env: &LocalEnv, settings: &DriverConfig) -> Result<DriverConfig> {
 
 /// `sql` run by DataFusion in this process: the baseline.
 pub async fn run_single(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    Ok(ctx.sql(sql).await?.collect().await?)
+    Ok(run_single_with_schema(ctx, sql).await?.1)
+}
+
+/// [`run_single`], with the rows' schema (what an empty result still has).
+pub async fn run_single_with_schema(ctx: &SessionContext, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let frame = ctx.sql(sql).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.collect().await?))
 }
 
 /// A short name for a query: its first non-empty line, cut at 60 characters.

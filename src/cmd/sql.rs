@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use baton_planner::{ByteSize, Path};
 use baton_runtime::driver::{JobSummary, Progress};
 use baton_runtime::local::{LocalConfig, LocalEnv};
@@ -150,9 +151,9 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         let partitions = args.run.partitions.unwrap_or(2);
         let (ctx, _) = session(&tables, partitions).await?;
         let start = Instant::now();
-        let batches = query::run_single(&ctx, &args.query).await?;
+        let (schema, batches) = query::run_single_with_schema(&ctx, &args.query).await?;
         eprintln!("single process: {:.3} s", start.elapsed().as_secs_f64());
-        return print(&batches, args.format, args.output.as_deref());
+        return print(&schema, &batches, args.format, args.output.as_deref());
     }
     let (env, partitions) = args.run.start().await?;
     let (ctx, stores) = session(&tables, partitions).await?;
@@ -165,7 +166,7 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     config.memory_budget = args.run.worker_memory.0 / 4;
     config.progress = Progress::auto();
     let run = query::run(&ctx, &args.query, &env, &options, stores, &config).await?;
-    print(&run.batches, args.format, args.output.as_deref())?;
+    print(&run.schema, &run.batches, args.format, args.output.as_deref())?;
     eprintln!("{}", run.summary);
     if let Some(file) = &args.summary_json {
         std::fs::write(file, serde_json::to_vec_pretty(&run.summary)?)
@@ -174,14 +175,45 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `batches` as `format` to `output` or stdout.
-fn print(batches: &[RecordBatch], format: OutputFormat, output: Option<&FsPath>) -> anyhow::Result<()> {
-    let create =
-        |path: &FsPath| std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()));
-    let mut sink: Box<dyn std::io::Write> = match output {
-        Some(path) if format != OutputFormat::Parquet => Box::new(create(path)?),
-        _ => Box::new(std::io::stdout().lock()),
+/// Writes `batches` (of `schema`) as `format` to `output` or stdout. An empty result keeps its
+/// header (table, CSV) or its schema (a valid Parquet file of no rows). A file appears whole:
+/// it is written beside its name and renamed into place when complete.
+fn print(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    output: Option<&FsPath>,
+) -> anyhow::Result<()> {
+    let empty;
+    let batches = if batches.is_empty() {
+        empty = [RecordBatch::new_empty(schema.clone())];
+        &empty[..]
+    } else {
+        batches
     };
+    let Some(path) = output else {
+        if format == OutputFormat::Parquet {
+            bail!("--format parquet needs --output FILE");
+        }
+        return write_result(schema, batches, format, std::io::stdout());
+    };
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let partial = path.with_file_name(format!(".{}.{}.partial", name.to_string_lossy(), std::process::id()));
+    let file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let written = write_result(schema, batches, format, file)
+        .and_then(|()| std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+fn write_result<W: std::io::Write + Send>(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    mut sink: W,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Table => {
             writeln!(sink, "{}", datafusion::arrow::util::pretty::pretty_format_batches(batches)?)?;
@@ -193,11 +225,7 @@ fn print(batches: &[RecordBatch], format: OutputFormat, output: Option<&FsPath>)
             }
         }
         OutputFormat::Parquet => {
-            let path = output.context("--format parquet needs --output FILE")?;
-            let Some(schema) = batches.first().map(|b| b.schema()) else {
-                bail!("the query returned no batches to write as Parquet");
-            };
-            let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(create(path)?, schema, None)?;
+            let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(sink, schema.clone(), None)?;
             for b in batches {
                 writer.write(b)?;
             }

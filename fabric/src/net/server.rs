@@ -23,6 +23,12 @@ use crate::store::TieredStore;
 
 /// Bytes sent per write, so that progress is visible and a stalled reader stops the sender.
 const SEND_CHUNK: usize = 1 << 20;
+/// The largest request header a node reads from a stream (object bytes follow it, and are read
+/// only once the request's token checks): a key, a token, an op.
+pub const MAX_REQUEST: usize = 4 << 10;
+/// QUIC connections one address may hold open at once, and all addresses together.
+const MAX_CONNECTIONS_PER_PEER: u32 = 64;
+const MAX_CONNECTIONS: u32 = 4096;
 
 /// What a node's QUIC service has moved.
 #[derive(Debug, Default)]
@@ -108,10 +114,56 @@ impl Drop for NetServer {
     }
 }
 
+/// Open connections, by peer address and in all.
+#[derive(Default)]
+struct Connections {
+    by_peer: std::collections::HashMap<std::net::IpAddr, u32>,
+    total: u32,
+}
+
+/// A slot in [`Connections`], given back when the connection ends.
+struct Slot {
+    connections: Arc<std::sync::Mutex<Connections>>,
+    ip: std::net::IpAddr,
+}
+
+impl Slot {
+    fn take(connections: &Arc<std::sync::Mutex<Connections>>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.by_peer.get(&ip).copied().unwrap_or(0);
+        if mine >= MAX_CONNECTIONS_PER_PEER || c.total >= MAX_CONNECTIONS {
+            return None;
+        }
+        c.by_peer.insert(ip, mine + 1);
+        c.total += 1;
+        Some(Slot { connections: connections.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.by_peer.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_peer.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let connections = Arc::new(std::sync::Mutex::new(Connections::default()));
     while let Some(incoming) = endpoint.accept().await {
+        let Some(slot) = Slot::take(&connections, incoming.remote_address().ip()) else {
+            tracing::warn!(peer = %incoming.remote_address(), "refused a connection: too many open from there");
+            incoming.refuse();
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok(connection) = incoming.await else { return };
             let peer =
                 Peer { name: connection.remote_address().to_string(), connection: connection.stable_id() as u64 };
@@ -133,7 +185,7 @@ struct Peer {
 }
 
 async fn serve_stream(shared: Arc<Shared>, peer: Peer, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let request = match wire::recv::<NetRequest>(&mut recv, &peer.name).await {
+    let request = match wire::recv_within::<NetRequest>(&mut recv, &peer.name, MAX_REQUEST).await {
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(e) => {
@@ -232,6 +284,12 @@ async fn handle(
             authorize(shared, token, job, Some(&key))?;
             if len > shared.max_object {
                 return Err(Error::NoCapacity { tier: crate::Tier::Memory, needed: len, available: shared.max_object });
+            }
+            // Admitted on the announced length: bytes the tiers could not hold are refused
+            // before they are read, not buffered first.
+            let available = store.room();
+            if len > available {
+                return Err(Error::NoCapacity { tier: crate::Tier::Flash, needed: len, available });
             }
             let bytes = receive_exactly(recv, peer, len).await?;
             shared.stats.bytes_received.fetch_add(len, Ordering::Relaxed);

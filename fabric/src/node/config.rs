@@ -28,7 +28,8 @@ pub struct NodeConfig {
     pub reap_interval_ms: u64,
     /// Where to serve other hosts over QUIC (off when unset).
     pub listen: Option<std::net::SocketAddr>,
-    /// The cluster's TLS material and token secret (made here on first use if missing).
+    /// The cluster's TLS material and token secret (`baton certs` makes it; a node that listens
+    /// needs it).
     pub tls_dir: PathBuf,
     /// The largest object a remote put may carry.
     pub max_object: ByteSize,

@@ -37,8 +37,17 @@ impl Node {
         if let Some(listen) = config.listen {
             let tls = TlsDir::new(&config.tls_dir);
             if !tls.exists() {
-                tls.generate(&[listen.ip().to_string()])?;
-                tracing::info!("made a new cluster CA, node certificate and secret in {}", config.tls_dir.display());
+                // A node does not quietly become a cluster CA of its own: whoever runs the
+                // cluster makes its CA once and gives each node its certificate.
+                return Err(Error::Config {
+                    field: "tls_dir".into(),
+                    reason: format!(
+                        "{} holds no cluster certificates; make them first: `baton certs --out {} --name {}`",
+                        config.tls_dir.display(),
+                        config.tls_dir.display(),
+                        listen.ip()
+                    ),
+                });
             }
             let net = NetConfig {
                 listen,
@@ -173,7 +182,7 @@ const CLIENT: &str = "local function";
 
 async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>) {
     loop {
-        let request = match wire::recv::<Request>(&mut stream, CLIENT).await {
+        let request = match wire::recv_within::<Request>(&mut stream, CLIENT, wire::MAX_LOCAL_REQUEST).await {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(e) => {
@@ -225,8 +234,8 @@ fn handle_blocking(store: &TieredStore, request: Request) -> Result<Response> {
         Request::EndJob { .. } => {
             return Err(Error::Remote { message: "EndJob is served on the async side".into() });
         }
-        Request::Stage { key, size_hint } => {
-            let path = store.stage(&key.into(), size_hint)?;
+        Request::Stage { key, size_hint, flash } => {
+            let path = store.stage(&key.into(), size_hint, flash)?;
             Response::Staged { path: path.to_string_lossy().into_owned() }
         }
         Request::Commit { key, path, len } => {

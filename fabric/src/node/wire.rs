@@ -17,9 +17,11 @@ use crate::path::ObjectMeta;
 use crate::store::Location;
 
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 2;
-/// The largest message accepted, in bytes.
+pub const VERSION: u8 = 3;
+/// The largest message accepted, in bytes (answers: a listing of many objects).
 pub const MAX_MESSAGE: usize = 16 << 20;
+/// The largest request a node reads from a local function: an inline object and its key.
+pub const MAX_LOCAL_REQUEST: usize = 256 << 10;
 
 /// An object key on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +85,8 @@ pub enum Request {
     RenewJob { job: u64 },
     /// End a job: delete all of its objects.
     EndJob { job: u64 },
-    /// Name a file to write a new object into.
-    Stage { key: WireKey, size_hint: Option<u64> },
+    /// Name a file to write a new object into; on flash when `flash` (shared memory was full).
+    Stage { key: WireKey, size_hint: Option<u64>, flash: bool },
     /// Take a staged file as the object.
     Commit { key: WireKey, path: String, len: u64 },
     /// Store a small object sent inline.
@@ -280,10 +282,21 @@ pub async fn send<T: Serialize>(io: &mut (impl AsyncWrite + Unpin), endpoint: &s
     io.write_all(&bytes).await.map_err(|e| gone(endpoint, e))
 }
 
-/// Reads one message; `Ok(None)` when the peer closed the connection between messages.
+/// Reads one message of at most [`MAX_MESSAGE`] bytes; `Ok(None)` when the peer closed the
+/// connection between messages.
 pub async fn recv<T: for<'de> Deserialize<'de>>(
     io: &mut (impl AsyncRead + Unpin),
     endpoint: &str,
+) -> Result<Option<T>> {
+    recv_within(io, endpoint, MAX_MESSAGE).await
+}
+
+/// Reads one message of at most `max` bytes: a longer one is refused from its length alone,
+/// before any of it is buffered.
+pub async fn recv_within<T: for<'de> Deserialize<'de>>(
+    io: &mut (impl AsyncRead + Unpin),
+    endpoint: &str,
+    max: usize,
 ) -> Result<Option<T>> {
     let mut len = [0u8; 4];
     match io.read_exact(&mut len).await {
@@ -292,8 +305,8 @@ pub async fn recv<T: for<'de> Deserialize<'de>>(
         Err(e) => return Err(gone(endpoint, e)),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_MESSAGE {
-        return Err(protocol(endpoint, format!("message of {len} bytes (limit {MAX_MESSAGE})")));
+    if len == 0 || len > max {
+        return Err(protocol(endpoint, format!("message of {len} bytes (limit {max})")));
     }
     let mut frame = vec![0u8; len];
     io.read_exact(&mut frame).await.map_err(|e| gone(endpoint, e))?;
@@ -313,7 +326,7 @@ mod tests {
         let key: WireKey = ObjectKey::new(JobId(9), EdgeId(1), 2, 3).into();
         let requests = [
             Request::OpenJob { job: 9, ttl_ms: 1000 },
-            Request::Stage { key, size_hint: Some(5) },
+            Request::Stage { key, size_hint: Some(5), flash: false },
             Request::Commit { key, path: "/dev/shm/x".into(), len: 5 },
             Request::List { job: 9, edge: None },
         ];

@@ -129,11 +129,45 @@ impl VmLocalPath {
         }
     }
 
-    /// Asks the node for a file to write the object at `key` into.
-    pub async fn stage(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<PathBuf> {
-        match self.call(Request::Stage { key: (*key).into(), size_hint }).await? {
+    /// Asks the node for a file to write the object at `key` into: in shared memory unless
+    /// the size calls for flash, or `flash` asks for it.
+    pub async fn stage(&self, key: &ObjectKey, size_hint: Option<u64>, flash: bool) -> Result<PathBuf> {
+        match self.call(Request::Stage { key: (*key).into(), size_hint, flash }).await? {
             Response::Staged { path } => Ok(wire::path(path)),
             other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Stages a file for `key`, fills it with `write` (off the async workers) and commits it.
+    /// When the shared-memory file system fills up first (a small `/dev/shm`, as containers
+    /// have), the object is written to flash instead. Returns the tier and the size.
+    async fn write_object<F>(&self, key: &ObjectKey, size_hint: Option<u64>, write: F) -> Result<(Tier, u64)>
+    where
+        F: Fn(&Path) -> Result<u64> + Clone + Send + 'static,
+    {
+        let mut flash = false;
+        loop {
+            let path = self.stage(key, size_hint, flash).await?;
+            let (target, write_once) = (path.clone(), write.clone());
+            match blocking(move || write_once(&target)).await {
+                Ok(len) => return Ok((self.commit(key, &path, len).await?, len)),
+                Err(Error::NoSpace { .. }) => {
+                    let _ = std::fs::remove_file(&path);
+                    // Named by the file the write was for (an encoder knows no path), with what
+                    // is free there now that the partial file is gone.
+                    let dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+                    let free = crate::error::free_bytes(&dir);
+                    if flash {
+                        return Err(Error::NoSpace { dir, free });
+                    }
+                    tracing::debug!(%key, "{} is full ({free} bytes free): writing to flash", dir.display());
+                    flash = true;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -149,24 +183,18 @@ impl VmLocalPath {
     /// Writes record batches as an Arrow object straight into the node's shared memory.
     /// Returns where the node put it and its size.
     pub async fn put_batches(&self, key: &ObjectKey, schema: &Schema, batches: &[RecordBatch]) -> Result<(Tier, u64)> {
-        let path = self.stage(key, None).await?;
-        let (target, schema, batches) = (path.clone(), schema.clone(), batches.to_vec());
-        let written = blocking(move || -> Result<u64> {
-            let file = create_new(&target)?;
-            let mut writer = ArrowFrameWriter::try_new(file, &schema)?;
+        let (schema, batches) = (schema.clone(), batches.to_vec());
+        self.write_object(key, None, move |target| {
+            let mut writer = ArrowFrameWriter::try_new(create_new(target)?, &schema)?;
             for batch in &batches {
                 writer.write(batch)?;
             }
-            Ok(writer.finish()?.1)
+            let (mut file, len) = writer.finish()?;
+            // Flushed here, not on drop, so that a full file system is an error.
+            file.flush().map_err(|e| Error::io("write", target, e))?;
+            Ok(len)
         })
-        .await;
-        match written {
-            Ok(len) => Ok((self.commit(key, &path, len).await?, len)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
+        .await
     }
 
     /// Where the object at `key` sits, and its bytes mapped read-only from there.
@@ -221,18 +249,14 @@ impl DataPath for VmLocalPath {
                 other => Err(self.unexpected(other)),
             };
         }
-        let path = self.stage(key, Some(payload.len() as u64)).await?;
-        let (target, bytes) = (path.clone(), payload.clone());
-        let written = blocking(move || {
-            let mut file = crate::private::create_file(&target)?;
-            file.write_all(&bytes).map_err(|e| Error::io("write", &target, e))
+        let len = payload.len() as u64;
+        self.write_object(key, Some(len), move |target| {
+            let mut file = crate::private::create_file(target)?;
+            file.write_all(&payload).map_err(|e| Error::io("write", target, e))?;
+            Ok(len)
         })
-        .await;
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        self.commit(key, &path, payload.len() as u64).await.map(drop)
+        .await
+        .map(drop)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

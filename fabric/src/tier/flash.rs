@@ -123,7 +123,9 @@ impl FlashTier {
                 inner.used -= size;
                 Err(match e {
                     // The disk filled before the budget did.
-                    Error::NoCapacity { tier, .. } => Error::NoCapacity { tier, needed: size, available: 0 },
+                    Error::NoSpace { free, .. } => {
+                        Error::NoCapacity { tier: Tier::Flash, needed: size, available: free }
+                    }
                     other => other,
                 })
             }

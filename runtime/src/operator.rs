@@ -244,6 +244,7 @@ impl TaskContext {
             spilled_bytes: 0,
             layout: output.layout,
             partitions: vec![PartitionInfo::default(); output.partitions as usize],
+            first: 0,
         };
         self.record(index, empty)
     }
@@ -366,13 +367,14 @@ impl EdgeSource {
                 });
             }
         };
-        let Some(info) = map.partitions.get(partition as usize) else {
+        let Some(info) = map.partition(partition) else {
             return Err(Error::BadJob {
                 reason: format!(
-                    "{} asked for partition {partition} of {}, which has {}",
+                    "{} asked for partition {partition} of {}, which holds {} from {}",
                     self.task.op,
                     input.edge,
-                    map.partitions.len()
+                    map.partitions.len(),
+                    map.first
                 ),
             });
         };

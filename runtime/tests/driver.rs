@@ -528,3 +528,47 @@ async fn bad_jobs_are_refused_before_anything_runs() {
     let empty = JobSpec { name: "empty".into(), stages: vec![stage(0)], edges: vec![], collect: None };
     assert!(matches!(driver::run(&empty, &invoker, &DriverConfig::new(JobId(2))).await, Err(Error::BadJob { .. })));
 }
+
+/// Runs tasks in process and remembers the largest invocation payload of each stage.
+#[derive(Debug)]
+struct Measuring {
+    inner: InProcess,
+    largest: std::sync::Mutex<std::collections::BTreeMap<u32, usize>>,
+}
+
+#[async_trait]
+impl Invoker for Measuring {
+    fn slots(&self) -> usize {
+        self.inner.slots()
+    }
+
+    async fn invoke(&self, task: baton_runtime::task::Task) -> Result<baton_runtime::task::TaskReport> {
+        let size = serde_json::to_vec(&task).unwrap().len();
+        {
+            let mut largest = self.largest.lock().unwrap();
+            let entry = largest.entry(task.id.stage.0).or_default();
+            *entry = (*entry).max(size);
+        }
+        self.inner.invoke(task).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducers_invocation_does_not_grow_with_the_number_of_reducers() {
+    let s = setup().await;
+    let mut sizes = Vec::new();
+    for (job, reducers) in [(30u64, 50u32), (31, 400)] {
+        let invoker =
+            Measuring { inner: InProcess::new(registry(), s.dir.path(), 2), largest: Default::default() };
+        let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
+        let spec = s.env.spec(Path::VmLocal).unwrap();
+        let j = sort::job(s.sources.clone(), 3, reducers, spec, Topology::Coalesced, url.clone()).await.unwrap();
+        driver::run(&j, &invoker, &config(&s.env, job)).await.unwrap();
+        assert!(concatenated(&url).await == s.expected[..]);
+        let largest = invoker.largest.lock().unwrap().clone();
+        sizes.push(*largest.values().last().unwrap());
+    }
+    // Each reducer carries its own partition of each mapper's output, not all of them, and no
+    // mapper-only parameters (the boundaries): 8x the reducers, about the same payload.
+    assert!(sizes[1] < sizes[0] + sizes[0] / 4, "reduce invocations grew from {} to {} bytes", sizes[0], sizes[1]);
+}

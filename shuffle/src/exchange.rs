@@ -98,8 +98,33 @@ pub struct MapOutput {
     pub spilled_bytes: u64,
     /// The layout it wrote in.
     pub layout: Layout,
-    /// One entry per reducer.
+    /// One entry per reducer, from reducer `first` on.
     pub partitions: Vec<PartitionInfo>,
+    /// The reducer `partitions[0]` is for: 0 for a whole output, the reader's own partition
+    /// for one trimmed with [`MapOutput::only`].
+    #[serde(default)]
+    pub first: u32,
+}
+
+impl MapOutput {
+    /// What reducer `partition` needs of this output: its own entry alone. A task gets its
+    /// inputs trimmed so, so that R tasks do not each carry R entries per mapper.
+    pub fn only(&self, partition: u32) -> MapOutput {
+        let info = self.partition(partition).cloned();
+        MapOutput {
+            mapper: self.mapper,
+            attempt: self.attempt,
+            spilled_bytes: self.spilled_bytes,
+            layout: self.layout,
+            partitions: info.into_iter().collect(),
+            first: partition,
+        }
+    }
+
+    /// Reducer `partition`'s entry, if this output holds it.
+    pub fn partition(&self, partition: u32) -> Option<&PartitionInfo> {
+        self.partitions.get(partition.checked_sub(self.first)? as usize)
+    }
 }
 
 /// Splits a mapper's batches by partition and writes them out.
@@ -305,7 +330,14 @@ impl ShuffleWriter {
             }
         }
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
-        Ok(MapOutput { mapper: self.mapper, attempt: self.attempt, spilled_bytes, layout: self.layout, partitions })
+        Ok(MapOutput {
+            mapper: self.mapper,
+            attempt: self.attempt,
+            spilled_bytes,
+            layout: self.layout,
+            partitions,
+            first: 0,
+        })
     }
 }
 
@@ -338,7 +370,7 @@ impl ShuffleReader {
     /// The reducer's batches from one mapper (none if its partition is empty): read one mapper
     /// at a time to hold only that much.
     pub async fn read_mapper(&self, output: &MapOutput) -> Result<Vec<RecordBatch>> {
-        let Some(info) = output.partitions.get(self.reducer as usize) else {
+        let Some(info) = output.partition(self.reducer) else {
             return Err(Error::Unsupported {
                 what: format!("reducer {} of a mapper with {} partitions", self.reducer, output.partitions.len()),
             });

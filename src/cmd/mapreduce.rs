@@ -158,6 +158,15 @@ fn check_flags(args: &JobArgs) -> anyhow::Result<Checked> {
     if args.mappers == Some(0) || args.reducers == Some(0) {
         bail!("--mappers and --reducers must be at least 1");
     }
+    const MANY_TASKS: u32 = 10_000;
+    for (flag, n) in [("--mappers", args.mappers), ("--reducers", args.reducers)] {
+        if let Some(n) = n.filter(|&n| n > MANY_TASKS) {
+            eprintln!(
+                "warning: {flag} {n}: every task is an invocation and every reducer a file; past {MANY_TASKS} \
+                 their overhead (and the output directory's) outweighs what smaller tasks gain"
+            );
+        }
+    }
     Ok(Checked { path, topology })
 }
 

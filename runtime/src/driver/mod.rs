@@ -527,7 +527,10 @@ fn build_task(
                 EdgeRoute::Direct => (edge.partitions.map_or(t, |p| t.min(p - 1)), false),
                 EdgeRoute::Round { klevel, round, .. } => (klevel.digit(t, round), round + 1 == klevel.levels),
             };
-            let maps = producers.iter().filter_map(|&x| committed[e][x as usize].clone()).collect();
+            let maps = producers
+                .iter()
+                .filter_map(|&x| committed[e][x as usize].as_ref().map(|m| m.only(partition)))
+                .collect();
             let pending = producers.into_iter().filter(|&x| committed[e][x as usize].is_none()).collect();
             Input { edge: JobSpec::edge_id(e), path: edge.path.clone(), maps, pending, partition, untag }
         })

@@ -41,6 +41,11 @@ pub struct StageSchedule {
     partitions: Vec<Partition>,
     queue: VecDeque<u32>,
     max_attempts: u32,
+    /// Partitions with a committed attempt, and with at least one attempt: counted as they
+    /// change, so that asking costs nothing however many partitions there are (a stage of
+    /// thousands of tasks asks after every task).
+    committed: usize,
+    launched: usize,
 }
 
 impl StageSchedule {
@@ -48,7 +53,13 @@ impl StageSchedule {
     pub fn new(partitions: u32, max_attempts: u32) -> Self {
         let parts =
             (0..partitions).map(|_| Partition { attempts: 0, running: 0, committed: None, last_error: None }).collect();
-        Self { partitions: parts, queue: (0..partitions).collect(), max_attempts: max_attempts.max(1) }
+        Self {
+            partitions: parts,
+            queue: (0..partitions).collect(),
+            max_attempts: max_attempts.max(1),
+            committed: 0,
+            launched: 0,
+        }
     }
 
     /// The next (partition, attempt) to launch, if any is waiting.
@@ -56,6 +67,9 @@ impl StageSchedule {
         let p = self.queue.pop_front()?;
         let part = &mut self.partitions[p as usize];
         let attempt = part.attempts;
+        if attempt == 0 {
+            self.launched += 1;
+        }
         part.attempts += 1;
         part.running += 1;
         Some((p, attempt))
@@ -69,6 +83,7 @@ impl StageSchedule {
             return Outcome::Superseded;
         }
         part.committed = Some((attempt, report));
+        self.committed += 1;
         Outcome::Committed
     }
 
@@ -100,7 +115,7 @@ impl StageSchedule {
 
     /// Whether every partition has been launched and none waits for a retry.
     pub fn all_launched(&self) -> bool {
-        self.queue.is_empty() && self.partitions.iter().all(|p| p.attempts > 0)
+        self.queue.is_empty() && self.launched == self.partitions.len()
     }
 
     /// The last error of `partition`.
@@ -110,12 +125,12 @@ impl StageSchedule {
 
     /// Whether every partition has a committed attempt.
     pub fn is_done(&self) -> bool {
-        self.partitions.iter().all(|p| p.committed.is_some())
+        self.committed == self.partitions.len()
     }
 
     /// Partitions committed so far.
     pub fn committed(&self) -> usize {
-        self.partitions.iter().filter(|p| p.committed.is_some()).count()
+        self.committed
     }
 
     /// Attempts launched in all.

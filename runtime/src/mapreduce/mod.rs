@@ -26,22 +26,26 @@ pub(crate) struct MapReduce<'a> {
 }
 
 impl MapReduce<'_> {
-    /// The job: `mappers` tasks of the map operator, `reducers` of the reduce operator, both
-    /// given `params`, the shuffle on `path` in `topology`.
-    pub fn job(
+    /// The job: `mappers` tasks of the map operator given `params`, `reducers` of the reduce
+    /// operator given `reduce_params` (only what reducers need: every task carries its stage's
+    /// parameters, so reducer-sized lists there would cost R² in all), the shuffle on `path` in
+    /// `topology`.
+    pub fn job<P: Serialize>(
         self,
-        params: &impl Serialize,
+        params: &P,
+        reduce_params: &P,
         mappers: u32,
         reducers: u32,
         path: PathSpec,
         topology: Topology,
     ) -> Result<JobSpec> {
-        let params = serde_json::to_value(params).map_err(|e| Error::BadJob { reason: e.to_string() })?;
+        let json = |p: &P| serde_json::to_value(p).map_err(|e| Error::BadJob { reason: e.to_string() });
+        let (params, reduce_params) = (json(params)?, json(reduce_params)?);
         Ok(JobSpec {
             name: format!("{} ({mappers} mappers, {reducers} reducers)", self.name),
             stages: vec![
                 StageSpec { name: "map".into(), op: self.map.into(), params: params.clone(), tasks: mappers },
-                StageSpec { name: "reduce".into(), op: self.reduce.into(), params, tasks: reducers },
+                StageSpec { name: "reduce".into(), op: self.reduce.into(), params: reduce_params, tasks: reducers },
             ],
             edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false, partitions: None }],
             collect: None,

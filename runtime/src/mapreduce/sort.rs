@@ -134,7 +134,10 @@ pub async fn job(
         boundaries: boundaries.iter().map(|k| hex(k)).collect(),
         output,
     };
-    MapReduce { name: "sort", map: MAP, reduce: REDUCE }.job(&params, mappers, reducers, path, topology)
+    // Reducers need only where to write: not the mappers' splits, not the boundaries.
+    let reduce =
+        SortParams { sources: Vec::new(), splits: Vec::new(), boundaries: Vec::new(), output: params.output.clone() };
+    MapReduce { name: "sort", map: MAP, reduce: REDUCE }.job(&params, &reduce, mappers, reducers, path, topology)
 }
 
 /// Sorts `sources` in this process into `output`'s `part-r-00000` (the baseline).

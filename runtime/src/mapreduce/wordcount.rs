@@ -59,7 +59,8 @@ pub fn job(
     output: String,
 ) -> Result<JobSpec> {
     let params = WordCountParams { splits: input::split(&sources, mappers, 1), sources, output };
-    MapReduce { name: "wordcount", map: MAP, reduce: REDUCE }.job(&params, mappers, reducers, path, topology)
+    let reduce = WordCountParams { sources: Vec::new(), splits: Vec::new(), output: params.output.clone() };
+    MapReduce { name: "wordcount", map: MAP, reduce: REDUCE }.job(&params, &reduce, mappers, reducers, path, topology)
 }
 
 /// Adds the words of `text` to `counts`.

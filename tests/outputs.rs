@@ -262,3 +262,21 @@ fn check_unwritable(dir: &Path, output: &str) {
     assert!(stderr.contains("cannot write the output"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(20), "it failed only after running tasks: {stderr}");
 }
+
+#[test]
+fn direct_is_reported_as_direct_and_says_when_it_cannot_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "20000"]));
+    let out = baton(dir.path(), &["sort", "in.bin", "-o", "a", "--path", "direct", "--workers", "2"]);
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains("shuffle via direct (QUIC)") && stdout.contains("reducers start as mappers end"),
+        "{stdout}"
+    );
+    let args = ["sort", "in.bin", "-o", "b", "--path", "direct", "--topology", "2-level", "--workers", "2"];
+    let out = baton(dir.path(), &args);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("reducers start as mappers end"), "{stdout}");
+    assert!(stderr.contains("one after another"), "{stderr}");
+}

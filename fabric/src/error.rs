@@ -182,6 +182,15 @@ pub enum Error {
         /// How long was waited.
         seconds: f64,
     },
+    /// A node answered, but TLS refused it or this client: not a node of this cluster, or its
+    /// certificate is not for the address it was reached at, or has expired.
+    #[error("{endpoint} is not trusted: {reason} (is it a node of this cluster, with a certificate for this address?)")]
+    Untrusted {
+        /// Who.
+        endpoint: String,
+        /// What TLS said.
+        reason: String,
+    },
     /// A node or service could not be reached.
     #[error("cannot reach {endpoint}: {source}")]
     Unreachable {

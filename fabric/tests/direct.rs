@@ -231,7 +231,46 @@ async fn nodes_with_their_own_certificates_trust_each_other_through_the_cluster_
     let other = TlsDir::new(issued.path().join("other"));
     other.generate(&[]).unwrap();
     let refused = DirectPath::connect(b.local_addr().unwrap(), &other).await.unwrap_err();
-    assert!(matches!(refused, Error::Unreachable { .. }), "{refused}");
+    assert!(matches!(refused, Error::Untrusted { .. }), "{refused}");
+    assert_eq!(refused.to_string().matches("not trusted").count(), 1, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_is_good_only_for_its_own_addresses_and_for_a_bounded_time() {
+    let cluster = node(Limits::default()).await;
+    let issued = tempfile::tempdir().unwrap();
+    // Node B serves on 127.0.0.2 with a certificate for another address: refused there.
+    let wrong = TlsDir::new(issued.path().join("wrong"));
+    cluster.tls.issue_node(&wrong, &["10.1.2.3".into()]).unwrap();
+    let right = TlsDir::new(issued.path().join("right")).with_validity(Duration::from_secs(30 * 86_400));
+    cluster.tls.issue_node(&right, &["127.0.0.2".into()]).unwrap();
+    for (tls, trusted) in [(&wrong, false), (&right, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(TieredStore::open(&StoreConfig::under(dir.path(), 1 << 20, 1 << 20)).unwrap());
+        let b = NetServer::start(store, &NetConfig::new("127.0.0.2:0".parse().unwrap(), tls.clone())).await.unwrap();
+        let result = DirectPath::connect(b.local_addr().unwrap(), &cluster.tls).await;
+        match (result, trusted) {
+            (Ok(_), true) => {}
+            (Err(Error::Untrusted { reason, .. }), false) => assert!(!reason.is_empty()),
+            (other, _) => panic!("trusted {trusted}: {:?}", other.err()),
+        }
+    }
+    // Validity: a year by default, as asked with `with_validity`, never 1975 to 4096.
+    let years_left = |pem: &std::path::Path| -> Option<i64> {
+        let out =
+            std::process::Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(pem).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let year: i64 = text.trim().rsplit(' ').nth(1)?.parse().ok()?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Some(year - (1970 + (now / 31_556_952) as i64))
+    };
+    match (years_left(&cluster.tls.dir().join("node.pem")), years_left(&right.dir().join("node.pem"))) {
+        (Some(default), Some(short)) => {
+            assert!((0..=2).contains(&default), "the default node certificate ends {default} years on");
+            assert!((0..=1).contains(&short), "a 30-day certificate ends {short} years on");
+        }
+        _ => println!("SKIPPED: no openssl to read certificate dates with"),
+    }
 }
 
 /// A plain quinn client that trusts the cluster's CA and offers `alpn`, connected to `node`.

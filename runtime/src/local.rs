@@ -6,12 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_fabric::net::{TlsDir, token::unix_ms_now};
 use baton_fabric::node::{ByteSize, Node, NodeConfig};
 use baton_fabric::private::OwnedDir;
-use baton_fabric::{JobId, KeyPrefix};
+use baton_fabric::{DataPath, JobId, KeyPrefix};
 use baton_planner::{ClusterModel, Path, PathModel};
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -106,7 +107,11 @@ impl LocalEnv {
             tls_dir: tls.dir().to_path_buf(),
             ..defaults
         };
-        let node = Node::start(&node_config).await?;
+        let objects =
+            config.objects.clone().unwrap_or_else(|| format!("file://{}", run_dir.path().join("objects").display()));
+        // A job whose lease lapses (its driver died) loses its objects in the object store too.
+        let purged: Arc<dyn DataPath> = Arc::new(baton_connectors::object_store_path(&objects)?);
+        let node = Node::start_purging(&node_config, vec![purged]).await?;
         let quic = node
             .net()
             .map(|n| n.local_addr())
@@ -130,8 +135,6 @@ impl LocalEnv {
                 Box::new(InProcess::new(config.registry.clone(), scratch, config.workers))
             }
         };
-        let objects =
-            config.objects.clone().unwrap_or_else(|| format!("file://{}", run_dir.path().join("objects").display()));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
         Ok(Self {
             node,

@@ -558,8 +558,7 @@ async fn a_reducers_invocation_does_not_grow_with_the_number_of_reducers() {
     let s = setup().await;
     let mut sizes = Vec::new();
     for (job, reducers) in [(30u64, 50u32), (31, 400)] {
-        let invoker =
-            Measuring { inner: InProcess::new(registry(), s.dir.path(), 2), largest: Default::default() };
+        let invoker = Measuring { inner: InProcess::new(registry(), s.dir.path(), 2), largest: Default::default() };
         let url = output_url(&s.dir.path().join(format!("out-{job}")).display().to_string()).unwrap();
         let spec = s.env.spec(Path::VmLocal).unwrap();
         let j = sort::job(s.sources.clone(), 3, reducers, spec, Topology::Coalesced, url.clone()).await.unwrap();
@@ -571,4 +570,22 @@ async fn a_reducers_invocation_does_not_grow_with_the_number_of_reducers() {
     // Each reducer carries its own partition of each mapper's output, not all of them, and no
     // mapper-only parameters (the boundaries): 8x the reducers, about the same payload.
     assert!(sizes[1] < sizes[0] + sizes[0] / 4, "reduce invocations grew from {} to {} bytes", sizes[0], sizes[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_deletes_the_jobs_objects_from_the_object_store_too() {
+    use baton_fabric::DataPath;
+    let s = setup().await;
+    let job = JobId(0x1a5e);
+    // A job whose driver died: its lease on the node lapses, nobody ends it.
+    s.env.node().store().open_job(job, std::time::Duration::from_millis(200)).unwrap();
+    let objects = baton_connectors::object_store_path(s.env.object_store_url()).unwrap();
+    let key = baton_fabric::ObjectKey::new(job, baton_fabric::EdgeId(0), 0, 0);
+    objects.put(&key, bytes::Bytes::from_static(b"left by a dead driver")).await.unwrap();
+    assert!(!s.env.leftovers(job).is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.env.leftovers(job).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still there: {:?}", s.env.leftovers(job));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -13,17 +13,22 @@ pub struct CertsArgs {
     /// --from: ca.pem, node.pem, node.key and cluster.secret).
     #[arg(long, default_value = "baton-data/tls")]
     out: PathBuf,
-    /// Names and addresses the node certificate is for (besides baton-node and localhost).
+    /// Names and addresses the node certificate is for (besides baton-node and the loopback
+    /// names): clients check that a node's certificate names the address they reached it at.
     #[arg(long = "name")]
     names: Vec<String>,
     /// Issue one more node its own certificate from this existing cluster's CA, instead of
     /// making a new cluster.
     #[arg(long)]
     from: Option<PathBuf>,
+    /// Days the node certificate is valid (the CA: ten years, or longer if this is).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
 }
 
 pub fn certs(args: CertsArgs) -> anyhow::Result<()> {
-    let out = TlsDir::new(&args.out);
+    let validity = std::time::Duration::from_secs(u64::from(args.days) * 86_400);
+    let out = TlsDir::new(&args.out).with_validity(validity);
     match &args.from {
         Some(cluster) => {
             TlsDir::new(cluster).issue_node(&out, &args.names)?;

@@ -332,6 +332,13 @@ async fn run_job(
     let plan_path = if direct { Some(Path::RemoteStore) } else { forced_path };
     let choice = choose(&env.cluster_model(), &shape, plan_path, forced_topology)?;
     let pipelined = direct && !matches!(choice.topology, baton_planner::Topology::KLevel { .. });
+    if direct && !pipelined {
+        eprintln!(
+            "note: --path direct on a {} topology runs its rounds one after another: reducers start \
+             early only on all-to-all and coalesced shuffles",
+            choice.topology.name()
+        );
+    }
     if args.explain {
         println!("{}", baton_planner::explain(&choice.plan));
     }
@@ -348,7 +355,8 @@ async fn run_job(
             (true, true) => "worker processes",
             (true, false) => "in-process slots",
         },
-        spec.name(),
+        // On one host, direct passing rides the same QUIC connection to the node as the store.
+        if direct { "direct (QUIC)".to_string() } else { spec.name() },
         choice.topology.name(),
         if pipelined { " · reducers start as mappers end" } else { "" },
     );

@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
@@ -28,10 +29,19 @@ pub const NODE_NAME: &str = "baton-node";
 /// a client that offers it (any off-the-shelf QUIC client must offer some) is accepted.
 pub const ALPN: &[u8] = b"baton/1";
 
+/// How long a node certificate is valid unless told otherwise.
+pub const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a cluster CA is valid: it signs node certificates for its whole life.
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Names every node certificate holds besides those given: the shared cluster name, and this
+/// host's loopback names (a client on the node's own host reaches it there).
+const DEFAULT_NAMES: [&str; 4] = [NODE_NAME, "localhost", "127.0.0.1", "::1"];
+
 /// The files of a cluster's TLS material.
 #[derive(Clone, Debug)]
 pub struct TlsDir {
     dir: PathBuf,
+    validity: Duration,
 }
 
 fn config(field: &str, reason: impl Into<String>) -> Error {
@@ -45,7 +55,14 @@ fn tls_error(what: &str) -> impl Fn(rcgen::Error) -> Error + '_ {
 impl TlsDir {
     /// The material in `dir` (which may not exist yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), validity: NODE_VALIDITY }
+    }
+
+    /// Node certificates made from here on are valid for `validity` from now (default
+    /// [`NODE_VALIDITY`]).
+    pub fn with_validity(mut self, validity: Duration) -> Self {
+        self.validity = validity;
+        self
     }
 
     /// The directory.
@@ -62,14 +79,16 @@ impl TlsDir {
         ["ca.pem", "node.pem", "node.key", "cluster.secret"].iter().all(|f| self.file(f).is_file())
     }
 
-    /// Makes a new cluster: a CA, a node certificate for `names` (plus `baton-node` and
-    /// `localhost`), and a cluster secret. Refuses to overwrite an existing set.
+    /// Makes a new cluster: a CA (valid ten years), a node certificate for `names` (plus
+    /// `baton-node` and the loopback names) valid for this directory's validity, and a cluster
+    /// secret. Refuses to overwrite an existing set.
     pub fn generate(&self, names: &[String]) -> Result<()> {
         self.refuse_existing()?;
         let ca_key = KeyPair::generate().map_err(tls_error("CA key"))?;
-        let ca_params = ca_params()?;
+        let mut ca_params = ca_params()?;
+        valid_for(&mut ca_params, CA_VALIDITY.max(self.validity))?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error("CA"))?;
-        let (node_pem, node_key) = node_certificate(&Issuer::new(ca_params, &ca_key), names)?;
+        let (node_pem, node_key) = node_certificate(&Issuer::new(ca_params, &ca_key), names, self.validity)?;
         let secret = ClusterSecret::generate()?;
         let hex: String = secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
         self.write_all(&[
@@ -91,7 +110,7 @@ impl TlsDir {
         let ca_key = KeyPair::from_pem(&ca_key).map_err(tls_error("ca.key"))?;
         // The CA's subject and key identify it as an issuer; both are rebuilt exactly.
         let issuer = Issuer::new(ca_params()?, &ca_key);
-        let (node_pem, node_key) = node_certificate(&issuer, names)?;
+        let (node_pem, node_key) = node_certificate(&issuer, names, out.validity)?;
         let secret = String::from_utf8(self.read("cluster.secret")?).unwrap_or_default();
         out.write_all(&[("ca.pem", ca_pem), ("node.pem", node_pem), ("node.key", node_key), ("cluster.secret", secret)])
     }
@@ -195,13 +214,27 @@ fn ca_params() -> Result<CertificateParams> {
     Ok(params)
 }
 
-/// A node certificate for `names` plus `baton-node` and `localhost`, signed by `issuer`: its
-/// PEM and its key's PEM.
-fn node_certificate(issuer: &Issuer<'_, impl rcgen::SigningKey>, names: &[String]) -> Result<(String, String)> {
+/// Makes `params` valid from a minute ago (clocks differ a little) for `validity`.
+fn valid_for(params: &mut CertificateParams, validity: Duration) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    let validity = time::Duration::try_from(validity).map_err(|e| config("validity", e.to_string()))?;
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now.checked_add(validity).ok_or_else(|| config("validity", "too far in the future"))?;
+    Ok(())
+}
+
+/// A node certificate for `names` plus [`DEFAULT_NAMES`], signed by `issuer`, valid for
+/// `validity`: its PEM and its key's PEM.
+fn node_certificate(
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    names: &[String],
+    validity: Duration,
+) -> Result<(String, String)> {
     let node_key = KeyPair::generate().map_err(tls_error("node key"))?;
-    let mut all: Vec<String> = vec![NODE_NAME.into(), "localhost".into()];
+    let mut all: Vec<String> = DEFAULT_NAMES.iter().map(|n| n.to_string()).collect();
     all.extend(names.iter().filter(|n| !all.contains(n)).cloned().collect::<Vec<_>>());
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error("node"))?;
+    valid_for(&mut params, validity)?;
     params.distinguished_name.push(DnType::CommonName, NODE_NAME);
     for name in &all {
         params.subject_alt_names.push(match name.parse::<IpAddr>() {

@@ -28,10 +28,17 @@ pub struct Node {
 impl Node {
     /// Opens the store `config` describes and serves it.
     pub async fn start(config: &NodeConfig) -> Result<Self> {
+        Self::start_purging(config, Vec::new()).await
+    }
+
+    /// [`Node::start`], with slower tiers (an object store the node's jobs also write to)
+    /// from which a job's objects are deleted too when it ends or its lease lapses.
+    pub async fn start_purging(config: &NodeConfig, slower: Vec<Arc<dyn crate::DataPath>>) -> Result<Self> {
         config.validate()?;
         // Idle receive buffers are memory the tiers do not count: keep them to a small share.
         crate::buffers::Pool::global().set_share_of(config.memory.0);
-        let store = Arc::new(TieredStore::open(&config.store())?);
+        let store = slower.into_iter().fold(TieredStore::open(&config.store())?, TieredStore::purge_also);
+        let store = Arc::new(store);
         let mut node =
             Self::serve_users(store.clone(), &config.socket, config.reap_interval(), &config.allow_users).await?;
         if let Some(listen) = config.listen {

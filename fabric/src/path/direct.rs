@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::net::protocol::{NetOp, NetRequest, NetResponse};
 use crate::net::server::receive_exactly;
-use crate::net::tls::{NODE_NAME, TlsDir};
+use crate::net::tls::TlsDir;
 use crate::net::token::Token;
 use crate::net::transport::Limits;
 use crate::node::wire::{self, Response};
@@ -55,6 +55,10 @@ pub struct DirectPath {
     tokens: RwLock<HashMap<JobId, Token>>,
 }
 
+/// QUIC's crypto error codes: 0x100 plus a TLS alert. A handshake that ends with one was TLS
+/// refusing the peer, not the network failing.
+const TLS_ALERTS: std::ops::Range<u64> = 0x100..0x200;
+
 impl DirectPath {
     /// Connects to the node at `addr`, trusting the cluster CA in `tls`.
     pub async fn connect(addr: SocketAddr, tls: &TlsDir) -> Result<Self> {
@@ -63,8 +67,10 @@ impl DirectPath {
 
     /// Connects with the given flow-control windows: how much the node may send ahead of this
     /// client's reading.
+    /// The node must present a certificate from the cluster's CA for the address it is
+    /// reached at: another node's certificate, or one for another address, is refused.
     pub async fn connect_with_limits(addr: SocketAddr, tls: &TlsDir, limits: &Limits) -> Result<Self> {
-        Self::connect_with(addr, tls.client_config(limits)?, NODE_NAME, limits).await
+        Self::connect_with(addr, tls.client_config(limits)?, &addr.ip().to_string(), limits).await
     }
 
     /// Connects with a given client configuration and expected server name.
@@ -82,6 +88,13 @@ impl DirectPath {
         let connecting = endpoint.connect(addr, server_name).map_err(|e| unreachable(std::io::Error::other(e)))?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(connection)) => connection,
+            Ok(Err(quinn::ConnectionError::TransportError(e))) if TLS_ALERTS.contains(&u64::from(e.code)) => {
+                return Err(Error::Untrusted { endpoint: peer, reason: e.reason.clone() });
+            }
+            Ok(Err(quinn::ConnectionError::ConnectionClosed(c))) if TLS_ALERTS.contains(&u64::from(c.error_code)) => {
+                let reason = format!("it refused this client's TLS ({})", c.error_code);
+                return Err(Error::Untrusted { endpoint: peer, reason });
+            }
             Ok(Err(e)) => return Err(unreachable(std::io::Error::other(e))),
             Err(_) => return Err(unreachable(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))),
         };

@@ -394,7 +394,13 @@ async fn run_stages(
             let Some((p, a)) = run.schedule.launch() else { break };
             let task = build_task(job, routes, s, p, a, &committed, config)?;
             early += usize::from(is_early);
-            running.push(async move { (s, p, a, is_early, invoker.invoke(task).await) });
+            let wait = retry_backoff(config.job, s, p, a);
+            running.push(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                (s, p, a, is_early, invoker.invoke(task).await)
+            });
         }
         let Some((s, p, a, was_early, result)) = running.next().await else { break };
         early -= usize::from(was_early);
@@ -478,6 +484,23 @@ async fn run_stages(
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok((summary, results.into_iter().flatten().collect()))
+}
+
+/// How long attempt `attempt` of a task waits before it starts: nothing for a first attempt;
+/// for a retry, exponential backoff from 100 ms, capped at 5 s, with full jitter (between half
+/// and all of it) so that the retries of a fault that hit many tasks at once do not all land
+/// together. The jitter is a hash of the task, so a run can be replayed.
+pub fn retry_backoff(job: JobId, stage: usize, partition: u32, attempt: u32) -> std::time::Duration {
+    if attempt == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let ceiling_ms = (100u64 << (attempt - 1).min(6)).min(5_000);
+    let mut h = job.0 ^ (stage as u64).rotate_left(48) ^ u64::from(partition).rotate_left(24) ^ u64::from(attempt);
+    // splitmix64's finalizer: a well-spread hash of the four.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    std::time::Duration::from_millis(ceiling_ms / 2 + h % (ceiling_ms / 2 + 1))
 }
 
 /// Says on the edge's path that `output` is its producer's committed output, for consumers
@@ -568,4 +591,26 @@ fn build_task(
         outputs,
         memory_budget: config.memory_budget,
     })
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_and_a_cap() {
+        let job = JobId(77);
+        assert_eq!(retry_backoff(job, 1, 3, 0), Duration::ZERO, "a first attempt starts at once");
+        for attempt in 1..12u32 {
+            let ceiling = Duration::from_millis((100u64 << (attempt - 1).min(6)).min(5_000));
+            for partition in 0..50 {
+                let wait = retry_backoff(job, 1, partition, attempt);
+                assert!(wait >= ceiling / 2 && wait <= ceiling, "attempt {attempt}: {wait:?} outside {ceiling:?}");
+            }
+        }
+        let spread: std::collections::BTreeSet<_> = (0..50).map(|p| retry_backoff(job, 1, p, 3)).collect();
+        assert!(spread.len() > 20, "retries of one fault should not land together: {spread:?}");
+        assert_eq!(retry_backoff(job, 1, 5, 2), retry_backoff(job, 1, 5, 2), "replayable");
+    }
 }

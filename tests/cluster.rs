@@ -104,7 +104,11 @@ fn three_nodes_on_three_addresses_pass_data_among_them() {
     let out = baton(&["get", "job-5/edge-1/0-0", "--remote", &nodes[0].addr, "--token", token6.trim()], &tls);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refused") && err.contains("job-0000000000000005"), "{err}");
+    assert!(err.contains("is for job-0000000000000006, not job-0000000000000005"), "{err}");
+    // A token in a file (not on the command line, where /proc shows it to everyone) works.
+    let file = dir.path().join("token6");
+    std::fs::write(&file, &token6).unwrap();
+    ok(baton(&["job", "open", "6", "--remote", &nodes[0].addr, "--token-file", file.to_str().unwrap()], &tls));
 
     // Ending the job on every node leaves nothing.
     for node in &nodes {

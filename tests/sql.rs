@@ -312,3 +312,61 @@ async fn parquet_and_csv_tables_on_s3_are_read_by_the_workers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("no-such-bucket"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_settings_in_a_urls_query_reach_tables_and_inputs() {
+    use baton_connectors::testing;
+    let data = tpch();
+    let root = tempfile::tempdir().unwrap();
+    let addr = testing::start_open_s3(root.path()).await.unwrap();
+    let bucket = root.path().join(testing::BUCKET);
+    std::fs::copy(data.join("region.parquet"), bucket.join("region.parquet")).unwrap();
+    std::fs::write(bucket.join("words.txt"), "alpha beta\nbeta\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No AWS_* variables: the endpoint and the rest come from the URL alone.
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            tokio::process::Command::new(BATON)
+                .args(&args)
+                .env_remove("AWS_ENDPOINT")
+                .env("BATON_LOG", "warn")
+                .current_dir(dir)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let table = format!("r={}", testing::open_url(addr, "region.parquet"));
+    let sql = "SELECT count(*) AS n FROM r";
+    let out = run(vec![
+        "sql".into(),
+        sql.into(),
+        "--table".into(),
+        table,
+        "--format".into(),
+        "csv".into(),
+        "--workers".into(),
+        "2".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n5\n");
+    let out = run(vec![
+        "wordcount".into(),
+        testing::open_url(addr, "words.txt"),
+        "-o".into(),
+        "counts".into(),
+        "--reducers".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts = std::fs::read_to_string(dir.path().join("counts/part-r-00000")).unwrap();
+    assert!(counts.contains("beta\t2") && counts.contains("alpha\t1"), "{counts}");
+    // A secret in the query is refused, and not echoed.
+    let leaky = format!("{}&aws_secret_access_key=hunter2", testing::open_url(addr, "words.txt"));
+    let out = run(vec!["wordcount".into(), leaky, "-o".into(), "leak".into()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("hunter2") && stderr.contains("secret"), "{stderr}");
+}

@@ -55,7 +55,7 @@ pub enum Error {
     /// A URL's query sets an option that is a secret.
     #[error("{url}: {key} is a secret and does not belong in a URL: set it in the environment")]
     SecretInUrl {
-        /// The URL, without its query.
+        /// The URL, credentials hidden.
         url: String,
         /// The option.
         key: String,
@@ -92,6 +92,12 @@ where
     V: Into<String>,
 {
     let parsed = Url::parse(url).map_err(|source| Error::BadUrl { url: url.to_string(), source })?;
+    // Errors show the URL without credentials: a password in it is refused, never echoed.
+    let shown = redacted(&parsed);
+    let url = shown.as_str();
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::SecretInUrl { url: shown.clone(), key: "user:password@".into() });
+    }
     let open = |source| Error::Open { url: url.to_string(), source };
     match parsed.scheme() {
         "file" => {
@@ -130,6 +136,29 @@ where
     }
 }
 
+/// `url` with its user name and password, and the values of secret options in its query,
+/// replaced by `***`: what messages may show.
+fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRETS.contains(&k.to_ascii_lowercase().as_str());
+                (k.into_owned(), if secret { "***".to_string() } else { v.into_owned() })
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
 /// Options that a URL's query may not set.
 const SECRETS: [&str; 6] =
     ["aws_secret_access_key", "secret_access_key", "aws_session_token", "session_token", "aws_token", "token"];
@@ -150,6 +179,17 @@ mod tests {
         assert_eq!(local_dir("s3://bucket/out"), None);
         assert_eq!(local_dir("memory://"), None);
         assert_eq!(local_dir("/tmp/out"), None, "a path is not a URL");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_and_never_shown() {
+        for url in ["s3://alice:hunter2@bucket/x", "s3://bucket/x?aws_secret_access_key=hunter2&region=eu"] {
+            let err = open_url(url).map(drop).expect_err("refused").to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("***") || err.contains("secret"), "{err}");
+        }
+        let err = open_url("ftp://bob:hunter2@host/x").map(drop).expect_err("refused").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

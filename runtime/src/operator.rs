@@ -416,6 +416,7 @@ impl EdgeSource {
 /// Runs `task` with the operators of `registry`: what a worker does per invocation.
 pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path, task: Task) -> Result<TaskReport> {
     let start = Instant::now();
+    task.check().map_err(|reason| Error::BadParams { op: task.op.clone(), reason })?;
     let op = registry.get(&task.op)?;
     // What the task was given to read from its input edges.
     let (id, name) = (task.id, task.op.clone());

@@ -35,6 +35,36 @@ pub struct Task {
     pub memory_budget: u64,
 }
 
+/// The most partitions a task may name (its stage's, an output edge's, a k-level exchange's
+/// reducers): sizes that come from outside the worker are bounded before anything is sized by
+/// them.
+pub const MAX_PARTITIONS: u32 = 1 << 20;
+
+impl Task {
+    /// Checks the numbers a worker will size things by: partition counts within
+    /// [`MAX_PARTITIONS`], this task's partition among its stage's.
+    pub fn check(&self) -> Result<(), String> {
+        let bounded = |what: &str, n: u32| {
+            if n == 0 || n > MAX_PARTITIONS {
+                Err(format!("{what} has {n} partitions; a task may name 1 to {MAX_PARTITIONS}"))
+            } else {
+                Ok(())
+            }
+        };
+        bounded("the stage", self.partitions)?;
+        if self.id.partition >= self.partitions {
+            return Err(format!("partition {} of a stage of {}", self.id.partition, self.partitions));
+        }
+        for output in &self.outputs {
+            bounded(&format!("output edge {}", output.edge), output.partitions)?;
+            if let Route::Tag { reducers, .. } = output.route {
+                bounded(&format!("the k-level exchange of {}", output.edge), reducers)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where an input edge's data is: the winning attempt of every producer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {

@@ -589,3 +589,35 @@ async fn a_lapsed_lease_deletes_the_jobs_objects_from_the_object_store_too() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_a_task_names_are_bounded_before_anything_is_sized_by_them() {
+    let s = setup().await;
+    let spec = s.env.spec(Path::VmLocal).unwrap();
+    let base = baton_runtime::task::Task {
+        job: JobId(40),
+        token: None,
+        id: baton_fabric::TaskId { stage: baton_fabric::StageId(1), partition: 0, attempt: 0 },
+        partitions: 1,
+        op: sort::REDUCE.into(),
+        params: serde_json::Value::Null,
+        inputs: vec![],
+        outputs: vec![baton_runtime::task::Output {
+            edge: baton_fabric::EdgeId(1),
+            path: spec,
+            layout: baton_runtime::shuffle::Layout::Coalesced,
+            partitions: u32::MAX,
+            route: baton_runtime::task::Route::Direct,
+        }],
+        memory_budget: 1 << 20,
+    };
+    let mut past_the_stage = base.clone();
+    past_the_stage.outputs[0].partitions = 4;
+    past_the_stage.id.partition = 7;
+    for (task, says) in [(base, "4294967295 partitions"), (past_the_stage, "partition 7 of a stage of 1")] {
+        match s.env.invoker().invoke(task).await {
+            Err(Error::Task { message, retryable: false, .. }) => assert!(message.contains(says), "{message}"),
+            other => panic!("expected a refusal naming {says:?}, got {other:?}"),
+        }
+    }
+}

@@ -99,7 +99,8 @@ impl Table {
             }
             url
         };
-        let format = format.unwrap_or(if url.ends_with(".csv") { Format::Csv } else { Format::Parquet });
+        let format =
+            format.unwrap_or(if split_query(&url).0.ends_with(".csv") { Format::Csv } else { Format::Parquet });
         Ok(Self { name: name.to_string(), url, format })
     }
 
@@ -165,12 +166,21 @@ pub fn register_stores(ctx: &SessionContext, urls: &[String]) -> Result<()> {
         if url.starts_with("file://") {
             continue;
         }
-        let parsed = ListingTableUrl::parse(url)?;
+        // The store's settings ride in the URL's query (`?aws_endpoint=…`): they open the store,
+        // and DataFusion sees the location without them.
+        let (location, query) = split_query(url);
+        let parsed = ListingTableUrl::parse(location)?;
         let base = parsed.object_store();
-        let (store, _) = baton_connectors::open_url(base.as_str())?;
+        let with_settings = query.map_or_else(|| base.as_str().to_string(), |q| format!("{}?{q}", base.as_str()));
+        let (store, _) = baton_connectors::open_url(&with_settings)?;
         ctx.register_object_store(base.as_ref(), store);
     }
     Ok(())
+}
+
+/// A location and the store settings in its query, if any.
+fn split_query(url: &str) -> (&str, Option<&str>) {
+    url.split_once('?').map_or((url, None), |(location, query)| (location, Some(query)))
 }
 
 /// Registers `tables` with `ctx` (and the stores they live in).
@@ -178,11 +188,12 @@ pub async fn register(ctx: &SessionContext, tables: &[Table]) -> Result<()> {
     let urls: Vec<String> = tables.iter().map(|t| t.url.clone()).collect();
     register_stores(ctx, &urls)?;
     for t in tables {
+        let (location, _) = split_query(&t.url);
         let done = match t.format {
-            Format::Parquet => ctx.register_parquet(&t.name, &t.url, ParquetReadOptions::default()).await,
-            Format::Csv => ctx.register_csv(&t.name, &t.url, CsvReadOptions::new().has_header(true)).await,
+            Format::Parquet => ctx.register_parquet(&t.name, location, ParquetReadOptions::default()).await,
+            Format::Csv => ctx.register_csv(&t.name, location, CsvReadOptions::new().has_header(true)).await,
         };
-        done.map_err(|e| Error::BadTable { table: t.name.clone(), reason: format!("{}: {e}", t.url) })?;
+        done.map_err(|e| Error::BadTable { table: t.name.clone(), reason: format!("{location}: {e}") })?;
     }
     Ok(())
 }

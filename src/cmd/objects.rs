@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use baton_fabric::frame::{decode_records, encode_records};
 use baton_fabric::net::token::unix_ms_now;
 use baton_fabric::net::{TlsDir, Token};
@@ -24,8 +24,13 @@ pub struct NodeOpt {
     #[arg(long, global = true, env = "BATON_REMOTE")]
     remote: Option<SocketAddr>,
     /// The job's token for a remote node; minted from the cluster secret in --tls-dir if absent.
+    /// (On a shared host prefer --token-file or BATON_TOKEN: arguments are visible to others in
+    /// /proc.)
     #[arg(long, global = true, env = "BATON_TOKEN")]
     token: Option<Token>,
+    /// A file holding the job's token (instead of --token).
+    #[arg(long, global = true, env = "BATON_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// The cluster's TLS material (its CA to trust the node; its secret to mint tokens).
     #[arg(long, global = true, env = "BATON_TLS_DIR", default_value = "baton-data/tls")]
     tls_dir: PathBuf,
@@ -47,8 +52,21 @@ impl NodeOpt {
             return Ok(Client::Local(local));
         };
         let tls = TlsDir::new(&self.tls_dir);
+        let given = match &self.token_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the token in {}", file.display()))?;
+                Some(text.trim().parse::<Token>().with_context(|| format!("{} holds no token", file.display()))?)
+            }
+            None => self.token,
+        };
+        if let (Some(token), Some(job)) = (given, job)
+            && token.job != job
+        {
+            bail!("the token given is for {}, not {job}", token.job);
+        }
         let remote = DirectPath::connect(addr, &tls).await?;
-        match (self.token, job) {
+        match (given, job) {
             (Some(token), _) => remote.add_token(token),
             (None, Some(job)) => {
                 let secret = tls.secret().context("no --token given, and no cluster secret to mint one")?;

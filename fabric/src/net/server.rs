@@ -218,7 +218,7 @@ async fn reply(send: &mut quinn::SendStream, peer: &str, response: &NetResponse)
 /// Checks that `token` grants `job`, and that `key` (if any) belongs to `job`.
 fn authorize(shared: &Shared, token: Option<Token>, job: JobId, key: Option<&ObjectKey>) -> Result<JobId> {
     let Some(token) = token else {
-        return Err(Error::Unauthorized { job, reason: "no token given".into() });
+        return Err(Error::Unauthorized { job, reason: format!("the request carried no token for {job}") });
     };
     if let Some(key) = key.filter(|k| k.job != job) {
         return Err(Error::Unauthorized { job: key.job, reason: format!("the request is for {job}") });

@@ -91,15 +91,21 @@ fn local(path: &Path) -> Result<Source> {
 }
 
 async fn resolve_url(url: &str) -> Result<Source> {
-    let bad = |reason: String| Error::Input { file: url.to_string(), reason };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL".into()))?;
+    // The store's settings (`?aws_endpoint=…`) belong to the store, not to the object's name;
+    // messages show the object without them.
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let bad = |reason: String| Error::Input { file: base.to_string(), reason };
+    let (scheme, rest) = base.split_once("://").ok_or_else(|| bad("not a URL".into()))?;
     let (store, object) = match scheme {
         "file" => {
             let path = Path::new(rest);
-            return local(path).map(|s| Source { name: url.to_string(), ..s });
+            return local(path).map(|s| Source { name: base.to_string(), ..s });
         }
         _ => match rest.split_once('/') {
-            Some((bucket, key)) if !key.is_empty() => (format!("{scheme}://{bucket}"), key.to_string()),
+            Some((bucket, key)) if !key.is_empty() => {
+                let store = format!("{scheme}://{bucket}");
+                (query.map_or_else(|| store.clone(), |q| format!("{store}?{q}")), key.to_string())
+            }
             _ => return Err(bad("expected <scheme>://<bucket>/<key>".into())),
         },
     };
@@ -109,7 +115,7 @@ async fn resolve_url(url: &str) -> Result<Source> {
         object_store::Error::NotFound { .. } => bad("no such object".into()),
         other => bad(other.to_string()),
     })?;
-    Ok(Source { name: url.to_string(), store, object, size: meta.size })
+    Ok(Source { name: base.to_string(), store, object, size: meta.size })
 }
 
 /// Reads `range` of a local file into a pooled buffer (fewer bytes if the file is shorter).

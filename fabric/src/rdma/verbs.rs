@@ -164,6 +164,12 @@ pub struct QueuePair {
     mtu: ibv_mtu::Type,
     local: QpEndpoint,
     device: Arc<Device>,
+    /// The next work request's id: never reused, so a late completion of an abandoned READ
+    /// can never pass for a later one.
+    next_wr: u64,
+    /// Why the queue pair may not be used again: after a timeout or a failed READ it is moved
+    /// to the error state, and reads on it are refused.
+    broken: Option<String>,
 }
 
 // SAFETY: verbs objects may be used from any thread; `read` takes `&mut self`, so one thread
@@ -203,6 +209,8 @@ impl QueuePair {
                 mtu: ibv_mtu::IBV_MTU_1024,
                 local: QpEndpoint { qpn: (*qp.as_ptr()).qp_num, psn: 0, lid: 0, gid: [0; 16] },
                 device: device.clone(),
+                next_wr: 0,
+                broken: None,
             };
             let mut port: ibv_port_attr = std::mem::zeroed();
             check(rdma_sys::___ibv_query_port(ctx, PORT, &mut port), "query port")?;
@@ -278,6 +286,12 @@ impl QueuePair {
     /// Reads the peer's `region` into new memory of this process, one-sidedly. Blocks the
     /// calling thread until the NIC completes (run it where blocking is allowed).
     pub fn read(&mut self, region: &RemoteRegion) -> Result<Bytes> {
+        if let Some(why) = &self.broken {
+            return Err(Error::PeerGone {
+                endpoint: "RDMA queue pair".into(),
+                reason: format!("unusable since {why}; connect a new one"),
+            });
+        }
         let len = usize::try_from(region.len).map_err(|_| rdma_config("region larger than this host's memory"))?;
         let mut buffer = vec![0u8; len];
         if len == 0 {
@@ -290,6 +304,12 @@ impl QueuePair {
         let mr = unsafe { ibv_reg_mr(self.device.pd.as_ptr(), buffer.as_mut_ptr().cast(), len, access) };
         let mr = NonNull::new(mr).ok_or_else(|| rdma_error("register the read buffer"))?;
         let outcome = self.read_into(region, &mut buffer, mr);
+        if let Err(e) = &outcome {
+            // Nothing more goes through this queue pair: the error state flushes whatever is
+            // outstanding, and later reads are refused.
+            self.broken = Some(e.to_string());
+            self.enter_error_state();
+        }
         if matches!(outcome, Err(Error::Timeout { .. })) {
             // The queue pair is broken and the NIC may still write: leak the buffer (and its
             // registration) rather than free memory under it.
@@ -313,7 +333,7 @@ impl QueuePair {
                 let mut sge =
                     ibv_sge { addr: buffer.as_mut_ptr() as u64 + offset, length: piece as u32, lkey: mr.as_ref().lkey };
                 let mut wr: ibv_send_wr = std::mem::zeroed();
-                wr.wr_id = offset;
+                wr.wr_id = self.next_wr;
                 wr.sg_list = &mut sge;
                 wr.num_sge = 1;
                 wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
@@ -323,7 +343,9 @@ impl QueuePair {
                 let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
                 check(ibv_post_send(self.qp.as_ptr(), &mut wr, &mut bad), "post RDMA READ")?;
             }
-            self.complete(offset)?;
+            let wr_id = self.next_wr;
+            self.next_wr += 1;
+            self.complete(wr_id)?;
             offset += piece;
         }
         Ok(())
@@ -342,6 +364,9 @@ impl QueuePair {
                 return Err(rdma_error("poll completion queue"));
             }
             if n == 1 {
+                if completion_for(wc.wr_id, wr_id) == Completion::Stale {
+                    continue;
+                }
                 if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
                     return Err(Error::io(
                         "rdma",
@@ -352,15 +377,41 @@ impl QueuePair {
                         )),
                     ));
                 }
-                if wc.wr_id == wr_id {
-                    return Ok(());
-                }
-                continue;
+                return Ok(());
             }
             if started.elapsed() > READ_TIMEOUT {
                 return Err(Error::Timeout { what: "RDMA READ".into(), seconds: READ_TIMEOUT.as_secs_f64() });
             }
             std::thread::yield_now();
+        }
+    }
+}
+
+/// What a polled completion means to a reader waiting for `wanted`.
+#[derive(Debug, PartialEq, Eq)]
+enum Completion {
+    /// The awaited request's (done, or failed: see its status).
+    Ours,
+    /// An earlier request's, which its reader gave up on: ignored, whatever its status.
+    Stale,
+}
+
+fn completion_for(wr_id: u64, wanted: u64) -> Completion {
+    if wr_id == wanted { Completion::Ours } else { Completion::Stale }
+}
+
+impl QueuePair {
+    /// Moves the queue pair to the error state: outstanding work requests are flushed and no
+    /// new one is executed.
+    fn enter_error_state(&mut self) {
+        // SAFETY: modifies the queue pair this value owns; only the state is set.
+        unsafe {
+            let mut attr: ibv_qp_attr = std::mem::zeroed();
+            attr.qp_state = ibv_qp_state::IBV_QPS_ERR;
+            let mask = ibv_qp_attr_mask::IBV_QP_STATE;
+            if ibv_modify_qp(self.qp.as_ptr(), &mut attr, mask.0 as i32) != 0 {
+                tracing::warn!("cannot move an RDMA queue pair to the error state");
+            }
         }
     }
 }
@@ -384,4 +435,17 @@ fn random_psn() -> u32 {
     let mut bytes = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u32::from_le_bytes(bytes) & 0x00ff_ffff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_awaited_requests_completion_counts() {
+        // A READ that timed out completes late (same queue, its own id): the next read, with a
+        // new id, must not take it for its own.
+        assert_eq!(completion_for(7, 8), Completion::Stale);
+        assert_eq!(completion_for(8, 8), Completion::Ours);
+    }
 }

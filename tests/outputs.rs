@@ -280,3 +280,14 @@ fn direct_is_reported_as_direct_and_says_when_it_cannot_pipeline() {
     assert!(!stdout.contains("reducers start as mappers end"), "{stdout}");
     assert!(stderr.contains("one after another"), "{stderr}");
 }
+
+#[test]
+fn a_task_that_does_not_fit_its_workers_memory_fails_once_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "2000000"]));
+    let args = ["sort", "in.bin", "-o", "out", "--worker-memory", "64MiB", "--workers", "2", "--mappers", "2"];
+    let stderr = failed(&baton(dir.path(), &args));
+    assert!(stderr.contains("ran out of memory") && stderr.contains("64.0 MiB"), "{stderr}");
+    assert!(stderr.contains("failed 1 times"), "an out-of-memory task is not retried: {stderr}");
+    assert!(!dir.path().join("out/_SUCCESS").exists());
+}

@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use baton_planner::ByteSize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
@@ -37,6 +40,14 @@ struct LocalWorker {
     _stdout: BufReader<ChildStdout>,
     /// The worker exits when this closes: with the pool, or with this process however it dies.
     _lifeline: ChildStdin,
+    /// The largest allocation the worker reported failing (its standard error is passed on
+    /// line by line, and read for that).
+    failed_allocation: Arc<AtomicU64>,
+}
+
+/// The bytes in Rust's "memory allocation of N bytes failed", if `line` is that message.
+fn failed_allocation(line: &str) -> Option<u64> {
+    line.trim().strip_prefix("memory allocation of ")?.strip_suffix(" bytes failed")?.parse().ok()
 }
 
 /// A pool of `baton worker` processes on 127.0.0.1, each serving one invocation at a time. A
@@ -75,13 +86,26 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         .arg("--exit-with-stdin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::io("start a worker from", &config.exe, e))?;
     let lost = |reason: String| Error::WorkerLost { endpoint: format!("{} worker", config.exe.display()), reason };
     let stdout = child.stdout.take().ok_or_else(|| lost("no stdout".into()))?;
     let lifeline = child.stdin.take().ok_or_else(|| lost("no stdin".into()))?;
+    let stderr = child.stderr.take().ok_or_else(|| lost("no stderr".into()))?;
+    let failed = Arc::new(AtomicU64::new(0));
+    let noted = failed.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(bytes) = failed_allocation(&line) {
+                // The largest: the one that failed first; any after it are the abort's own.
+                noted.fetch_max(bytes, Ordering::Relaxed);
+            }
+            eprintln!("{line}");
+        }
+    });
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     match tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await {
@@ -91,7 +115,31 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         Err(_) => return Err(lost("did not listen within 20 s".into())),
     }
     let url = line.trim().strip_prefix("listening on ").ok_or_else(|| lost(format!("printed {line:?}")))?;
-    Ok(LocalWorker { child, endpoint: Endpoint::parse(url)?, _stdout: stdout, _lifeline: lifeline })
+    Ok(LocalWorker {
+        child,
+        endpoint: Endpoint::parse(url)?,
+        _stdout: stdout,
+        _lifeline: lifeline,
+        failed_allocation: failed,
+    })
+}
+
+impl LocalPool {
+    /// The allocation that failed, if `worker` died of one: Rust aborts (SIGABRT) after
+    /// printing what it could not allocate, which the stderr reader may take a moment to see.
+    async fn out_of_memory(&self, worker: &LocalWorker, status: std::process::ExitStatus) -> Option<u64> {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() != Some(libc::SIGABRT) {
+            return None;
+        }
+        for _ in 0..20 {
+            match worker.failed_allocation.load(Ordering::Relaxed) {
+                0 => tokio::time::sleep(Duration::from_millis(25)).await,
+                bytes => return Some(bytes),
+            }
+        }
+        None
+    }
 }
 
 #[async_trait]
@@ -103,14 +151,29 @@ impl Invoker for LocalPool {
     async fn invoke(&self, task: Task) -> Result<TaskReport> {
         let slot = self.slots.checkout().await;
         let endpoint = self.workers[slot.index].lock().await.endpoint.clone();
+        let id = task.id;
         let mut result = invoke_endpoint(&endpoint, &task, self.config.timeout).await;
         if let Err(Error::WorkerLost { .. }) = &result {
             // Did the process die? Then say how, and start a fresh one in its place.
             let mut worker = self.workers[slot.index].lock().await;
-            if let Ok(Some(status)) = worker.child.try_wait() {
-                result = Err(Error::WorkerLost {
-                    endpoint: endpoint.to_string(),
-                    reason: format!("the worker process exited ({status}) during the task"),
+            let exited = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
+            if let Ok(Ok(status)) = exited {
+                result = Err(match self.out_of_memory(&worker, status).await {
+                    // The same task on a worker of the same size would fail the same way.
+                    Some(needed) => Error::Task {
+                        task: id,
+                        message: format!(
+                            "the task ran out of memory: its worker could not allocate {} within its limit \
+                             of {} (--worker-memory); raise the limit, or split the work into more tasks",
+                            ByteSize(needed),
+                            ByteSize(self.config.memory_limit)
+                        ),
+                        retryable: false,
+                    },
+                    None => Error::WorkerLost {
+                        endpoint: endpoint.to_string(),
+                        reason: format!("the worker process exited ({status}) during the task"),
+                    },
                 });
                 match spawn(&self.config).await {
                     Ok(fresh) => *worker = fresh,
@@ -126,5 +189,14 @@ impl Invoker for LocalPool {
         }
         self.slots.checkin(slot).await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rusts_allocation_failure_message_is_read() {
+        assert_eq!(super::failed_allocation("memory allocation of 150021440 bytes failed"), Some(150_021_440));
+        assert_eq!(super::failed_allocation("some other line"), None);
     }
 }

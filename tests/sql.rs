@@ -370,3 +370,53 @@ async fn store_settings_in_a_urls_query_reach_tables_and_inputs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !stderr.contains("hunter2") && stderr.contains("secret"), "{stderr}");
 }
+
+/// Queries beyond TPC-H's shapes: set operations, windows, grouping sets, outer joins and
+/// correlated subqueries (issue: each compared with single-process DataFusion).
+const BEYOND_TPCH: [(&str, &str); 8] = [
+    (
+        "union of aggregates",
+        "SELECT n_regionkey AS k, count(*) AS c FROM nation GROUP BY n_regionkey \
+         UNION SELECT r_regionkey, count(*) FROM region GROUP BY r_regionkey",
+    ),
+    ("union all", "SELECT n_name AS name FROM nation UNION ALL SELECT r_name FROM region"),
+    ("intersect", "SELECT n_regionkey FROM nation INTERSECT SELECT r_regionkey FROM region"),
+    ("except", "SELECT c_nationkey FROM customer EXCEPT SELECT s_nationkey FROM supplier WHERE s_acctbal > 0"),
+    ("window", "SELECT n_regionkey, n_name, rank() OVER (PARTITION BY n_regionkey ORDER BY n_name) AS r FROM nation"),
+    (
+        "rollup",
+        "SELECT n_regionkey, n_nationkey % 2 AS odd, count(*) FROM nation GROUP BY ROLLUP (n_regionkey, n_nationkey % 2)",
+    ),
+    (
+        "outer join",
+        "SELECT r_name, count(n_nationkey) FROM region LEFT JOIN nation ON n_regionkey = r_regionkey AND n_nationkey < 3 \
+         GROUP BY r_name",
+    ),
+    (
+        "correlated subquery",
+        "SELECT s_name FROM supplier s WHERE s_acctbal > (SELECT avg(s2.s_acctbal) FROM supplier s2 \
+         WHERE s2.s_nationkey = s.s_nationkey)",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_tpch_match_single_process_datafusion() {
+    let (_scratch, env, ctx) = workers_and_session().await;
+    let mut failures = Vec::new();
+    for (name, sql) in BEYOND_TPCH {
+        let expected = sorted(rows(&query::run_single(&ctx, sql).await.unwrap()));
+        let config = env.job_config().unwrap();
+        match query::run(&ctx, sql, &env, &QueryOptions::default(), Vec::new(), &config).await {
+            Ok(run) => {
+                if let Err(e) = same_rows(&sorted(rows(&run.batches)), &expected) {
+                    failures.push(format!("{name}: {e}"));
+                }
+                for job in &run.jobs {
+                    assert_nothing_left(&env, *job);
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+}

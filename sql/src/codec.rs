@@ -51,7 +51,7 @@ struct Node {
     /// A writer's route: [`SINGLE`], [`HASH`] or [`ROUND_ROBIN`].
     #[prost(uint32, tag = "6")]
     route: u32,
-    /// A hash route's key expressions.
+    /// A hash route's key expressions, or the keys a reader's rows were hashed by.
     #[prost(message, repeated, tag = "7")]
     keys: Vec<protobuf::PhysicalExprNode>,
 }
@@ -94,7 +94,12 @@ impl PhysicalExtensionCodec for Codec {
                 let schema = Arc::new(Schema::try_from(schema)?);
                 let partitions =
                     usize::try_from(node.partitions).map_err(|_| bad(format!("{} partitions", node.partitions)))?;
-                let reader = ExchangeReader::new(node.edge, schema, partitions, node.per_producer);
+                let keys = node
+                    .keys
+                    .iter()
+                    .map(|k| parse_physical_expr(k, ctx, &schema, self))
+                    .collect::<DfResult<Vec<_>>>()?;
+                let reader = ExchangeReader::new(node.edge, schema, partitions, node.per_producer).hashed(keys);
                 if self.sources.is_empty() {
                     return Ok(Arc::new(reader));
                 }
@@ -142,6 +147,11 @@ impl PhysicalExtensionCodec for Codec {
                 schema: Some(protobuf::Schema::try_from(reader.schema().as_ref())?),
                 partitions: reader.partitions() as u64,
                 per_producer: reader.per_producer(),
+                keys: reader
+                    .keys()
+                    .iter()
+                    .map(|k| serialize_physical_expr_with_converter(k, self, proto_converter))
+                    .collect::<DfResult<Vec<_>>>()?,
                 ..Node::default()
             }
         } else if let Some(writer) = node.downcast_ref::<ExchangeWriter>() {

@@ -135,10 +135,10 @@ impl Partitioner for RoundRobin {
     }
 }
 
-fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+fn properties(schema: SchemaRef, partitioning: Partitioning) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema),
-        Partitioning::UnknownPartitioning(partitions),
+        partitioning,
         EmissionType::Incremental,
         Boundedness::Bounded,
     ))
@@ -225,6 +225,10 @@ pub struct ExchangeReader {
     schema: SchemaRef,
     partitions: usize,
     per_producer: bool,
+    /// The keys rows were hashed by on their way here (empty if they were not): partition `p`
+    /// holds exactly the rows whose keys hash to `p`, as after the repartition it replaces, so
+    /// the operators above (a union that interleaves its inputs, say) may rely on it.
+    keys: Vec<Arc<dyn PhysicalExpr>>,
     source: Option<EdgeSource>,
     cache: Arc<PlanProperties>,
 }
@@ -232,8 +236,23 @@ pub struct ExchangeReader {
 impl ExchangeReader {
     /// A placeholder for edge `edge` (its id in the job), not yet bound to a task's input.
     pub fn new(edge: u32, schema: SchemaRef, partitions: usize, per_producer: bool) -> Self {
-        let cache = properties(schema.clone(), partitions);
-        Self { edge, schema, partitions, per_producer, source: None, cache }
+        let cache = properties(schema.clone(), Partitioning::UnknownPartitioning(partitions));
+        Self { edge, schema, partitions, per_producer, keys: Vec::new(), source: None, cache }
+    }
+
+    /// The same reader, declaring that its rows were hash-partitioned by `keys` (expressions
+    /// over its schema).
+    pub fn hashed(mut self, keys: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        if !keys.is_empty() {
+            self.cache = properties(self.schema.clone(), Partitioning::Hash(keys.clone(), self.partitions));
+        }
+        self.keys = keys;
+        self
+    }
+
+    /// The keys its rows were hashed by (empty if none).
+    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.keys
     }
 
     /// The same reader, reading `source`.

@@ -175,7 +175,11 @@ impl Cutter {
             let partitions = route.partitions();
             let from = self.push(input, route, inputs, &original);
             let edge = self.edge(from, Fan::Partitioned, partitions, &original);
-            let reader = ExchangeReader::new(edge as u32 + 1, plan.schema(), partitions, false);
+            let keys = match repartition.partitioning() {
+                Partitioning::Hash(keys, _) => keys.clone(),
+                _ => Vec::new(),
+            };
+            let reader = ExchangeReader::new(edge as u32 + 1, plan.schema(), partitions, false).hashed(keys);
             return Ok((Arc::new(reader), vec![edge]));
         }
         let gathers = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();

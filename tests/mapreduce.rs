@@ -5,24 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod support;
+use support::{BATON, baton, children, ok};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 /// 1 GiB of 100-byte records.
 const RECORDS: u64 = (1 << 30) / 100;
-
-fn baton(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BATON).args(args).current_dir(dir).env("BATON_LOG", "warn").output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "baton failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
 
 /// The 1 GiB input and its single-process sort, made once and shared by the tests (and by
 /// later runs): `(input, sorted)`.
@@ -174,21 +166,6 @@ fn sort_remote_store_2_level() {
 #[test]
 fn sort_object_store_2_level() {
     sort_on("object-store", "2-level");
-}
-
-/// Children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        // The parent is the second field after the command name, which ends at the last ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
 }
 
 /// User + system CPU ticks `pid` has used.

@@ -5,21 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod support;
+use support::{BATON, baton, children, ok};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
-
-fn baton(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BATON).args(args).current_dir(dir).env("BATON_LOG", "warn").output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "baton failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
 
 fn failed(out: &Output) -> String {
     assert!(!out.status.success(), "baton should have failed: {}", String::from_utf8_lossy(&out.stdout));
@@ -122,20 +113,6 @@ fn wordcount_runs_on_a_k_level_topology() {
     assert_eq!(counts.len(), 51);
     assert_eq!(counts["common"], 3000);
     assert_eq!(counts["w7"], 60);
-}
-
-/// Processes whose parent is `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
 }
 
 fn running(pid: u32) -> bool {

@@ -304,24 +304,31 @@ impl Operator for SortReduce {
             batches.extend(more);
         }
         drop(input);
-        let mut runs = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            let column = records_of(batch)?;
-            let n = column.len();
-            if n > 0 {
-                // The rows' bytes are contiguous.
-                let data = column.value_data();
-                let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
-                runs.push(&data[start..start + n * RECORD]);
-            }
-        }
-        // Written as it is gathered, the disk writing each chunk while the next is gathered.
-        let bytes = runs.iter().map(|r| r.len()).sum::<usize>() as u64;
         let name = part_name(partition);
-        let mut part = Output::open(&params.output)?.create(&name, bytes as usize)?;
-        let checksum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", &name, e))?;
-        drop(runs);
-        drop(batches);
+        let output = params.output.clone();
+        // Sorting and writing are CPU and disk work: off the async threads, which the node's
+        // service may share (tasks in process).
+        let file = name.clone();
+        let (checksum, bytes, part) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut runs = Vec::with_capacity(batches.len());
+            for batch in &batches {
+                let column = records_of(batch)?;
+                let n = column.len();
+                if n > 0 {
+                    // The rows' bytes are contiguous.
+                    let data = column.value_data();
+                    let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
+                    runs.push(&data[start..start + n * RECORD]);
+                }
+            }
+            // Written as it is gathered, the disk writing each chunk while the next is gathered.
+            let bytes = runs.iter().map(|r| r.len()).sum::<usize>() as u64;
+            let mut part = Output::open(&output)?.create(&file, bytes as usize)?;
+            let checksum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", &file, e))?;
+            Ok((checksum, bytes, part))
+        })
+        .await
+        .map_err(|e| Error::io("sort", &name, std::io::Error::other(e)))??;
         part.finish().await?;
         ctx.count_out(checksum.records, bytes);
         ctx.set_extra(serde_json::json!({ "file": name, "checksum": checksum }));

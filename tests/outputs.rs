@@ -268,3 +268,16 @@ fn a_task_that_does_not_fit_its_workers_memory_fails_once_naming_the_limit() {
     assert!(stderr.contains("failed 1 times"), "an out-of-memory task is not retried: {stderr}");
     assert!(!dir.path().join("out/_SUCCESS").exists());
 }
+
+#[test]
+fn gensort_ranges_concatenate_into_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "all.bin", "--records", "2500"]));
+    ok(&baton(dir.path(), &["gensort", "a.bin", "--records", "1000"]));
+    ok(&baton(dir.path(), &["gensort", "b.bin", "--records", "1500", "--begin", "1000"]));
+    let all = std::fs::read(dir.path().join("all.bin")).unwrap();
+    let parts = [std::fs::read(dir.path().join("a.bin")).unwrap(), std::fs::read(dir.path().join("b.bin")).unwrap()];
+    assert!(all == parts.concat(), "gensort -b ranges differ from the whole file");
+    // Record 1000 carries its number, as gensort's does.
+    assert_eq!(&all[100_000 + 12..100_000 + 44], b"000000000000000000000000000003E8");
+}

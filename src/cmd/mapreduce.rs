@@ -24,9 +24,14 @@ pub struct GensortArgs {
     /// How many records to generate.
     #[arg(long)]
     records: Option<u64>,
-    /// Seed of the keys: the same seed gives the same file.
+    /// Which stream of records: seed 0 is gensort's own (`gensort N FILE`), seed S the
+    /// records from number S·2^64 on; the same seed gives the same file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The first record to generate (gensort's `-bN`): files made from consecutive ranges
+    /// concatenate into the file of the whole range.
+    #[arg(long, default_value_t = 0)]
+    begin: u64,
 }
 
 /// What every MapReduce command takes.
@@ -118,7 +123,10 @@ pub fn gensort(args: GensortArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let start = Instant::now();
-    records::write_file(&args.output, args.seed, records)?;
+    if args.begin.checked_add(records).is_none() {
+        bail!("--begin {} plus {records} records runs past the last record number", args.begin);
+    }
+    records::write_file_from(&args.output, args.seed, args.begin, records)?;
     println!(
         "wrote {records} records ({}) to {} in {:.2} s",
         ByteSize(records * RECORD as u64),

@@ -47,7 +47,7 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Pass generated Arrow data between two worker processes over each path, and measure it.
     Demo(demo::DemoArgs),
-    /// Write sort-benchmark input: 100-byte records with 10-byte random keys (gensort's format).
+    /// Write sort-benchmark input: gensort 1.5's binary records (100 bytes, 10-byte keys).
     Gensort(mapreduce::GensortArgs),
     /// Sort 100-byte records by key on worker processes, the shuffle on the planned path.
     Sort(mapreduce::SortArgs),

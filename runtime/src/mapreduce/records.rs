@@ -1,8 +1,12 @@
 //! The sort benchmark's record format: 100-byte records whose first 10 bytes are the key.
 //!
-//! [`generate`] writes records in gensort's binary layout: a random 10-byte key, `00 11`, the
-//! record number as 32 hex digits, `88 99 AA BB`, 48 bytes of filler, `CC DD EE FF`. Keys
-//! come from a seeded generator, so the same seed and range give the same bytes anywhere.
+//! [`generate`] writes the records of the sort benchmark's own generator, gensort (version 1.5,
+//! binary records): record `n` comes from the `n+1`-th value of its published 128-bit linear
+//! congruential generator (`x' = a·x + c mod 2^128`, from 0). The key is the value's high 10
+//! bytes; then `00 11`, the record number as 32 hex digits, `88 99 AA BB`, 48 bytes of filler
+//! (each of the value's low 12 hex digits four times), `CC DD EE FF`. Seed `s` generates the
+//! records from number `s · 2^64` on, so seed 0 is `gensort`'s own file, and `--begin N` its
+//! `-bN`.
 
 use std::path::Path;
 
@@ -16,31 +20,48 @@ pub const KEY: usize = 10;
 /// Records [`sort_to`] gathers before checksumming and writing them.
 const GATHER: usize = 512;
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+/// gensort's generator: `x' = A·x + C (mod 2^128)`.
+const A: u128 = 0x2360_ed05_1fc6_5da4_4385_df64_9fcc_f645;
+const C: u128 = 0x4a69_6d47_7261_7952_4950_2020_2020_2001;
+
+/// The generator's state after `n` steps from 0, by squaring the affine map (what gensort's
+/// `skip_ahead_rand` computes), so any range of records can be made without the ones before it.
+fn skip_ahead(mut n: u128) -> u128 {
+    // `(mul, add)` is the map of the steps taken so far; `(a, c)` that of the next 2^k steps.
+    let (mut add, mut a, mut c) = (0u128, A, C);
+    while n > 0 {
+        if n & 1 == 1 {
+            add = a.wrapping_mul(add).wrapping_add(c);
+        }
+        c = a.wrapping_mul(c).wrapping_add(c);
+        a = a.wrapping_mul(a);
+        n >>= 1;
+    }
+    add
 }
 
-/// Appends records `first .. first + count` for `seed` to `out`.
+/// The number of record `i` of `seed`'s stream.
+fn record_number(seed: u64, i: u64) -> u128 {
+    (u128::from(seed) << 64) + u128::from(i)
+}
+
+/// Appends records `first .. first + count` of `seed`'s stream to `out`.
 pub fn generate(seed: u64, first: u64, count: u64, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.reserve(count as usize * RECORD);
+    let mut x = skip_ahead(record_number(seed, first));
     for i in first..first + count {
+        x = A.wrapping_mul(x).wrapping_add(C);
         let mut r = [0u8; RECORD];
-        let a = splitmix(seed ^ splitmix(i));
-        let b = splitmix(a);
-        r[..8].copy_from_slice(&a.to_be_bytes());
-        r[8..10].copy_from_slice(&b.to_be_bytes()[..2]);
+        r[..KEY].copy_from_slice(&x.to_be_bytes()[..KEY]);
         r[10..12].copy_from_slice(&[0x00, 0x11]);
-        let n = u128::from(i);
+        let n = record_number(seed, i);
         for (j, byte) in r[12..44].iter_mut().enumerate() {
             *byte = HEX[((n >> (4 * (31 - j))) & 0xf) as usize];
         }
         r[44..48].copy_from_slice(&[0x88, 0x99, 0xAA, 0xBB]);
         for (j, byte) in r[48..96].iter_mut().enumerate() {
-            *byte = HEX[((i as usize / 4) + j / 4) % 16];
+            *byte = HEX[((x >> (44 - 4 * (j / 4))) & 0xf) as usize];
         }
         r[96..].copy_from_slice(&[0xCC, 0xDD, 0xEE, 0xFF]);
         out.extend_from_slice(&r);
@@ -49,6 +70,11 @@ pub fn generate(seed: u64, first: u64, count: u64, out: &mut Vec<u8>) {
 
 /// Writes `records` records for `seed` to the file `path`, generating on every core.
 pub fn write_file(path: &Path, seed: u64, records: u64) -> Result<()> {
+    write_file_from(path, seed, 0, records)
+}
+
+/// Writes records `begin .. begin + records` of `seed`'s stream to the file `path`.
+pub fn write_file_from(path: &Path, seed: u64, begin: u64, records: u64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 100_000;
     let file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
@@ -64,7 +90,7 @@ pub fn write_file(path: &Path, seed: u64, records: u64) -> Result<()> {
                     for c in (t..chunks).step_by(threads as usize) {
                         let first = c * CHUNK;
                         buf.clear();
-                        generate(seed, first, CHUNK.min(records - first), &mut buf);
+                        generate(seed, begin + first, CHUNK.min(records - first), &mut buf);
                         file.write_all_at(&buf, first * RECORD as u64).map_err(|e| Error::io("write", path, e))?;
                     }
                     Ok(())
@@ -168,11 +194,34 @@ mod tests {
         assert_eq!(a[..], b[10 * RECORD..], "a range of records is the same wherever it is generated");
         let r = &a[..RECORD];
         assert_eq!(&r[10..12], &[0x00, 0x11]);
-        assert_eq!(&r[12..44], b"0000000000000000000000000000000A");
+        assert_eq!(&r[12..44], b"0000000000000007000000000000000A", "seed 7 is the stream from record 7 * 2^64");
         assert_eq!(&r[96..], &[0xCC, 0xDD, 0xEE, 0xFF]);
         let mut c = Vec::new();
         generate(8, 10, 100, &mut c);
         assert_ne!(a, c, "another seed, other keys");
+    }
+
+    #[test]
+    fn records_follow_gensorts_generator_step_by_step() {
+        // Record n is the (n+1)-th value of the generator from 0; skipping ahead agrees with
+        // stepping, and the filler repeats the value's low hex digits.
+        let mut x = 0u128;
+        let mut recs = Vec::new();
+        generate(0, 0, 300, &mut recs);
+        for (n, r) in recs.chunks_exact(RECORD).enumerate() {
+            x = A.wrapping_mul(x).wrapping_add(C);
+            assert_eq!(skip_ahead(n as u128 + 1), x, "skip ahead to {}", n + 1);
+            assert_eq!(&r[..KEY], &x.to_be_bytes()[..KEY], "key of record {n}");
+            let low = format!("{:012X}", x & 0xffff_ffff_ffff);
+            let filler: String = low.chars().flat_map(|c| std::iter::repeat_n(c, 4)).collect();
+            assert_eq!(&r[48..96], filler.as_bytes(), "filler of record {n}");
+            assert_eq!(&r[12..44], format!("{n:032X}").as_bytes());
+        }
+        // Seed s is the stream from record s·2^64: the record number says so.
+        let mut seeded = Vec::new();
+        generate(3, 5, 1, &mut seeded);
+        assert_eq!(&seeded[12..44], b"00000000000000030000000000000005");
+        assert_eq!(&seeded[..KEY], &skip_ahead((3u128 << 64) + 6).to_be_bytes()[..KEY]);
     }
 
     #[test]

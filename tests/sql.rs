@@ -373,7 +373,7 @@ async fn store_settings_in_a_urls_query_reach_tables_and_inputs() {
 
 /// Queries beyond TPC-H's shapes: set operations, windows, grouping sets, outer joins and
 /// correlated subqueries (issue: each compared with single-process DataFusion).
-const BEYOND_TPCH: [(&str, &str); 8] = [
+const BEYOND_TPCH: [(&str, &str); 10] = [
     (
         "union of aggregates",
         "SELECT n_regionkey AS k, count(*) AS c FROM nation GROUP BY n_regionkey \
@@ -383,6 +383,15 @@ const BEYOND_TPCH: [(&str, &str); 8] = [
     ("intersect", "SELECT n_regionkey FROM nation INTERSECT SELECT r_regionkey FROM region"),
     ("except", "SELECT c_nationkey FROM customer EXCEPT SELECT s_nationkey FROM supplier WHERE s_acctbal > 0"),
     ("window", "SELECT n_regionkey, n_name, rank() OVER (PARTITION BY n_regionkey ORDER BY n_name) AS r FROM nation"),
+    (
+        "running window over a shuffle",
+        "SELECT o_custkey, o_orderdate, sum(o_totalprice) OVER (PARTITION BY o_custkey ORDER BY o_orderdate, o_orderkey) \
+         AS s FROM orders WHERE o_custkey < 200",
+    ),
+    (
+        "window over an aggregate",
+        "SELECT o_orderpriority, rank() OVER (ORDER BY count(*)) AS r FROM orders GROUP BY o_orderpriority",
+    ),
     (
         "rollup",
         "SELECT n_regionkey, n_nationkey % 2 AS odd, count(*) FROM nation GROUP BY ROLLUP (n_regionkey, n_nationkey % 2)",

@@ -35,8 +35,6 @@ pub struct NodeConfig {
     pub max_object: ByteSize,
     /// Whether to serve the RDMA map path (needs an RDMA device and the `rdma` build).
     pub rdma: bool,
-    /// Users (uids) besides the node's own whose processes may use its socket.
-    pub allow_users: Vec<u32>,
 }
 
 impl Default for NodeConfig {
@@ -52,7 +50,6 @@ impl Default for NodeConfig {
             tls_dir: PathBuf::from("baton-data/tls"),
             max_object: ByteSize(4 << 30),
             rdma: false,
-            allow_users: Vec::new(),
         }
     }
 }

@@ -39,8 +39,7 @@ impl Node {
         crate::buffers::Pool::global().set_share_of(config.memory.0);
         let store = slower.into_iter().fold(TieredStore::open(&config.store())?, TieredStore::purge_also);
         let store = Arc::new(store);
-        let mut node =
-            Self::serve_users(store.clone(), &config.socket, config.reap_interval(), &config.allow_users).await?;
+        let mut node = Self::serve(store.clone(), &config.socket, config.reap_interval()).await?;
         if let Some(listen) = config.listen {
             let tls = TlsDir::new(&config.tls_dir);
             if !tls.exists() {
@@ -74,20 +73,10 @@ impl Node {
     }
 
     /// Serves `store` on `socket` to processes of this user, reaping lapsed leases every
-    /// `reap_every`.
+    /// `reap_every`. The socket is 0600 in a directory that is this user's, and a peer of any
+    /// other user is refused on connecting (`SO_PEERCRED`): the functions on a host run as the
+    /// node's user, since its shared memory is that user's alone too.
     pub async fn serve(store: Arc<TieredStore>, socket: &Path, reap_every: Duration) -> Result<Self> {
-        Self::serve_users(store, socket, reap_every, &[]).await
-    }
-
-    /// Serves `store` on `socket` to processes of this user and of the users in `also` (uids),
-    /// reaping lapsed leases every `reap_every`. The socket is 0600 in a directory that is this
-    /// user's; a peer of any other user is refused on connecting (`SO_PEERCRED`).
-    pub async fn serve_users(
-        store: Arc<TieredStore>,
-        socket: &Path,
-        reap_every: Duration,
-        also: &[u32],
-    ) -> Result<Self> {
         if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
             private::ensure_dir(dir, "socket")?;
         }
@@ -95,8 +84,7 @@ impl Node {
         let listener = UnixListener::bind(socket).map_err(|e| Error::io("bind", socket, e))?;
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("restrict", socket, e))?;
-        let mut allowed = vec![private::euid()];
-        allowed.extend_from_slice(also);
+        let allowed = vec![private::euid()];
         let accept = tokio::spawn(accept_loop(listener, store.clone(), allowed));
         let reaper = tokio::spawn(reap_loop(store.clone(), reap_every));
         Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper], net: None })

@@ -54,6 +54,24 @@ impl Default for NodeConfig {
     }
 }
 
+/// Whether `dir` is on tmpfs or ramfs (unknown counts as yes: nothing to warn about).
+fn in_memory(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return true };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stat` writable; statfs only fills it.
+    if unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return true;
+    }
+    // SAFETY: statfs returned 0, so it filled the struct.
+    // `f_type`'s width differs between platforms; the magic numbers fit every one.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = unsafe { stat.assume_init() }.f_type as i64;
+    kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+}
+
 impl NodeConfig {
     /// Reads a TOML file; keys it leaves out keep their defaults.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
@@ -84,8 +102,24 @@ impl NodeConfig {
         if self.socket.as_os_str().is_empty() {
             return bad("socket", "must name a path");
         }
+        // Unlike flash_dir, which is made if missing, shm_dir must already be a mounted memory
+        // file system: made on the fly it would be a directory on disk, and "shared memory"
+        // would quietly be disk writes.
         if !self.shm_dir.is_dir() {
-            return bad("shm_dir", &format!("{} is not a directory", self.shm_dir.display()));
+            return bad(
+                "shm_dir",
+                &format!(
+                    "{} is not a directory: it must be a mounted memory file system such as /dev/shm \
+                     (mount one with `mount -t tmpfs -o size=8G tmpfs DIR`)",
+                    self.shm_dir.display()
+                ),
+            );
+        }
+        if !in_memory(&self.shm_dir) {
+            tracing::warn!(
+                "shm_dir {} is not on a memory file system (tmpfs): VM-local objects there are written to disk",
+                self.shm_dir.display()
+            );
         }
         Ok(())
     }
@@ -122,5 +156,12 @@ mod tests {
         assert!(err.contains("lots"), "{err}");
         let err = NodeConfig::from_toml("memory = 0\nflash = 0").unwrap_err().to_string();
         assert!(err.contains("must lend"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_shm_dir_is_explained_not_made() {
+        let err = NodeConfig::from_toml("shm_dir = \"/nonexistent-baton-shm\"").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent-baton-shm") && err.contains("memory file system"), "{err}");
+        assert!(!std::path::Path::new("/nonexistent-baton-shm").exists());
     }
 }

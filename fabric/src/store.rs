@@ -182,13 +182,17 @@ impl TieredStore {
     }
 
     async fn purge(&self, job: JobId) -> Result<u64> {
-        let mut freed = self.memory.remove_job(job) + self.flash.remove_job(job);
-        lock(&self.staged).retain(|path, key| {
-            let keep = key.job != job;
-            if !keep {
-                let _ = fs::remove_file(path);
-            }
-            keep
+        // Unlinking a job's files is disk work: keep it off the async threads where we can.
+        let mut freed = off_async(|| {
+            let freed = self.memory.remove_job(job) + self.flash.remove_job(job);
+            lock(&self.staged).retain(|path, key| {
+                let keep = key.job != job;
+                if !keep {
+                    let _ = fs::remove_file(path);
+                }
+                keep
+            });
+            freed
         });
         let mut first_error = None;
         for tier in &self.slower {
@@ -412,6 +416,18 @@ impl TieredStore {
         }
         let (path, len) = self.flash.locate(key).ok_or(Error::NotFound { key: *key })?;
         Ok(Location { path, len, tier: Tier::Flash })
+    }
+}
+
+/// Runs blocking `work` from async code: on a multi-threaded runtime the calling worker thread
+/// becomes a blocking one for the call (its other tasks move on elsewhere); on any other, or
+/// outside a runtime, it simply runs.
+fn off_async<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

@@ -410,21 +410,31 @@ const BEYOND_TPCH: [(&str, &str); 10] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_beyond_tpch_match_single_process_datafusion() {
-    let (_scratch, env, ctx) = workers_and_session().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
     let mut failures = Vec::new();
-    for (name, sql) in BEYOND_TPCH {
-        let expected = sorted(rows(&query::run_single(&ctx, sql).await.unwrap()));
-        let config = env.job_config().unwrap();
-        match query::run(&ctx, sql, &env, &QueryOptions::default(), Vec::new(), &config).await {
-            Ok(run) => {
-                if let Err(e) = same_rows(&sorted(rows(&run.batches)), &expected) {
-                    failures.push(format!("{name}: {e}"));
-                }
-                for job in &run.jobs {
-                    assert_nothing_left(&env, *job);
+    // At two partition counts, each with every edge on each of the paths the host has.
+    for partitions in [2, PARTITIONS] {
+        let ctx = SessionContext::new_with_config(session::config(partitions));
+        session::register(&ctx, &session::tpch_tables(&tpch()).unwrap()).await.unwrap();
+        for path in [None, Some(Route::VmLocal), Some(Route::RemoteStore), Some(Route::ObjectStore)] {
+            let options = QueryOptions { path, ..QueryOptions::default() };
+            for (name, sql) in BEYOND_TPCH {
+                let expected = sorted(rows(&query::run_single(&ctx, sql).await.unwrap()));
+                let config = env.job_config().unwrap();
+                let case = format!("{name} ({partitions} partitions, {path:?})");
+                match query::run(&ctx, sql, &env, &options, Vec::new(), &config).await {
+                    Ok(run) => {
+                        if let Err(e) = same_rows(&sorted(rows(&run.batches)), &expected) {
+                            failures.push(format!("{case}: {e}"));
+                        }
+                        for job in &run.jobs {
+                            assert_nothing_left(&env, *job);
+                        }
+                    }
+                    Err(e) => failures.push(format!("{case}: {e}")),
                 }
             }
-            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
     assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));

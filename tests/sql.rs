@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
@@ -16,8 +17,8 @@ use baton_sql::query::{self, QueryOptions};
 use baton_sql::session;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::execution::context::SessionContext;
+use support::{BATON, baton, ok};
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 const PARTITIONS: usize = 3;
 
 /// TPC-H at scale factor 0.1, made once and shared by the tests (and later runs).
@@ -192,10 +193,6 @@ fn assert_nothing_left(env: &LocalEnv, job: JobId) {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-fn baton(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BATON).args(args).current_dir(dir).env("BATON_LOG", "warn").output().unwrap()
-}
-
 #[test]
 fn bad_queries_fail_with_datafusions_message_and_no_panic() {
     let data = tpch();
@@ -221,6 +218,32 @@ fn bad_queries_fail_with_datafusions_message_and_no_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("task stage-1/p0/a0").count(), 1, "{stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+#[test]
+fn errors_inside_tasks_name_the_file_or_the_expression() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("t.csv"), "a,b\n1,0\n2,1\n3,0\n").unwrap();
+    let t = format!("t={}", d.join("t.csv").display());
+    // A division by zero after an aggregation names the expression that divided.
+    let out = baton(d, &["sql", "SELECT a, sum(a) / min(b) AS q FROM t GROUP BY a", "--table", &t, "--workers", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("Divide by zero"), "{stderr}");
+    assert!(stderr.contains("sum(t.a) / min(t.b)"), "the error does not name the expression: {stderr}");
+    // A garbled Parquet file names the file.
+    let good = d.join("good.parquet").display().to_string();
+    ok(&baton(d, &["sql", "SELECT * FROM t", "--table", &t, "--format", "parquet", "-o", &good, "--in-process"]));
+    let mut bytes = std::fs::read(&good).unwrap();
+    for b in &mut bytes[8..48] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(d.join("garbled.parquet"), bytes).unwrap();
+    let g = format!("g={}", d.join("garbled.parquet").display());
+    let out = baton(d, &["sql", "SELECT sum(a) FROM g", "--table", &g, "--workers", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("garbled.parquet"), "the error does not name the file: {stderr}");
 }
 
 #[test]
@@ -373,7 +396,7 @@ async fn store_settings_in_a_urls_query_reach_tables_and_inputs() {
 
 /// Queries beyond TPC-H's shapes: set operations, windows, grouping sets, outer joins and
 /// correlated subqueries (issue: each compared with single-process DataFusion).
-const BEYOND_TPCH: [(&str, &str); 10] = [
+const BEYOND_TPCH: [(&str, &str); 13] = [
     (
         "union of aggregates",
         "SELECT n_regionkey AS k, count(*) AS c FROM nation GROUP BY n_regionkey \
@@ -405,6 +428,22 @@ const BEYOND_TPCH: [(&str, &str); 10] = [
         "correlated subquery",
         "SELECT s_name FROM supplier s WHERE s_acctbal > (SELECT avg(s2.s_acctbal) FROM supplier s2 \
          WHERE s2.s_nationkey = s.s_nationkey)",
+    ),
+    (
+        "top rows per group by rank",
+        "SELECT * FROM (SELECT c_nationkey, c_custkey, rank() OVER (PARTITION BY c_nationkey ORDER BY c_acctbal DESC) \
+         AS rk FROM customer) WHERE rk <= 2",
+    ),
+    (
+        "windows of different partitionings",
+        "SELECT l_orderkey, l_linenumber, avg(l_quantity) OVER (PARTITION BY l_returnflag, l_linestatus) AS a, \
+         lag(l_quantity) OVER (PARTITION BY l_returnflag ORDER BY l_orderkey, l_linenumber) AS b \
+         FROM lineitem WHERE l_orderkey < 100",
+    ),
+    (
+        "window over a grouped join",
+        "SELECT n_name, sum(o_totalprice) AS s, rank() OVER (ORDER BY sum(o_totalprice) DESC) AS r FROM orders \
+         JOIN customer ON o_custkey = c_custkey JOIN nation ON c_nationkey = n_nationkey GROUP BY n_name",
     ),
 ];
 

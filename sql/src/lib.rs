@@ -4,13 +4,15 @@
 //! - [`session`]: DataFusion sessions planned for stages; tables on `file://` or `s3://`.
 //! - [`stages`]: the physical plan cut at its exchanges ([`exchange`]'s writer and reader).
 //! - [`codec`]: a stage's plan as bytes (datafusion-proto and Baton's own nodes).
-//! - [`task`]: the operator a stage's tasks run in a worker.
+//! - [`task`]: the operator a stage's tasks run in a worker; `located` makes its errors name
+//!   the operator, expression or file they came from.
 //! - [`query`]: a query planned, run on workers, and its result collected.
 //! - [`tpch`]: TPC-H data ([`tpch::generate`], `baton tpch gen`) and the 22 queries.
 
 pub mod codec;
 pub mod error;
 pub mod exchange;
+mod located;
 pub mod query;
 pub mod session;
 pub mod stages;

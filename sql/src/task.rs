@@ -57,7 +57,10 @@ fn from_datafusion(ctx: &TaskContext, e: DataFusionError) -> baton_runtime::Erro
     {
         return failed(ctx, runtime, runtime.is_retryable());
     }
-    failed(ctx, e.find_root(), false)
+    match crate::located::place(&e) {
+        Some(place) => failed(ctx, format!("{} ({place})", e.find_root()), false),
+        None => failed(ctx, e.find_root(), false),
+    }
 }
 
 /// DataFusion's runtime for a task: its operators share a memory pool of the task's budget and
@@ -91,7 +94,8 @@ impl Operator for StageTask {
         let Some(writer) = plan.downcast_ref::<ExchangeWriter>() else {
             return Err(failed(ctx, format!("a stage's plan ends in {}, not an exchange writer", plan.name()), false));
         };
-        let input = writer.input().clone();
+        // Errors name the operator, expression or file they came from.
+        let input = crate::located::locate(writer.input().clone()).map_err(|e| from_datafusion(ctx, e))?;
         let schema = input.schema();
         let partitioner = writer.route().partitioner(&schema)?;
         let mut out = ctx.writer(0, schema, partitioner).await?;

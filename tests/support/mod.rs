@@ -1,6 +1,9 @@
 //! What several end-to-end test files share: running the `baton` binary, and looking at
 //! processes through /proc.
 
+// Each test file uses some of these.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

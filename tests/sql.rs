@@ -17,6 +17,8 @@ use baton_sql::query::{self, QueryOptions};
 use baton_sql::session;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::execution::context::SessionContext;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
+use std::sync::Arc;
 use support::{BATON, baton, ok};
 
 const PARTITIONS: usize = 3;
@@ -477,4 +479,89 @@ async fn queries_beyond_tpch_match_single_process_datafusion() {
         }
     }
     assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+}
+
+/// The operators of `plan` and below, depth first.
+fn operators(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut all = vec![plan.clone()];
+    for child in plan.children() {
+        all.extend(operators(child));
+    }
+    all
+}
+
+/// Rows a plan's scans produced, from their metrics.
+fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = if plan.children().is_empty() { plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) } else { 0 };
+    own + plan.children().into_iter().map(scanned_rows).sum::<usize>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_narrowed_to_its_partition_prunes_by_its_join_filter_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // A large table of sorted keys in three files of small row groups, and a small one whose
+    // keys sit in one of those row groups; nothing in the query bounds the large side's keys.
+    let writer = SessionContext::new();
+    let options = "STORED AS PARQUET OPTIONS ('format.max_row_group_size' '1000')";
+    for (i, from) in [0, 100_000, 200_000].into_iter().enumerate() {
+        let copy = format!(
+            "COPY (SELECT value AS k, value % 7 AS v FROM generate_series({from}, {from} + 99999)) TO '{d}/big/{i}.parquet' {options}"
+        );
+        writer.sql(&copy).await.unwrap().collect().await.unwrap();
+    }
+    let copy = format!(
+        "COPY (SELECT value AS k2, 'x' AS tag FROM generate_series(150000, 150010) UNION ALL \
+         SELECT value, 'y' FROM generate_series(0, 10)) TO '{d}/small.parquet' {options}"
+    );
+    writer.sql(&copy).await.unwrap().collect().await.unwrap();
+    let sql = "SELECT big.k, v FROM big JOIN small ON big.k = small.k2 WHERE small.tag = 'x'";
+    // The join as a stage plans it, with its filters on (narrowed) or off (as before narrowing).
+    let plan_join = |filters: bool| {
+        let d = dir.path().to_path_buf();
+        async move {
+            let mut config = session::config(3);
+            config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = filters;
+            let ctx = SessionContext::new_with_config(config);
+            ctx.register_parquet("big", d.join("big").to_str().unwrap(), Default::default()).await.unwrap();
+            ctx.register_parquet("small", d.join("small.parquet").to_str().unwrap(), Default::default()).await.unwrap();
+            let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+            let join = operators(&plan).into_iter().find(|p| p.name() == "HashJoinExec").expect("a hash join");
+            (ctx, join)
+        }
+    };
+    let (ctx, join) = plan_join(true).await;
+    let (plain_ctx, plain) = plan_join(false).await;
+    let n = join.output_partitioning().partition_count();
+    assert_eq!(n, 3, "{}", displayable(join.as_ref()).indent(true));
+    let (mut narrowed_rows, mut plain_rows, mut narrowed_scans) = (Vec::new(), Vec::new(), 0);
+    for p in 0..n {
+        let narrowed = baton_sql::narrow::narrow(&join, p).unwrap().expect("the join narrows");
+        assert_eq!(narrowed.output_partitioning().partition_count(), 1);
+        let stream = narrowed.execute(0, ctx.task_ctx()).unwrap();
+        narrowed_rows.extend(rows(&datafusion::physical_plan::common::collect(stream).await.unwrap()));
+        narrowed_scans += scanned_rows(&narrowed);
+        let stream = plain.execute(p, plain_ctx.task_ctx()).unwrap();
+        plain_rows.extend(rows(&datafusion::physical_plan::common::collect(stream).await.unwrap()));
+        // The filter was filled in from this task's build side.
+        let shown = displayable(narrowed.as_ref()).indent(true).to_string();
+        assert!(shown.contains("DynamicFilter [") && !shown.contains("DynamicFilter [ empty ]"), "{shown}");
+    }
+    assert_eq!(narrowed_rows.len(), 11);
+    same_rows(&sorted(narrowed_rows), &sorted(plain_rows)).unwrap();
+    let plain_scans = scanned_rows(&plain);
+    assert!(
+        narrowed_scans * 10 < plain_scans,
+        "the filter pruned little: {narrowed_scans} rows scanned, {plain_scans} without"
+    );
+}
+
+#[test]
+fn explain_says_which_join_filters_prune_and_which_cannot_cross_a_stage() {
+    let tpch = tpch().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let q18 = baton_sql::tpch::QUERIES.iter().find(|(n, _)| *n == "q18").unwrap().1;
+    let explain = ok(&baton(dir.path(), &["sql", q18, "--tpch", &tpch, "--partitions", "2", "--explain"]));
+    assert!(explain.contains("prunes the probe side's scan in this stage"), "{explain}");
+    assert!(explain.contains("not applied: it went into a scan of stage-"), "{explain}");
 }

@@ -5,7 +5,8 @@
 //! - [`stages`]: the physical plan cut at its exchanges ([`exchange`]'s writer and reader).
 //! - [`codec`]: a stage's plan as bytes (datafusion-proto and Baton's own nodes).
 //! - [`task`]: the operator a stage's tasks run in a worker; `located` makes its errors name
-//!   the operator, expression or file they came from.
+//!   the operator, expression or file they came from; [`narrow`] cuts the plan down to the
+//!   task's partition.
 //! - [`query`]: a query planned, run on workers, and its result collected.
 //! - [`tpch`]: TPC-H data ([`tpch::generate`], `baton tpch gen`) and the 22 queries.
 
@@ -13,6 +14,7 @@ pub mod codec;
 pub mod error;
 pub mod exchange;
 mod located;
+pub mod narrow;
 pub mod query;
 pub mod session;
 pub mod stages;

@@ -71,7 +71,7 @@ impl Located {
 }
 
 /// `text` without the input indices of physical columns (`sum(t.a)@1` reads as `sum(t.a)`).
-fn without_indices(text: &str) -> String {
+pub(crate) fn without_indices(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {

@@ -33,13 +33,11 @@ pub fn config(partitions: usize) -> SessionConfig {
     let mut config = SessionConfig::new().with_target_partitions(partitions.max(1)).with_information_schema(true);
     let options = config.options_mut();
     // Exchanges are Baton's: no round-robin fan-out inside a stage, no order-preserving
-    // repartitions, and no dynamic filters (they would link operators across stages).
+    // repartitions. Dynamic filters stay on: within a stage a task runs its plan narrowed to
+    // its partition (`narrow`), where a join's filter prunes the scan beside it as in one
+    // process; a filter whose scan is in another stage stays empty there (`--explain` says so).
     options.optimizer.enable_round_robin_repartition = false;
     options.optimizer.prefer_existing_sort = false;
-    options.optimizer.enable_dynamic_filter_pushdown = false;
-    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
-    options.optimizer.enable_join_dynamic_filter_pushdown = false;
-    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     // A task runs one partition of a scan: it must read that partition's files only, not take
     // over those of sibling partitions (which run in other tasks).
     options.execution.enable_file_stream_work_stealing = false;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use datafusion::common::JoinType;
 use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
@@ -262,9 +263,60 @@ impl Stages {
             let _ = writeln!(out, "stage-{} · {} tasks · reads {reads}", i + 1, stage.tasks);
             let plan: Arc<dyn ExecutionPlan> = stage.plan.clone();
             tree(&mut out, &plan, 1);
+            for note in join_filters(&plan, &self.stages) {
+                let _ = writeln!(out, "  {note}");
+            }
         }
         out
     }
+}
+
+/// What becomes of the dynamic filter of each hash join in a stage's plan: it prunes the scan
+/// of the join's probe side when that scan is in the same stage; one pushed into a scan of
+/// another stage (below an exchange) is not applied, since that stage's tasks ran before.
+fn join_filters(plan: &Arc<dyn ExecutionPlan>, stages: &[Stage]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            let on: Vec<String> = join.on().iter().map(|(l, r)| format!("{l} = {r}")).collect();
+            let on = crate::located::without_indices(&on.join(", "));
+            for filter in node.dynamic_expressions_produced() {
+                let Some(id) = filter.expression_id() else { continue };
+                let note = if contains_expression(join.right(), id) {
+                    "prunes the probe side's scan in this stage".to_string()
+                } else if let Some(at) = stages.iter().position(|s| {
+                    let other: Arc<dyn ExecutionPlan> = s.plan.clone();
+                    !Arc::ptr_eq(&other, plan) && contains_expression(&other, id)
+                }) {
+                    format!(
+                        "not applied: it went into a scan of stage-{}, whose tasks run before this \
+                         stage's (a filter does not cross a stage boundary)",
+                        at + 1
+                    )
+                } else {
+                    "not applied: no scan below the join takes it".to_string()
+                };
+                notes.push(format!("join filter on {on}: {note}"));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    notes
+}
+
+/// Whether `plan` or an operator below holds the expression `id`.
+fn contains_expression(plan: &Arc<dyn ExecutionPlan>, id: u64) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        node.apply_expressions(&mut |root| {
+            root.apply(|e| {
+                found |= e.expression_id() == Some(id);
+                Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+            })
+        })?;
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
 
 /// One line per operator, indented by depth: Baton's exchanges in full, DataFusion's by name

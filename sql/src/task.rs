@@ -95,14 +95,33 @@ impl Operator for StageTask {
             return Err(failed(ctx, format!("a stage's plan ends in {}, not an exchange writer", plan.name()), false));
         };
         // Errors name the operator, expression or file they came from.
-        let input = crate::located::locate(writer.input().clone()).map_err(|e| from_datafusion(ctx, e))?;
+        let mut input = crate::located::locate(writer.input().clone()).map_err(|e| from_datafusion(ctx, e))?;
         let schema = input.schema();
         let partitioner = writer.route().partitioner(&schema)?;
         let mut out = ctx.writer(0, schema, partitioner).await?;
         // A stage with no partitions (an empty table) still has a task, which writes nothing.
         let partition = ctx.task().id.partition as usize;
         if partition < input.output_partitioning().partition_count() {
-            let mut stream = input.execute(partition, task_ctx).map_err(|e| from_datafusion(ctx, e))?;
+            // Narrowed to the task's partition, the plan runs as in one DataFusion process (join
+            // filters included); a plan that cannot be narrowed runs its partition of the whole,
+            // with join filters off, since they would wait for partitions other tasks run.
+            let (run, task_ctx) = match crate::narrow::narrow(&input, partition).map_err(|e| from_datafusion(ctx, e))? {
+                Some(narrowed) => {
+                    input = narrowed;
+                    (0, task_ctx)
+                }
+                None => {
+                    session
+                        .state_ref()
+                        .write()
+                        .config_mut()
+                        .options_mut()
+                        .optimizer
+                        .enable_join_dynamic_filter_pushdown = false;
+                    (partition, session.task_ctx())
+                }
+            };
+            let mut stream = input.execute(run, task_ctx).map_err(|e| from_datafusion(ctx, e))?;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| from_datafusion(ctx, e))?;
                 if batch.num_rows() > 0 {

@@ -379,3 +379,43 @@ async fn the_local_pool_conforms() {
     assert!(env.uses_processes());
     baton_runtime::invoker::conformance::run_all(env.invoker(), &env, dir.path()).await;
 }
+
+/// Spilled bytes of a stage, from the job summary's table (`stage tasks attempts seconds wrote
+/// spilled`).
+fn spilled(summary: &str, stage: &str) -> String {
+    let row =
+        summary.lines().find(|l| l.split_whitespace().next() == Some(stage) && l.contains("iB")).unwrap_or_default();
+    row.split_whitespace().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_map_output_and_a_partition_far_over_the_workers_memory_are_sorted_through_disk() {
+    // 114 MiB through one mapper and two reducers on workers of 96 MiB each (budget 24 MiB):
+    // the mapper streams its spilled runs into its coalesced object, and each reducer sorts
+    // runs out to disk and merges them, rather than holding what it sorts.
+    let dir = tempfile::tempdir().unwrap();
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "1200000", "--seed", "8"]));
+    let args = [
+        "sort",
+        "in.bin",
+        "-o",
+        "out",
+        "--mappers",
+        "1",
+        "--reducers",
+        "2",
+        "--workers",
+        "2",
+        "--worker-memory",
+        "96MiB",
+        "--topology",
+        "coalesced",
+        "--path",
+        "vm-local",
+        "--validate",
+    ];
+    let stdout = ok(&baton(dir.path(), &args));
+    assert!(stdout.contains("validated: 2 files, 1200000 records, globally sorted"), "{stdout}");
+    assert_eq!(spilled(&stdout, "map"), "114.4 MiB", "{stdout}");
+    assert_eq!(spilled(&stdout, "reduce"), "114.4 MiB", "{stdout}");
+}

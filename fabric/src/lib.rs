@@ -7,6 +7,7 @@
 //! ([`path`]), all behind one trait, [`DataPath`].
 
 pub mod arrow;
+pub mod blocking;
 pub mod buffers;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::blocking::off_async;
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::lease::{Clock, Lease, LeaseTable, SystemClock};
@@ -416,18 +417,6 @@ impl TieredStore {
         }
         let (path, len) = self.flash.locate(key).ok_or(Error::NotFound { key: *key })?;
         Ok(Location { path, len, tier: Tier::Flash })
-    }
-}
-
-/// Runs blocking `work` from async code: on a multi-threaded runtime the calling worker thread
-/// becomes a blocking one for the call (its other tasks move on elsewhere); on any other, or
-/// outside a runtime, it simply runs.
-fn off_async<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
     }
 }
 

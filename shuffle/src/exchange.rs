@@ -12,7 +12,7 @@
 //! splits apart. K-level exchanges are rounds of coalesced exchange ([`crate::klevel`]).
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -21,9 +21,10 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
 use arrow_select::coalesce::BatchCoalescer;
-use baton_fabric::arrow::{append_batches, encode_batches, encoded_len_estimate, read_batches};
+use baton_fabric::arrow::{ArrowFrameWriter, append_batches, encoded_len_estimate, read_batches};
 use baton_fabric::buffers::Pool;
 use baton_fabric::frame::split_objects;
+use baton_fabric::path::ObjectWriter;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
 use baton_planner::Topology;
 use serde::{Deserialize, Serialize};
@@ -215,7 +216,8 @@ impl ShuffleWriter {
         if let Some((bytes, _)) = &self.budget {
             let pending: usize = self.coalescers.iter().map(BatchCoalescer::size).sum();
             if self.buffered + pending > *bytes {
-                self.spill_buffers()?;
+                // File I/O: off the async threads (writers are driven from async tasks).
+                baton_fabric::blocking::off_async(|| self.spill_buffers())?;
             }
         }
         Ok(())
@@ -252,10 +254,17 @@ impl ShuffleWriter {
                 continue;
             }
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let object = encode_batches(&self.schema, batches)?;
-            spill.file.write_all(&object).map_err(|e| spill_error(&dir, e))?;
-            spill.runs[p].push((spill.len, object.len() as u64, rows));
-            spill.len += object.len() as u64;
+            // Encoded straight into the file, a batch at a time: spilling needs no room for
+            // an encoded copy of what it spills.
+            let mut file = &spill.file;
+            file.seek(SeekFrom::Start(spill.len)).map_err(|e| spill_error(&dir, e))?;
+            let mut writer = ArrowFrameWriter::try_new(file, &self.schema)?;
+            for batch in batches.iter() {
+                writer.write(batch)?;
+            }
+            let (_, len) = writer.finish()?;
+            spill.runs[p].push((spill.len, len, rows));
+            spill.len += len;
             batches.clear();
         }
         self.buffered = 0;
@@ -295,7 +304,64 @@ impl ShuffleWriter {
     pub async fn finish(mut self) -> Result<MapOutput> {
         self.flush_coalescers()?;
         let parts = self.buffers.len();
+        // A writer that spilled spills the rest too, and streams its objects from the file:
+        // its peak stays its budget, however big its output.
+        if self.spill.is_some() {
+            baton_fabric::blocking::off_async(|| self.spill_buffers())?;
+        }
         let mut partitions = Vec::with_capacity(parts);
+        if let (Some(spill), Some((_, dir))) = (self.spill.take(), &self.budget) {
+            let spilled_bytes = spill.len;
+            let spill = Arc::new(spill);
+            let part = |p: usize| PartitionInfo {
+                rows: spill.runs[p].iter().map(|r| r.2).sum(),
+                bytes: spill.runs[p].iter().map(|r| r.1).sum(),
+                range: None,
+            };
+            match self.layout {
+                Layout::AllToAll => {
+                    for p in 0..parts {
+                        let info = part(p);
+                        if info.rows > 0 {
+                            let key = self.target.key(self.mapper, self.attempt, p as u32);
+                            let write = copy_runs(spill.clone(), dir.clone(), p..p + 1);
+                            self.target.path.put_with(&key, info.bytes, write).await?;
+                        }
+                        partitions.push(info);
+                    }
+                }
+                Layout::Coalesced => {
+                    let mut at = 0;
+                    for p in 0..parts {
+                        let mut info = part(p);
+                        if info.rows > 0 {
+                            info.range = Some(at..at + info.bytes);
+                            at += info.bytes;
+                        }
+                        partitions.push(info);
+                    }
+                    if at > 0 {
+                        let key = self.target.key(self.mapper, self.attempt, COALESCED);
+                        let written =
+                            self.target.path.put_with(&key, at, copy_runs(spill, dir.clone(), 0..parts)).await?;
+                        if written != at {
+                            return Err(spill_error(
+                                dir,
+                                std::io::Error::other(format!("wrote {written} of {at} bytes")),
+                            ));
+                        }
+                    }
+                }
+            }
+            return Ok(MapOutput {
+                mapper: self.mapper,
+                attempt: self.attempt,
+                spilled_bytes,
+                layout: self.layout,
+                partitions,
+                first: 0,
+            });
+        }
         match self.layout {
             Layout::AllToAll => {
                 for p in 0..parts {
@@ -339,6 +405,31 @@ impl ShuffleWriter {
             first: 0,
         })
     }
+}
+
+/// A writer of partitions `parts`' spilled runs, in order, copied from the spill file a
+/// piece at a time.
+fn copy_runs(spill: Arc<Spill>, dir: PathBuf, parts: Range<usize>) -> ObjectWriter {
+    Arc::new(move |sink: &mut dyn Write| {
+        let mut piece = vec![0u8; 1 << 20];
+        let mut written = 0;
+        for runs in &spill.runs[parts.clone()] {
+            for &(offset, len, _) in runs {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(piece.len() as u64) as usize;
+                    spill
+                        .file
+                        .read_exact_at(&mut piece[..n], offset + done)
+                        .map_err(|e| baton_fabric::Error::io("read back a spill from", &dir, e))?;
+                    sink.write_all(&piece[..n]).map_err(|e| baton_fabric::Error::io("write", &dir, e))?;
+                    done += n as u64;
+                }
+                written += len;
+            }
+        }
+        Ok(written)
+    })
 }
 
 /// Whether arrays of `data_type` may share buffers with the batch a piece was taken from

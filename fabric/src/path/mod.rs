@@ -9,6 +9,7 @@ pub mod object_store;
 pub mod vm_local;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +26,10 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Writes an object's bytes to a sink and returns how many it wrote. A path may call it again,
+/// from the start and on a new sink, when it retries the write elsewhere.
+pub type ObjectWriter = Arc<dyn Fn(&mut dyn std::io::Write) -> Result<u64> + Send + Sync>;
+
 /// A place objects can be written to and read from.
 ///
 /// The contract, which the conformance suite checks:
@@ -40,6 +45,24 @@ pub struct ObjectMeta {
 pub trait DataPath: Send + Sync + std::fmt::Debug {
     /// Stores `payload` at `key`.
     async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()>;
+
+    /// Stores at `key` the bytes `write` makes (about `size_hint` of them), with `put`'s
+    /// contract, and returns how many there were. A path that can stream them to where the
+    /// object goes does (the VM-local path writes them straight into the node's shared memory,
+    /// so a writer need not hold the object); by default they are gathered in memory, off the
+    /// async threads, and put.
+    async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
+        let gathered = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut buffer = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
+            write(&mut buffer)?;
+            Ok(buffer)
+        })
+        .await
+        .map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })??;
+        let len = gathered.len() as u64;
+        self.put(key, gathered.into()).await?;
+        Ok(len)
+    }
 
     /// Returns the object at `key`.
     async fn get(&self, key: &ObjectKey) -> Result<Bytes>;

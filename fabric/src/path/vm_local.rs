@@ -24,7 +24,7 @@ use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::mapping::{Prefault, map_file};
 use crate::node::wire::{self, NodeStatus, Request, Response};
-use crate::path::{DataPath, ObjectMeta};
+use crate::path::{DataPath, ObjectMeta, ObjectWriter};
 
 /// Objects up to this size travel inline over the node's socket: for them one message costs
 /// less than creating, mapping and unlinking a file.
@@ -236,6 +236,33 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })?
 }
 
+/// A sink that keeps the first I/O error it met.
+struct Watched<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.keep(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.keep(e))
+    }
+}
+
+impl<W> Watched<W> {
+    fn keep(&mut self, e: &std::io::Error) {
+        if self.error.is_none() {
+            self.error = Some(
+                e.raw_os_error()
+                    .map_or_else(|| std::io::Error::new(e.kind(), e.to_string()), std::io::Error::from_raw_os_error),
+            );
+        }
+    }
+}
+
 fn create_new(path: &Path) -> Result<BufWriter<std::fs::File>> {
     Ok(BufWriter::with_capacity(1 << 20, crate::private::create_file(path)?))
 }
@@ -257,6 +284,31 @@ impl DataPath for VmLocalPath {
         })
         .await
         .map(drop)
+    }
+
+    async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
+        if size_hint <= INLINE_MAX as u64 {
+            let mut data = Vec::with_capacity(size_hint as usize);
+            write(&mut data)?;
+            let len = data.len() as u64;
+            self.put(key, data.into()).await?;
+            return Ok(len);
+        }
+        let (_, len) = self
+            .write_object(key, Some(size_hint), move |target| {
+                let mut file = Watched { inner: create_new(target)?, error: None };
+                let written = write(&mut file);
+                // A full file system is named as such (and sends the object to flash), whatever
+                // the writer made of the error.
+                if let Some(e) = file.error.take() {
+                    return Err(Error::io("write", target, e));
+                }
+                let n = written?;
+                file.inner.flush().map_err(|e| Error::io("write", target, e))?;
+                Ok(n)
+            })
+            .await?;
+        Ok(len)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

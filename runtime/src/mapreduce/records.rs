@@ -170,6 +170,57 @@ pub fn sort_to(runs: &[&[u8]], out: &mut impl std::io::Write) -> std::io::Result
     Ok(checksum)
 }
 
+/// Merges sorted runs (each a reader of records in [`sort`]'s order) into `out`, in that order,
+/// holding one record of each run at a time; returns the checksum of what it wrote. A run that
+/// ends inside a record is an error.
+pub fn merge_to(runs: Vec<impl std::io::Read>, out: &mut impl std::io::Write) -> std::io::Result<Checksum> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut runs = runs;
+    // A record's order is its bytes' order: the key, then the rest, as `sort` breaks ties.
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (i, run) in runs.iter_mut().enumerate() {
+        if let Some(record) = next_record(run)? {
+            heap.push(Reverse((record, i)));
+        }
+    }
+    let mut checksum = Checksum::default();
+    let mut gathered = Vec::with_capacity(GATHER * RECORD);
+    while let Some(Reverse((record, i))) = heap.pop() {
+        gathered.extend_from_slice(&record);
+        if gathered.len() == GATHER * RECORD {
+            checksum.add(&gathered);
+            out.write_all(&gathered)?;
+            gathered.clear();
+        }
+        if let Some(record) = next_record(&mut runs[i])? {
+            heap.push(Reverse((record, i)));
+        }
+    }
+    checksum.add(&gathered);
+    out.write_all(&gathered)?;
+    Ok(checksum)
+}
+
+/// The next record of a run, `None` at its end.
+fn next_record(run: &mut impl std::io::Read) -> std::io::Result<Option<[u8; RECORD]>> {
+    let mut record = [0u8; RECORD];
+    let mut filled = 0;
+    while filled < RECORD {
+        match run.read(&mut record[filled..])? {
+            0 if filled == 0 => return Ok(None),
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a sorted run ends inside a record",
+                ));
+            }
+            n => filled += n,
+        }
+    }
+    Ok(Some(record))
+}
+
 /// Whether `records` are in key order (ties by the rest of the record).
 pub fn is_sorted(records: &[u8]) -> bool {
     let mut prev: Option<&[u8]> = None;
@@ -241,6 +292,23 @@ mod tests {
         y.add(&sorted);
         assert_eq!(x, y);
         assert_eq!(x.records, 5001);
+    }
+
+    #[test]
+    fn merging_sorted_runs_matches_sorting_them_together() {
+        let mut all = Vec::new();
+        generate(3, 0, 5000, &mut all);
+        // Duplicated records too: ties between runs keep every copy.
+        all.extend_from_within(..RECORD * 10);
+        let runs: Vec<Vec<u8>> = all.chunks(RECORD * 700).map(sort).collect();
+        let mut merged = Vec::new();
+        let checksum = merge_to(runs.iter().map(|r| r.as_slice()).collect(), &mut merged).unwrap();
+        assert_eq!(merged, sort(&all));
+        let mut expected = Checksum::default();
+        expected.add(&all);
+        assert_eq!(checksum, expected);
+        let torn = &runs[0][..RECORD + 7];
+        assert!(merge_to(vec![torn], &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! is the records' bytes as they are). Reducers read their partition from every mapper, sort
 //! it and write `part-r-NNNNN`; the files in name order are the sorted input.
 
+use std::io::Seek;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -275,9 +276,14 @@ impl Operator for SortMap {
                 let end = (at + CHUNK).min(piece.range.end);
                 let bytes = reader.read(&params.sources, piece.source, at..end).await?;
                 let rows = bytes.len() / RECORD;
-                checksum.add(&bytes);
-                let array = FixedSizeBinaryArray::try_new(RECORD as i32, bytes.clone().into(), None)?;
-                writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(array)])?)?;
+                // Checksumming and partitioning are CPU work (and a write may spill): off the
+                // async threads.
+                baton_fabric::blocking::off_async(|| -> Result<()> {
+                    checksum.add(&bytes);
+                    let array = FixedSizeBinaryArray::try_new(RECORD as i32, bytes.clone().into(), None)?;
+                    writer.write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(array)])?)?;
+                    Ok(())
+                })?;
                 ctx.count_in(rows as u64, bytes.len() as u64);
                 at = end;
             }
@@ -297,43 +303,101 @@ impl Operator for SortReduce {
         let params: SortParams = ctx.params()?;
         let partition = ctx.task().id.partition;
         // The inputs stay where they arrived (mapped shared memory, on the VM-local path) and
-        // are sorted from there into the one buffer that is written out.
+        // are sorted from there. Past the task's memory budget, what is held is sorted into a
+        // run in the scratch directory and let go; the runs are merged into the output at the
+        // end (an external merge sort), so a partition of any size fits the budget.
+        let hold = (ctx.task().memory_budget as usize / 4 * 3).max(MIN_RUN);
         let mut batches = Vec::new();
+        let mut held = 0;
+        let mut runs = Vec::new();
+        let mut spilled = 0;
         let mut input = ctx.input(0)?;
         while let Some(more) = input.next().await? {
-            batches.extend(more);
+            for batch in more {
+                held += records_of(&batch)?.len() * RECORD;
+                batches.push(batch);
+            }
+            if held > hold {
+                let (full, scratch) = (std::mem::take(&mut batches), ctx.scratch().to_path_buf());
+                runs.push(blocking("sort a run", move || sorted_run(&full, &scratch)).await?);
+                spilled += held as u64;
+                held = 0;
+            }
         }
         drop(input);
+        ctx.count_spilled(spilled);
         let name = part_name(partition);
         let output = params.output.clone();
         // Sorting and writing are CPU and disk work: off the async threads, which the node's
         // service may share (tasks in process).
         let file = name.clone();
-        let (checksum, bytes, part) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut runs = Vec::with_capacity(batches.len());
-            for batch in &batches {
-                let column = records_of(batch)?;
-                let n = column.len();
-                if n > 0 {
-                    // The rows' bytes are contiguous.
-                    let data = column.value_data();
-                    let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
-                    runs.push(&data[start..start + n * RECORD]);
-                }
-            }
-            // Written as it is gathered, the disk writing each chunk while the next is gathered.
-            let bytes = runs.iter().map(|r| r.len()).sum::<usize>() as u64;
+        let scratch = ctx.scratch().to_path_buf();
+        let (checksum, bytes, part) = blocking("sort", move || -> Result<_> {
+            let runs_in_memory = record_runs(&batches)?;
+            let bytes =
+                runs.iter().map(|r| r.1).sum::<u64>() + runs_in_memory.iter().map(|r| r.len() as u64).sum::<u64>();
             let mut part = Output::open(&output)?.create(&file, bytes as usize)?;
-            let checksum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", &file, e))?;
+            let write_error = |e| Error::io("write", &file, e);
+            let checksum = if runs.is_empty() {
+                // Written as it is gathered, the disk writing each chunk while the next is gathered.
+                records::sort_to(&runs_in_memory, &mut part).map_err(write_error)?
+            } else {
+                let mut files: Vec<std::fs::File> = runs.into_iter().map(|r| r.0).collect();
+                if !runs_in_memory.is_empty() {
+                    files.push(sorted_run(&batches, &scratch)?.0);
+                }
+                drop(batches);
+                // Each run read through a buffer; together they stay within a few MiB.
+                let buffer = (8 << 20) / files.len().max(1);
+                let mut readers = Vec::with_capacity(files.len());
+                for mut f in files {
+                    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io("read", &scratch, e))?;
+                    readers.push(std::io::BufReader::with_capacity(buffer.clamp(64 << 10, 1 << 20), f));
+                }
+                records::merge_to(readers, &mut part).map_err(write_error)?
+            };
             Ok((checksum, bytes, part))
         })
-        .await
-        .map_err(|e| Error::io("sort", &name, std::io::Error::other(e)))??;
+        .await?;
         part.finish().await?;
         ctx.count_out(checksum.records, bytes);
         ctx.set_extra(serde_json::json!({ "file": name, "checksum": checksum }));
         Ok(())
     }
+}
+
+/// The least a reducer holds before it sorts a run out to disk, whatever its budget.
+const MIN_RUN: usize = 4 << 20;
+
+/// The records of `batches`, as slices of their contiguous bytes.
+fn record_runs(batches: &[RecordBatch]) -> Result<Vec<&[u8]>> {
+    let mut runs = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let column = records_of(batch)?;
+        let n = column.len();
+        if n > 0 {
+            // The rows' bytes are contiguous.
+            let data = column.value_data();
+            let start = column.value(0).as_ptr() as usize - data.as_ptr() as usize;
+            runs.push(&data[start..start + n * RECORD]);
+        }
+    }
+    Ok(runs)
+}
+
+/// The records of `batches` sorted into an unnamed file in `scratch` (gone when closed), and
+/// its length.
+fn sorted_run(batches: &[RecordBatch], scratch: &std::path::Path) -> Result<(std::fs::File, u64)> {
+    let file = tempfile::tempfile_in(scratch).map_err(|e| Error::io("create a sorted run in", scratch, e))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let checksum = records::sort_to(&record_runs(batches)?, &mut writer).map_err(|e| Error::io("write", scratch, e))?;
+    let file = writer.into_inner().map_err(|e| Error::io("write", scratch, e.into_error()))?;
+    Ok((file, checksum.records * RECORD as u64))
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(what: &'static str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::io(what, what, std::io::Error::other(e)))?
 }
 
 #[cfg(test)]

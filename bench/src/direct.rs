@@ -12,7 +12,7 @@ use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use baton_fabric::arrow::{encode_batches, read_batches};
 use baton_fabric::buffers::Pool;
 use baton_fabric::net::token::unix_ms_now;
-use baton_fabric::net::{Limits, NetConfig, NetServer, TlsDir};
+use baton_fabric::net::{Audience, Limits, NetConfig, NetServer, Scopes, TlsDir};
 use baton_fabric::path::direct::DirectPath;
 use baton_fabric::store::{StoreConfig, TieredStore};
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
@@ -116,7 +116,7 @@ impl<'a> Baton<'a> {
         let config = NetConfig { limits, ..NetConfig::new("127.0.0.1:0".parse()?, tls.clone()) };
         let server = NetServer::start(store.clone(), &config).await?;
         let direct = DirectPath::connect_with_limits(server.local_addr()?, &tls, &limits).await?;
-        direct.add_token(tls.secret()?.mint(JOB, unix_ms_now() + 3_600_000));
+        direct.add_token(tls.signer()?.mint(JOB, unix_ms_now() + 3_600_000, Scopes::ALL, Audience::ANY));
         direct.put(&key(0, 0), payloads.large_object()?).await?;
         direct.put(&key(0, 1), payloads.small_object()?).await?;
         Ok(Self { payloads, direct, store, _server: server, _work: work })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use baton_fabric::conformance::run_all;
 use baton_fabric::net::token::unix_ms_now;
-use baton_fabric::net::{ClusterSecret, Limits, NetConfig, NetServer, TlsDir};
+use baton_fabric::net::{Audience, Limits, NetConfig, NetServer, Scopes, TlsDir, TokenKey};
 use baton_fabric::path::direct::DirectPath;
 use baton_fabric::store::{StoreConfig, TieredStore};
 use baton_fabric::{DataPath, EdgeId, Error, JobId, KeyPrefix, ObjectKey};
@@ -19,7 +19,7 @@ struct Node {
     server: NetServer,
     store: Arc<TieredStore>,
     tls: TlsDir,
-    secret: ClusterSecret,
+    secret: TokenKey,
     _dir: tempfile::TempDir,
 }
 
@@ -30,7 +30,7 @@ async fn node(limits: Limits) -> Node {
     let store = Arc::new(TieredStore::open(&StoreConfig::under(dir.path(), 512 << 20, 1 << 30)).unwrap());
     let config = NetConfig { limits, ..NetConfig::new("127.0.0.1:0".parse().unwrap(), tls.clone()) };
     let server = NetServer::start(store.clone(), &config).await.unwrap();
-    let secret = tls.secret().unwrap();
+    let secret = tls.signer().unwrap();
     Node { server, store, tls, secret, _dir: dir }
 }
 
@@ -38,7 +38,7 @@ impl Node {
     async fn client(&self, jobs: &[JobId]) -> DirectPath {
         let client = DirectPath::connect(self.server.local_addr().unwrap(), &self.tls).await.unwrap();
         for &job in jobs {
-            client.add_token(self.secret.mint(job, unix_ms_now() + 60_000));
+            client.add_token(self.secret.mint(job, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
         }
         client
     }
@@ -81,23 +81,80 @@ async fn a_token_for_one_job_opens_nothing_of_another() {
     }
     // Job A's token presented for job B is refused too.
     let sneaky = node.client(&[]).await;
-    let mut forged = node.secret.mint(a, unix_ms_now() + 60_000);
+    let mut forged = node.secret.mint(a, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY);
     forged.job = b;
     sneaky.add_token(forged);
     let err = sneaky.get(&b_key).await.unwrap_err();
     assert!(err.to_string().contains("signature"), "{err}");
     // An expired token is refused with a clear message.
     let late = node.client(&[]).await;
-    late.add_token(node.secret.mint(b, unix_ms_now() - 1000));
+    late.add_token(node.secret.mint(b, unix_ms_now() - 1000, Scopes::ALL, Audience::ANY));
     let err = late.get(&b_key).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
     // Another cluster's token is refused.
     let stranger = node.client(&[]).await;
-    stranger.add_token(ClusterSecret::generate().unwrap().mint(b, unix_ms_now() + 60_000));
+    stranger.add_token(TokenKey::generate().unwrap().mint(b, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
     assert!(matches!(stranger.get(&b_key).await, Err(Error::Unauthorized { .. })));
     // The object is untouched, and the refusals were counted.
     assert_eq!(owner.get(&b_key).await.unwrap(), Bytes::from_static(b"job b's secret"));
     assert!(node.server.stats().refused.load(Ordering::Relaxed) >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_scopes_and_audience_bound_what_it_opens_and_where() {
+    let node = node(Limits::default()).await;
+    let job = JobId(0x5c);
+    let owner = node.client(&[job]).await;
+    owner.open_job(job, Duration::from_secs(60)).await.unwrap();
+    let key = ObjectKey::new(job, EdgeId(0), 0, 0);
+    owner.put(&key, Bytes::from_static(b"kept")).await.unwrap();
+    let expires = unix_ms_now() + 60_000;
+    let node = &node;
+    let with = |scopes: Scopes, audience: Audience| {
+        let token = node.secret.mint(job, expires, scopes, audience);
+        async move {
+            let client = DirectPath::connect(node.server.local_addr().unwrap(), &node.tls).await.unwrap();
+            client.add_token(token);
+            client
+        }
+    };
+    // A reader reads and lists, and can neither write, delete nor end the job.
+    let reader = with(Scopes::READ, Audience::ANY).await;
+    assert_eq!(reader.get(&key).await.unwrap(), Bytes::from_static(b"kept"));
+    reader.list(&KeyPrefix::job(job)).await.unwrap();
+    for (what, result) in [
+        ("put", reader.put(&ObjectKey::new(job, EdgeId(0), 1, 0), Bytes::from_static(b"x")).await),
+        ("delete", reader.delete(&key).await),
+        ("end", reader.end_job(job).await.map(drop)),
+    ] {
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("grants read"), "{what}: {err}");
+    }
+    // A writer writes, and cannot end the job.
+    let writer = with(Scopes::WRITE, Audience::ANY).await;
+    writer.put(&ObjectKey::new(job, EdgeId(0), 2, 0), Bytes::from_static(b"w")).await.unwrap();
+    assert!(writer.end_job(job).await.unwrap_err().to_string().contains("needs end"));
+    // A token for this node's name works here; one for another node's does not.
+    let here = with(Scopes::READ, Audience::node("127.0.0.1")).await;
+    here.get(&key).await.unwrap();
+    let elsewhere = with(Scopes::READ, Audience::node("10.0.0.9")).await;
+    assert!(elsewhere.get(&key).await.unwrap_err().to_string().contains("another node"));
+    assert_eq!(owner.get(&key).await.unwrap(), Bytes::from_static(b"kept"));
+}
+
+#[test]
+fn a_node_issued_from_a_cluster_can_check_tokens_but_not_mint_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TlsDir::new(dir.path().join("cluster"));
+    cluster.generate(&[]).unwrap();
+    let node = TlsDir::new(dir.path().join("node6"));
+    cluster.issue_node(&node, &["10.0.0.6".into()]).unwrap();
+    assert!(!node.dir().join("token.key").exists() && !node.dir().join("ca.key").exists());
+    let err = node.signer().unwrap_err().to_string();
+    assert!(err.contains("public key only"), "{err}");
+    let token = cluster.signer().unwrap().mint(JobId(1), u64::MAX, Scopes::READ, Audience::node("10.0.0.6"));
+    let audiences: Vec<Audience> = node.names().unwrap().iter().map(|n| Audience::node(n)).collect();
+    node.verifier().unwrap().verify(&token, JobId(1), Scopes::READ, &audiences, 0).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +169,7 @@ async fn a_slow_reader_holds_the_sender_back() {
     node.store.insert(&key, object.clone()).unwrap();
 
     let client = DirectPath::connect_with_limits(node.server.local_addr().unwrap(), &node.tls, &limits).await.unwrap();
-    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
     let (len, mut recv) = client.open_read(&key).await.unwrap();
     assert_eq!(len, 32 << 20);
     let mut got = Vec::new();
@@ -147,7 +204,7 @@ async fn a_node_that_goes_away_mid_transfer_is_peer_gone() {
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     node.store.insert(&key, pattern(64 << 20)).unwrap();
     let client = DirectPath::connect_with_limits(node.server.local_addr().unwrap(), &node.tls, &limits).await.unwrap();
-    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
     let (_, mut recv) = client.open_read(&key).await.unwrap();
     recv.read_chunk(1 << 20, true).await.unwrap();
     drop(node.server);
@@ -221,7 +278,7 @@ async fn nodes_with_their_own_certificates_trust_each_other_through_the_cluster_
     let job = JobId(0xce);
     // The original node's material (same CA, same secret) opens node B.
     let client = DirectPath::connect(b.local_addr().unwrap(), &node.tls).await.unwrap();
-    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000));
+    client.add_token(node.secret.mint(job, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
     client.open_job(job, Duration::from_secs(60)).await.unwrap();
     let key = ObjectKey::new(job, EdgeId(0), 0, 0);
     client.put(&key, pattern(1000)).await.unwrap();

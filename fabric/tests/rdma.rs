@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use baton_fabric::net::token::unix_ms_now;
-use baton_fabric::net::{NetConfig, NetServer, TlsDir};
+use baton_fabric::net::{Audience, NetConfig, NetServer, Scopes, TlsDir};
 use baton_fabric::path::direct::DirectPath;
 use baton_fabric::rdma::{Probe, QpEndpoint, probe};
 use baton_fabric::store::{StoreConfig, TieredStore};
@@ -36,7 +36,7 @@ impl Node {
     async fn client(&self, job: JobId) -> DirectPath {
         let server = self.server.as_ref().unwrap();
         let client = DirectPath::connect(server.local_addr().unwrap(), &self.tls).await.unwrap();
-        client.add_token(self.tls.secret().unwrap().mint(job, unix_ms_now() + 60_000));
+        client.add_token(self.tls.signer().unwrap().mint(job, unix_ms_now() + 60_000, Scopes::ALL, Audience::ANY));
         client
     }
 }

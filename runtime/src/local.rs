@@ -9,7 +9,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_fabric::net::{TlsDir, token::unix_ms_now};
+use baton_fabric::net::{Audience, Scopes, TlsDir, token::unix_ms_now};
 use baton_fabric::node::{ByteSize, Node, NodeConfig};
 use baton_fabric::private::OwnedDir;
 use baton_fabric::{DataPath, JobId, KeyPrefix};
@@ -227,7 +227,8 @@ impl LocalEnv {
 
     /// A token for `job`, valid for a day.
     pub fn token(&self, job: JobId) -> Result<String> {
-        Ok(self.tls.secret()?.mint(job, unix_ms_now() + 86_400_000).to_string())
+        let key = self.tls.signer()?;
+        Ok(key.mint(job, unix_ms_now() + 86_400_000, Scopes::ALL, Audience::ANY).to_string())
     }
 
     /// The planner's view of this machine: one host, the node's paths, the scratch store.

@@ -29,7 +29,7 @@ enum Command {
     Node(node::NodeArgs),
     /// Make a cluster's TLS material: a CA, a node certificate, and the secret that signs tokens.
     Certs(cluster::CertsArgs),
-    /// Mint a job's capability token from the cluster secret.
+    /// Mint a job's capability token with the cluster's token key (scopes and audience optional).
     Token(cluster::TokenArgs),
     /// Open, renew or end a job on a node.
     Job(objects::JobArgs),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use baton_fabric::frame::{decode_records, encode_records};
 use baton_fabric::net::token::unix_ms_now;
-use baton_fabric::net::{TlsDir, Token};
+use baton_fabric::net::{Audience, Scopes, TlsDir, Token};
 use baton_fabric::node::ByteSize;
 use baton_fabric::path::direct::DirectPath;
 use baton_fabric::path::vm_local::VmLocalPath;
@@ -23,7 +23,7 @@ pub struct NodeOpt {
     /// A node on another host, over QUIC (e.g. 127.0.0.2:7070), instead of the local socket.
     #[arg(long, global = true, env = "BATON_REMOTE")]
     remote: Option<SocketAddr>,
-    /// The job's token for a remote node; minted from the cluster secret in --tls-dir if absent.
+    /// The job's token for a remote node; minted with the token key in --tls-dir if absent.
     /// (On a shared host prefer --token-file or BATON_TOKEN: arguments are visible to others in
     /// /proc.)
     #[arg(long, global = true, env = "BATON_TOKEN")]
@@ -69,8 +69,8 @@ impl NodeOpt {
         match (given, job) {
             (Some(token), _) => remote.add_token(token),
             (None, Some(job)) => {
-                let secret = tls.secret().context("no --token given, and no cluster secret to mint one")?;
-                remote.add_token(secret.mint(job, unix_ms_now() + 3_600_000));
+                let key = tls.signer().context("no --token given, and no token key to mint one")?;
+                remote.add_token(key.mint(job, unix_ms_now() + 3_600_000, Scopes::ALL, Audience::ANY));
             }
             (None, None) => {}
         }

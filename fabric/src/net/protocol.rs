@@ -9,27 +9,46 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
-use crate::net::token::Token;
+use crate::net::token::{Audience, SIGNATURE_LEN, Scopes, Token, TokenError};
 use crate::node::wire::{WireError, WireKey};
 use crate::rdma::{QpEndpoint, RemoteRegion};
 
 /// A job token on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireToken {
     job: u64,
     expires_ms: u64,
-    mac: [u8; 32],
+    scopes: u8,
+    audience: u64,
+    #[serde(with = "serde_bytes")]
+    signature: Vec<u8>,
 }
 
 impl From<Token> for WireToken {
     fn from(t: Token) -> Self {
-        Self { job: t.job.0, expires_ms: t.expires_ms, mac: t.mac }
+        Self {
+            job: t.job.0,
+            expires_ms: t.expires_ms,
+            scopes: t.scopes.0,
+            audience: t.audience.0,
+            signature: t.signature.to_vec(),
+        }
     }
 }
 
-impl From<WireToken> for Token {
-    fn from(t: WireToken) -> Self {
-        Token { job: JobId(t.job), expires_ms: t.expires_ms, mac: t.mac }
+impl TryFrom<WireToken> for Token {
+    type Error = TokenError;
+
+    /// A token whose signature is not 64 bytes is malformed (and could never check).
+    fn try_from(t: WireToken) -> Result<Self, TokenError> {
+        let signature = <[u8; SIGNATURE_LEN]>::try_from(t.signature.as_slice()).map_err(|_| TokenError::Malformed)?;
+        Ok(Token {
+            job: JobId(t.job),
+            expires_ms: t.expires_ms,
+            scopes: Scopes(t.scopes),
+            audience: Audience(t.audience),
+            signature,
+        })
     }
 }
 
@@ -98,23 +117,24 @@ pub enum NetResponse {
 mod tests {
     use super::*;
     use crate::ids::{EdgeId, ObjectKey};
-    use crate::net::token::ClusterSecret;
+    use crate::net::token::{Audience, Scopes, TokenKey};
     use crate::node::wire::{decode, encode};
 
     #[test]
     fn requests_and_responses_round_trip() {
-        let token: WireToken = ClusterSecret::generate().unwrap().mint(JobId(3), 99).into();
+        let token: WireToken =
+            TokenKey::generate().unwrap().mint(JobId(3), 99, Scopes::READ, Audience::node("n")).into();
         let key: WireKey = ObjectKey::new(JobId(3), EdgeId(1), 2, 3).into();
         let requests = [
             NetRequest { job: 0, token: None, op: NetOp::Hello },
-            NetRequest { job: 3, token: Some(token), op: NetOp::Put { key, len: 1 << 40 } },
-            NetRequest { job: 3, token: Some(token), op: NetOp::List { edge: Some(1) } },
+            NetRequest { job: 3, token: Some(token.clone()), op: NetOp::Put { key, len: 1 << 40 } },
+            NetRequest { job: 3, token: Some(token.clone()), op: NetOp::List { edge: Some(1) } },
             NetRequest {
                 job: 3,
-                token: Some(token),
+                token: Some(token.clone()),
                 op: NetOp::RdmaConnect { qp: QpEndpoint { qpn: 9, psn: 0xabcdef, lid: 0, gid: [7; 16] } },
             },
-            NetRequest { job: 3, token: Some(token), op: NetOp::Map { key } },
+            NetRequest { job: 3, token: Some(token.clone()), op: NetOp::Map { key } },
         ];
         for request in requests {
             let bytes = encode(&request).unwrap();

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::net::protocol::{NetOp, NetRequest, NetResponse};
 use crate::net::tls::TlsDir;
-use crate::net::token::{ClusterSecret, Token, unix_ms_now};
+use crate::net::token::{Audience, Scopes, Token, TokenPublicKey, unix_ms_now};
 use crate::net::transport::Limits;
 use crate::node::wire::{self, Response, VERSION};
 use crate::rdma::Service;
@@ -76,7 +76,10 @@ pub struct NetServer {
 
 struct Shared {
     store: Arc<TieredStore>,
-    secret: ClusterSecret,
+    /// Checks tokens; the node holds no key that mints them.
+    verifier: TokenPublicKey,
+    /// This node's names as token audiences.
+    audiences: Vec<Audience>,
     stats: Arc<NetStats>,
     max_object: u64,
     rdma: Option<Service>,
@@ -86,12 +89,14 @@ impl NetServer {
     /// Serves `store` on `config.listen`.
     pub async fn start(store: Arc<TieredStore>, config: &NetConfig) -> Result<Self> {
         let server = config.tls.server_config(&config.limits)?;
-        let secret = config.tls.secret()?;
+        let verifier = config.tls.verifier()?;
+        let audiences = config.tls.names()?.iter().map(|n| Audience::node(n)).collect();
         let endpoint = crate::net::transport::endpoint(config.listen, Some(server), &config.limits)
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
         let rdma = if config.rdma { Some(Service::start()?) } else { None };
         let stats = Arc::new(NetStats::default());
-        let shared = Arc::new(Shared { store, secret, stats: stats.clone(), max_object: config.max_object, rdma });
+        let shared =
+            Arc::new(Shared { store, verifier, audiences, stats: stats.clone(), max_object: config.max_object, rdma });
         let task = tokio::spawn(accept(endpoint.clone(), shared));
         Ok(Self { endpoint, stats, task })
     }
@@ -215,15 +220,25 @@ async fn reply(send: &mut quinn::SendStream, peer: &str, response: &NetResponse)
     Ok(())
 }
 
-/// Checks that `token` grants `job`, and that `key` (if any) belongs to `job`.
-fn authorize(shared: &Shared, token: Option<Token>, job: JobId, key: Option<&ObjectKey>) -> Result<JobId> {
+/// Checks that `token` grants `needed` on `job` at this node, and that `key` (if any) belongs
+/// to `job`.
+fn authorize(
+    shared: &Shared,
+    token: Option<Token>,
+    needed: Scopes,
+    job: JobId,
+    key: Option<&ObjectKey>,
+) -> Result<JobId> {
     let Some(token) = token else {
         return Err(Error::Unauthorized { job, reason: format!("the request carried no token for {job}") });
     };
     if let Some(key) = key.filter(|k| k.job != job) {
         return Err(Error::Unauthorized { job: key.job, reason: format!("the request is for {job}") });
     }
-    shared.secret.verify(&token, job, unix_ms_now()).map_err(|e| Error::Unauthorized { job, reason: e.to_string() })?;
+    shared
+        .verifier
+        .verify(&token, job, needed, &shared.audiences, unix_ms_now())
+        .map_err(|e| Error::Unauthorized { job, reason: e.to_string() })?;
     Ok(job)
 }
 
@@ -238,30 +253,34 @@ async fn handle(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<()> {
-    let token = request.token.map(Token::from);
+    let token = request
+        .token
+        .map(Token::try_from)
+        .transpose()
+        .map_err(|e| Error::Unauthorized { job: JobId(request.job), reason: e.to_string() })?;
     let job = JobId(request.job);
     let store = &shared.store;
     let peer = from.name.as_str();
     let response = match request.op {
         NetOp::Hello => NetResponse::Hello { version: VERSION, rdma: shared.rdma.is_some() },
         NetOp::OpenJob { ttl_ms } => {
-            authorize(shared, token, job, None)?;
+            authorize(shared, token, Scopes::END, job, None)?;
             let lease = store.open_job(job, Duration::from_millis(ttl_ms))?;
             NetResponse::Lease { ttl_ms: lease.ttl.as_millis() as u64 }
         }
         NetOp::RenewJob => {
-            authorize(shared, token, job, None)?;
+            authorize(shared, token, Scopes::END, job, None)?;
             NetResponse::Lease { ttl_ms: store.renew_job(job)?.ttl.as_millis() as u64 }
         }
         NetOp::EndJob => {
-            authorize(shared, token, job, None)?;
+            authorize(shared, token, Scopes::END, job, None)?;
             if let Some(rdma) = &shared.rdma {
                 rdma.unmap_job(job);
             }
             NetResponse::Freed { bytes: store.end_job(job).await? }
         }
         NetOp::List { edge } => {
-            authorize(shared, token, job, None)?;
+            authorize(shared, token, Scopes::READ, job, None)?;
             let prefix = KeyPrefix { job, edge: edge.map(crate::ids::EdgeId) };
             let store = store.clone();
             match Response::objects(&blocking(move || store.list_objects(&prefix)).await?) {
@@ -271,7 +290,7 @@ async fn handle(
         }
         NetOp::Delete { key } => {
             let key = ObjectKey::from(key);
-            authorize(shared, token, job, Some(&key))?;
+            authorize(shared, token, Scopes::WRITE, job, Some(&key))?;
             if let Some(rdma) = &shared.rdma {
                 rdma.unmap_everywhere(&key);
             }
@@ -281,7 +300,7 @@ async fn handle(
         }
         NetOp::Put { key, len } => {
             let key = ObjectKey::from(key);
-            authorize(shared, token, job, Some(&key))?;
+            authorize(shared, token, Scopes::WRITE, job, Some(&key))?;
             if len > shared.max_object {
                 return Err(Error::NoCapacity { tier: crate::Tier::Memory, needed: len, available: shared.max_object });
             }
@@ -299,7 +318,7 @@ async fn handle(
         }
         NetOp::Get { key, range } => {
             let key = ObjectKey::from(key);
-            authorize(shared, token, job, Some(&key))?;
+            authorize(shared, token, Scopes::READ, job, Some(&key))?;
             let mut bytes = read(store, key).await?;
             if let Some((start, end)) = range {
                 bytes = crate::path::slice_range(&key, &bytes, start..end)?;
@@ -316,20 +335,20 @@ async fn handle(
             return Ok(());
         }
         NetOp::RdmaConnect { qp } => {
-            authorize(shared, token, job, None)?;
+            authorize(shared, token, Scopes::READ, job, None)?;
             let rdma = shared.rdma.as_ref().ok_or_else(not_served)?;
             NetResponse::RdmaConnected { qp: rdma.accept(from.connection, &qp)? }
         }
         NetOp::Map { key } => {
             let key = ObjectKey::from(key);
-            authorize(shared, token, job, Some(&key))?;
+            authorize(shared, token, Scopes::READ, job, Some(&key))?;
             let rdma = shared.rdma.as_ref().ok_or_else(not_served)?;
             let bytes = read(store, key).await?;
             NetResponse::Mapped { region: rdma.map(from.connection, key, bytes)? }
         }
         NetOp::Unmap { key } => {
             let key = ObjectKey::from(key);
-            authorize(shared, token, job, Some(&key))?;
+            authorize(shared, token, Scopes::READ, job, Some(&key))?;
             shared.rdma.as_ref().ok_or_else(not_served)?.unmap(from.connection, &key);
             NetResponse::Done
         }

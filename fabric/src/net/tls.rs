@@ -1,12 +1,14 @@
-//! A cluster's TLS material: a cluster CA, a node certificate it signs, and the cluster secret
-//! that signs job tokens, kept as files in one directory.
+//! A cluster's TLS material: a cluster CA, a node certificate it signs, and the key pair that
+//! signs and checks job tokens, kept as files in one directory (each 0600).
 //!
-//! | file | what |
-//! | --- | --- |
-//! | `ca.pem` | the cluster CA's certificate: what clients and nodes trust |
-//! | `ca.key` | the CA's key (keep it where certificates are made) |
-//! | `node.pem`, `node.key` | a node certificate for the names given, `baton-node` among them |
-//! | `cluster.secret` | 32 bytes in hex that sign job tokens |
+//! | file | what | where |
+//! | --- | --- | --- |
+//! | `ca.pem` | the cluster CA's certificate: what clients and nodes trust | everywhere |
+//! | `ca.key` | the CA's key | only where the cluster was made |
+//! | `node.pem`, `node.key` | a node certificate for the names given, `baton-node` among them | each node its own |
+//! | `node.names` | the names given, one per line: the audiences of tokens this node accepts | each node its own |
+//! | `token.key` | the Ed25519 key that mints job tokens (PKCS#8, hex) | only where the cluster was made |
+//! | `token.pub` | its public key (hex), which checks them | everywhere |
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
-use crate::net::token::{ClusterSecret, SECRET_LEN};
+use crate::net::token::{TokenKey, TokenPublicKey};
 use crate::net::transport::Limits;
 
 /// The name every node certificate carries, which clients verify by default.
@@ -76,12 +78,12 @@ impl TlsDir {
 
     /// Whether the directory holds a complete set.
     pub fn exists(&self) -> bool {
-        ["ca.pem", "node.pem", "node.key", "cluster.secret"].iter().all(|f| self.file(f).is_file())
+        ["ca.pem", "node.pem", "node.key", "token.pub"].iter().all(|f| self.file(f).is_file())
     }
 
     /// Makes a new cluster: a CA (valid ten years), a node certificate for `names` (plus
-    /// `baton-node` and the loopback names) valid for this directory's validity, and a cluster
-    /// secret. Refuses to overwrite an existing set.
+    /// `baton-node` and the loopback names) valid for this directory's validity, and the token
+    /// key pair. Refuses to overwrite an existing set.
     pub fn generate(&self, names: &[String]) -> Result<()> {
         self.refuse_existing()?;
         let ca_key = KeyPair::generate().map_err(tls_error("CA key"))?;
@@ -89,20 +91,23 @@ impl TlsDir {
         valid_for(&mut ca_params, CA_VALIDITY.max(self.validity))?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error("CA"))?;
         let (node_pem, node_key) = node_certificate(&Issuer::new(ca_params, &ca_key), names, self.validity)?;
-        let secret = ClusterSecret::generate()?;
-        let hex: String = secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let token = TokenKey::generate()?;
+        let token_key: String = token.pkcs8().iter().map(|b| format!("{b:02x}")).collect();
         self.write_all(&[
             ("ca.pem", ca_cert.pem()),
             ("ca.key", ca_key.serialize_pem()),
             ("node.pem", node_pem),
             ("node.key", node_key),
-            ("cluster.secret", hex),
+            ("node.names", names_file(names)),
+            ("token.key", token_key),
+            ("token.pub", token.public().to_string()),
         ])
     }
 
     /// Issues another node its own certificate for `names`, signed by this cluster's CA, into
-    /// `out`: the CA certificate, the cluster secret and the new node key and certificate. The
-    /// CA's key stays here. Refuses to overwrite an existing set.
+    /// `out`: the CA certificate, the token public key and the new node key and certificate.
+    /// The CA's key and the token key stay here: a node can check tokens but not mint them.
+    /// Refuses to overwrite an existing set.
     pub fn issue_node(&self, out: &TlsDir, names: &[String]) -> Result<()> {
         out.refuse_existing()?;
         let ca_pem = String::from_utf8(self.read("ca.pem")?).map_err(|e| config("ca.pem", e.to_string()))?;
@@ -111,8 +116,14 @@ impl TlsDir {
         // The CA's subject and key identify it as an issuer; both are rebuilt exactly.
         let issuer = Issuer::new(ca_params()?, &ca_key);
         let (node_pem, node_key) = node_certificate(&issuer, names, out.validity)?;
-        let secret = String::from_utf8(self.read("cluster.secret")?).unwrap_or_default();
-        out.write_all(&[("ca.pem", ca_pem), ("node.pem", node_pem), ("node.key", node_key), ("cluster.secret", secret)])
+        let public = self.verifier()?.to_string();
+        out.write_all(&[
+            ("ca.pem", ca_pem),
+            ("node.pem", node_pem),
+            ("node.key", node_key),
+            ("node.names", names_file(names)),
+            ("token.pub", public),
+        ])
     }
 
     fn refuse_existing(&self) -> Result<()> {
@@ -148,19 +159,40 @@ impl TlsDir {
         })
     }
 
-    /// The cluster secret.
-    pub fn secret(&self) -> Result<ClusterSecret> {
-        let text = String::from_utf8(self.read("cluster.secret")?).unwrap_or_default();
+    /// The key that mints job tokens: only in the directory the cluster was made in.
+    pub fn signer(&self) -> Result<TokenKey> {
+        let path = self.file("token.key");
+        if !path.is_file() && self.file("token.pub").is_file() {
+            return Err(config(
+                "token.key",
+                format!(
+                    "{} holds the public key only (a node's material): mint tokens where the cluster was made",
+                    self.dir.display()
+                ),
+            ));
+        }
+        let text = String::from_utf8(self.read("token.key")?).unwrap_or_default();
         let text = text.trim();
-        let bad = || config("cluster.secret", format!("expected {} hex digits", SECRET_LEN * 2));
-        if text.len() != SECRET_LEN * 2 || !text.is_ascii() {
-            return Err(bad());
+        let bytes: Option<Vec<u8>> = (text.len().is_multiple_of(2) && text.is_ascii())
+            .then(|| (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect())
+            .flatten();
+        let bytes = bytes.ok_or_else(|| config("token.key", "expected an Ed25519 key in PKCS#8, as hex"))?;
+        TokenKey::from_pkcs8(&bytes)
+    }
+
+    /// The public key that checks job tokens.
+    pub fn verifier(&self) -> Result<TokenPublicKey> {
+        let text = String::from_utf8(self.read("token.pub")?).unwrap_or_default();
+        text.parse().map_err(|e: String| config("token.pub", e))
+    }
+
+    /// The names this node was issued for (token audiences it accepts; none for an older set).
+    pub fn names(&self) -> Result<Vec<String>> {
+        match std::fs::read_to_string(self.file("node.names")) {
+            Ok(text) => Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("read", self.file("node.names"), e)),
         }
-        let mut bytes = [0u8; SECRET_LEN];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(ClusterSecret::from_bytes(bytes))
     }
 
     /// The QUIC server configuration of a node.
@@ -203,6 +235,11 @@ impl TlsDir {
         client.transport_config(Arc::new(limits.transport()));
         Ok(client)
     }
+}
+
+/// `names`, one per line.
+fn names_file(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n}\n")).collect()
 }
 
 /// The cluster CA's parameters: the same for every cluster, so that a CA's certificate can be

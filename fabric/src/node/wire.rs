@@ -17,7 +17,7 @@ use crate::path::ObjectMeta;
 use crate::store::Location;
 
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The largest message accepted, in bytes (answers: a listing of many objects).
 pub const MAX_MESSAGE: usize = 16 << 20;
 /// The largest request a node reads from a local function: an inline object and its key.

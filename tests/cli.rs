@@ -250,6 +250,18 @@ fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
         .output()
         .unwrap());
     ok(Command::new(BATON).args(["bench", "plan", "--repeats", "1", "--out", out_s]).output().unwrap());
+    ok(Command::new(BATON)
+        .args(["bench", "soak", "--jobs", "25", "--seconds", "300", "--out", out_s, "--work-dir", work_s])
+        .current_dir(dir.path())
+        .output()
+        .unwrap());
+    let soak: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("soak.json")).unwrap()).unwrap();
+    assert_eq!(soak["rounds"], 25, "{soak}");
+    for leak in ["leaked_processes", "leaked_segments", "leaked_files"] {
+        assert_eq!(soak[leak].as_array().map(Vec::len), Some(0), "{leak}: {soak}");
+    }
+    assert_eq!(soak["leaked_store_bytes"], 0, "{soak}");
+    assert!(soak["drivers_killed"].as_u64().unwrap() + soak["workers_killed"].as_u64().unwrap() > 0, "{soak}");
     let paths: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("paths.json")).unwrap()).unwrap();
     assert_eq!(paths["cross_process"]["transfers"].as_array().unwrap().len(), 2);
     assert_eq!(paths["cross_process"]["transfers"][0]["zero_copy"], serde_json::Value::Bool(true));
@@ -257,7 +269,7 @@ fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
     assert_eq!(direct["rows"].as_array().unwrap().len(), 3);
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["stages"], 100);
-    for name in ["paths.md", "direct.md", "plan.md"] {
+    for name in ["paths.md", "direct.md", "plan.md", "soak.md"] {
         assert!(std::fs::read_to_string(out.join(name)).unwrap().contains('|'), "{name} has no table");
     }
 }

@@ -8,6 +8,7 @@ pub mod direct;
 pub mod flight;
 pub mod paths;
 pub mod plan;
+pub mod soak;
 pub mod sort;
 pub mod stats;
 pub mod tpch;

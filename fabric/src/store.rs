@@ -26,7 +26,6 @@ use crate::blocking::off_async;
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::lease::{Clock, Lease, LeaseTable, SystemClock};
-use crate::mapping::{Prefault, map_file};
 use crate::path::{DataPath, ObjectMeta};
 use crate::private::{self, OwnedDir};
 use crate::tier::memory::Resident;
@@ -238,7 +237,19 @@ impl TieredStore {
 
     /// Moves one object from memory to flash; false when flash has no room for it.
     fn spill(&self, key: ObjectKey, victim: &Resident) -> Result<bool> {
-        match self.flash.insert(&key, &victim.bytes) {
+        // A shared file is read, not mapped (see `Resident`). One its producer changed after
+        // commit is dropped: it holds nothing a reader should get, and must not stop the node
+        // making room for everyone else.
+        let bytes = match victim.bytes() {
+            Ok(bytes) => bytes,
+            Err(e @ Error::Protocol { .. }) => {
+                tracing::warn!(%key, "dropped: {e}");
+                self.memory.remove(&key);
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        match self.flash.insert(&key, &bytes) {
             Ok(()) => {}
             Err(Error::NoCapacity { .. } | Error::NoSpace { .. }) => return Ok(false),
             Err(e) => return Err(e),
@@ -248,7 +259,7 @@ impl TieredStore {
             self.flash.remove(&key);
             return Ok(true);
         }
-        tracing::debug!(%key, bytes = victim.bytes.len(), "spilled to flash");
+        tracing::debug!(%key, bytes = victim.len(), "spilled to flash");
         Ok(true)
     }
 
@@ -267,7 +278,7 @@ impl TieredStore {
     /// The object at `key` if the memory tier holds it: no I/O, so an async task may call it.
     pub fn read_resident(&self, key: &ObjectKey) -> Result<Option<Bytes>> {
         self.check(key.job)?;
-        Ok(self.memory.get(key).map(|r| r.bytes))
+        self.memory.get(key).map(|r| r.bytes()).transpose()
     }
 
     /// The object at `key`, from whichever tier holds it.
@@ -277,7 +288,7 @@ impl TieredStore {
         }
         match self.flash.read(key) {
             // Between the two looks the object may have been deleted, or have moved.
-            Err(Error::NotFound { .. }) => self.memory.get(key).map(|r| r.bytes).ok_or(Error::NotFound { key: *key }),
+            Err(Error::NotFound { .. }) => self.memory.get(key).ok_or(Error::NotFound { key: *key })?.bytes(),
             other => other,
         }
     }
@@ -359,8 +370,7 @@ impl TieredStore {
         let _admit = lock(&self.admit);
         self.ensure_new(key)?;
         if path.starts_with(self.shm.path()) && self.make_room(len)? {
-            let bytes = map_file(path, Prefault::Lazy, true)?;
-            self.memory.insert(*key, Resident { bytes, shm: Some(path.to_path_buf()) })?;
+            self.memory.insert(*key, Resident::shared(path, len)?)?;
             return Ok(Tier::Memory);
         }
         self.flash.adopt(key, path, len)?;
@@ -371,8 +381,8 @@ impl TieredStore {
     pub fn fetch(&self, key: &ObjectKey, inline_max: u64) -> Result<Fetched> {
         self.check(key.job)?;
         if let Some(resident) = self.memory.get(key) {
-            if resident.bytes.len() as u64 <= inline_max {
-                return Ok(Fetched::Inline(resident.bytes));
+            if resident.len() <= inline_max {
+                return Ok(Fetched::Inline(resident.bytes()?));
             }
         } else if let Some((_, len)) = self.flash.locate(key)
             && len <= inline_max
@@ -387,17 +397,16 @@ impl TieredStore {
     pub fn locate(&self, key: &ObjectKey) -> Result<Location> {
         self.check(key.job)?;
         if let Some(resident) = self.memory.get(key) {
-            let len = resident.bytes.len() as u64;
-            if let Some(path) = resident.shm {
-                return Ok(Location { path, len, tier: Tier::Memory });
+            let len = resident.len();
+            if let Some(path) = resident.shm() {
+                return Ok(Location { path: path.to_path_buf(), len, tier: Tier::Memory });
             }
             let path = self.segment_path();
             let written =
-                private::create_file(&path)?.write_all(&resident.bytes).map_err(|e| Error::io("write", &path, e));
+                private::create_file(&path)?.write_all(&resident.bytes()?).map_err(|e| Error::io("write", &path, e));
             match written {
                 Ok(()) => {
-                    let bytes = map_file(&path, Prefault::Lazy, true)?;
-                    if self.memory.replace(key, Resident { bytes, shm: Some(path.clone()) }) {
+                    if self.memory.replace(key, Resident::shared(&path, len)?) {
                         return Ok(Location { path, len, tier: Tier::Memory });
                     }
                 }

@@ -189,6 +189,37 @@ async fn objects_go_to_flash_when_shared_memory_is_full() {
     assert!(left < 1 << 20, "{left} bytes left in shared memory");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_truncates_a_committed_object_does_not_take_the_node_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::under(dir.path(), 8 << 20, 1 << 30);
+    let store = Arc::new(TieredStore::open(&config).unwrap());
+    let socket = dir.path().join("node.sock");
+    let _node = Node::serve(store.clone(), &socket, Duration::from_secs(1)).await.unwrap();
+    let path = VmLocalPath::connect(&socket).await.unwrap();
+    path.open_job(JOB, Duration::from_secs(60)).await.unwrap();
+    let key = |i: u32| ObjectKey::new(JOB, EdgeId(2), i, 0);
+    let object = Bytes::from(vec![7u8; 1 << 20]);
+    path.put(&key(0), object.clone()).await.unwrap();
+    // The hostile producer: the committed file cut to nothing behind the node's back.
+    let location = store.locate(&key(0)).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&location.path).unwrap().set_len(0).unwrap();
+    // The node reads it as an error naming the file (a mapping would have raised SIGBUS and
+    // ended this process).
+    let err = store.read(&key(0)).unwrap_err().to_string();
+    assert!(err.contains("changed after commit") && err.contains(&location.path.display().to_string()), "{err}");
+    // Filling memory spills the coldest object, the truncated one: it is dropped, and every
+    // other object is admitted and reads back whole.
+    for i in 1..=12 {
+        path.put(&key(i), object.clone()).await.unwrap();
+    }
+    for i in 1..=12 {
+        assert_eq!(store.read(&key(i)).unwrap(), object, "object {i}");
+    }
+    assert!(matches!(store.read(&key(0)), Err(baton_fabric::Error::NotFound { .. })));
+    path.status().await.unwrap();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

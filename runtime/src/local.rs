@@ -93,7 +93,7 @@ impl LocalEnv {
         let root = config.root.canonicalize().map_err(|e| Error::io("resolve", &config.root, e))?;
         // A private directory of this run's own, swept by a later run if this process is killed.
         let run_dir = OwnedDir::create(&root, "data directory")?;
-        // The embedded node's cluster is this run alone: its CA, certificate and token secret
+        // The embedded node's cluster is this run alone: its CA, certificate and token key
         // live in the run's private directory and go with it.
         let tls = TlsDir::new(run_dir.path().join("tls"));
         tls.generate(&["127.0.0.1".to_string()])?;

@@ -89,6 +89,26 @@ enum Workload {
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
+    /// Jobs in a row with random SIGKILLs of workers, drivers and producers, then a count of
+    /// the processes, shared memory, files and store bytes left behind (the goal: none), and a
+    /// long-lived node's memory before and after.
+    Soak {
+        /// Rounds at most.
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Seconds at most: no round starts after this.
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        /// Seed of the rounds' draw (which round kills what, and when).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+        /// A directory for the soak's runs (a fresh one is made inside it).
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
         /// Plans per objective.
@@ -171,6 +191,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = baton_bench::tpch::run(&options).await?;
             write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))
+        }
+        Workload::Soak { jobs, seconds, seed, out, work_dir } => {
+            std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
+            let work = tempfile::Builder::new().prefix("soak-").tempdir_in(std::path::absolute(&work_dir)?)?;
+            let options = baton_bench::soak::SoakOptions {
+                exe: std::env::current_exe()?,
+                jobs,
+                seconds,
+                seed,
+                work_dir: work.path().to_path_buf(),
+            };
+            let report = tokio::task::spawn_blocking(move || baton_bench::soak::run(&options)).await??;
+            write_reports(&out, "soak", serde_json::to_string_pretty(&report)?, &baton_bench::soak::markdown(&report))?;
+            if !report.clean() {
+                // Kept for a look at what leaked.
+                let kept = work.keep();
+                anyhow::bail!("the soak left things behind (its directory is kept: {})", kept.display());
+            }
+            Ok(())
         }
         Workload::Plan { repeats, out } => {
             warn_if_debug();

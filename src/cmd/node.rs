@@ -17,7 +17,8 @@ pub struct NodeArgs {
     /// Memory to lend, e.g. 2GiB.
     #[arg(long)]
     memory: Option<ByteSize>,
-    /// Directory of the flash tier (emptied at start).
+    /// Directory of the flash tier (the node keeps its files in a directory of its own inside
+    /// it, and touches nothing else there).
     #[arg(long)]
     flash_dir: Option<PathBuf>,
     /// Flash to lend, e.g. 16GiB.
@@ -32,7 +33,8 @@ pub struct NodeArgs {
     /// Serve other hosts over QUIC on this address, e.g. 127.0.0.2:7070.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// The cluster's TLS material and token secret (made on first use if missing).
+    /// The cluster's TLS material: its CA, this node's certificate and the token public key
+    /// (`baton certs`; needed with --listen).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
 }

@@ -31,7 +31,7 @@ pub struct NodeOpt {
     /// A file holding the job's token (instead of --token).
     #[arg(long, global = true, env = "BATON_TOKEN_FILE", conflicts_with = "token")]
     token_file: Option<PathBuf>,
-    /// The cluster's TLS material (its CA to trust the node; its secret to mint tokens).
+    /// The cluster's TLS material (its CA to trust the node; its token key to mint tokens).
     #[arg(long, global = true, env = "BATON_TLS_DIR", default_value = "baton-data/tls")]
     tls_dir: PathBuf,
 }

@@ -1,8 +1,10 @@
 //! The memory tier: objects held as [`Bytes`] up to a byte budget, least recently used first out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,20 +13,104 @@ use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::path::{DataPath, ObjectMeta};
 
-/// One object in memory: its bytes, and the shared-memory file they are mapped from when other
-/// processes on the host can map them too.
+/// One object in memory: bytes on this process's heap, or a file in shared memory that
+/// other processes on the host map.
+///
+/// A shared file is never mapped by the node: its producer (a process of the node's user)
+/// could still truncate it, and touching a mapping past a file's end raises SIGBUS, which
+/// would take down every job the node holds. The node reads such an object with `pread`, so a
+/// file changed after commit is an error for that object alone.
 #[derive(Clone, Debug)]
 pub struct Resident {
-    /// The object's bytes (heap or a mapping of `shm`).
-    pub bytes: Bytes,
-    /// The shared-memory file holding the bytes, if any.
-    pub shm: Option<PathBuf>,
+    held: Held,
+}
+
+#[derive(Clone, Debug)]
+enum Held {
+    Heap(Bytes),
+    Shared(Arc<SharedFile>),
+}
+
+/// A committed object's file in shared memory, open for reading; removed when the last holder
+/// lets go.
+#[derive(Debug)]
+struct SharedFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Drop for SharedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Resident {
     /// An object on the heap, visible only in this process.
     pub fn heap(bytes: Bytes) -> Self {
-        Self { bytes, shm: None }
+        Self { held: Held::Heap(bytes) }
+    }
+
+    /// The object committed as the `len` bytes of the file at `path` (which it now owns: the
+    /// file goes when the object does). Opened without following a symlink.
+    pub fn shared(path: &Path, len: u64) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        Ok(Self { held: Held::Shared(Arc::new(SharedFile { path: path.to_path_buf(), file, len })) })
+    }
+
+    /// Its size.
+    pub fn len(&self) -> u64 {
+        match &self.held {
+            Held::Heap(bytes) => bytes.len() as u64,
+            Held::Shared(shared) => shared.len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shared-memory file holding it, if any.
+    pub fn shm(&self) -> Option<&Path> {
+        match &self.held {
+            Held::Heap(_) => None,
+            Held::Shared(shared) => Some(&shared.path),
+        }
+    }
+
+    /// Its bytes: the heap's without a copy, a shared file's read into a new buffer. A shared
+    /// file shorter than the object was committed is an error naming the file.
+    pub fn bytes(&self) -> Result<Bytes> {
+        let shared = match &self.held {
+            Held::Heap(bytes) => return Ok(bytes.clone()),
+            Held::Shared(shared) => shared,
+        };
+        let mut out = vec![0u8; shared.len as usize];
+        let mut at = 0;
+        while at < out.len() {
+            match shared.file.read_at(&mut out[at..], at as u64) {
+                Ok(0) => {
+                    return Err(Error::Protocol {
+                        endpoint: "producer".into(),
+                        reason: format!(
+                            "{} holds {at} bytes, fewer than the {} committed: it was changed after commit",
+                            shared.path.display(),
+                            shared.len
+                        ),
+                    });
+                }
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", &shared.path, e)),
+            }
+        }
+        Ok(out.into())
     }
 }
 
@@ -56,7 +142,7 @@ impl Inner {
     fn remove(&mut self, key: &ObjectKey) -> Option<Resident> {
         let entry = self.entries.remove(key)?;
         self.by_use.remove(&entry.tick);
-        self.used -= entry.resident.bytes.len() as u64;
+        self.used -= entry.resident.len();
         Some(entry.resident)
     }
 }
@@ -106,7 +192,7 @@ impl MemoryTier {
         if inner.entries.contains_key(&key) {
             return Err(Error::AlreadyExists { key });
         }
-        let needed = resident.bytes.len() as u64;
+        let needed = resident.len();
         let available = self.budget - inner.used;
         if needed > available {
             return Err(Error::NoCapacity { tier: Tier::Memory, needed, available });
@@ -124,7 +210,7 @@ impl MemoryTier {
     pub fn replace(&self, key: &ObjectKey, resident: Resident) -> bool {
         let mut inner = self.lock();
         match inner.entries.get_mut(key) {
-            Some(entry) if entry.resident.bytes.len() == resident.bytes.len() => {
+            Some(entry) if entry.resident.len() == resident.len() => {
                 entry.resident = resident;
                 true
             }
@@ -156,7 +242,7 @@ impl MemoryTier {
             .entries
             .iter()
             .filter(|(k, _)| k.matches(prefix))
-            .map(|(k, e)| ObjectMeta { key: *k, size: e.resident.bytes.len() as u64 })
+            .map(|(k, e)| ObjectMeta { key: *k, size: e.resident.len() })
             .collect();
         out.sort_by_key(|m| m.key);
         out
@@ -166,7 +252,7 @@ impl MemoryTier {
     pub fn remove_job(&self, job: JobId) -> u64 {
         let mut inner = self.lock();
         let keys: Vec<_> = inner.entries.keys().filter(|k| k.job == job).copied().collect();
-        keys.iter().filter_map(|k| inner.remove(k)).map(|r| r.bytes.len() as u64).sum()
+        keys.iter().filter_map(|k| inner.remove(k)).map(|r| r.len()).sum()
     }
 }
 
@@ -177,7 +263,7 @@ impl DataPath for MemoryTier {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
-        MemoryTier::get(self, key).map(|r| r.bytes).ok_or(Error::NotFound { key: *key })
+        MemoryTier::get(self, key).ok_or(Error::NotFound { key: *key })?.bytes()
     }
 
     async fn get_range(&self, key: &ObjectKey, range: std::ops::Range<u64>) -> Result<Bytes> {

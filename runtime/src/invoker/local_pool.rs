@@ -67,10 +67,28 @@ impl LocalPool {
             return Err(Error::BadJob { reason: "a worker pool needs at least one worker".into() });
         }
         std::fs::create_dir_all(&config.scratch).map_err(|e| Error::io("create", &config.scratch, e))?;
-        let spawns = (0..config.workers).map(|_| spawn(&config));
+        let spawns = (0..config.workers).map(|_| spawn_retrying(&config));
         let workers = futures::future::try_join_all(spawns).await?.into_iter().map(Mutex::new).collect();
         let slots = Slots::new(config.workers);
         Ok(Self { config, workers, slots })
+    }
+}
+
+/// Times a worker that dies while it starts (killed, say) is started again before the pool
+/// gives up on it.
+const START_ATTEMPTS: u32 = 3;
+
+/// Starts a worker; one lost before it listened is started again, up to [`START_ATTEMPTS`].
+async fn spawn_retrying(config: &PoolConfig) -> Result<LocalWorker> {
+    let mut attempt = 1;
+    loop {
+        match spawn(config).await {
+            Err(Error::WorkerLost { reason, .. }) if attempt < START_ATTEMPTS => {
+                tracing::warn!("a worker was lost while it started ({reason}); starting another");
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -175,14 +193,14 @@ impl Invoker for LocalPool {
                         reason: format!("the worker process exited ({status}) during the task"),
                     },
                 });
-                match spawn(&self.config).await {
+                match spawn_retrying(&self.config).await {
                     Ok(fresh) => *worker = fresh,
                     Err(e) => tracing::warn!("cannot replace a lost worker: {e}"),
                 }
             } else {
                 // Alive but unresponsive (the invocation timed out): replace it too.
                 let _ = worker.child.kill().await;
-                if let Ok(fresh) = spawn(&self.config).await {
+                if let Ok(fresh) = spawn_retrying(&self.config).await {
                     *worker = fresh;
                 }
             }

@@ -313,15 +313,17 @@ impl Operator for SortReduce {
         let mut spilled = 0;
         let mut input = ctx.input(0)?;
         while let Some(more) = input.next().await? {
+            // An input may hold a whole producer's partition: runs are cut batch by batch, so
+            // each stays near the budget however the input arrives.
             for batch in more {
                 held += records_of(&batch)?.len() * RECORD;
                 batches.push(batch);
-            }
-            if held > hold {
-                let (full, scratch) = (std::mem::take(&mut batches), ctx.scratch().to_path_buf());
-                runs.push(blocking("sort a run", move || sorted_run(&full, &scratch)).await?);
-                spilled += held as u64;
-                held = 0;
+                if held > hold {
+                    let (full, scratch) = (std::mem::take(&mut batches), ctx.scratch().to_path_buf());
+                    runs.push(blocking("sort a run", move || sorted_run(&full, &scratch)).await?);
+                    spilled += held as u64;
+                    held = 0;
+                }
             }
         }
         drop(input);

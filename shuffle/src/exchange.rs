@@ -353,14 +353,7 @@ impl ShuffleWriter {
                     }
                 }
             }
-            return Ok(MapOutput {
-                mapper: self.mapper,
-                attempt: self.attempt,
-                spilled_bytes,
-                layout: self.layout,
-                partitions,
-                first: 0,
-            });
+            return Ok(self.output(partitions, spilled_bytes));
         }
         match self.layout {
             Layout::AllToAll => {
@@ -396,14 +389,19 @@ impl ShuffleWriter {
             }
         }
         let spilled_bytes = self.spill.as_ref().map_or(0, |s| s.len);
-        Ok(MapOutput {
+        Ok(self.output(partitions, spilled_bytes))
+    }
+
+    /// What this writer wrote: `partitions`, after spilling `spilled_bytes`.
+    fn output(&self, partitions: Vec<PartitionInfo>, spilled_bytes: u64) -> MapOutput {
+        MapOutput {
             mapper: self.mapper,
             attempt: self.attempt,
             spilled_bytes,
             layout: self.layout,
             partitions,
             first: 0,
-        })
+        }
     }
 }
 

@@ -84,14 +84,18 @@ fn three_nodes_on_three_addresses_pass_data_among_them() {
     assert!(std::fs::read(&pulled).unwrap() == data, "pulled bytes differ");
     ok(baton(&["put", "job-5/edge-2/0-0", pulled.to_str().unwrap(), "--remote", &nodes[2].addr], &tls));
 
-    // A function on host 3 reads it through its own node's local socket (VM-local).
+    // A function on host 3 reads it through its own node's local socket (VM-local), with the
+    // job's token as over QUIC: without one it is refused; a read-only token reads.
     let local = dir.path().join("local.bin");
-    let out = Command::new(BATON)
-        .args(["get", "job-5/edge-2/0-0", "--out", local.to_str().unwrap()])
-        .env("BATON_SOCKET", &nodes[2].socket)
-        .output()
-        .unwrap();
-    ok(out);
+    let get = || {
+        let mut get = Command::new(BATON);
+        get.args(["get", "job-5/edge-2/0-0", "--out", local.to_str().unwrap()]).env("BATON_SOCKET", &nodes[2].socket);
+        get
+    };
+    let refused = get().output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no token"), "{refused:?}");
+    let reader = ok(baton(&["token", "5", "--scope", "read", "--tls-dir", tls.to_str().unwrap()], &tls));
+    ok(get().env("BATON_TOKEN", reader.trim()).output().unwrap());
     assert!(std::fs::read(&local).unwrap() == data, "bytes differ after two hops");
 
     // Each node lists what it holds.

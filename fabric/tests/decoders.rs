@@ -93,6 +93,7 @@ fn random_bytes_never_panic_any_decoder() {
         let _ = decode_records("random", Bytes::from(data.clone()));
         let _ = read_batches("random", Bytes::from(data.clone()));
         let _ = decode::<Request>("random", &data);
+        let _ = decode::<baton_fabric::node::wire::LocalRequest>("random", &data);
     }
 }
 

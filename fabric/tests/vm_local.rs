@@ -220,6 +220,45 @@ async fn a_producer_that_truncates_a_committed_object_does_not_take_the_node_dow
     path.status().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_node_with_its_clusters_key_wants_a_token_on_its_socket_too() {
+    use baton_fabric::net::{Audience, Scopes, TokenKey};
+    use baton_fabric::node::Checks;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TieredStore::open(&StoreConfig::under(dir.path(), 16 << 20, 1 << 30)).unwrap());
+    let socket = dir.path().join("node.sock");
+    let key = TokenKey::generate().unwrap();
+    let checks = Arc::new(Checks { key: key.public(), audiences: Vec::new() });
+    let _node = Node::serve_checking(store, &socket, Duration::from_secs(1), Some(checks)).await.unwrap();
+    let (a, b) = (JobId(0xa1), JobId(0xb2));
+    let later = baton_fabric::net::token::unix_ms_now() + 60_000;
+    let object = Bytes::from(vec![3u8; INLINE_MAX + 10]);
+    // No token: nothing of any job, though the node's status is open to its user.
+    let stranger = VmLocalPath::connect(&socket).await.unwrap();
+    let err = stranger.open_job(a, Duration::from_secs(60)).await.unwrap_err().to_string();
+    assert!(err.contains("no token"), "{err}");
+    stranger.status().await.unwrap();
+    // A token for job A opens A, and nothing of B.
+    let owner = VmLocalPath::connect(&socket).await.unwrap();
+    owner.add_token(key.mint(a, later, Scopes::ALL, Audience::ANY));
+    owner.open_job(a, Duration::from_secs(60)).await.unwrap();
+    let a_key = ObjectKey::new(a, EdgeId(1), 0, 0);
+    owner.put(&a_key, object.clone()).await.unwrap();
+    assert_eq!(owner.get(&a_key).await.unwrap(), object);
+    assert!(owner.open_job(b, Duration::from_secs(60)).await.is_err());
+    // A reader of A reads and cannot write.
+    let reader = VmLocalPath::connect(&socket).await.unwrap();
+    reader.add_token(key.mint(a, later, Scopes::READ, Audience::ANY));
+    assert_eq!(reader.get(&a_key).await.unwrap(), object);
+    let err = reader.put(&ObjectKey::new(a, EdgeId(1), 1, 0), object.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("grants read"), "{err}");
+    // Another cluster's token is refused.
+    let forger = VmLocalPath::connect(&socket).await.unwrap();
+    forger.add_token(TokenKey::generate().unwrap().mint(a, later, Scopes::ALL, Audience::ANY));
+    assert!(forger.delete(&a_key).await.unwrap_err().to_string().contains("signature"));
+    assert_eq!(owner.get(&a_key).await.unwrap(), object);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

@@ -66,7 +66,7 @@ impl PathSpec {
     /// Opens the path for `job`, presenting `token` where the path checks one.
     pub async fn open(&self, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
         Ok(match self {
-            PathSpec::VmLocal { socket } => Arc::new(VmLocalPath::connect(socket).await?),
+            PathSpec::VmLocal { socket } => Arc::new(connect_local(socket, token).await?),
             PathSpec::Remote { addr, tls_dir } => {
                 let path = connect_remote(*addr, tls_dir, token).await?;
                 Arc::new(path)
@@ -78,7 +78,7 @@ impl PathSpec {
     /// Opens `job` on the path for `ttl` (the node paths hold objects only of open jobs).
     pub async fn open_job(&self, job: JobId, token: Option<&str>, ttl: Duration) -> Result<()> {
         match self {
-            PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.open_job(job, ttl).await?,
+            PathSpec::VmLocal { socket } => connect_local(socket, token).await?.open_job(job, ttl).await?,
             PathSpec::Remote { addr, tls_dir } => {
                 let path = connect_remote(*addr, tls_dir, token).await?;
                 path.open_job(job, ttl).await?;
@@ -91,7 +91,7 @@ impl PathSpec {
     /// Ends `job` on the path: every object of it is deleted. Returns the bytes freed.
     pub async fn end_job(&self, job: JobId, token: Option<&str>) -> Result<u64> {
         Ok(match self {
-            PathSpec::VmLocal { socket } => VmLocalPath::connect(socket).await?.end_job(job).await?,
+            PathSpec::VmLocal { socket } => connect_local(socket, token).await?.end_job(job).await?,
             PathSpec::Remote { addr, tls_dir } => {
                 let path = connect_remote(*addr, tls_dir, token).await?;
                 path.end_job(job).await?
@@ -99,6 +99,15 @@ impl PathSpec {
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
         })
     }
+}
+
+/// Connects to the node serving `socket`, presenting `token` for its job.
+async fn connect_local(socket: &std::path::Path, token: Option<&str>) -> Result<VmLocalPath> {
+    let path = VmLocalPath::connect(socket).await?;
+    if let Some(token) = token {
+        path.add_token(parse_token(token)?);
+    }
+    Ok(path)
 }
 
 /// Connects to the node at `addr`, presenting `token` for its job.
@@ -123,12 +132,19 @@ pub struct PathCache {
 #[derive(Debug, Clone)]
 struct Opened {
     path: Arc<dyn DataPath>,
-    /// The same connection when it is a node over QUIC, to hand it more jobs' tokens.
-    direct: Option<Arc<DirectPath>>,
+    /// The same connection when it is a node (over QUIC or its socket), to hand it more jobs'
+    /// tokens.
+    node: Option<NodeConnection>,
+}
+
+#[derive(Debug, Clone)]
+enum NodeConnection {
+    Remote(Arc<DirectPath>),
+    Local(Arc<VmLocalPath>),
 }
 
 impl PathCache {
-    /// The opened path for `spec`, opening it on first use; `token` is added to a remote
+    /// The opened path for `spec`, opening it on first use; `token` is added to a node's
     /// connection (tokens are per job, a connection serves many jobs).
     pub async fn get(&self, spec: &PathSpec, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
         let mut open = self.open.lock().await;
@@ -138,16 +154,24 @@ impl PathCache {
                 let opened = match spec {
                     PathSpec::Remote { addr, tls_dir } => {
                         let direct = Arc::new(connect_remote(*addr, tls_dir, None).await?);
-                        Opened { path: direct.clone(), direct: Some(direct) }
+                        Opened { path: direct.clone(), node: Some(NodeConnection::Remote(direct)) }
                     }
-                    other => Opened { path: other.open(None).await?, direct: None },
+                    PathSpec::VmLocal { socket } => {
+                        let local = Arc::new(connect_local(socket, None).await?);
+                        Opened { path: local.clone(), node: Some(NodeConnection::Local(local)) }
+                    }
+                    other => Opened { path: other.open(None).await?, node: None },
                 };
                 open.insert(spec.clone(), opened.clone());
                 opened
             }
         };
-        if let (Some(direct), Some(token)) = (&opened.direct, token) {
-            direct.add_token(parse_token(token)?);
+        if let Some(token) = token {
+            match &opened.node {
+                Some(NodeConnection::Remote(direct)) => direct.add_token(parse_token(token)?),
+                Some(NodeConnection::Local(local)) => local.add_token(parse_token(token)?),
+                None => {}
+            }
         }
         Ok(opened.path)
     }

@@ -45,12 +45,6 @@ enum Client {
 impl NodeOpt {
     /// Connects to the node; `job` is the job the command acts on (for a remote node's token).
     async fn connect(&self, job: Option<JobId>) -> anyhow::Result<Client> {
-        let Some(addr) = self.remote else {
-            let local = VmLocalPath::connect(&self.socket)
-                .await
-                .context("is `baton node` running? (start it, or pass --socket or --remote)")?;
-            return Ok(Client::Local(local));
-        };
         let tls = TlsDir::new(&self.tls_dir);
         let given = match &self.token_file {
             Some(file) => {
@@ -65,14 +59,31 @@ impl NodeOpt {
         {
             bail!("the token given is for {}, not {job}", token.job);
         }
-        let remote = DirectPath::connect(addr, &tls).await?;
-        match (given, job) {
-            (Some(token), _) => remote.add_token(token),
-            (None, Some(job)) => {
-                let key = tls.signer().context("no --token given, and no token key to mint one")?;
-                remote.add_token(key.mint(job, unix_ms_now() + 3_600_000, Scopes::ALL, Audience::ANY));
+        // The token given, or one minted with the cluster's token key where there is one (a
+        // node without its cluster's key checks no tokens on its socket).
+        let token = match (given, job) {
+            (Some(token), _) => Some(token),
+            (None, Some(job)) => match tls.signer() {
+                Ok(key) => Some(key.mint(job, unix_ms_now() + 3_600_000, Scopes::ALL, Audience::ANY)),
+                Err(e) if self.remote.is_some() => {
+                    return Err(anyhow::Error::new(e).context("no --token given, and no token key to mint one"));
+                }
+                Err(_) => None,
+            },
+            (None, None) => None,
+        };
+        let Some(addr) = self.remote else {
+            let local = VmLocalPath::connect(&self.socket)
+                .await
+                .context("is `baton node` running? (start it, or pass --socket or --remote)")?;
+            if let Some(token) = token {
+                local.add_token(token);
             }
-            (None, None) => {}
+            return Ok(Client::Local(local));
+        };
+        let remote = DirectPath::connect(addr, &tls).await?;
+        if let Some(token) = token {
+            remote.add_token(token);
         }
         Ok(Client::Remote(remote))
     }

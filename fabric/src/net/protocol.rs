@@ -8,49 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::JobId;
-use crate::net::token::{Audience, SIGNATURE_LEN, Scopes, Token, TokenError};
+pub use crate::net::token::WireToken;
 use crate::node::wire::{WireError, WireKey};
 use crate::rdma::{QpEndpoint, RemoteRegion};
-
-/// A job token on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireToken {
-    job: u64,
-    expires_ms: u64,
-    scopes: u8,
-    audience: u64,
-    #[serde(with = "serde_bytes")]
-    signature: Vec<u8>,
-}
-
-impl From<Token> for WireToken {
-    fn from(t: Token) -> Self {
-        Self {
-            job: t.job.0,
-            expires_ms: t.expires_ms,
-            scopes: t.scopes.0,
-            audience: t.audience.0,
-            signature: t.signature.to_vec(),
-        }
-    }
-}
-
-impl TryFrom<WireToken> for Token {
-    type Error = TokenError;
-
-    /// A token whose signature is not 64 bytes is malformed (and could never check).
-    fn try_from(t: WireToken) -> Result<Self, TokenError> {
-        let signature = <[u8; SIGNATURE_LEN]>::try_from(t.signature.as_slice()).map_err(|_| TokenError::Malformed)?;
-        Ok(Token {
-            job: JobId(t.job),
-            expires_ms: t.expires_ms,
-            scopes: Scopes(t.scopes),
-            audience: Audience(t.audience),
-            signature,
-        })
-    }
-}
 
 /// What a request asks for. Every operation but `Hello` acts on the request's job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +76,7 @@ pub enum NetResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{EdgeId, ObjectKey};
+    use crate::ids::{EdgeId, JobId, ObjectKey};
     use crate::net::token::{Audience, Scopes, TokenKey};
     use crate::node::wire::{decode, encode};
 

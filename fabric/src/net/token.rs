@@ -333,6 +333,45 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
+/// A job token on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireToken {
+    job: u64,
+    expires_ms: u64,
+    scopes: u8,
+    audience: u64,
+    #[serde(with = "serde_bytes")]
+    signature: Vec<u8>,
+}
+
+impl From<Token> for WireToken {
+    fn from(t: Token) -> Self {
+        Self {
+            job: t.job.0,
+            expires_ms: t.expires_ms,
+            scopes: t.scopes.0,
+            audience: t.audience.0,
+            signature: t.signature.to_vec(),
+        }
+    }
+}
+
+impl TryFrom<WireToken> for Token {
+    type Error = TokenError;
+
+    /// A token whose signature is not 64 bytes is malformed (and could never check).
+    fn try_from(t: WireToken) -> Result<Self, TokenError> {
+        let signature = <[u8; SIGNATURE_LEN]>::try_from(t.signature.as_slice()).map_err(|_| TokenError::Malformed)?;
+        Ok(Token {
+            job: JobId(t.job),
+            expires_ms: t.expires_ms,
+            scopes: Scopes(t.scopes),
+            audience: Audience(t.audience),
+            signature,
+        })
+    }
+}
+
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn unix_ms_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

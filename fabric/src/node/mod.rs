@@ -5,4 +5,4 @@ pub mod server;
 pub mod wire;
 
 pub use config::{ByteSize, NodeConfig};
-pub use server::Node;
+pub use server::{Checks, Node};

@@ -10,9 +10,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::ids::JobId;
-use crate::net::{Limits, NetConfig, NetServer, TlsDir};
+use crate::net::token::unix_ms_now;
+use crate::net::{Audience, Limits, NetConfig, NetServer, TlsDir, Token, TokenPublicKey};
 use crate::node::config::NodeConfig;
-use crate::node::wire::{self, NodeStatus, Request, Response};
+use crate::node::wire::{self, LocalRequest, NodeStatus, Request, Response};
 use crate::private;
 use crate::store::{Fetched, TieredStore};
 
@@ -39,7 +40,16 @@ impl Node {
         crate::buffers::Pool::global().set_share_of(config.memory.0);
         let store = slower.into_iter().fold(TieredStore::open(&config.store())?, TieredStore::purge_also);
         let store = Arc::new(store);
-        let mut node = Self::serve(store.clone(), &config.socket, config.reap_interval()).await?;
+        // A node with its cluster's token public key checks local requests' tokens too.
+        let tls = TlsDir::new(&config.tls_dir);
+        let checks = match tls.verifier() {
+            Ok(key) => {
+                Some(Arc::new(Checks { key, audiences: tls.names()?.iter().map(|n| Audience::node(n)).collect() }))
+            }
+            Err(_) if !tls.dir().join("token.pub").exists() => None,
+            Err(e) => return Err(e),
+        };
+        let mut node = Self::serve_checking(store.clone(), &config.socket, config.reap_interval(), checks).await?;
         if let Some(listen) = config.listen {
             let tls = TlsDir::new(&config.tls_dir);
             if !tls.exists() {
@@ -77,6 +87,16 @@ impl Node {
     /// other user is refused on connecting (`SO_PEERCRED`): the functions on a host run as the
     /// node's user, since its shared memory is that user's alone too.
     pub async fn serve(store: Arc<TieredStore>, socket: &Path, reap_every: Duration) -> Result<Self> {
+        Self::serve_checking(store, socket, reap_every, None).await
+    }
+
+    /// [`Node::serve`], checking each job request's token with `checks` when given.
+    pub async fn serve_checking(
+        store: Arc<TieredStore>,
+        socket: &Path,
+        reap_every: Duration,
+        checks: Option<Arc<Checks>>,
+    ) -> Result<Self> {
         if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
             private::ensure_dir(dir, "socket")?;
         }
@@ -85,7 +105,7 @@ impl Node {
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io("restrict", socket, e))?;
         let allowed = vec![private::euid()];
-        let accept = tokio::spawn(accept_loop(listener, store.clone(), allowed));
+        let accept = tokio::spawn(accept_loop(listener, store.clone(), allowed, checks));
         let reaper = tokio::spawn(reap_loop(store.clone(), reap_every));
         Ok(Self { store, socket: socket.to_path_buf(), tasks: vec![accept, reaper], net: None })
     }
@@ -133,14 +153,36 @@ async fn clear_stale_socket(path: &Path) -> Result<()> {
     }
 }
 
-async fn accept_loop(listener: UnixListener, store: Arc<TieredStore>, allowed: Vec<u32>) {
+/// What a node checks a local request's token with.
+#[derive(Debug)]
+pub struct Checks {
+    /// The cluster's token public key.
+    pub key: TokenPublicKey,
+    /// This node's names, as token audiences.
+    pub audiences: Vec<Audience>,
+}
+
+impl Checks {
+    fn authorize(&self, local: &LocalRequest) -> Result<()> {
+        let Some((job, needed)) = local.request.needs() else { return Ok(()) };
+        let Some(token) = local.token.clone() else {
+            return Err(Error::Unauthorized { job, reason: format!("the request carried no token for {job}") });
+        };
+        let token = Token::try_from(token).map_err(|e| Error::Unauthorized { job, reason: e.to_string() })?;
+        self.key
+            .verify(&token, job, needed, &self.audiences, unix_ms_now())
+            .map_err(|e| Error::Unauthorized { job, reason: e.to_string() })
+    }
+}
+
+async fn accept_loop(listener: UnixListener, store: Arc<TieredStore>, allowed: Vec<u32>, checks: Option<Arc<Checks>>) {
     loop {
         match listener.accept().await {
             Ok((mut stream, _)) => {
                 let uid = stream.peer_cred().map(|c| c.uid());
                 match uid {
                     Ok(uid) if allowed.contains(&uid) => {
-                        tokio::spawn(serve_connection(stream, store.clone()));
+                        tokio::spawn(serve_connection(stream, store.clone(), checks.clone()));
                     }
                     other => {
                         let who = other.map_or_else(|e| format!("unknown user ({e})"), |uid| format!("user {uid}"));
@@ -175,10 +217,10 @@ async fn reap_loop(store: Arc<TieredStore>, every: Duration) {
 
 const CLIENT: &str = "local function";
 
-async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>) {
+async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>, checks: Option<Arc<Checks>>) {
     loop {
-        let request = match wire::recv_within::<Request>(&mut stream, CLIENT, wire::MAX_LOCAL_REQUEST).await {
-            Ok(Some(request)) => request,
+        let local = match wire::recv_within::<LocalRequest>(&mut stream, CLIENT, wire::MAX_LOCAL_REQUEST).await {
+            Ok(Some(local)) => local,
             Ok(None) => return,
             Err(e) => {
                 // Tell the client what was wrong with its bytes, then drop it: the stream is
@@ -188,7 +230,11 @@ async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>) {
                 return;
             }
         };
-        let response = handle(&store, request).await.unwrap_or_else(|e| Response::failed(&e));
+        let checked = checks.as_ref().map_or(Ok(()), |c| c.authorize(&local));
+        let response = match checked {
+            Ok(()) => handle(&store, local.request).await.unwrap_or_else(|e| Response::failed(&e)),
+            Err(e) => Response::failed(&e),
+        };
         if wire::send(&mut stream, CLIENT, &response).await.is_err() {
             return;
         }

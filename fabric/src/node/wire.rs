@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result, Tier};
 use crate::ids::{EdgeId, JobId, KeyPrefix, ObjectKey};
+use crate::net::token::{Scopes, WireToken};
 use crate::path::ObjectMeta;
 use crate::store::Location;
 
@@ -73,6 +74,35 @@ impl From<WireTier> for Tier {
             WireTier::Flash => Tier::Flash,
             WireTier::ObjectStore => Tier::ObjectStore,
         }
+    }
+}
+
+/// A request from a function to its node, with the token of the job it acts on (which a node
+/// that holds its cluster's token public key checks, as it does for requests over QUIC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRequest {
+    /// The job's token, if the client has one.
+    pub token: Option<WireToken>,
+    /// The request.
+    pub request: Request,
+}
+
+impl Request {
+    /// The job the request acts on and what a token must grant for it (`None`: no job).
+    pub fn needs(&self) -> Option<(JobId, Scopes)> {
+        let job = |j: u64| JobId(j);
+        Some(match self {
+            Request::OpenJob { job: j, .. } | Request::RenewJob { job: j } | Request::EndJob { job: j } => {
+                (job(*j), Scopes::END)
+            }
+            Request::Stage { key, .. }
+            | Request::Commit { key, .. }
+            | Request::Put { key, .. }
+            | Request::Delete { key } => (ObjectKey::from(*key).job, Scopes::WRITE),
+            Request::Locate { key, .. } => (ObjectKey::from(*key).job, Scopes::READ),
+            Request::List { job: j, .. } => (job(*j), Scopes::READ),
+            Request::Status => return None,
+        })
     }
 }
 

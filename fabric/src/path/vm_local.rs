@@ -23,7 +23,8 @@ use crate::arrow::ArrowFrameWriter;
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::mapping::{Prefault, map_file};
-use crate::node::wire::{self, NodeStatus, Request, Response};
+use crate::net::token::{Token, WireToken};
+use crate::node::wire::{self, LocalRequest, NodeStatus, Request, Response};
 use crate::path::{DataPath, ObjectMeta, ObjectWriter};
 
 /// Objects up to this size travel inline over the node's socket: for them one message costs
@@ -42,6 +43,8 @@ pub struct VmLocalPath {
     endpoint: String,
     conn: Mutex<Option<UnixStream>>,
     prefault: Prefault,
+    /// Tokens by job, presented with each request for that job.
+    tokens: std::sync::Mutex<std::collections::HashMap<JobId, Token>>,
 }
 
 impl VmLocalPath {
@@ -50,7 +53,13 @@ impl VmLocalPath {
         let socket = socket.as_ref().to_path_buf();
         let endpoint = format!("node at {}", socket.display());
         let conn = dial(&socket, &endpoint).await?;
-        Ok(Self { socket, endpoint, conn: Mutex::new(Some(conn)), prefault: Prefault::Lazy })
+        Ok(Self {
+            socket,
+            endpoint,
+            conn: Mutex::new(Some(conn)),
+            prefault: Prefault::Lazy,
+            tokens: Default::default(),
+        })
     }
 
     /// Sets whether reads fault pages in lazily (the default: the kernel's fault-around maps
@@ -59,6 +68,12 @@ impl VmLocalPath {
     pub fn with_prefault(mut self, prefault: Prefault) -> Self {
         self.prefault = prefault;
         self
+    }
+
+    /// Presents `token` with every request for its job (a node with its cluster's token key
+    /// requires one, as over QUIC).
+    pub fn add_token(&self, token: Token) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.job, token);
     }
 
     /// The node's socket.
@@ -74,7 +89,10 @@ impl VmLocalPath {
             Some(conn) => conn,
             None => dial(&self.socket, &self.endpoint).await?,
         };
-        wire::send(&mut conn, &self.endpoint, &request).await?;
+        let token = request.needs().and_then(|(job, _)| {
+            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&job).map(|t| WireToken::from(*t))
+        });
+        wire::send(&mut conn, &self.endpoint, &LocalRequest { token, request }).await?;
         let response = match wire::recv::<Response>(&mut conn, &self.endpoint).await? {
             Some(response) => response,
             None => {

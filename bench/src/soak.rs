@@ -264,7 +264,7 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
 fn shm_dir(work: &Path) -> anyhow::Result<PathBuf> {
     let base = Path::new("/dev/shm");
     let dir = if base.is_dir() { base.join(format!("baton-soak-{}", std::process::id())) } else { work.join("shm") };
-    std::fs::create_dir_all(&dir)?;
+    baton_fabric::private::ensure_dir(&dir, "soak shm dir")?;
     Ok(dir)
 }
 

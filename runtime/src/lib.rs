@@ -11,6 +11,7 @@
 //! - [`mapreduce`]: sort (gensort records) and word count, built on the above.
 //! - [`local`]: the embedded environment — a node, a scratch object store, a worker pool.
 
+pub mod cluster;
 pub mod driver;
 pub mod error;
 pub mod http;

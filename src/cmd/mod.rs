@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod hosts;
 mod mapreduce;
 mod node;
 mod objects;
@@ -27,7 +28,9 @@ pub struct Cli {
 enum Command {
     /// Run a node: this host's memory and flash tiers, served to local functions.
     Node(node::NodeArgs),
-    /// Make a cluster's TLS material: a CA, a node certificate, and the secret that signs tokens.
+    /// Hosts: emulate some on this machine (up, down), or see a cluster's nodes (status).
+    Cluster(hosts::ClusterArgs),
+    /// Make a cluster's TLS material: a CA, a node certificate, and the key pair that signs tokens.
     Certs(cluster::CertsArgs),
     /// Mint a job's capability token with the cluster's token key (scopes and audience optional).
     Token(cluster::TokenArgs),
@@ -75,6 +78,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
+        Command::Cluster(args) => hosts::run(args).await,
         Command::Certs(args) => cluster::certs(args),
         Command::Token(args) => cluster::token(args),
         Command::Job(args) => objects::job(args).await,

@@ -1,0 +1,313 @@
+//! Hosts emulated on one machine: network namespaces joined by veth pairs to a bridge, each
+//! host's link capped with a `tbf` qdisc, a node in each, and the cluster file that names them.
+//!
+//! Everything made is recorded in `emulation.toml` in the emulation's directory *before* it is
+//! made, so [`down`] removes all of it — namespaces, links, processes, shared-memory
+//! directories — also after an [`up`] that failed halfway. Names carry the emulation's id:
+//! bridge `bt<id>`, namespaces `baton-<id>-h<i>`, subnet `10.77.<id>.0/24` (the bridge is `.1`,
+//! host `i` is `.10+i`). Needs root.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_fabric::net::TlsDir;
+use baton_fabric::node::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterFile, Host};
+use crate::error::{Error, Result};
+
+/// The port every emulated host's node listens on.
+pub const NODE_PORT: u16 = 7070;
+
+/// What to emulate.
+#[derive(Clone, Debug)]
+pub struct EmulateOptions {
+    /// The `baton` binary the nodes run.
+    pub exe: PathBuf,
+    /// Hosts.
+    pub hosts: usize,
+    /// Each host's link, as `tc` says rates: `1gbit`, `100mbit`.
+    pub nic: String,
+    /// Memory each node lends.
+    pub memory: ByteSize,
+    /// The emulation's directory (made; its cluster file is `cluster.toml` there).
+    pub dir: PathBuf,
+}
+
+/// What an emulation made, for [`down`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    id: u8,
+    bridge: Option<String>,
+    namespaces: Vec<String>,
+    pids: Vec<u32>,
+    shm_dirs: Vec<PathBuf>,
+}
+
+fn failed(what: &str, reason: impl std::fmt::Display) -> Error {
+    Error::BadJob { reason: format!("cluster up: {what}: {reason}") }
+}
+
+/// Runs a command, its failure an error that says what it was doing.
+fn run(what: &str, program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(what, format!("cannot run {program}: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(failed(what, format!("{program} {}: {}", args.join(" "), stderr.trim())));
+    }
+    Ok(())
+}
+
+/// The link rate `nic` in Gbit/s, if it is one `tc` takes (`<n>kbit`, `<n>mbit`, `<n>gbit`).
+pub fn gbps(nic: &str) -> Option<f64> {
+    let nic = nic.trim().to_ascii_lowercase();
+    let (number, scale) = [("gbit", 1.0), ("mbit", 1e-3), ("kbit", 1e-6)]
+        .iter()
+        .find_map(|(unit, scale)| nic.strip_suffix(unit).map(|n| (n.to_string(), *scale)))?;
+    let value: f64 = number.parse().ok().filter(|v: &f64| *v > 0.0)?;
+    Some(value * scale)
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("emulation.toml")
+}
+
+fn save(dir: &Path, state: &State) -> Result<()> {
+    let text = toml::to_string(state).map_err(|e| failed("record what it made", e))?;
+    std::fs::write(state_path(dir), text).map_err(|e| Error::io("write", state_path(dir), e))
+}
+
+/// Starts `options.hosts` emulated hosts and writes their cluster file; returns it.
+pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(failed(
+            "emulated hosts",
+            "needs root (it makes network namespaces, links and qdiscs); run it as root",
+        ));
+    }
+    let gbps = gbps(&options.nic)
+        .ok_or_else(|| failed("--nic", format!("{:?} is not a rate like 1gbit or 100mbit", options.nic)))?;
+    if options.hosts == 0 || options.hosts > 200 {
+        return Err(failed("--emulate", "give 1 to 200 hosts"));
+    }
+    if state_path(&options.dir).exists() {
+        return Err(failed(
+            "emulated hosts",
+            format!("{} holds an emulation already: `baton cluster down` it first", options.dir.display()),
+        ));
+    }
+    baton_fabric::private::ensure_dir(&options.dir, "emulation directory")?;
+    let mut state = State::default();
+    save(&options.dir, &state)?;
+    match build(options, &mut state, gbps) {
+        Ok(file) => Ok(file),
+        Err(e) => {
+            // Undo what was made; the error says why it failed.
+            let _ = down(&options.dir);
+            Err(e)
+        }
+    }
+}
+
+/// Makes the bridge of a free id (one whose bridge no other emulation has made: making it is
+/// what claims the id, so emulations started at once never share one); returns the id.
+fn claim_id() -> Result<u8> {
+    let start = (std::process::id() % 200) as u8;
+    for k in 0..200u16 {
+        let id = ((u16::from(start) + k) % 200 + 1) as u8;
+        let bridge = format!("bt{id}");
+        if Path::new(&format!("/sys/class/net/{bridge}")).exists() {
+            continue;
+        }
+        if run("make the bridge", "ip", &["link", "add", &bridge, "type", "bridge"]).is_ok() {
+            return Ok(id);
+        }
+    }
+    Err(failed("emulated hosts", "no free emulation id (200 bridges exist)"))
+}
+
+fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<ClusterFile> {
+    let dir = &options.dir;
+    let id = claim_id()?;
+    let bridge = format!("bt{id}");
+    state.id = id;
+    state.bridge = Some(bridge.clone());
+    save(dir, state)?;
+    run("address the bridge", "ip", &["addr", "add", &format!("10.77.{id}.1/24"), "dev", &bridge])?;
+    run("raise the bridge", "ip", &["link", "set", &bridge, "up"])?;
+    // The cluster's material: the CA and token key stay here; each host gets its own set.
+    let cluster_tls = TlsDir::new(dir.join("tls"));
+    cluster_tls.generate(&[])?;
+    let burst = "256kb";
+    let mut hosts = Vec::new();
+    for i in 0..options.hosts {
+        let ns = format!("baton-{id}-h{i}");
+        let ip = Ipv4Addr::new(10, 77, id, 10 + i as u8);
+        let (outside, inside) = (format!("bv{id}h{i}"), format!("bv{id}h{i}p"));
+        state.namespaces.push(ns.clone());
+        save(dir, state)?;
+        run("make a namespace", "ip", &["netns", "add", &ns])?;
+        run("make a link", "ip", &["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
+        run("move the link in", "ip", &["link", "set", &inside, "netns", &ns])?;
+        let in_ns = |what: &str, args: &[&str]| -> Result<()> {
+            let mut all = vec!["netns", "exec", &ns];
+            all.extend_from_slice(args);
+            run(what, "ip", &all)
+        };
+        in_ns("name the link", &["ip", "link", "set", &inside, "name", "eth0"])?;
+        in_ns("address the host", &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        in_ns("raise the link", &["ip", "link", "set", "eth0", "up"])?;
+        in_ns("raise loopback", &["ip", "link", "set", "lo", "up"])?;
+        run("join the bridge", "ip", &["link", "set", &outside, "master", &bridge])?;
+        run("raise the link", "ip", &["link", "set", &outside, "up"])?;
+        // The host's link capped both ways: what it sends, and what the bridge sends it.
+        let tbf = ["root", "tbf", "rate", options.nic.as_str(), "burst", burst, "latency", "50ms"];
+        in_ns("cap what the host sends", &[&["tc", "qdisc", "add", "dev", "eth0"][..], &tbf[..]].concat())?;
+        run("cap what the host receives", "tc", &[&["qdisc", "add", "dev", outside.as_str()][..], &tbf[..]].concat())?;
+        // Its node, with its own certificate for its address.
+        let home = dir.join(format!("h{i}"));
+        baton_fabric::private::ensure_dir(&home, "host directory")?;
+        let tls = TlsDir::new(home.join("tls"));
+        cluster_tls.issue_node(&tls, &[ip.to_string()])?;
+        let shm = PathBuf::from(format!("/dev/shm/baton-emu-{id}-h{i}"));
+        state.shm_dirs.push(shm.clone());
+        save(dir, state)?;
+        baton_fabric::private::ensure_dir(&shm, "shm_dir")?;
+        let log =
+            std::fs::File::create(home.join("node.log")).map_err(|e| Error::io("create", home.join("node.log"), e))?;
+        let addr = SocketAddr::from((ip, NODE_PORT));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(&options.exe)
+            .args(["node", "--listen", &addr.to_string(), "--memory", &options.memory.0.to_string()])
+            .arg("--socket")
+            .arg(home.join("node.sock"))
+            .arg("--tls-dir")
+            .arg(tls.dir())
+            .arg("--shm-dir")
+            .arg(&shm)
+            .arg("--flash-dir")
+            .arg(home.join("flash"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::io("open", home.join("node.log"), e))?)
+            .stderr(log)
+            .env("BATON_LOG", "warn")
+            .spawn()
+            .map_err(|e| failed("start a node", e))?;
+        state.pids.push(child.id());
+        save(dir, state)?;
+        hosts.push(Host {
+            name: format!("h{i}"),
+            node: addr,
+            memory: options.memory,
+            flash: ByteSize(16 << 30),
+            cores: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            nic_gbps: gbps,
+            rdma: false,
+            namespace: Some(ns),
+        });
+    }
+    // Every node listening before the cluster is said to be up.
+    for (i, host) in hosts.iter().enumerate() {
+        let what = format!("{} (namespace {})", host.name, host.namespace.as_deref().unwrap_or("-"));
+        wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[i])?;
+    }
+    let file = ClusterFile { tls_dir: cluster_tls.dir().to_path_buf(), hosts };
+    std::fs::write(dir.join("cluster.toml"), file.to_toml())
+        .map_err(|e| Error::io("write", dir.join("cluster.toml"), e))?;
+    Ok(file)
+}
+
+fn wait_for_socket(socket: &Path, host: &str, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if !alive(pid) || Instant::now() > deadline {
+            return Err(failed(
+                "start a node",
+                format!("the node of {host} did not come up (its log: node.log in the host's directory)"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Whether `pid` runs (it is there, and not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+/// Removes everything the emulation in `dir` made: its nodes, namespaces, links and
+/// shared-memory directories. What is already gone is not an error.
+pub fn down(dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(state_path(dir)).map_err(|e| Error::io("read", state_path(dir), e))?;
+    let state: State =
+        toml::from_str(&text).map_err(|e| failed("cluster down", format!("{}: {e}", state_path(dir).display())))?;
+    for &pid in &state.pids {
+        stop(pid);
+    }
+    // Namespaces by record, and any of this id's left unrecorded (a crash between make and save).
+    let mut namespaces = state.namespaces.clone();
+    let prefix = format!("baton-{}-", state.id);
+    for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && !namespaces.contains(&name) {
+            namespaces.push(name);
+        }
+    }
+    for ns in &namespaces {
+        // Deleting a namespace deletes the links in it, and so their veth peers on the bridge.
+        let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+    }
+    for i in 0..namespaces.len().max(state.namespaces.len()) {
+        let _ = Command::new("ip").args(["link", "del", &format!("bv{}h{i}", state.id)]).stderr(Stdio::null()).status();
+    }
+    if let Some(bridge) = &state.bridge {
+        let _ = Command::new("ip").args(["link", "del", bridge]).stderr(Stdio::null()).status();
+    }
+    for shm in &state.shm_dirs {
+        let _ = std::fs::remove_dir_all(shm);
+    }
+    // The files it made: the cluster's material, each host's directory, the cluster file.
+    let _ = std::fs::remove_dir_all(dir.join("tls"));
+    for i in 0..state.pids.len().max(state.namespaces.len()) {
+        let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));
+    }
+    let _ = std::fs::remove_file(dir.join("cluster.toml"));
+    std::fs::remove_file(state_path(dir)).map_err(|e| Error::io("remove", state_path(dir), e))?;
+    Ok(())
+}
+
+/// Stops a node: SIGTERM, then SIGKILL if it lingers.
+fn stop(pid: u32) {
+    // SAFETY: plain kill(2) of a process this emulation started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_rates_read_as_tc_writes_them() {
+        assert_eq!(gbps("1gbit"), Some(1.0));
+        assert_eq!(gbps("100mbit"), Some(0.1));
+        assert_eq!(gbps("2.5Gbit"), Some(2.5));
+        assert_eq!(gbps("fast"), None);
+        assert_eq!(gbps("0gbit"), None);
+    }
+}

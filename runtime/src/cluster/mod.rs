@@ -1,0 +1,181 @@
+//! A cluster of hosts, as a cluster file (TOML) describes it, and emulated hosts on one machine
+//! ([`emulate`]).
+//!
+//! ```toml
+//! tls_dir = "/etc/baton/tls"          # the cluster's material (CA, token key) for drivers
+//!
+//! [[host]]
+//! name = "h0"
+//! node = "10.0.0.5:7070"             # its node's QUIC address
+//! memory = 8589934592                 # what the node lends, in bytes (or "8GiB")
+//! flash = 214748364800
+//! cores = 16
+//! nic_gbps = 10.0
+//! rdma = false
+//! ```
+
+pub mod emulate;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use baton_fabric::node::ByteSize;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A cluster file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The cluster's TLS material as a driver uses it (its CA, and the token key that mints
+    /// jobs' tokens); relative paths are relative to the file.
+    pub tls_dir: PathBuf,
+    /// The hosts.
+    #[serde(rename = "host", default)]
+    pub hosts: Vec<Host>,
+}
+
+/// One host of a cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Its name, unique in the cluster.
+    pub name: String,
+    /// Its node's QUIC address.
+    pub node: SocketAddr,
+    /// What its node lends of memory.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// What its node lends of flash.
+    #[serde(default = "default_flash")]
+    pub flash: ByteSize,
+    /// Its cores.
+    #[serde(default = "default_cores")]
+    pub cores: u32,
+    /// Its network link, in Gbit/s.
+    #[serde(default = "default_nic")]
+    pub nic_gbps: f64,
+    /// Whether it has an RDMA device.
+    #[serde(default)]
+    pub rdma: bool,
+    /// The network namespace it lives in, when it is an emulated host.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+fn default_memory() -> ByteSize {
+    ByteSize(2 << 30)
+}
+
+fn default_flash() -> ByteSize {
+    ByteSize(16 << 30)
+}
+
+fn default_cores() -> u32 {
+    2
+}
+
+fn default_nic() -> f64 {
+    10.0
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::BadJob { reason: format!("cluster file {}: {}", path.display(), reason.into()) }
+}
+
+impl ClusterFile {
+    /// Reads and checks the cluster file at `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        let mut file: ClusterFile = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        if file.tls_dir.is_relative() {
+            file.tls_dir = path.parent().unwrap_or(Path::new(".")).join(&file.tls_dir);
+        }
+        file.check().map_err(|reason| bad(path, reason))?;
+        Ok(file)
+    }
+
+    /// Whether the hosts make sense together: at least one, names and addresses unique, sizes
+    /// and links positive.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.hosts.is_empty() {
+            return Err("names no host ([[host]] sections)".into());
+        }
+        let (mut names, mut nodes) = (HashSet::new(), HashSet::new());
+        for host in &self.hosts {
+            if host.name.is_empty() || !host.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("host name {:?}: use letters, digits, - and _", host.name));
+            }
+            if !names.insert(host.name.as_str()) {
+                return Err(format!("host {} is named twice", host.name));
+            }
+            if !nodes.insert(host.node) {
+                return Err(format!("host {}: node {} is another host's too", host.name, host.node));
+            }
+            if host.node.ip().is_unspecified() || host.node.port() == 0 {
+                return Err(format!("host {}: node {} is not an address to reach", host.name, host.node));
+            }
+            if host.cores == 0 || !host.nic_gbps.is_finite() || host.nic_gbps <= 0.0 {
+                return Err(format!("host {}: cores and nic_gbps must be positive", host.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's text (what [`ClusterFile::read`] reads back).
+    pub fn to_toml(&self) -> String {
+        let mut out = format!("tls_dir = {:?}\n", self.tls_dir.display().to_string());
+        for h in &self.hosts {
+            out.push_str(&format!(
+                "\n[[host]]\nname = {:?}\nnode = \"{}\"\nmemory = {}\nflash = {}\ncores = {}\nnic_gbps = {:?}\nrdma = {}\n",
+                h.name, h.node, h.memory.0, h.flash.0, h.cores, h.nic_gbps, h.rdma
+            ));
+            if let Some(ns) = &h.namespace {
+                out.push_str(&format!("namespace = {ns:?}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_cluster_file_round_trips_and_its_mistakes_are_named() {
+        let text = "tls_dir = \"tls\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.6:7070\"\nnic_gbps = 1.0\n";
+        let (dir, path) = write(text);
+        let file = ClusterFile::read(&path).unwrap();
+        assert_eq!(file.hosts.len(), 2);
+        assert_eq!(file.tls_dir, dir.path().join("tls"));
+        std::fs::write(&path, file.to_toml()).unwrap();
+        let again = ClusterFile::read(&path).unwrap();
+        assert_eq!(again.hosts[1].nic_gbps, 1.0);
+        for (text, says) in [
+            (
+                "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.6:7070\"\n",
+                "named twice",
+            ),
+            (
+                "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.5:7070\"\n",
+                "another host's",
+            ),
+            ("tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.500:7070\"\n", "10.0.0.500"),
+            ("tls_dir = \"t\"\n", "no host"),
+        ] {
+            let (_dir, path) = write(text);
+            let err = ClusterFile::read(&path).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("cluster.toml"), "{says}: {err}");
+        }
+    }
+}

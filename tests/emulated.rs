@@ -80,6 +80,14 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
         .unwrap();
     ok(&pulled);
     assert!(std::fs::read(d.join("pulled.bin")).unwrap() == data, "the bytes differ after crossing hosts");
+    // The object went through host 0's capped link, both ways.
+    let stats = Command::new("tc").args(["-s", "qdisc", "show", "dev", &format!("bv{id}h0")]).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let sent: u64 = stats.split("Sent ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(sent >= data.len() as u64, "host 0's tbf passed only {sent} bytes: {stats}");
+    // The probe measures each host's node from here (figures in the closing note, not here).
+    let probe = ok(&baton(d, &["cluster", "probe", "--cluster", "c/cluster.toml", "--size", "1MiB"]));
+    assert_eq!(probe.matches("MB/s").count(), 4, "{probe}");
     // A host's own material checks tokens and cannot mint one.
     let minted = baton(d, &["token", "9", "--tls-dir", "c/h1/tls"]);
     assert!(!minted.status.success(), "{minted:?}");

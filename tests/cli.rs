@@ -280,3 +280,12 @@ fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
 fn manifest_dir() -> std::ffi::OsString {
     std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+#[test]
+fn a_worker_beyond_loopback_needs_its_clusters_key() {
+    let out = Command::new(BATON).args(["worker", "--listen", "0.0.0.0:0"]).output().unwrap();
+    let stderr = fails(out);
+    assert!(stderr.contains("--tls-dir") && stderr.contains("0.0.0.0"), "{stderr}");
+    let out = Command::new(BATON).args(["worker", "--listen", "0.0.0.0:0", "--verify-key", "abc"]).output().unwrap();
+    assert!(fails(out).contains("--verify-key"));
+}

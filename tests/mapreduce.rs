@@ -402,6 +402,7 @@ async fn a_worker_killed_while_it_starts_is_started_again() {
         memory_limit: 1 << 30,
         scratch: dir.path().join("scratch"),
         timeout: std::time::Duration::from_secs(60),
+        signer: None,
     };
     let pool = baton_runtime::invoker::LocalPool::start(config).await.unwrap();
     assert!(mark.exists(), "the first start did not run");

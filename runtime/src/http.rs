@@ -11,6 +11,11 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 
+/// The header that carries an invocation's expiry (ms since the Unix epoch).
+pub const EXPIRES_HEADER: &str = "x-baton-expires";
+/// The header that carries an invocation's signature (hex, Ed25519 over its expiry and body).
+pub const SIGNATURE_HEADER: &str = "x-baton-signature";
+
 /// An endpoint: `http://host:port` with an optional path prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -38,34 +43,57 @@ impl Endpoint {
 
     /// POSTs `body` (JSON) to `path` under the prefix and returns the status and body.
     pub async fn post(&self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<(StatusCode, Bytes)> {
-        tokio::time::timeout(timeout, self.request("POST", path, body)).await.map_err(|_| Error::WorkerLost {
-            endpoint: self.to_string(),
-            reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+        self.post_with(path, body, &[], timeout).await
+    }
+
+    /// [`Endpoint::post`] with extra `headers`.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes)> {
+        tokio::time::timeout(timeout, self.request("POST", path, body, headers)).await.map_err(|_| {
+            Error::WorkerLost {
+                endpoint: self.to_string(),
+                reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+            }
         })?
     }
 
     /// GETs `path` under the prefix.
     pub async fn get(&self, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes)> {
-        tokio::time::timeout(timeout, self.request("GET", path, Vec::new())).await.map_err(|_| Error::WorkerLost {
-            endpoint: self.to_string(),
-            reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+        tokio::time::timeout(timeout, self.request("GET", path, Vec::new(), &[])).await.map_err(|_| {
+            Error::WorkerLost {
+                endpoint: self.to_string(),
+                reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
+            }
         })?
     }
 
-    async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<(StatusCode, Bytes)> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, Bytes)> {
         let lost = |reason: String| Error::WorkerLost { endpoint: self.to_string(), reason };
         let stream = TcpStream::connect(&self.authority).await.map_err(|e| lost(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| lost(e.to_string()))?;
         let driver = tokio::spawn(conn);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.prefix))
             .header("host", &self.authority)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| lost(e.to_string()))?;
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| lost(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| lost(e.to_string()))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|e| lost(e.to_string()))?.to_bytes();

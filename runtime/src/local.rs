@@ -127,6 +127,8 @@ impl LocalEnv {
                     memory_limit: config.worker_memory,
                     scratch,
                     timeout: config.timeout,
+                    // Workers run only what this run's driver signed.
+                    signer: Some(Arc::new(tls.signer()?)),
                 })
                 .await?,
             ),

@@ -5,6 +5,10 @@
 //!   `503` while another invocation runs (one at a time, as a FaaS instance).
 //! - `GET /health`: `200 ok`.
 //!
+//! A worker given its cluster's token public key ([`Worker::verifying`]) runs only invocations
+//! the driver signed (`x-baton-signature` over the body and `x-baton-expires`), checked before
+//! the task is decoded: an unsigned or expired one gets `401`, a bad signature `403`.
+//!
 //! The worker keeps its opened paths between invocations (a warm instance reuses its
 //! connections) and spills into its scratch directory.
 
@@ -21,7 +25,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use baton_fabric::net::token::unix_ms_now;
+use baton_fabric::net::{InvocationError, TokenPublicKey};
+
 use crate::error::{Error, Result};
+use crate::http::{EXPIRES_HEADER, SIGNATURE_HEADER};
 use crate::operator::{Registry, run_task};
 use crate::paths::PathCache;
 use crate::task::{Task, TaskFailure};
@@ -36,12 +44,30 @@ pub struct Worker {
     paths: Arc<PathCache>,
     scratch: PathBuf,
     busy: Semaphore,
+    verifier: Option<TokenPublicKey>,
 }
 
 impl Worker {
     /// A worker running the operators of `registry`, spilling into `scratch`.
     pub fn new(registry: Registry, scratch: impl Into<PathBuf>) -> Arc<Self> {
-        Arc::new(Self { registry, paths: Arc::default(), scratch: scratch.into(), busy: Semaphore::new(1) })
+        Arc::new(Self {
+            registry,
+            paths: Arc::default(),
+            scratch: scratch.into(),
+            busy: Semaphore::new(1),
+            verifier: None,
+        })
+    }
+
+    /// A worker that runs only invocations signed with the key `verifier` checks.
+    pub fn verifying(registry: Registry, scratch: impl Into<PathBuf>, verifier: TokenPublicKey) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            paths: Arc::default(),
+            scratch: scratch.into(),
+            busy: Semaphore::new(1),
+            verifier: Some(verifier),
+        })
     }
 
     /// Serves invocations on `listener` until the process ends.
@@ -68,10 +94,24 @@ impl Worker {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok")),
             (&Method::POST, "/invoke") => {
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let signature = header(SIGNATURE_HEADER);
+                let expires = header(EXPIRES_HEADER).and_then(|e| e.parse::<u64>().ok());
                 let body = match Limited::new(req.into_body(), MAX_TASK_BYTES).collect().await {
                     Ok(body) => body.to_bytes(),
                     Err(e) => return failure(StatusCode::BAD_REQUEST, format!("cannot read the task: {e}"), false),
                 };
+                // Checked before the task is decoded: nothing of an unsigned one is run.
+                if let Some(verifier) = &self.verifier
+                    && let Err(e) = verifier.verify_invocation(&body, expires, signature.as_deref(), unix_ms_now())
+                {
+                    let status = match e {
+                        InvocationError::BadSignature => StatusCode::FORBIDDEN,
+                        InvocationError::Unsigned | InvocationError::Expired(_) => StatusCode::UNAUTHORIZED,
+                    };
+                    tracing::warn!("refused an invocation: {e}");
+                    return reply(status, Bytes::from(e.to_string()));
+                }
                 let task: Task = match serde_json::from_slice(&body) {
                     Ok(task) => task,
                     Err(e) => return failure(StatusCode::BAD_REQUEST, format!("not a task: {e}"), false),

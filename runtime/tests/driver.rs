@@ -363,6 +363,59 @@ async fn workers_over_http_run_the_job() {
     assert_eq!(status.as_u16(), 200, "the worker lives on");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_its_clusters_key_runs_only_invocations_signed_with_it() {
+    use baton_fabric::net::TokenKey;
+    let s = setup().await;
+    let key = std::sync::Arc::new(TokenKey::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Worker::verifying(registry(), s.dir.path(), key.public()).serve(listener));
+    let endpoint = baton_runtime::http::Endpoint::parse(&url).unwrap();
+    let wait = std::time::Duration::from_secs(5);
+    // Even what is not a task is refused unsigned: nothing of it is decoded.
+    let (status, body) = endpoint.post("/invoke", b"{not json".to_vec(), wait).await.unwrap();
+    assert_eq!(status.as_u16(), 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not signed"));
+    let body = b"{not json".to_vec();
+    let later = baton_fabric::net::token::unix_ms_now() + 60_000;
+    let signed = |body: &[u8], expires: u64, key: &TokenKey| {
+        vec![("x-baton-signature", key.sign_invocation(body, expires)), ("x-baton-expires", expires.to_string())]
+    };
+    // Another cluster's signature, and a signature over other bytes: 403.
+    let stranger = TokenKey::generate().unwrap();
+    let (status, _) =
+        endpoint.post_with("/invoke", body.clone(), &signed(&body, later, &stranger), wait).await.unwrap();
+    assert_eq!(status.as_u16(), 403);
+    let (status, _) =
+        endpoint.post_with("/invoke", b"{other}".to_vec(), &signed(&body, later, &key), wait).await.unwrap();
+    assert_eq!(status.as_u16(), 403);
+    // Expired: 401.
+    let past = later - 120_000;
+    let (status, body2) = endpoint.post_with("/invoke", body.clone(), &signed(&body, past, &key), wait).await.unwrap();
+    assert_eq!(status.as_u16(), 401);
+    assert!(String::from_utf8_lossy(&body2).contains("expired"));
+    // Signed with its cluster's key, it is read (and this body is then not a task).
+    let (status, reply) = endpoint.post_with("/invoke", body.clone(), &signed(&body, later, &key), wait).await.unwrap();
+    assert_eq!(status.as_u16(), 400);
+    assert!(String::from_utf8_lossy(&reply).contains("not a task"));
+    // A job through an invoker that signs with the key runs; one that does not sign fails at
+    // once, saying why, instead of retrying.
+    let invoker = HttpInvoker::new(std::slice::from_ref(&url), std::time::Duration::from_secs(60))
+        .unwrap()
+        .with_signer(key.clone());
+    let out = output_url(&s.dir.path().join("signed").display().to_string()).unwrap();
+    let spec = s.env.spec(Path::RemoteStore).unwrap();
+    let j = sort::job(s.sources.clone(), 2, 1, spec.clone(), Topology::Coalesced, out.clone()).await.unwrap();
+    driver::run(&j, &invoker, &config(&s.env, 21)).await.unwrap();
+    assert!(concatenated(&out).await == s.expected[..]);
+    let unsigned = HttpInvoker::new(&[url], std::time::Duration::from_secs(60)).unwrap();
+    let out = output_url(&s.dir.path().join("unsigned").display().to_string()).unwrap();
+    let j = sort::job(s.sources.clone(), 2, 1, spec, Topology::Coalesced, out).await.unwrap();
+    let err = driver::run(&j, &unsigned, &config(&s.env, 22)).await.unwrap_err().to_string();
+    assert!(err.contains("refused the invocation") && err.contains("not signed"), "{err}");
+}
+
 /// Panics on every run, as an operator with a bug would.
 #[derive(Debug)]
 struct Panics;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use baton_fabric::net::{TlsDir, TokenPublicKey};
 use baton_planner::ByteSize;
 use baton_runtime::worker::{Worker, limit_memory, listen_and_serve};
 use clap::Args;
@@ -23,6 +24,17 @@ pub struct WorkerArgs {
     /// end with it however it ends (even SIGKILL) and never outlive the job.
     #[arg(long)]
     exit_with_stdin: bool,
+    /// Run only invocations signed with the key whose public half this is (hex, a cluster's
+    /// token.pub).
+    #[arg(long, env = "BATON_WORKER_VERIFY_KEY", conflicts_with = "tls_dir")]
+    verify_key: Option<String>,
+    /// Run only invocations signed with this cluster's key (its token.pub).
+    #[arg(long, env = "BATON_WORKER_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Run unsigned invocations on an address beyond loopback: anyone who reaches the port can
+    /// make this worker read and write what it can. For a network you fully trust only.
+    #[arg(long)]
+    insecure_unsigned_invocations: bool,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -30,7 +42,25 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         limit_memory(limit.0)?;
     }
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let worker = Worker::new(baton_sql::registry(), &args.scratch);
+    let verifier = match (&args.verify_key, &args.tls_dir) {
+        (Some(hex), _) => Some(hex.parse::<TokenPublicKey>().map_err(|e| anyhow::anyhow!("--verify-key: {e}"))?),
+        (None, Some(dir)) => Some(TlsDir::new(dir).verifier()?),
+        (None, None) => None,
+    };
+    if verifier.is_none() && !args.listen.ip().is_loopback() && !args.insecure_unsigned_invocations {
+        anyhow::bail!(
+            "a worker listening on {} would run anyone's invocations: give it its cluster's key \
+             (--tls-dir DIR or --verify-key HEX), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    if verifier.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!("running UNSIGNED invocations on {}: anyone who reaches it controls this worker", args.listen);
+    }
+    let worker = match verifier {
+        Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
+        None => Worker::new(baton_sql::registry(), &args.scratch),
+    };
     if args.exit_with_stdin {
         exit_when_stdin_closes();
     }

@@ -9,5 +9,5 @@ pub mod transport;
 
 pub use server::{NetConfig, NetServer, NetStats};
 pub use tls::{NODE_NAME, TlsDir};
-pub use token::{Audience, Scopes, Token, TokenError, TokenKey, TokenPublicKey};
+pub use token::{Audience, InvocationError, Scopes, Token, TokenError, TokenKey, TokenPublicKey};
 pub use transport::Limits;

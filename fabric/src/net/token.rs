@@ -155,6 +155,12 @@ impl TokenKey {
         TokenPublicKey(bytes)
     }
 
+    /// The signature of an invocation: `body` (a task, as sent), valid until `expires_ms`.
+    pub fn sign_invocation(&self, body: &[u8], expires_ms: u64) -> String {
+        let signature = self.pair.sign(&invocation_message(body, expires_ms));
+        signature.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A token for `job`, valid until `expires_ms`, for `scopes`, at `audience`.
     pub fn mint(&self, job: JobId, expires_ms: u64, scopes: Scopes, audience: Audience) -> Token {
         let mut token = Token { job, expires_ms, scopes, audience, signature: [0; SIGNATURE_LEN] };
@@ -192,7 +198,50 @@ impl FromStr for TokenPublicKey {
     }
 }
 
+/// What an invocation's signature covers: its expiry and its body's digest.
+fn invocation_message(body: &[u8], expires_ms: u64) -> Vec<u8> {
+    let mut m = b"batoninv".to_vec();
+    m.extend_from_slice(&expires_ms.to_le_bytes());
+    m.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, body).as_ref());
+    m
+}
+
+/// Why an invocation was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvocationError {
+    /// It carried no signature.
+    #[error("the invocation is not signed (this worker runs only invocations signed with its cluster's key)")]
+    Unsigned,
+    /// Its signature does not check.
+    #[error("the invocation's signature does not check (another cluster's, or altered)")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("the invocation expired {0} ms ago")]
+    Expired(u64),
+}
+
 impl TokenPublicKey {
+    /// Checks an invocation's `signature` (hex) over `body` and `expires_ms`, at `now_ms`.
+    pub fn verify_invocation(
+        &self,
+        body: &[u8],
+        expires_ms: Option<u64>,
+        signature: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), InvocationError> {
+        let (Some(expires_ms), Some(signature)) = (expires_ms, signature) else {
+            return Err(InvocationError::Unsigned);
+        };
+        let signature = unhex(signature.trim()).ok_or(InvocationError::BadSignature)?;
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.0)
+            .verify(&invocation_message(body, expires_ms), &signature)
+            .map_err(|_| InvocationError::BadSignature)?;
+        if now_ms >= expires_ms {
+            return Err(InvocationError::Expired(now_ms - expires_ms));
+        }
+        Ok(())
+    }
+
     /// Checks that `token` was minted with this cluster's key, is for `job`, covers `needed`,
     /// is for one of `audiences` (this node's names) or any node, and has not expired.
     pub fn verify(
@@ -425,6 +474,30 @@ mod tests {
         assert_eq!("read, write".parse::<Scopes>().unwrap(), Scopes::READ | Scopes::WRITE);
         assert_eq!((Scopes::READ | Scopes::END).to_string(), "read,end");
         assert!("admin".parse::<Scopes>().is_err());
+    }
+
+    #[test]
+    fn invocations_are_signed_over_their_body_and_expiry() {
+        let key = TokenKey::generate().unwrap();
+        let public = key.public();
+        let body = br#"{"task":1}"#;
+        let signature = key.sign_invocation(body, 1_000);
+        public.verify_invocation(body, Some(1_000), Some(&signature), 999).unwrap();
+        assert_eq!(public.verify_invocation(body, None, None, 0), Err(InvocationError::Unsigned));
+        assert_eq!(
+            public.verify_invocation(br#"{"task":2}"#, Some(1_000), Some(&signature), 0),
+            Err(InvocationError::BadSignature)
+        );
+        assert_eq!(
+            public.verify_invocation(body, Some(2_000), Some(&signature), 0),
+            Err(InvocationError::BadSignature)
+        );
+        assert_eq!(
+            public.verify_invocation(body, Some(1_000), Some(&signature), 1_500),
+            Err(InvocationError::Expired(500))
+        );
+        let other = TokenKey::generate().unwrap().public();
+        assert_eq!(other.verify_invocation(body, Some(1_000), Some(&signature), 0), Err(InvocationError::BadSignature));
     }
 
     #[test]

@@ -7,8 +7,11 @@ use async_trait::async_trait;
 use hyper::StatusCode;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+use baton_fabric::net::TokenKey;
+use baton_fabric::net::token::unix_ms_now;
+
 use crate::error::{Error, Result};
-use crate::http::Endpoint;
+use crate::http::{EXPIRES_HEADER, Endpoint, SIGNATURE_HEADER};
 use crate::invoker::Invoker;
 use crate::task::{Task, TaskFailure, TaskReport};
 
@@ -18,6 +21,7 @@ pub struct HttpInvoker {
     endpoints: Vec<Endpoint>,
     slots: Slots,
     timeout: Duration,
+    signer: Option<Arc<TokenKey>>,
 }
 
 impl HttpInvoker {
@@ -29,7 +33,14 @@ impl HttpInvoker {
         }
         let endpoints = urls.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>>>()?;
         let slots = Slots::new(endpoints.len());
-        Ok(Self { endpoints, slots, timeout })
+        Ok(Self { endpoints, slots, timeout, signer: None })
+    }
+
+    /// Signs every invocation with `key` (workers that check invocations run only those
+    /// signed with their cluster's key).
+    pub fn with_signer(mut self, key: Arc<TokenKey>) -> Self {
+        self.signer = Some(key);
+        self
     }
 }
 
@@ -41,16 +52,28 @@ impl Invoker for HttpInvoker {
 
     async fn invoke(&self, task: Task) -> Result<TaskReport> {
         let slot = self.slots.checkout().await;
-        let result = invoke_endpoint(&self.endpoints[slot.index], &task, self.timeout).await;
+        let result = invoke_endpoint(&self.endpoints[slot.index], &task, self.timeout, self.signer.as_deref()).await;
         self.slots.checkin(slot).await;
         result
     }
 }
 
-/// Invokes `task` on the worker at `endpoint`.
-pub(crate) async fn invoke_endpoint(endpoint: &Endpoint, task: &Task, timeout: Duration) -> Result<TaskReport> {
+/// Invokes `task` on the worker at `endpoint`, signed with `signer` if given.
+pub(crate) async fn invoke_endpoint(
+    endpoint: &Endpoint,
+    task: &Task,
+    timeout: Duration,
+    signer: Option<&TokenKey>,
+) -> Result<TaskReport> {
     let body = serde_json::to_vec(task).map_err(|e| Error::BadJob { reason: e.to_string() })?;
-    let (status, body) = endpoint.post("/invoke", body, timeout).await?;
+    let mut headers = Vec::new();
+    if let Some(key) = signer {
+        // Valid for as long as the invocation may take, and a minute for clocks that differ.
+        let expires = unix_ms_now() + timeout.as_millis() as u64 + 60_000;
+        headers.push((SIGNATURE_HEADER, key.sign_invocation(&body, expires)));
+        headers.push((EXPIRES_HEADER, expires.to_string()));
+    }
+    let (status, body) = endpoint.post_with("/invoke", body, &headers, timeout).await?;
     let protocol = |reason: String| Error::Protocol { endpoint: endpoint.to_string(), reason };
     match status {
         StatusCode::OK => serde_json::from_slice(&body).map_err(|e| protocol(format!("bad report: {e}"))),
@@ -60,6 +83,12 @@ pub(crate) async fn invoke_endpoint(endpoint: &Endpoint, task: &Task, timeout: D
                 serde_json::from_slice(&body).map_err(|e| protocol(format!("bad failure report ({status}): {e}")))?;
             Err(Error::Task { task: task.id, message: failure.message, retryable: failure.retryable })
         }
+        // The worker does not trust this driver: no retry will change that.
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Task {
+            task: task.id,
+            message: format!("{endpoint} refused the invocation ({status}): {}", String::from_utf8_lossy(&body)),
+            retryable: false,
+        }),
         other => Err(protocol(format!("answered {other}: {}", String::from_utf8_lossy(&body)))),
     }
 }

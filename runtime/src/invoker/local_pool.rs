@@ -31,6 +31,8 @@ pub struct PoolConfig {
     pub scratch: PathBuf,
     /// How long an invocation may take before the worker counts as lost.
     pub timeout: Duration,
+    /// Signs every invocation; the workers are started to run only invocations it signed.
+    pub signer: Option<Arc<baton_fabric::net::TokenKey>>,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ async fn spawn(config: &PoolConfig) -> Result<LocalWorker> {
         .arg("--memory-limit")
         .arg(config.memory_limit.to_string())
         .arg("--exit-with-stdin")
+        .args(config.signer.iter().flat_map(|key| ["--verify-key".to_string(), key.public().to_string()]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,7 +173,7 @@ impl Invoker for LocalPool {
         let slot = self.slots.checkout().await;
         let endpoint = self.workers[slot.index].lock().await.endpoint.clone();
         let id = task.id;
-        let mut result = invoke_endpoint(&endpoint, &task, self.config.timeout).await;
+        let mut result = invoke_endpoint(&endpoint, &task, self.config.timeout, self.config.signer.as_deref()).await;
         if let Err(Error::WorkerLost { .. }) = &result {
             // Did the process die? Then say how, and start a fresh one in its place.
             let mut worker = self.workers[slot.index].lock().await;

@@ -115,12 +115,12 @@ const LAPSE: Duration = Duration::from_millis(300);
 /// Runs the soak (on a thread that may block; it starts a Tokio runtime of its own).
 pub fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
     let work = &options.work_dir;
-    std::fs::create_dir_all(work).with_context(|| format!("cannot make {}", work.display()))?;
+    baton_fabric::private::ensure_dir(work, "soak directory")?;
     let jobs_dir = work.join("jobs");
     let shm = shm_dir(work)?;
     let node_shm = shm.join("node");
     for dir in [&jobs_dir, &node_shm] {
-        std::fs::create_dir_all(dir)?;
+        baton_fabric::private::ensure_dir(dir, "soak directory")?;
     }
     let baton = |args: &[&str]| -> Command {
         let mut command = Command::new(&options.exe);
@@ -135,7 +135,7 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
     let socket = work.join("node.sock");
     let socket_s = socket.display().to_string();
     let flash = work.join("flash");
-    std::fs::create_dir_all(&flash)?;
+    baton_fabric::private::ensure_dir(&flash, "soak flash directory")?;
     let node = NodeProcess(
         baton(&["node", "--socket", &socket_s, "--memory", "64MiB", "--reap-interval-ms", "100"])
             .args(["--shm-dir".as_ref(), node_shm.as_os_str(), "--flash-dir".as_ref(), flash.as_os_str()])

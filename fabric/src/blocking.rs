@@ -12,3 +12,29 @@ pub fn off_async<T>(work: impl FnOnce() -> T) -> T {
         _ => work(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocking work through `off_async` leaves the runtime free for its other tasks: here the
+    /// work waits for a message that only another task, on the same single worker thread, can
+    /// send. Run inline on the worker, it would wait in vain.
+    #[test]
+    fn blocking_work_leaves_the_runtime_to_its_other_tasks() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let got = runtime.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (started, blocking) = tokio::sync::oneshot::channel();
+            let waiting = tokio::spawn(async move {
+                let _ = started.send(());
+                off_async(move || rx.recv_timeout(std::time::Duration::from_secs(5)))
+            });
+            // Once the blocking work holds the worker thread, ask another task for the message.
+            blocking.await.unwrap();
+            tokio::spawn(async move { tx.send(7u32) }).await.unwrap().unwrap();
+            waiting.await.unwrap()
+        });
+        assert_eq!(got, Ok(7));
+    }
+}

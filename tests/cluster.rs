@@ -121,3 +121,38 @@ fn three_nodes_on_three_addresses_pass_data_among_them() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("unknown job"));
     }
 }
+
+#[test]
+fn a_cluster_file_with_an_unreachable_node_or_no_workers_is_refused_naming_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(baton(&["certs", "--out", tls.to_str().unwrap()], &tls));
+    let input = dir.path().join("in.dat");
+    ok(baton(&["gensort", input.to_str().unwrap(), "--records", "1000"], &tls));
+    let live = start(dir.path(), "127.0.0.1", &tls);
+    let silent = format!("127.0.0.9:{}", free_udp_port("127.0.0.9"));
+    let file = dir.path().join("cluster.toml");
+    let sort = |hosts: &str| {
+        std::fs::write(&file, format!("tls_dir = {:?}\n{hosts}", tls.to_str().unwrap())).unwrap();
+        let mut cmd = Command::new(BATON);
+        cmd.args(["sort", input.to_str().unwrap(), "-o"]).arg(dir.path().join("out")).arg("--cluster").arg(&file);
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let worker = "workers = [\"http://127.0.0.1:9\"]\n";
+    let err = sort(&format!(
+        "[[host]]\nname = \"up\"\nnode = \"{}\"\n{worker}[[host]]\nname = \"gone\"\nnode = \"{silent}\"\n{worker}",
+        live.addr
+    ));
+    assert!(err.contains("host gone") && err.contains(&silent) && err.contains("does not answer"), "{err}");
+    let err = sort(&format!("[[host]]\nname = \"idle\"\nnode = \"{}\"\n", live.addr));
+    assert!(err.contains("host idle names no workers"), "{err}");
+    let err = sort(&format!(
+        "[[host]]\nname = \"a\"\nnode = \"{0}\"\n[[host]]\nname = \"a\"\nnode = \"127.0.0.2:1\"\n",
+        live.addr
+    ));
+    assert!(err.contains("host a is named twice"), "{err}");
+    let err = sort("[[host]]\nname = \"a\"\nnode = \"localhost:7070\"\n");
+    assert!(err.contains("cluster.toml") && err.contains("node"), "{err}");
+}

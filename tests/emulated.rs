@@ -55,11 +55,12 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let up = ok(&baton(d, &["cluster", "up", "--emulate", "2", "--nic", "1gbit", "--memory", "256MiB", "--dir", "c"]));
+    let up = ok(&baton(
+        d,
+        &["cluster", "up", "--emulate", "2", "--nic", "1gbit", "--memory", "256MiB", "--workers", "0", "--dir", "c"],
+    ));
     assert!(up.contains("h0") && up.contains("h1"), "{up}");
-    let file = std::fs::read_to_string(d.join("c/cluster.toml")).unwrap();
-    let ns0 = file.lines().find_map(|l| l.strip_prefix("namespace = ")).unwrap().trim_matches('"').to_string();
-    let id = ns0.trim_start_matches("baton-").split('-').next().unwrap().to_string();
+    let id = emulation_id(d);
     let addr = |i: u8| format!("10.77.{id}.{}:7070", 10 + i);
     // Every node answers.
     let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
@@ -92,20 +93,136 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
     let minted = baton(d, &["token", "9", "--tls-dir", "c/h1/tls"]);
     assert!(!minted.status.success(), "{minted:?}");
     // Down: no namespace, link, node or shared memory of it is left.
-    let pids: Vec<u32> = std::fs::read_to_string(d.join("c/emulation.toml"))
+    assert_eq!(pids(d).len(), 2);
+    down_leaves_nothing(d, &id);
+}
+
+/// The processes emulation `c` in `d` started.
+fn pids(d: &Path) -> Vec<u32> {
+    std::fs::read_to_string(d.join("c/emulation.toml"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("pids = "))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').split(',').filter_map(|p| p.trim().parse().ok()).collect())
-        .unwrap();
-    assert_eq!(pids.len(), 2);
+        .unwrap()
+}
+
+/// `cluster down` of emulation `c` in `d` (id `id`): no namespace, link, process, shared memory
+/// or file of it is left.
+fn down_leaves_nothing(d: &Path, id: &str) {
+    let started = pids(d);
     ok(&baton(d, &["cluster", "down", "--dir", "c"]));
-    assert_eq!(remains(&id), Vec::<String>::new());
-    for pid in pids {
+    assert_eq!(remains(id), Vec::<String>::new());
+    for pid in started {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "node {pid} still runs: {stat}");
+        assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} still runs: {stat}");
     }
-    assert!(!d.join("c/cluster.toml").exists() && !d.join("c/tls").exists());
+    assert!(!d.join("c/cluster.toml").exists() && !d.join("c/tls").exists() && !d.join("c/objects").exists());
+}
+
+/// The emulation id in the cluster file of `c` in `d`.
+fn emulation_id(d: &Path) -> String {
+    let file = std::fs::read_to_string(d.join("c/cluster.toml")).unwrap();
+    let ns0 = file.lines().find_map(|l| l.strip_prefix("namespace = ")).unwrap().trim_matches('"').to_string();
+    ns0.trim_start_matches("baton-").split('-').next().unwrap().to_string()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Bytes of an edge's host pairs on `path` (`vm-local`, `direct`).
+fn pair_bytes(edge: &serde_json::Value, path: &str) -> u64 {
+    edge["pairs"].as_array().unwrap().iter().filter(|p| p["path"] == path).map(|p| p["bytes"].as_u64().unwrap()).sum()
+}
+
+fn concat_parts(dir: &Path) -> Vec<u8> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+        .collect();
+    names.sort();
+    names.iter().flat_map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+#[test]
+fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = ok(&baton(
+        d,
+        &[
+            "cluster",
+            "up",
+            "--emulate",
+            "3",
+            "--memory",
+            "512MiB",
+            "--workers",
+            "2",
+            "--worker-memory",
+            "1GiB",
+            "--dir",
+            "c",
+        ],
+    ));
+    assert_eq!(up.matches("2 workers").count(), 3, "{up}");
+    let id = emulation_id(d);
+    ok(&baton(d, &["gensort", "in.dat", "--size", "48MiB"]));
+    ok(&baton(d, &["sort", "in.dat", "-o", "single", "--single-process"]));
+    let reference = std::fs::read(d.join("single/part-r-00000")).unwrap();
+
+    // The planner spreads the sort over the hosts: each edge between tasks of one host is
+    // VM-local, between two it is direct.
+    let args = ["sort", "in.dat", "--cluster", "c/cluster.toml", "--mappers", "6", "--reducers", "6"];
+    let out = ok(&baton(d, &[&args[..], &["-o", "spread", "--validate", "--summary-json", "spread.json"]].concat()));
+    assert!(out.contains("3 hosts, 6 workers"), "{out}");
+    assert!(concat_parts(&d.join("spread")) == reference, "the sort across hosts differs from the single-process sort");
+    let s = summary(&d.join("spread.json"));
+    for stage in s["stages"].as_array().unwrap() {
+        let hosts = stage["hosts"].as_object().unwrap();
+        assert_eq!(hosts.len(), 3, "{} ran on {hosts:?}", stage["name"]);
+    }
+    let edge = &s["edges"][0];
+    let (local, direct) = (pair_bytes(edge, "vm-local"), pair_bytes(edge, "direct"));
+    assert!(local > 0 && direct > 0, "vm-local {local}, direct {direct}: {edge}");
+    assert_eq!(local + direct, edge["bytes"].as_u64().unwrap(), "every byte is in a host pair");
+
+    // Forced VM-local: the job runs on one host and nothing crosses a link.
+    ok(&baton(d, &[&args[..], &["-o", "local", "--path", "vm-local", "--summary-json", "local.json"]].concat()));
+    assert!(concat_parts(&d.join("local")) == reference);
+    let s = summary(&d.join("local.json"));
+    assert_eq!(s["stages"][0]["hosts"], serde_json::json!({"h0": 6}));
+    assert_eq!(pair_bytes(&s["edges"][0], "direct"), 0);
+
+    // Through the object store the hosts share, and direct with reducers pulling as mappers end.
+    for path in ["object-store", "direct"] {
+        ok(&baton(d, &[&args[..], &["-o", path, "--path", path]].concat()));
+        assert!(concat_parts(&d.join(path)) == reference, "{path}: differs from the single-process sort");
+    }
+
+    // Word count across the hosts counts what one host counts.
+    let text: String = (0..40_000).map(|i| format!("w{} ", i % 997)).collect();
+    std::fs::write(d.join("words.txt"), text).unwrap();
+    ok(&baton(d, &["wordcount", "words.txt", "-o", "wc-hosts", "--cluster", "c/cluster.toml", "--mappers", "3"]));
+    ok(&baton(d, &["wordcount", "words.txt", "-o", "wc-one", "--mappers", "3", "--in-process"]));
+    let lines = |dir: &str| {
+        let mut l: Vec<String> =
+            String::from_utf8(concat_parts(&d.join(dir))).unwrap().lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(lines("wc-hosts"), lines("wc-one"));
+    assert_eq!(lines("wc-one").len(), 997);
+
+    // Nodes and workers (3 + 6 processes) all go with the emulation.
+    assert_eq!(pids(d).len(), 9);
+    down_leaves_nothing(d, &id);
 }
 
 #[test]

@@ -232,12 +232,16 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
         }
     }
     report.seconds = start.elapsed().as_secs_f64();
-    // One clean job: its start sweeps what killed drivers left.
-    if !baton(&["sort", "in.bin", "-o", "final", "--mappers", "2", "--reducers", "2", "--workers", "2"])
-        .status()?
-        .success()
-    {
-        bail!("the final sort failed");
+    // One clean job into each output the rounds used: its start sweeps the run directories
+    // killed drivers left, and clears what they staged in that output (a killed driver's
+    // parts stay in the output's `_temporary/` until the next run into it).
+    for out in (0..report.rounds.min(4)).map(|i| format!("out-{i}")) {
+        if !baton(&["sort", "in.bin", "-o", &out, "--mappers", "2", "--reducers", "2", "--workers", "2"])
+            .status()?
+            .success()
+        {
+            bail!("the final sort into {out} failed");
+        }
     }
     // Every lapsed lease reaped.
     std::thread::sleep(LAPSE + Duration::from_millis(500));

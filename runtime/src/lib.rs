@@ -13,7 +13,9 @@
 
 pub mod cluster;
 pub mod driver;
+pub mod env;
 pub mod error;
+pub mod hosts;
 pub mod http;
 pub mod invoker;
 pub mod local;

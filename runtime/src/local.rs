@@ -15,8 +15,6 @@ use baton_fabric::private::OwnedDir;
 use baton_fabric::{DataPath, JobId, KeyPrefix};
 use baton_planner::{ClusterModel, Path, PathModel};
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use crate::driver::DriverConfig;
 use crate::error::{Error, Result};
 use crate::invoker::{HttpInvoker, InProcess, Invoker, LocalPool, PoolConfig};
@@ -80,6 +78,7 @@ pub struct LocalEnv {
     objects: String,
     invoker: Box<dyn Invoker>,
     pool: bool,
+    how: String,
     cores: u32,
     node_memory: u64,
     worker_memory: u64,
@@ -138,7 +137,13 @@ impl LocalEnv {
             }
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        let how = match (config.endpoints.len(), &config.exe) {
+            (0, Some(_)) => format!("{} worker processes", config.workers),
+            (0, None) => format!("{} in-process slots", config.workers),
+            (n, _) => format!("{n} workers over HTTP"),
+        };
         Ok(Self {
+            how,
             node,
             quic,
             tls,
@@ -193,10 +198,7 @@ impl LocalEnv {
 
     /// A driver configuration for a new job: a fresh id and its token.
     pub fn job_config(&self) -> Result<DriverConfig> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let low = nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(20);
-        let id = JobId(u64::from(std::process::id()) << 32 | u64::from(low));
+        let id = crate::env::fresh_job_id();
         let mut config = DriverConfig::new(id);
         config.token = Some(self.token(id)?);
         Ok(config)
@@ -267,5 +269,27 @@ impl LocalEnv {
             }
         }
         model
+    }
+}
+
+impl crate::env::Environment for LocalEnv {
+    fn invoker(&self) -> &dyn Invoker {
+        LocalEnv::invoker(self)
+    }
+
+    fn spec(&self, path: Path) -> Option<PathSpec> {
+        LocalEnv::spec(self, path)
+    }
+
+    fn cluster_model(&self) -> ClusterModel {
+        LocalEnv::cluster_model(self)
+    }
+
+    fn job_config(&self) -> Result<DriverConfig> {
+        LocalEnv::job_config(self)
+    }
+
+    fn describe(&self) -> String {
+        self.how.clone()
     }
 }

@@ -378,7 +378,7 @@ impl EdgeSource {
                 ),
             });
         };
-        let path = self.paths.get(&input.path, self.task.token.as_deref()).await?;
+        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
         let target = Target { path, job: self.task.job, edge: input.edge };
         let mut batches = ShuffleReader::new(target, partition).read_mapper(&map).await?;
         self.read.rows.fetch_add(info.rows, Ordering::Relaxed);
@@ -392,7 +392,7 @@ impl EdgeSource {
     /// Waits until the driver publishes `producer`'s committed output.
     async fn wait_for(&self, producer: u32) -> Result<MapOutput> {
         let input = self.spec();
-        let path = self.paths.get(&input.path, self.task.token.as_deref()).await?;
+        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
         let key = crate::driver::committed_key(self.task.job, input.edge, producer);
         let mut pause = std::time::Duration::from_millis(1);
         loop {

@@ -41,6 +41,11 @@ pub enum PathSpec {
         /// The store's URL.
         url: String,
     },
+    /// Direct passing between hosts: each producer writes into the node of the host it runs
+    /// on, and each consumer pulls from that node — through the node's socket on the same host
+    /// (VM-local), over QUIC from another. The driver resolves it per task into the concrete
+    /// paths above ([`crate::hosts::Hosts`]); a worker never opens it.
+    HostNode,
 }
 
 impl PathSpec {
@@ -50,6 +55,7 @@ impl PathSpec {
             PathSpec::VmLocal { .. } => Path::VmLocal,
             PathSpec::Remote { .. } => Path::RemoteStore,
             PathSpec::ObjectStore { .. } => Path::ObjectStore,
+            PathSpec::HostNode => Path::Direct,
         }
     }
 
@@ -72,6 +78,7 @@ impl PathSpec {
                 Arc::new(path)
             }
             PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
+            PathSpec::HostNode => return Err(unresolved()),
         })
     }
 
@@ -84,6 +91,7 @@ impl PathSpec {
                 path.open_job(job, ttl).await?;
             }
             PathSpec::ObjectStore { .. } => {}
+            PathSpec::HostNode => return Err(unresolved()),
         }
         Ok(())
     }
@@ -97,8 +105,14 @@ impl PathSpec {
                 path.end_job(job).await?
             }
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
+            PathSpec::HostNode => return Err(unresolved()),
         })
     }
+}
+
+/// The error of opening [`PathSpec::HostNode`], which only a driver with hosts resolves.
+fn unresolved() -> Error {
+    Error::BadJob { reason: "a host-node edge names no node: the driver resolves it per task from its hosts".into() }
 }
 
 /// Connects to the node serving `socket`, presenting `token` for its job.

@@ -55,6 +55,11 @@ impl Task {
         if self.id.partition >= self.partitions {
             return Err(format!("partition {} of a stage of {}", self.id.partition, self.partitions));
         }
+        for input in &self.inputs {
+            if let Some(&i) = input.producer_at.iter().find(|&&i| usize::from(i) >= input.at.len()) {
+                return Err(format!("input {} places a producer at path {i} of {}", input.edge, input.at.len()));
+            }
+        }
         for output in &self.outputs {
             bounded(&format!("output edge {}", output.edge), output.partitions)?;
             if let Route::Tag { reducers, .. } = output.route {
@@ -84,6 +89,23 @@ pub struct Input {
     /// Whether to drop the k-level destination column before the operator sees the batches
     /// (the last round of a k-level exchange).
     pub untag: bool,
+    /// Where producers' outputs are when they are not all on `path` (an edge between hosts,
+    /// each producer's output on its own host's node): the distinct paths ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<PathSpec>,
+    /// ... and for each producer, by number, the index of its path in `at`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producer_at: Vec<u16>,
+}
+
+impl Input {
+    /// The path holding `producer`'s output.
+    pub fn location(&self, producer: u32) -> &PathSpec {
+        match self.producer_at.get(producer as usize) {
+            Some(&i) => self.at.get(usize::from(i)).unwrap_or(&self.path),
+            None => &self.path,
+        }
+    }
 }
 
 /// Where and how to write an output edge.

@@ -208,12 +208,14 @@ fn only_node_paths_are_pipelined() {
                 op: "a".into(),
                 params: serde_json::Value::Null,
                 tasks: 1,
+                host: None,
             },
             baton_runtime::driver::StageSpec {
                 name: "b".into(),
                 op: "b".into(),
                 params: serde_json::Value::Null,
                 tasks: 1,
+                host: None,
             },
         ],
         edges: vec![baton_runtime::driver::EdgeSpec {
@@ -443,6 +445,7 @@ async fn a_panicking_operator_fails_its_task_once_and_the_worker_lives_on() {
             op: "test.panics".into(),
             params: serde_json::Value::Null,
             tasks: 1,
+            host: None,
         }],
         edges: vec![],
         collect: None,
@@ -479,6 +482,7 @@ async fn an_unknown_operator_is_named() {
             op: "no.such.op".into(),
             params: serde_json::Value::Null,
             tasks: 1,
+            host: None,
         }],
         edges: vec![],
         collect: None,
@@ -563,6 +567,7 @@ async fn bad_jobs_are_refused_before_anything_runs() {
         op: sort::MAP.into(),
         params: serde_json::Value::Null,
         tasks,
+        host: None,
     };
     let backwards = JobSpec {
         name: "backwards".into(),

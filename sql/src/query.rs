@@ -219,6 +219,7 @@ impl PlannedQuery {
                     op: STAGE.into(),
                     params: serde_json::to_value(params)?,
                     tasks: s.tasks as u32,
+                    host: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

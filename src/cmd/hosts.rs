@@ -20,7 +20,7 @@ pub struct ClusterArgs {
 #[derive(Debug, Subcommand)]
 enum Action {
     /// Start hosts emulated on this machine (network namespaces on a bridge, each link capped
-    /// with tbf, a node in each) and write their cluster file (needs root).
+    /// with tbf, a node and workers in each) and write their cluster file (needs root).
     Up {
         /// How many hosts.
         #[arg(long)]
@@ -31,6 +31,12 @@ enum Action {
         /// Memory each node lends.
         #[arg(long, default_value = "1GiB")]
         memory: ByteSize,
+        /// Workers on each host (`baton worker`, running only what the cluster's key signed).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Memory limit of each worker.
+        #[arg(long, default_value = "1GiB")]
+        worker_memory: ByteSize,
         /// The emulation's directory: its cluster file (cluster.toml), material and logs.
         #[arg(long, default_value = "baton-data/cluster")]
         dir: PathBuf,
@@ -65,16 +71,22 @@ enum Action {
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.action {
-        Action::Up { emulate: hosts, nic, memory, dir, node_exe } => {
+        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, dir, node_exe } => {
             let dir = std::path::absolute(&dir)?;
             let exe = match node_exe {
                 Some(exe) => exe,
                 None => std::env::current_exe()?,
             };
-            let options = EmulateOptions { exe, hosts, nic, memory, dir: dir.clone() };
+            let options = EmulateOptions { exe, hosts, nic, memory, workers, worker_memory, dir: dir.clone() };
             let file = tokio::task::spawn_blocking(move || emulate::up(&options)).await??;
             for host in &file.hosts {
-                println!("{:<6} node {}  namespace {}", host.name, host.node, host.namespace.as_deref().unwrap_or("-"));
+                println!(
+                    "{:<6} node {}  {} workers  namespace {}",
+                    host.name,
+                    host.node,
+                    host.workers.len(),
+                    host.namespace.as_deref().unwrap_or("-")
+                );
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
             Ok(())

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use baton_planner::{ByteSize, Path};
+use baton_runtime::cluster::{ClusterEnv, ClusterFile};
 use baton_runtime::driver::{self, JobSummary, Progress};
+use baton_runtime::env::Environment;
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_runtime::mapreduce::input::{self, Source};
 use baton_runtime::mapreduce::output::{Output, check_disjoint, output_url};
@@ -74,6 +76,10 @@ pub struct JobArgs {
     /// Run tasks in this process instead of worker processes.
     #[arg(long, conflicts_with = "endpoints")]
     in_process: bool,
+    /// Run on the hosts of this cluster file (its nodes and workers; `baton cluster up
+    /// --emulate N` writes one) instead of the embedded single host.
+    #[arg(long, conflicts_with_all = ["in_process", "endpoints", "workers", "objects", "shm_dir"])]
+    cluster: Option<PathBuf>,
     /// Send tasks to workers already running (`baton worker`) at these URLs instead of
     /// starting a pool.
     #[arg(long, value_delimiter = ',')]
@@ -318,9 +324,13 @@ async fn run_job(
         local.workers = args.endpoints.len();
         local.endpoints = args.endpoints.clone();
     }
-    let mappers = args.mappers.unwrap_or_else(|| (bytes.div_ceil(128 << 20) as u32).max(local.workers as u32));
+    let env: Box<dyn Environment> = match &args.cluster {
+        Some(file) => Box::new(ClusterEnv::connect(&ClusterFile::read(file)?, local.timeout).await?),
+        None => Box::new(LocalEnv::start(&local).await?),
+    };
+    let slots = env.invoker().slots() as u32;
+    let mappers = args.mappers.unwrap_or_else(|| (bytes.div_ceil(128 << 20) as u32).max(slots));
     let reducers = args.reducers.unwrap_or(mappers);
-    let env = LocalEnv::start(&local).await?;
     let (name, map_cost, reduce_cost, rows) = match kind {
         Kind::Sort => ("sort", 2e-9, 8e-9, bytes / RECORD as u64),
         Kind::WordCount => ("wordcount", 20e-9, 5e-9, bytes / 8),
@@ -335,9 +345,10 @@ async fn run_job(
         reduce_per_byte_s: reduce_cost,
     };
     // On one machine direct passing is the node over QUIC, as the remote store is; what makes
-    // it direct is that consumers start before the producers end.
+    // it direct is that consumers start before the producers end. On a cluster it is each
+    // producer's own host's node.
     let direct = forced_path == Some(Path::Direct);
-    let plan_path = if direct { Some(Path::RemoteStore) } else { forced_path };
+    let plan_path = if direct && args.cluster.is_none() { Some(Path::RemoteStore) } else { forced_path };
     let choice = choose(&env.cluster_model(), &shape, plan_path, forced_topology)?;
     let pipelined = direct && !matches!(choice.topology, baton_planner::Topology::KLevel { .. });
     if direct && !pipelined {
@@ -354,17 +365,12 @@ async fn run_job(
         env.spec(choice.path).with_context(|| format!("the {} path is not available here", choice.path.name()))?;
     let how = if forced_path.is_some() || forced_topology.is_some() { "as asked" } else { "planned" };
     println!(
-        "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} {} · shuffle via {}, {} ({how}){}",
+        "{name}: {} in {} files · {mappers} mappers, {reducers} reducers on {} · shuffle via {}, {} ({how}){}",
         ByteSize(bytes),
         sources.len(),
-        local.workers,
-        match (args.endpoints.is_empty(), env.uses_processes()) {
-            (false, _) => "workers over HTTP",
-            (true, true) => "worker processes",
-            (true, false) => "in-process slots",
-        },
+        env.describe(),
         // On one host, direct passing rides the same QUIC connection to the node as the store.
-        if direct { "direct (QUIC)".to_string() } else { spec.name() },
+        if direct && args.cluster.is_none() { "direct (QUIC)".to_string() } else { choice.path.name().to_string() },
         choice.topology.name(),
         if pipelined { " · reducers start as mappers end" } else { "" },
     );
@@ -380,6 +386,12 @@ async fn run_job(
     };
     for edge in &mut job.edges {
         edge.pipelined = pipelined;
+    }
+    // Where the plan put each stage (on a cluster: one host, or spread over all).
+    for (stage, planned) in job.stages.iter_mut().zip(&choice.plan.stages) {
+        if let baton_planner::Placement::Host(h) = planned.placement {
+            stage.host = Some(h.0);
+        }
     }
     let summary = committed(url, &staged, driver::run(&job, env.invoker(), &config)).await?;
     println!("{summary}");

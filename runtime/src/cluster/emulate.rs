@@ -1,5 +1,7 @@
 //! Hosts emulated on one machine: network namespaces joined by veth pairs to a bridge, each
-//! host's link capped with a `tbf` qdisc, a node in each, and the cluster file that names them.
+//! host's link capped with a `tbf` qdisc, a node and workers in each (workers that run only what
+//! the cluster's key signed), an object store directory they share, and the cluster file that
+//! names them.
 //!
 //! Everything made is recorded in `emulation.toml` in the emulation's directory *before* it is
 //! made, so [`down`] removes all of it — namespaces, links, processes, shared-memory
@@ -22,6 +24,9 @@ use crate::error::{Error, Result};
 /// The port every emulated host's node listens on.
 pub const NODE_PORT: u16 = 7070;
 
+/// The port of an emulated host's first worker; the others follow.
+pub const WORKER_PORT: u16 = 7100;
+
 /// What to emulate.
 #[derive(Clone, Debug)]
 pub struct EmulateOptions {
@@ -33,6 +38,10 @@ pub struct EmulateOptions {
     pub nic: String,
     /// Memory each node lends.
     pub memory: ByteSize,
+    /// Workers on each host.
+    pub workers: usize,
+    /// Memory limit of each worker.
+    pub worker_memory: ByteSize,
     /// The emulation's directory (made; its cluster file is `cluster.toml` there).
     pub dir: PathBuf,
 }
@@ -98,6 +107,9 @@ pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
     if options.hosts == 0 || options.hosts > 200 {
         return Err(failed("--emulate", "give 1 to 200 hosts"));
     }
+    if options.workers > 64 {
+        return Err(failed("--workers", "give 0 to 64 workers per host"));
+    }
     if state_path(&options.dir).exists() {
         return Err(failed(
             "emulated hosts",
@@ -146,6 +158,9 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     // The cluster's material: the CA and token key stay here; each host gets its own set.
     let cluster_tls = TlsDir::new(dir.join("tls"));
     cluster_tls.generate(&[])?;
+    // The object store every host reaches: a directory they share.
+    let objects = dir.join("objects");
+    baton_fabric::private::ensure_dir(&objects, "object store directory")?;
     let burst = "256kb";
     let mut hosts = Vec::new();
     for i in 0..options.hosts {
@@ -204,9 +219,41 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             .map_err(|e| failed("start a node", e))?;
         state.pids.push(child.id());
         save(dir, state)?;
+        let mut workers = Vec::new();
+        for w in 0..options.workers {
+            let port = WORKER_PORT + w as u16;
+            let listen = SocketAddr::from((ip, port));
+            let scratch = home.join(format!("w{w}"));
+            baton_fabric::private::ensure_dir(&scratch, "worker scratch directory")?;
+            let log_path = home.join(format!("worker-{w}.log"));
+            let log = std::fs::File::create(&log_path).map_err(|e| Error::io("create", &log_path, e))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(&options.exe)
+                .args(["worker", "--listen", &listen.to_string()])
+                .arg("--memory-limit")
+                .arg(options.worker_memory.0.to_string())
+                // It runs only what the cluster's drivers signed.
+                .arg("--tls-dir")
+                .arg(tls.dir())
+                .arg("--scratch")
+                .arg(&scratch)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
+                .stderr(log)
+                .env("BATON_LOG", "warn")
+                .spawn()
+                .map_err(|e| failed("start a worker", e))?;
+            state.pids.push(child.id());
+            save(dir, state)?;
+            workers.push((listen, child.id()));
+        }
         hosts.push(Host {
             name: format!("h{i}"),
             node: addr,
+            socket: Some(home.join("node.sock")),
+            workers: workers.iter().map(|(addr, _)| format!("http://{addr}")).collect(),
+            worker_memory: options.worker_memory,
             memory: options.memory,
             flash: ByteSize(16 << 30),
             cores: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
@@ -215,12 +262,22 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             namespace: Some(ns),
         });
     }
-    // Every node listening before the cluster is said to be up.
+    // Every node and worker listening before the cluster is said to be up.
+    let per_host = 1 + options.workers;
     for (i, host) in hosts.iter().enumerate() {
         let what = format!("{} (namespace {})", host.name, host.namespace.as_deref().unwrap_or("-"));
-        wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[i])?;
+        wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[i * per_host])?;
+        for (w, url) in host.workers.iter().enumerate() {
+            let addr: SocketAddr =
+                url.trim_start_matches("http://").parse().map_err(|e| failed("a worker's address", e))?;
+            wait_for_port(addr, &format!("worker {w} of {what}"), state.pids[i * per_host + 1 + w])?;
+        }
     }
-    let file = ClusterFile { tls_dir: cluster_tls.dir().to_path_buf(), hosts };
+    let file = ClusterFile {
+        tls_dir: cluster_tls.dir().to_path_buf(),
+        objects: Some(format!("file://{}", objects.display())),
+        hosts,
+    };
     std::fs::write(dir.join("cluster.toml"), file.to_toml())
         .map_err(|e| Error::io("write", dir.join("cluster.toml"), e))?;
     Ok(file)
@@ -233,6 +290,20 @@ fn wait_for_socket(socket: &Path, host: &str, pid: u32) -> Result<()> {
             return Err(failed(
                 "start a node",
                 format!("the node of {host} did not come up (its log: node.log in the host's directory)"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if !alive(pid) || Instant::now() > deadline {
+            return Err(failed(
+                "start a worker",
+                format!("{what} did not come up (its log is in the host's directory)"),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -278,6 +349,7 @@ pub fn down(dir: &Path) -> Result<()> {
     }
     // The files it made: the cluster's material, each host's directory, the cluster file.
     let _ = std::fs::remove_dir_all(dir.join("tls"));
+    let _ = std::fs::remove_dir_all(dir.join("objects"));
     for i in 0..state.pids.len().max(state.namespaces.len()) {
         let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));
     }

@@ -2,19 +2,30 @@
 //! ([`emulate`]).
 //!
 //! ```toml
-//! tls_dir = "/etc/baton/tls"          # the cluster's material (CA, token key) for drivers
+//! tls_dir = "/etc/baton/tls"          # the cluster's material (CA, token key) for drivers,
+//!                                     # at the same path on every host (workers trust its CA)
+//! objects = "s3://bucket/baton"       # the object store every host reaches (optional)
 //!
 //! [[host]]
 //! name = "h0"
 //! node = "10.0.0.5:7070"             # its node's QUIC address
+//! socket = "/run/baton/node.sock"     # its node's socket, as workers on the host see it
+//! workers = ["http://10.0.0.5:7100", "http://10.0.0.5:7101"]
+//! worker_memory = "2GiB"             # each worker's memory limit
 //! memory = 8589934592                 # what the node lends, in bytes (or "8GiB")
 //! flash = 214748364800
 //! cores = 16
 //! nic_gbps = 10.0
 //! rdma = false
 //! ```
+//!
+//! [`ClusterEnv`] runs jobs on such a cluster: each task on a worker of the host the plan
+//! places it on.
 
 pub mod emulate;
+mod env;
+
+pub use env::ClusterEnv;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,6 +43,10 @@ pub struct ClusterFile {
     /// The cluster's TLS material as a driver uses it (its CA, and the token key that mints
     /// jobs' tokens); relative paths are relative to the file.
     pub tls_dir: PathBuf,
+    /// The object store every host reaches, for the object-store path (none: the path is not
+    /// offered).
+    #[serde(default)]
+    pub objects: Option<String>,
     /// The hosts.
     #[serde(rename = "host", default)]
     pub hosts: Vec<Host>,
@@ -45,6 +60,16 @@ pub struct Host {
     pub name: String,
     /// Its node's QUIC address.
     pub node: SocketAddr,
+    /// Its node's Unix socket as workers on the host see it: tasks there pass data through
+    /// shared memory. Without it they reach their own node over QUIC.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Its workers' URLs (`baton worker`, or a FaaS gateway's functions on the host).
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// Each worker's memory limit.
+    #[serde(default = "default_worker_memory")]
+    pub worker_memory: ByteSize,
     /// What its node lends of memory.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
@@ -66,6 +91,10 @@ pub struct Host {
 }
 
 fn default_memory() -> ByteSize {
+    ByteSize(2 << 30)
+}
+
+fn default_worker_memory() -> ByteSize {
     ByteSize(2 << 30)
 }
 
@@ -117,6 +146,9 @@ impl ClusterFile {
             if host.node.ip().is_unspecified() || host.node.port() == 0 {
                 return Err(format!("host {}: node {} is not an address to reach", host.name, host.node));
             }
+            for url in &host.workers {
+                crate::http::Endpoint::parse(url).map_err(|e| format!("host {}: {e}", host.name))?;
+            }
             if host.cores == 0 || !host.nic_gbps.is_finite() || host.nic_gbps <= 0.0 {
                 return Err(format!("host {}: cores and nic_gbps must be positive", host.name));
             }
@@ -127,11 +159,21 @@ impl ClusterFile {
     /// The file's text (what [`ClusterFile::read`] reads back).
     pub fn to_toml(&self) -> String {
         let mut out = format!("tls_dir = {:?}\n", self.tls_dir.display().to_string());
+        if let Some(objects) = &self.objects {
+            out.push_str(&format!("objects = {objects:?}\n"));
+        }
         for h in &self.hosts {
             out.push_str(&format!(
                 "\n[[host]]\nname = {:?}\nnode = \"{}\"\nmemory = {}\nflash = {}\ncores = {}\nnic_gbps = {:?}\nrdma = {}\n",
                 h.name, h.node, h.memory.0, h.flash.0, h.cores, h.nic_gbps, h.rdma
             ));
+            if let Some(socket) = &h.socket {
+                out.push_str(&format!("socket = {:?}\n", socket.display().to_string()));
+            }
+            if !h.workers.is_empty() {
+                let urls: Vec<String> = h.workers.iter().map(|u| format!("{u:?}")).collect();
+                out.push_str(&format!("workers = [{}]\nworker_memory = {}\n", urls.join(", "), h.worker_memory.0));
+            }
             if let Some(ns) = &h.namespace {
                 out.push_str(&format!("namespace = {ns:?}\n"));
             }
@@ -153,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_cluster_file_round_trips_and_its_mistakes_are_named() {
-        let text = "tls_dir = \"tls\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.6:7070\"\nnic_gbps = 1.0\n";
+        let text = "tls_dir = \"tls\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.6:7070\"\nnic_gbps = 1.0\nsocket = \"/run/b.sock\"\nworkers = [\"http://10.0.0.6:7100\"]\n";
         let (dir, path) = write(text);
         let file = ClusterFile::read(&path).unwrap();
         assert_eq!(file.hosts.len(), 2);
@@ -161,6 +203,8 @@ mod tests {
         std::fs::write(&path, file.to_toml()).unwrap();
         let again = ClusterFile::read(&path).unwrap();
         assert_eq!(again.hosts[1].nic_gbps, 1.0);
+        assert_eq!(again.hosts[1].workers, vec!["http://10.0.0.6:7100".to_string()]);
+        assert_eq!(again.hosts[1].socket.as_deref(), Some(Path::new("/run/b.sock")));
         for (text, says) in [
             (
                 "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.6:7070\"\n",
@@ -172,6 +216,10 @@ mod tests {
             ),
             ("tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.500:7070\"\n", "10.0.0.500"),
             ("tls_dir = \"t\"\n", "no host"),
+            (
+                "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\nworkers = [\"gopher://x\"]\n",
+                "gopher",
+            ),
         ] {
             let (_dir, path) = write(text);
             let err = ClusterFile::read(&path).unwrap_err().to_string();

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod schedule;
 pub mod summary;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -25,13 +26,14 @@ use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::hosts::Hosts;
 use crate::invoker::Invoker;
 use crate::operator::MERGE;
 use crate::paths::{PathCache, PathSpec};
 use crate::task::{Input, Output, Route, Task, TaskReport};
 pub use progress::{Progress, StageBar};
 use schedule::{Outcome, StageSchedule};
-pub use summary::{EdgeSummary, JobSummary, StageSummary};
+pub use summary::{EdgeSummary, HostPair, JobSummary, StageSummary};
 
 /// A job: stages and the edges between them, each edge with its path and layout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,10 @@ pub struct StageSpec {
     pub params: serde_json::Value,
     /// Tasks (partitions).
     pub tasks: u32,
+    /// The host (index into the driver's [`Hosts`]) all its tasks run on, when the plan put the
+    /// stage on one; `None` spreads them over every host. Ignored without hosts.
+    #[serde(default)]
+    pub host: Option<u32>,
 }
 
 /// One edge.
@@ -197,6 +203,7 @@ fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
                         op: MERGE.into(),
                         params: serde_json::Value::Null,
                         tasks: klevel.width(),
+                        host: None,
                     });
                 }
             }
@@ -247,6 +254,9 @@ pub struct DriverConfig {
     pub lease: Duration,
     /// Show progress on stderr.
     pub progress: Progress,
+    /// The hosts tasks run on, for jobs that span them: where each task runs, and what a
+    /// [`PathSpec::HostNode`] edge is for each task. `None`: one host, paths as given.
+    pub hosts: Option<Arc<Hosts>>,
 }
 
 impl DriverConfig {
@@ -259,6 +269,7 @@ impl DriverConfig {
             memory_budget: 256 << 20,
             lease: Duration::from_secs(120),
             progress: Progress::Off,
+            hosts: None,
         }
     }
 }
@@ -276,7 +287,7 @@ pub async fn run_collect(
     config: &DriverConfig,
 ) -> Result<(JobSummary, Vec<RecordBatch>)> {
     job.check()?;
-    let paths = job.paths();
+    let paths = driver_paths(job, config);
     let token = config.token.as_deref();
     for path in &paths {
         path.open_job(config.job, token, config.lease).await?;
@@ -302,18 +313,45 @@ pub async fn run_collect(
     Ok((summary, batches))
 }
 
+/// The paths the driver opens, renews and ends the job on: each edge's, with a host-node edge's
+/// every node.
+fn driver_paths(job: &JobSpec, config: &DriverConfig) -> Vec<PathSpec> {
+    let mut out: Vec<PathSpec> = Vec::new();
+    for spec in job.paths() {
+        let all = match &config.hosts {
+            Some(hosts) => hosts.driver_paths(&spec),
+            None => vec![spec],
+        };
+        for path in all {
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// The edge id of the collected output (after the job's own edges).
 fn collect_edge(job: &JobSpec) -> EdgeId {
     JobSpec::edge_id(job.edges.len())
 }
 
 /// Reads the collected stage's committed outputs, in partition order.
-async fn read_results(job: &JobSpec, results: &[MapOutput], config: &DriverConfig) -> Result<Vec<RecordBatch>> {
+async fn read_results(
+    job: &JobSpec,
+    results: &[(usize, MapOutput)],
+    config: &DriverConfig,
+) -> Result<Vec<RecordBatch>> {
     let Some(collect) = &job.collect else { return Ok(Vec::new()) };
-    let path = collect.path.open(config.token.as_deref()).await?;
-    let reader = ShuffleReader::new(Target { path, job: config.job, edge: collect_edge(job) }, 0);
+    let paths = PathCache::default();
     let mut batches = Vec::new();
-    for map in results {
+    for (host, map) in results {
+        let spec = match &config.hosts {
+            Some(hosts) => hosts.read_path(&collect.path, *host, None),
+            None => collect.path.clone(),
+        };
+        let path = paths.get(&spec, config.token.as_deref()).await?;
+        let reader = ShuffleReader::new(Target { path, job: config.job, edge: collect_edge(job) }, 0);
         batches.extend(reader.read_mapper(map).await?);
     }
     Ok(batches)
@@ -356,9 +394,13 @@ async fn run_stages(
     routes: &[EdgeRoute],
     invoker: &dyn Invoker,
     config: &DriverConfig,
-) -> Result<(JobSummary, Vec<MapOutput>)> {
+) -> Result<(JobSummary, Vec<(usize, MapOutput)>)> {
     let start = Instant::now();
     let n = job.stages.len();
+    let hosts = config.hosts.as_deref();
+    // The host each task runs on: its stage's, or spread; an attempt's output stays there.
+    let placed: Vec<Vec<usize>> =
+        job.stages.iter().map(|st| (0..st.tasks).map(|p| hosts.map_or(0, |h| h.place(st.host, p))).collect()).collect();
     // Committed map outputs of each edge, by producer partition.
     let mut committed: Vec<Vec<Option<MapOutput>>> =
         job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
@@ -368,8 +410,10 @@ async fn run_stages(
     let markers = PathCache::default();
     let mut running = FuturesUnordered::new();
     // Tasks launched before their producers were done: they hold slots while they wait, so
-    // they never take the last one (a producer's retry must always find a slot).
-    let mut early = 0usize;
+    // they never take a host's last one (a producer's retry must always find a slot).
+    let host_count = hosts.map_or(1, Hosts::len);
+    let mut early = vec![0usize; host_count];
+    let host_slots: Vec<usize> = (0..host_count).map(|h| invoker.host_slots(h)).collect();
     loop {
         while running.len() < invoker.slots() {
             let Some(s) = (0..n).find(|&s| {
@@ -380,7 +424,7 @@ async fn run_stages(
             };
             let is_early =
                 job.edges.iter().any(|e| e.to == s && stages[e.from].as_ref().is_some_and(|r| r.done.is_none()));
-            if is_early && early + 1 >= invoker.slots() {
+            if is_early && early.iter().zip(&host_slots).any(|(e, slots)| e + 1 >= *slots) {
                 break;
             }
             let stage = &job.stages[s];
@@ -392,18 +436,19 @@ async fn run_stages(
                 done: None,
             });
             let Some((p, a)) = run.schedule.launch() else { break };
-            let task = build_task(job, routes, s, p, a, &committed, config)?;
-            early += usize::from(is_early);
+            let host = placed[s][p as usize];
+            let task = build_task(job, routes, s, p, a, &committed, &placed, config)?;
+            early[host] += usize::from(is_early);
             let wait = retry_backoff(config.job, s, p, a);
             running.push(async move {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                (s, p, a, is_early, invoker.invoke(task).await)
+                (s, p, a, host, is_early, invoker.invoke_on(host, task).await)
             });
         }
-        let Some((s, p, a, was_early, result)) = running.next().await else { break };
-        early -= usize::from(was_early);
+        let Some((s, p, a, host, was_early, result)) = running.next().await else { break };
+        early[host] -= usize::from(was_early);
         let Some(run) = stages[s].as_mut() else { continue };
         let outcome = match result {
             Ok(report) => {
@@ -416,7 +461,9 @@ async fn run_stages(
                             reason: format!("a task of {} reported no output for edge {e}", job.stages[s].name),
                         })?;
                         if job.edges[e].pipelined {
-                            publish(&markers, &job.edges[e].path, config, JobSpec::edge_id(e), output).await?;
+                            let spec = hosts
+                                .map_or(job.edges[e].path.clone(), |h| h.read_path(&job.edges[e].path, host, None));
+                            publish(&markers, &spec, config, JobSpec::edge_id(e), output).await?;
                         }
                         committed[e][p as usize] = Some(output.clone());
                     }
@@ -443,7 +490,7 @@ async fn run_stages(
             let last = run.schedule.last_error(p).unwrap_or("?").to_string();
             // Tasks waiting for outputs that will never come fail once the node forgets the job;
             // then let every running attempt end, so none writes after the job's end.
-            for path in job.paths().iter().filter(|p| p.kind() != baton_planner::Path::ObjectStore) {
+            for path in driver_paths(job, config).iter().filter(|p| p.kind() != baton_planner::Path::ObjectStore) {
                 let _ = path.end_job(config.job, config.token.as_deref()).await;
             }
             while running.next().await.is_some() {}
@@ -471,7 +518,13 @@ async fn run_stages(
             .into_iter()
             .map(|(_, r)| r)
             .collect();
-        summary.stages.push(StageSummary::new(stage, &reports, attempts, seconds));
+        let mut row = StageSummary::new(stage, &reports, attempts, seconds);
+        if let Some(hosts) = hosts {
+            for &h in &placed[s] {
+                *row.hosts.entry(hosts.name(h).to_string()).or_default() += 1;
+            }
+        }
+        summary.stages.push(row);
         summary.reports.push(reports);
     }
     for (e, edge) in job.edges.iter().enumerate() {
@@ -480,10 +533,55 @@ async fn run_stages(
             EdgeRoute::Round { klevel, round, .. } => Some((round + 1, klevel.levels)),
         };
         let maps: Vec<MapOutput> = committed[e].iter().flatten().cloned().collect();
-        summary.edges.push(EdgeSummary::new(job, edge, round, &maps));
+        let mut row = EdgeSummary::new(job, edge, round, &maps);
+        if let Some(hosts) = hosts {
+            row.add_pairs(hosts, edge, &edge_pairs(job, routes, e, &committed[e], &placed));
+        }
+        summary.edges.push(row);
     }
     summary.seconds = start.elapsed().as_secs_f64();
-    Ok((summary, results.into_iter().flatten().collect()))
+    let results = match &job.collect {
+        Some(c) => results.into_iter().zip(&placed[c.stage]).filter_map(|(m, &h)| Some((h, m?))).collect(),
+        None => Vec::new(),
+    };
+    Ok((summary, results))
+}
+
+/// Bytes edge `e` carried between each (producer host, consumer host), as its consumers read.
+fn edge_pairs(
+    job: &JobSpec,
+    routes: &[EdgeRoute],
+    e: usize,
+    committed: &[Option<MapOutput>],
+    placed: &[Vec<usize>],
+) -> std::collections::BTreeMap<(usize, usize), u64> {
+    let edge = &job.edges[e];
+    let mut pairs = std::collections::BTreeMap::new();
+    for t in 0..job.stages[edge.to].tasks {
+        let (producers, partition, _) = reads(job, routes, e, t);
+        for x in producers {
+            let bytes = committed[x as usize].as_ref().and_then(|m| m.partition(partition)).map_or(0, |p| p.bytes);
+            *pairs.entry((placed[edge.from][x as usize], placed[edge.to][t as usize])).or_default() += bytes;
+        }
+    }
+    pairs
+}
+
+/// What task `t` of edge `e`'s consumer reads: its producers, the partition of each, and whether
+/// to drop the k-level tag — every producer's partition t, or in a k-level round partition
+/// digit(t) of the senders that agree with t on the other digits.
+fn reads(job: &JobSpec, routes: &[EdgeRoute], e: usize, t: u32) -> (Vec<u32>, u32, bool) {
+    let edge = &job.edges[e];
+    match routes[e] {
+        EdgeRoute::Direct => {
+            ((0..job.stages[edge.from].tasks).collect(), edge.partitions.map_or(t, |p| t.min(p - 1)), false)
+        }
+        EdgeRoute::Round { klevel, round, .. } => (
+            klevel.senders(t, round).filter(|&x| x < job.stages[edge.from].tasks).collect(),
+            klevel.digit(t, round),
+            round + 1 == klevel.levels,
+        ),
+    }
 }
 
 /// How long attempt `attempt` of a task waits before it starts: nothing for a first attempt;
@@ -523,7 +621,9 @@ pub fn committed_key(job: JobId, edge: EdgeId, producer: u32) -> baton_fabric::O
     baton_fabric::ObjectKey::new(job, edge, producer, baton_shuffle::exchange::COMMITTED)
 }
 
-/// Task `p`, attempt `a` of stage `s`, with what its input edges have committed so far.
+/// Task `t`, attempt `attempt` of stage `s`, with what its input edges have committed so far;
+/// `placed` is the host of every stage's every task.
+#[allow(clippy::too_many_arguments)]
 fn build_task(
     job: &JobSpec,
     routes: &[EdgeRoute],
@@ -531,33 +631,38 @@ fn build_task(
     t: u32,
     attempt: u32,
     committed: &[Vec<Option<MapOutput>>],
+    placed: &[Vec<usize>],
     config: &DriverConfig,
 ) -> Result<Task> {
     let stage = &job.stages[s];
-    // What task `t` reads: every producer's partition t, or in a k-level round partition
-    // digit(t) of the senders that agree with t on the other digits.
+    let host = placed[s][t as usize];
+    let hosts = config.hosts.as_deref();
     let inputs = (0..job.edges.len())
         .filter(|&e| job.edges[e].to == s)
         .map(|e| {
             let edge = &job.edges[e];
-            let producers: Vec<u32> = match routes[e] {
-                EdgeRoute::Direct => (0..job.stages[edge.from].tasks).collect(),
-                EdgeRoute::Round { klevel, round, .. } => {
-                    klevel.senders(t, round).filter(|&x| x < job.stages[edge.from].tasks).collect()
-                }
-            };
-            let (partition, untag) = match routes[e] {
-                EdgeRoute::Direct => (edge.partitions.map_or(t, |p| t.min(p - 1)), false),
-                EdgeRoute::Round { klevel, round, .. } => (klevel.digit(t, round), round + 1 == klevel.levels),
-            };
+            let (producers, partition, untag) = reads(job, routes, e, t);
             let maps = producers
                 .iter()
                 .filter_map(|&x| committed[e][x as usize].as_ref().map(|m| m.only(partition)))
                 .collect();
             let pending = producers.into_iter().filter(|&x| committed[e][x as usize].is_none()).collect();
-            Input { edge: JobSpec::edge_id(e), path: edge.path.clone(), maps, pending, partition, untag }
+            let (mut at, mut producer_at) = (Vec::new(), Vec::new());
+            if let (Some(hosts), PathSpec::HostNode) = (hosts, &edge.path) {
+                for &holder in &placed[edge.from] {
+                    let path = hosts.read_path(&edge.path, holder, Some(host));
+                    let index = at.iter().position(|p| *p == path).unwrap_or_else(|| {
+                        at.push(path);
+                        at.len() - 1
+                    });
+                    producer_at.push(index as u16);
+                }
+            }
+            let path = at.first().cloned().unwrap_or_else(|| edge.path.clone());
+            Input { edge: JobSpec::edge_id(e), path, maps, pending, partition, untag, at, producer_at }
         })
         .collect();
+    let write_path = |spec: &PathSpec| hosts.map_or(spec.clone(), |h| h.write_path(spec, host));
     let outputs = (0..job.edges.len())
         .filter(|&e| job.edges[e].from == s)
         .map(|e| -> Result<Output> {
@@ -568,12 +673,12 @@ fn build_task(
                 EdgeRoute::Round { klevel, round, .. } => (klevel.fanout, Route::Forward { klevel, round }),
             };
             let layout = Layout::try_from(edge.topology)?;
-            Ok(Output { edge: JobSpec::edge_id(e), path: edge.path.clone(), layout, partitions, route })
+            Ok(Output { edge: JobSpec::edge_id(e), path: write_path(&edge.path), layout, partitions, route })
         })
         .chain(job.collect.as_ref().filter(|c| c.stage == s).map(|c| {
             Ok(Output {
                 edge: collect_edge(job),
-                path: c.path.clone(),
+                path: write_path(&c.path),
                 layout: Layout::AllToAll,
                 partitions: 1,
                 route: Route::Direct,

@@ -1,5 +1,6 @@
 //! What a job did: per stage time and tasks, per edge path, bytes and requests.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use baton_planner::ByteSize;
@@ -8,6 +9,7 @@ use baton_shuffle::MapOutput;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{EdgeSpec, JobSpec, StageSpec};
+use crate::hosts::Hosts;
 use crate::task::TaskReport;
 
 /// A finished job.
@@ -45,6 +47,9 @@ pub struct StageSummary {
     /// Bytes its committed tasks spilled to local disk (operators and output writers).
     #[serde(default)]
     pub spilled_bytes: u64,
+    /// Tasks per host, when the job ran on hosts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, u32>,
 }
 
 /// One edge of a finished job.
@@ -62,6 +67,22 @@ pub struct EdgeSummary {
     pub writes: u64,
     /// Read requests consumers made.
     pub reads: u64,
+    /// Bytes between each pair of hosts and the path between them, when the job ran on hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<HostPair>,
+}
+
+/// Bytes an edge carried from a producer's host to a consumer's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostPair {
+    /// The producers' host.
+    pub from: String,
+    /// The consumers' host.
+    pub to: String,
+    /// The path between them (vm-local on one host, direct between two).
+    pub path: String,
+    /// Bytes the consumers read.
+    pub bytes: u64,
 }
 
 impl StageSummary {
@@ -77,6 +98,7 @@ impl StageSummary {
                 .iter()
                 .map(|r| r.spilled_bytes + r.outputs.iter().map(|o| o.spilled_bytes).sum::<u64>())
                 .sum(),
+            hosts: BTreeMap::new(),
         }
     }
 }
@@ -100,6 +122,24 @@ impl EdgeSummary {
             bytes: maps.iter().flat_map(|m| &m.partitions).map(|p| p.bytes).sum(),
             writes,
             reads,
+            pairs: Vec::new(),
+        }
+    }
+
+    /// Records the bytes between host pairs (`(from, to) -> bytes`); the edge's path becomes the
+    /// paths its pairs used.
+    pub(crate) fn add_pairs(&mut self, hosts: &Hosts, edge: &EdgeSpec, pairs: &BTreeMap<(usize, usize), u64>) {
+        let mut used: Vec<String> = Vec::new();
+        for (&(from, to), &bytes) in pairs {
+            let path = hosts.pair_path(&edge.path, from, to);
+            if bytes > 0 && !used.contains(&path) {
+                used.push(path.clone());
+            }
+            self.pairs.push(HostPair { from: hosts.name(from).into(), to: hosts.name(to).into(), path, bytes });
+        }
+        if !used.is_empty() {
+            used.sort();
+            self.path = used.join(" + ");
         }
     }
 }
@@ -140,6 +180,22 @@ impl fmt::Display for JobSummary {
                 e.writes,
                 e.reads
             )?;
+            for p in e.pairs.iter().filter(|p| p.bytes > 0) {
+                writeln!(
+                    f,
+                    "    {:<20} {:<24} {:>25}",
+                    format!("{} -> {}", p.from, p.to),
+                    p.path,
+                    ByteSize(p.bytes).to_string()
+                )?;
+            }
+        }
+        if self.stages.iter().any(|s| !s.hosts.is_empty()) {
+            writeln!(f, "  tasks per host:")?;
+            for s in &self.stages {
+                let on: Vec<String> = s.hosts.iter().map(|(h, n)| format!("{h} {n}")).collect();
+                writeln!(f, "    {:<12} {}", s.name, on.join(", "))?;
+            }
         }
         write!(f, "  job ended: {} freed from every path", ByteSize(self.freed_bytes))
     }

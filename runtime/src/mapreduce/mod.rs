@@ -44,8 +44,20 @@ impl MapReduce<'_> {
         Ok(JobSpec {
             name: format!("{} ({mappers} mappers, {reducers} reducers)", self.name),
             stages: vec![
-                StageSpec { name: "map".into(), op: self.map.into(), params: params.clone(), tasks: mappers },
-                StageSpec { name: "reduce".into(), op: self.reduce.into(), params: reduce_params, tasks: reducers },
+                StageSpec {
+                    name: "map".into(),
+                    op: self.map.into(),
+                    params: params.clone(),
+                    tasks: mappers,
+                    host: None,
+                },
+                StageSpec {
+                    name: "reduce".into(),
+                    op: self.reduce.into(),
+                    params: reduce_params,
+                    tasks: reducers,
+                    host: None,
+                },
             ],
             edges: vec![EdgeSpec { from: 0, to: 1, path, topology, pipelined: false, partitions: None }],
             collect: None,

@@ -48,6 +48,10 @@ pub fn choose(
     if let Some(path) = path {
         cluster.paths.retain(|p| p.path == path);
     }
+    // VM-local passing is within one host: asked for on a cluster, the job runs on its first.
+    if path == Some(Path::VmLocal) {
+        cluster.hosts.truncate(1);
+    }
     let dag = Dag {
         stages: vec![
             Stage {

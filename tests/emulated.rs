@@ -252,3 +252,58 @@ fn an_up_that_fails_halfway_removes_what_it_made() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"fast\""), "{out:?}");
     assert!(!d.join("c2/emulation.toml").exists());
 }
+
+#[test]
+fn a_sort_survives_the_loss_of_a_hosts_node_mid_job() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&baton(d, &["cluster", "up", "--emulate", "3", "--memory", "512MiB", "--workers", "2", "--dir", "c"]));
+    let id = emulation_id(d);
+    ok(&baton(d, &["gensort", "in.dat", "--size", "96MiB"]));
+    ok(&baton(d, &["sort", "in.dat", "-o", "single", "--single-process"]));
+    let sort = Command::new(BATON)
+        .args(["sort", "in.dat", "--cluster", "c/cluster.toml", "--mappers", "6", "--reducers", "12"])
+        .args(["-o", "out", "--summary-json", "out.json"])
+        .current_dir(d)
+        .env("BATON_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first reducer has written its part, the mappers are done and the second wave of
+    // reducers still needs every mapper's output: host 1's node dies then.
+    let staging = d.join("out/_temporary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let reduced = || {
+        std::fs::read_dir(&staging).into_iter().flatten().flatten().any(|job| {
+            std::fs::read_dir(job.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().starts_with("part-"))
+        })
+    };
+    while !reduced() {
+        assert!(std::time::Instant::now() < deadline, "no reducer finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The processes: per host its node, then its workers.
+    let node1 = pids(d)[3];
+    // SAFETY: kill(2) of the node process the emulation started.
+    unsafe { libc::kill(node1 as i32, libc::SIGKILL) };
+    let out = sort.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the node of h1 does not answer"), "the loss went unnoticed: {stderr}");
+    assert!(
+        concat_parts(&d.join("out")) == std::fs::read(d.join("single/part-r-00000")).unwrap(),
+        "the sort that lost a host differs from the single-process sort"
+    );
+    let s = summary(&d.join("out.json"));
+    let map = &s["stages"][0];
+    assert!(map["attempts"].as_u64().unwrap() > 6, "host 1's mappers were not run again: {map}");
+    down_leaves_nothing(d, &id);
+}

@@ -565,3 +565,72 @@ fn explain_says_which_join_filters_prune_and_which_cannot_cross_a_stage() {
     assert!(explain.contains("prunes the probe side's scan in this stage"), "{explain}");
     assert!(explain.contains("not applied: it went into a scan of stage-"), "{explain}");
 }
+
+/// Emulated hosts made by `baton cluster up` in a directory of their own; `cluster down` when
+/// dropped, also when the test fails.
+struct Emulation {
+    dir: tempfile::TempDir,
+}
+
+impl Emulation {
+    fn up(hosts: usize) -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: emulated hosts need root (network namespaces)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let n = hosts.to_string();
+        ok(&baton(dir.path(), &["cluster", "up", "--emulate", &n, "--memory", "512MiB", "--dir", "c"]));
+        Some(Self { dir })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("c/cluster.toml")
+    }
+}
+
+impl Drop for Emulation {
+    fn drop(&mut self) {
+        let _ = baton(self.dir.path(), &["cluster", "down", "--dir", "c"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_22_tpch_queries_match_datafusion_across_three_emulated_hosts() {
+    let Some(emulation) = Emulation::up(3) else { return };
+    let file = baton_runtime::cluster::ClusterFile::read(&emulation.file()).unwrap();
+    let env = baton_runtime::cluster::ClusterEnv::connect(&file, std::time::Duration::from_secs(300)).await.unwrap();
+    let ctx = session(&tpch()).await;
+    let (mut failures, mut hosts_used, mut local, mut direct) = (Vec::new(), std::collections::BTreeSet::new(), 0, 0);
+    for (name, sql) in baton_sql::tpch::QUERIES {
+        let expected = rows(&query::run_single(&ctx, sql).await.unwrap());
+        let config = baton_runtime::env::Environment::job_config(&env).unwrap();
+        let run = match query::run(&ctx, sql, &env, &QueryOptions::default(), Vec::new(), &config).await {
+            Ok(run) => run,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let got = rows(&run.batches);
+        let ordered = sql.to_lowercase().contains("order by");
+        let result = if ordered { same_rows(&got, &expected) } else { same_rows(&sorted(got), &sorted(expected)) };
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+        for stage in &run.summary.stages {
+            hosts_used.extend(stage.hosts.keys().cloned());
+        }
+        for pair in run.summary.edges.iter().flat_map(|e| &e.pairs) {
+            match pair.path.as_str() {
+                "vm-local" => local += pair.bytes,
+                "direct" => direct += pair.bytes,
+                _ => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+    assert_eq!(hosts_used.len(), 3, "tasks ran on {hosts_used:?}");
+    assert!(local > 0 && direct > 0, "vm-local carried {local} bytes, direct {direct}");
+}

@@ -88,6 +88,14 @@ impl Hosts {
         }
     }
 
+    /// Whether host `host`'s node answers a hello within `timeout`.
+    pub async fn answers(&self, host: usize, timeout: std::time::Duration) -> bool {
+        let Some(PathSpec::Remote { addr, tls_dir }) = self.hosts.get(host).map(|h| &h.remote) else { return true };
+        let tls = baton_fabric::net::TlsDir::new(tls_dir);
+        let hello = async { baton_fabric::path::direct::DirectPath::connect(*addr, &tls).await?.hello().await };
+        matches!(tokio::time::timeout(timeout, hello).await, Ok(Ok(_)))
+    }
+
     /// The name of the path between `from` and `to` on `spec`, for summaries.
     pub fn pair_path(&self, spec: &PathSpec, from: usize, to: usize) -> String {
         match spec {

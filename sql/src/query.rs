@@ -9,7 +9,7 @@ use arrow_schema::SchemaRef;
 use baton_fabric::JobId;
 use baton_planner::{ClusterModel, Compute, Dag, DopBounds, EdgeId, Objective, Path, Plan, StageId, Topology};
 use baton_runtime::driver::{self, Collect, DriverConfig, EdgeSpec, JobSpec, JobSummary, StageSpec};
-use baton_runtime::local::LocalEnv;
+use baton_runtime::env::Environment;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
@@ -199,7 +199,7 @@ fn dag(stages: &Stages) -> Dag {
 
 impl PlannedQuery {
     /// The job that runs the stages on `env`.
-    pub fn job(&self, name: &str, env: &LocalEnv) -> Result<JobSpec> {
+    pub fn job(&self, name: &str, env: &dyn Environment) -> Result<JobSpec> {
         let spec = |path: Path| {
             env.spec(path).ok_or_else(|| Error::BadTable {
                 table: name.to_string(),
@@ -272,7 +272,7 @@ impl PlannedQuery {
 pub async fn run(
     ctx: &SessionContext,
     sql: &str,
-    env: &LocalEnv,
+    env: &dyn Environment,
     options: &QueryOptions,
     stores: Vec<String>,
     settings: &DriverConfig,
@@ -341,9 +341,9 @@ pub fn display_stages(physical: Arc<dyn ExecutionPlan>) -> Result<String> {
 }
 
 /// `settings` with a new job's id and token.
-fn fresh(env: &LocalEnv, settings: &DriverConfig) -> Result<DriverConfig> {
+fn fresh(env: &dyn Environment, settings: &DriverConfig) -> Result<DriverConfig> {
     let new = env.job_config()?;
-    Ok(DriverConfig { job: new.job, token: new.token, ..settings.clone() })
+    Ok(DriverConfig { job: new.job, token: new.token, hosts: new.hosts, ..settings.clone() })
 }
 
 /// `sql` run by DataFusion in this process: the baseline.

@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use baton_planner::{ByteSize, Path};
+use baton_runtime::cluster::{ClusterEnv, ClusterFile};
 use baton_runtime::driver::{JobSummary, Progress};
+use baton_runtime::env::Environment;
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_runtime::mapreduce::plan::parse_topology;
 use baton_sql::query::{self, QueryOptions, QueryRun};
@@ -78,6 +80,11 @@ pub struct RunArgs {
     /// The object store for the object-store path (default: a directory of the run).
     #[arg(long)]
     objects: Option<String>,
+    /// Run on the hosts of this cluster file (its nodes and workers; `baton cluster up
+    /// --emulate N` writes one) instead of the embedded single host. Tables must be where
+    /// every host reaches them (a shared directory, or an object store).
+    #[arg(long, conflicts_with_all = ["in_process", "workers", "objects", "shm_dir"])]
+    cluster: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,7 +110,12 @@ impl RunArgs {
         Ok(QueryOptions { path, topology })
     }
 
-    async fn start(&self) -> anyhow::Result<(LocalEnv, usize)> {
+    async fn start(&self) -> anyhow::Result<(Box<dyn Environment>, usize)> {
+        if let Some(file) = &self.cluster {
+            let env = ClusterEnv::connect(&ClusterFile::read(file)?, std::time::Duration::from_secs(600)).await?;
+            let partitions = self.partitions.unwrap_or(env.invoker().slots()).max(1);
+            return Ok((Box::new(env), partitions));
+        }
         let exe = if self.in_process { None } else { Some(std::env::current_exe()?) };
         let mut local = LocalConfig::new(super::data_dir(), exe);
         local.registry = baton_sql::registry();
@@ -114,7 +126,7 @@ impl RunArgs {
         local.objects = self.objects.clone();
         local.shm_dir = self.shm_dir.clone();
         let partitions = self.partitions.unwrap_or(local.workers).max(1);
-        Ok((LocalEnv::start(&local).await?, partitions))
+        Ok((Box::new(LocalEnv::start(&local).await?), partitions))
     }
 }
 
@@ -165,7 +177,7 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     let mut config = env.job_config()?;
     config.memory_budget = args.run.worker_memory.0 / 4;
     config.progress = Progress::auto();
-    let run = query::run(&ctx, &args.query, &env, &options, stores, &config).await?;
+    let run = query::run(&ctx, &args.query, env.as_ref(), &options, stores, &config).await?;
     print(&run.schema, &run.batches, args.format, args.output.as_deref())?;
     eprintln!("{}", run.summary);
     if let Some(file) = &args.summary_json {
@@ -267,18 +279,14 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
     let options = run_args.options()?;
     let (env, partitions) = run_args.start().await?;
     let (ctx, stores) = session(&session::tpch_tables(&dir)?, partitions).await?;
-    println!(
-        "node: embedded · workers: {} {} · {partitions} partitions per stage",
-        env.invoker().slots(),
-        if env.uses_processes() { "local processes" } else { "in-process slots" },
-    );
+    println!("{} · {partitions} partitions per stage", env.describe());
     for &n in &args.queries {
         let Some((_, sql)) = n.checked_sub(1).and_then(|i| baton_sql::tpch::QUERIES.get(i)) else {
             bail!("there is no TPC-H query {n} (1 to 22)");
         };
         let config = env.job_config()?;
         let start = Instant::now();
-        let run = query::run(&ctx, sql, &env, &options, stores.clone(), &config).await?;
+        let run = query::run(&ctx, sql, env.as_ref(), &options, stores.clone(), &config).await?;
         report(n, &run, start.elapsed().as_secs_f64())?;
     }
     Ok(())

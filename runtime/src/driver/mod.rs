@@ -398,9 +398,12 @@ async fn run_stages(
     let start = Instant::now();
     let n = job.stages.len();
     let hosts = config.hosts.as_deref();
-    // The host each task runs on: its stage's, or spread; an attempt's output stays there.
-    let placed: Vec<Vec<usize>> =
+    // The host each task runs on: its stage's, or spread (moved off a host whose node is lost).
+    let mut placed: Vec<Vec<usize>> =
         job.stages.iter().map(|st| (0..st.tasks).map(|p| hosts.map_or(0, |h| h.place(st.host, p))).collect()).collect();
+    // The host each partition's committed output is on (its attempt's host).
+    let mut held = placed.clone();
+    let mut lost: Vec<bool> = vec![false; hosts.map_or(1, Hosts::len)];
     // Committed map outputs of each edge, by producer partition.
     let mut committed: Vec<Vec<Option<MapOutput>>> =
         job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
@@ -437,7 +440,7 @@ async fn run_stages(
             });
             let Some((p, a)) = run.schedule.launch() else { break };
             let host = placed[s][p as usize];
-            let task = build_task(job, routes, s, p, a, &committed, &placed, config)?;
+            let task = build_task(job, routes, s, p, a, &committed, &held, host, config)?;
             early[host] += usize::from(is_early);
             let wait = retry_backoff(config.job, s, p, a);
             running.push(async move {
@@ -455,6 +458,7 @@ async fn run_stages(
                 let outputs = report.outputs.clone();
                 let outcome = run.schedule.succeeded(p, a, report);
                 if outcome == Outcome::Committed {
+                    held[s][p as usize] = host;
                     let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
                     for (&e, slot) in outgoing.iter().zip(0..) {
                         let output: &MapOutput = outputs.get(slot).ok_or_else(|| Error::BadJob {
@@ -482,12 +486,34 @@ async fn run_stages(
                     tracing::info!("{}: retrying partition {p} after: {e}", job.stages[s].name);
                     run.retried += 1;
                 }
+                // A fault may be a host's node gone: then what only it held is made again.
+                if e.is_retryable()
+                    && let Some(hosts) = hosts
+                {
+                    let mut state = Recovery {
+                        job,
+                        stages: &mut stages,
+                        committed: &mut committed,
+                        results: &mut results,
+                        placed: &mut placed,
+                        held: &held,
+                        lost: &mut lost,
+                    };
+                    state.find_lost(hosts).await?;
+                }
                 outcome
             }
         };
+        let Some(run) = stages[s].as_mut() else { continue };
         if let Outcome::GiveUp { attempts } = outcome {
             run.bar.fail();
-            let last = run.schedule.last_error(p).unwrap_or("?").to_string();
+            let mut last = run.schedule.last_error(p).unwrap_or("?").to_string();
+            if let Some(hosts) = hosts {
+                let gone: Vec<&str> = (0..hosts.len()).filter(|&h| lost[h]).map(|h| hosts.name(h)).collect();
+                if !gone.is_empty() {
+                    last.push_str(&format!(" (lost during the job: the node of {})", gone.join(", ")));
+                }
+            }
             // Tasks waiting for outputs that will never come fail once the node forgets the job;
             // then let every running attempt end, so none writes after the job's end.
             for path in driver_paths(job, config).iter().filter(|p| p.kind() != baton_planner::Path::ObjectStore) {
@@ -520,7 +546,7 @@ async fn run_stages(
             .collect();
         let mut row = StageSummary::new(stage, &reports, attempts, seconds);
         if let Some(hosts) = hosts {
-            for &h in &placed[s] {
+            for &h in &held[s] {
                 *row.hosts.entry(hosts.name(h).to_string()).or_default() += 1;
             }
         }
@@ -535,16 +561,92 @@ async fn run_stages(
         let maps: Vec<MapOutput> = committed[e].iter().flatten().cloned().collect();
         let mut row = EdgeSummary::new(job, edge, round, &maps);
         if let Some(hosts) = hosts {
-            row.add_pairs(hosts, edge, &edge_pairs(job, routes, e, &committed[e], &placed));
+            row.add_pairs(hosts, edge, &edge_pairs(job, routes, e, &committed[e], &held));
         }
         summary.edges.push(row);
     }
     summary.seconds = start.elapsed().as_secs_f64();
     let results = match &job.collect {
-        Some(c) => results.into_iter().zip(&placed[c.stage]).filter_map(|(m, &h)| Some((h, m?))).collect(),
+        Some(c) => results.into_iter().zip(&held[c.stage]).filter_map(|(m, &h)| Some((h, m?))).collect(),
         None => Vec::new(),
     };
     Ok((summary, results))
+}
+
+/// How long a node may take to answer before the driver counts its host lost.
+const NODE_ANSWER: Duration = Duration::from_secs(3);
+
+/// What the driver changes when a host's node is lost: the stages' schedules, the committed
+/// outputs, where tasks run.
+struct Recovery<'a> {
+    job: &'a JobSpec,
+    stages: &'a mut [Option<StageRun>],
+    committed: &'a mut [Vec<Option<MapOutput>>],
+    results: &'a mut [Option<MapOutput>],
+    placed: &'a mut [Vec<usize>],
+    held: &'a [Vec<usize>],
+    lost: &'a mut [bool],
+}
+
+impl Recovery<'_> {
+    /// Asks every node not yet lost whether it answers; recovers from each that does not.
+    async fn find_lost(&mut self, hosts: &Hosts) -> Result<()> {
+        let candidates: Vec<usize> = (0..hosts.len()).filter(|&h| !self.lost[h]).collect();
+        let answers = futures::future::join_all(candidates.iter().map(|&h| hosts.answers(h, NODE_ANSWER))).await;
+        for (&h, up) in candidates.iter().zip(answers) {
+            if !up {
+                self.lose(hosts, h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Host `x`'s node is gone: its tasks move to the other hosts, and every committed output
+    /// it held that a stage still to run needs is made again there (its producers' lost
+    /// outputs too, as far back as needed: the driver keeps each stage's lineage).
+    fn lose(&mut self, hosts: &Hosts, x: usize) -> Result<()> {
+        self.lost[x] = true;
+        let live: Vec<usize> = (0..self.lost.len()).filter(|&h| !self.lost[h]).collect();
+        tracing::warn!("the node of {} does not answer: its tasks move to the other hosts", hosts.name(x));
+        if live.is_empty() {
+            return Err(Error::BadJob { reason: "the node of every host is lost".into() });
+        }
+        let mut next = 0;
+        for stage in self.placed.iter_mut() {
+            for h in stage.iter_mut().filter(|h| **h == x) {
+                *h = live[next % live.len()];
+                next += 1;
+            }
+        }
+        let job = self.job;
+        let done = |stages: &[Option<StageRun>], s: usize| stages[s].as_ref().is_some_and(|r| r.done.is_some());
+        loop {
+            let mut changed = false;
+            for s in 0..job.stages.len() {
+                let collected = job.collect.as_ref().is_some_and(|c| c.stage == s);
+                let needed = collected || job.edges.iter().any(|e| e.from == s && !done(self.stages, e.to));
+                let Some(run) = self.stages[s].as_mut().filter(|_| needed) else { continue };
+                for p in 0..job.stages[s].tasks {
+                    if self.held[s][p as usize] != x || !run.schedule.reopen(p) {
+                        continue;
+                    }
+                    run.done = None;
+                    changed = true;
+                    for (e, edge) in job.edges.iter().enumerate() {
+                        if edge.from == s {
+                            self.committed[e][p as usize] = None;
+                        }
+                    }
+                    if collected {
+                        self.results[p as usize] = None;
+                    }
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Bytes edge `e` carried between each (producer host, consumer host), as its consumers read.
@@ -621,8 +723,8 @@ pub fn committed_key(job: JobId, edge: EdgeId, producer: u32) -> baton_fabric::O
     baton_fabric::ObjectKey::new(job, edge, producer, baton_shuffle::exchange::COMMITTED)
 }
 
-/// Task `t`, attempt `attempt` of stage `s`, with what its input edges have committed so far;
-/// `placed` is the host of every stage's every task.
+/// Task `t`, attempt `attempt` of stage `s`, to run on `host`, with what its input edges have
+/// committed so far; `held` is the host of every stage's every partition's output.
 #[allow(clippy::too_many_arguments)]
 fn build_task(
     job: &JobSpec,
@@ -631,11 +733,11 @@ fn build_task(
     t: u32,
     attempt: u32,
     committed: &[Vec<Option<MapOutput>>],
-    placed: &[Vec<usize>],
+    held: &[Vec<usize>],
+    host: usize,
     config: &DriverConfig,
 ) -> Result<Task> {
     let stage = &job.stages[s];
-    let host = placed[s][t as usize];
     let hosts = config.hosts.as_deref();
     let inputs = (0..job.edges.len())
         .filter(|&e| job.edges[e].to == s)
@@ -649,7 +751,7 @@ fn build_task(
             let pending = producers.into_iter().filter(|&x| committed[e][x as usize].is_none()).collect();
             let (mut at, mut producer_at) = (Vec::new(), Vec::new());
             if let (Some(hosts), PathSpec::HostNode) = (hosts, &edge.path) {
-                for &holder in &placed[edge.from] {
+                for &holder in &held[edge.from] {
                     let path = hosts.read_path(&edge.path, holder, Some(host));
                     let index = at.iter().position(|p| *p == path).unwrap_or_else(|| {
                         at.push(path);

@@ -30,6 +30,9 @@ pub enum Outcome {
 #[derive(Debug)]
 struct Partition {
     attempts: u32,
+    /// Attempts it may make in all: `max_attempts`, and that many more each time its committed
+    /// output is lost ([`StageSchedule::reopen`]).
+    budget: u32,
     running: u32,
     committed: Option<(u32, TaskReport)>,
     last_error: Option<String>,
@@ -51,15 +54,11 @@ pub struct StageSchedule {
 impl StageSchedule {
     /// A stage of `partitions` tasks, each tried at most `max_attempts` times.
     pub fn new(partitions: u32, max_attempts: u32) -> Self {
-        let parts =
-            (0..partitions).map(|_| Partition { attempts: 0, running: 0, committed: None, last_error: None }).collect();
-        Self {
-            partitions: parts,
-            queue: (0..partitions).collect(),
-            max_attempts: max_attempts.max(1),
-            committed: 0,
-            launched: 0,
-        }
+        let max_attempts = max_attempts.max(1);
+        let parts = (0..partitions)
+            .map(|_| Partition { attempts: 0, budget: max_attempts, running: 0, committed: None, last_error: None })
+            .collect();
+        Self { partitions: parts, queue: (0..partitions).collect(), max_attempts, committed: 0, launched: 0 }
     }
 
     /// The next (partition, attempt) to launch, if any is waiting.
@@ -90,14 +89,13 @@ impl StageSchedule {
     /// Attempt `attempt` of `partition` failed with `error`; `retryable` says whether another
     /// attempt may succeed.
     pub fn failed(&mut self, partition: u32, _attempt: u32, error: String, retryable: bool) -> Outcome {
-        let max = self.max_attempts;
         let part = &mut self.partitions[partition as usize];
         part.running = part.running.saturating_sub(1);
         part.last_error = Some(error);
         if part.committed.is_some() {
             return Outcome::Superseded;
         }
-        if retryable && part.attempts < max {
+        if retryable && part.attempts < part.budget {
             self.queue.push_back(partition);
             return Outcome::Retry;
         }
@@ -106,6 +104,25 @@ impl StageSchedule {
             return Outcome::Superseded;
         }
         Outcome::GiveUp { attempts: part.attempts }
+    }
+
+    /// Forgets `partition`'s committed output (it was lost with its host) and queues it again,
+    /// with a fresh allowance of attempts. Returns whether it had one.
+    pub fn reopen(&mut self, partition: u32) -> bool {
+        let max = self.max_attempts;
+        let Some(part) = self.partitions.get_mut(partition as usize) else { return false };
+        if part.committed.take().is_none() {
+            return false;
+        }
+        part.budget = part.attempts + max;
+        self.committed -= 1;
+        self.queue.push_back(partition);
+        true
+    }
+
+    /// Whether `partition` has a committed attempt.
+    pub fn is_committed(&self, partition: u32) -> bool {
+        self.partitions.get(partition as usize).is_some_and(|p| p.committed.is_some())
     }
 
     /// Whether an attempt waits to be launched.
@@ -188,6 +205,26 @@ mod tests {
         assert_eq!(s.failed(p, a, "lost again".into(), true), Outcome::GiveUp { attempts: 2 });
         assert_eq!(s.last_error(0), Some("lost again"));
         assert!(s.launch().is_none());
+    }
+
+    #[test]
+    fn a_lost_output_is_run_again_under_a_new_attempt_with_a_fresh_allowance() {
+        let mut s = StageSchedule::new(2, 2);
+        for _ in 0..2 {
+            let (p, a) = s.launch().unwrap();
+            assert_eq!(s.succeeded(p, a, report(p)), Outcome::Committed);
+        }
+        assert!(s.is_done());
+        assert!(s.reopen(1));
+        assert!(!s.reopen(1), "only a committed output can be lost");
+        assert!(!s.is_done() && s.is_committed(0) && !s.is_committed(1));
+        let (p, a) = s.launch().unwrap();
+        assert_eq!((p, a), (1, 1), "a new attempt number: its objects never mix with the lost ones");
+        assert_eq!(s.failed(p, a, "lost".into(), true), Outcome::Retry, "the allowance starts again");
+        let (p, a) = s.launch().unwrap();
+        assert_eq!(s.succeeded(p, a, report(21)), Outcome::Committed);
+        assert!(s.is_done());
+        assert_eq!(s.attempts(), 4);
     }
 
     #[test]

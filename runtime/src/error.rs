@@ -33,6 +33,8 @@ pub enum Error {
         message: String,
         /// Whether a retry may help (a lost worker or a transient fault) or not (bad input).
         retryable: bool,
+        /// Requests the task made on each edge before it failed.
+        requests: crate::requests::EdgeRequests,
     },
     /// A task asked for an operator the worker does not have.
     #[error("no operator named {name:?} (known: {known})")]
@@ -151,6 +153,14 @@ impl Error {
         match self {
             Error::Task { message, .. } => message.clone(),
             other => other.to_string(),
+        }
+    }
+
+    /// The requests a failed task made before it failed (none for other errors).
+    pub fn requests(&self) -> crate::requests::EdgeRequests {
+        match self {
+            Error::Task { requests, .. } => requests.clone(),
+            _ => Default::default(),
         }
     }
 

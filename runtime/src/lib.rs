@@ -22,6 +22,7 @@ pub mod local;
 pub mod mapreduce;
 pub mod operator;
 pub mod paths;
+pub mod requests;
 pub mod task;
 pub mod worker;
 

@@ -45,6 +45,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::paths::PathCache;
+use crate::requests::EdgeCounters;
 use crate::task::{Route, Task, TaskReport};
 
 /// The code one task runs.
@@ -101,6 +102,7 @@ pub struct TaskContext {
     report: TaskReport,
     committed: Vec<Option<MapOutput>>,
     read: Arc<ReadCounter>,
+    requests: Arc<EdgeCounters>,
 }
 
 impl TaskContext {
@@ -114,6 +116,7 @@ impl TaskContext {
             report: TaskReport::default(),
             committed,
             read: Arc::default(),
+            requests: Arc::default(),
         }
     }
 
@@ -133,8 +136,9 @@ impl TaskContext {
             .map_err(|e| Error::BadParams { op: self.task.op.clone(), reason: e.to_string() })
     }
 
-    async fn path(&self, spec: &crate::paths::PathSpec) -> Result<Arc<dyn DataPath>> {
-        self.paths.get(spec, self.task.token.as_deref()).await
+    /// The path `spec`, its requests counted as edge `edge`'s.
+    async fn path(&self, spec: &crate::paths::PathSpec, edge: baton_fabric::EdgeId) -> Result<Arc<dyn DataPath>> {
+        Ok(self.requests.count(edge, self.paths.get(spec, self.task.token.as_deref()).await?))
     }
 
     /// A reader of input edge `index`: this task's partition from every producer, one producer
@@ -150,7 +154,13 @@ impl TaskContext {
                 reason: format!("{} asked for input {index} of a task with {}", self.task.op, self.task.inputs.len()),
             });
         }
-        Ok(EdgeSource { task: self.task.clone(), input: index, paths: self.paths.clone(), read: self.read.clone() })
+        Ok(EdgeSource {
+            task: self.task.clone(),
+            input: index,
+            paths: self.paths.clone(),
+            read: self.read.clone(),
+            requests: self.requests.clone(),
+        })
     }
 
     fn output(&self, index: usize) -> Result<&crate::task::Output> {
@@ -165,7 +175,8 @@ impl TaskContext {
         schema: SchemaRef,
         partitioner: Box<dyn Partitioner>,
     ) -> Result<ShuffleWriter> {
-        let target = Target { path: self.path(&output.path).await?, job: self.task.job, edge: output.edge };
+        let target =
+            Target { path: self.path(&output.path, output.edge).await?, job: self.task.job, edge: output.edge };
         Ok(ShuffleWriter::new(target, self.task.id.partition, schema, partitioner, output.layout)
             .with_attempt(self.task.id.attempt)
             .with_memory_budget(self.task.memory_budget as usize, &self.scratch))
@@ -331,9 +342,17 @@ pub struct EdgeSource {
     input: usize,
     paths: Arc<PathCache>,
     read: Arc<ReadCounter>,
+    requests: Arc<EdgeCounters>,
 }
 
 impl EdgeSource {
+    /// The path holding `producer`'s output, its requests counted as this edge's.
+    async fn path(&self, producer: u32) -> Result<Arc<dyn DataPath>> {
+        let input = self.spec();
+        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
+        Ok(self.requests.count(input.edge, path))
+    }
+
     /// The edge.
     pub fn edge(&self) -> baton_fabric::EdgeId {
         self.spec().edge
@@ -378,7 +397,7 @@ impl EdgeSource {
                 ),
             });
         };
-        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
+        let path = self.path(producer).await?;
         let target = Target { path, job: self.task.job, edge: input.edge };
         let mut batches = ShuffleReader::new(target, partition).read_mapper(&map).await?;
         self.read.rows.fetch_add(info.rows, Ordering::Relaxed);
@@ -392,7 +411,7 @@ impl EdgeSource {
     /// Waits until the driver publishes `producer`'s committed output.
     async fn wait_for(&self, producer: u32) -> Result<MapOutput> {
         let input = self.spec();
-        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
+        let path = self.path(producer).await?;
         let key = crate::driver::committed_key(self.task.job, input.edge, producer);
         let mut pause = std::time::Duration::from_millis(1);
         loop {
@@ -421,21 +440,31 @@ pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path
     // What the task was given to read from its input edges.
     let (id, name) = (task.id, task.op.clone());
     let mut ctx = TaskContext::new(task, paths, scratch);
+    let requests = ctx.requests.clone();
+    // A failed task reports what it asked of its paths too.
+    let failed = |e: Error| Error::Task {
+        task: id,
+        message: e.failure_message(),
+        retryable: e.is_retryable(),
+        requests: requests.snapshot(),
+    };
     // A panic is a bug in the operator or an input it cannot take: the same attempt would panic
     // again, so it is a final error carrying the panic's message, and the worker lives on.
     match std::panic::AssertUnwindSafe(op.run(&mut ctx)).catch_unwind().await {
-        Ok(outcome) => outcome?,
+        Ok(outcome) => outcome.map_err(failed)?,
         Err(panic) => {
             let why = baton_fabric::error::panic_message(panic.as_ref());
             return Err(Error::Task {
                 task: id,
                 message: format!("operator {name} panicked: {why}"),
                 retryable: false,
+                requests: requests.snapshot(),
             });
         }
     }
     let read = ctx.read.clone();
-    let mut report = ctx.into_report()?;
+    let mut report = ctx.into_report().map_err(failed)?;
+    report.requests = requests.snapshot();
     report.rows_in += read.rows.load(Ordering::Relaxed);
     report.bytes_in += read.bytes.load(Ordering::Relaxed);
     report.pid = std::process::id();

@@ -11,6 +11,7 @@ use baton_shuffle::{Layout, MapOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::PathSpec;
+use crate::requests::EdgeRequests;
 
 /// One invocation: one attempt at one partition of one stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,6 +170,9 @@ pub struct TaskReport {
     pub seconds: f64,
     /// Anything the operator wants the driver to see (a checksum, files written).
     pub extra: serde_json::Value,
+    /// Requests it made on each edge's path, counted as they were made.
+    #[serde(default)]
+    pub requests: EdgeRequests,
 }
 
 /// A failed invocation, as a worker reports it.
@@ -178,4 +182,7 @@ pub struct TaskFailure {
     pub message: String,
     /// Whether another attempt might succeed.
     pub retryable: bool,
+    /// Requests it made before it failed, per edge.
+    #[serde(default)]
+    pub requests: EdgeRequests,
 }

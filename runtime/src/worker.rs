@@ -129,7 +129,12 @@ impl Worker {
                             // A fault on a path may have broken a cached connection.
                             self.paths.clear().await;
                         }
-                        failure(StatusCode::INTERNAL_SERVER_ERROR, e.failure_message(), e.is_retryable())
+                        let failed = TaskFailure {
+                            message: e.failure_message(),
+                            retryable: e.is_retryable(),
+                            requests: e.requests(),
+                        };
+                        answer_failure(StatusCode::INTERNAL_SERVER_ERROR, &failed)
                     }
                 }
             }
@@ -145,8 +150,11 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 }
 
 fn failure(status: StatusCode, message: String, retryable: bool) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(&TaskFailure { message, retryable }).unwrap_or_default();
-    reply(status, Bytes::from(body))
+    answer_failure(status, &TaskFailure { message, retryable, requests: Default::default() })
+}
+
+fn answer_failure(status: StatusCode, failed: &TaskFailure) -> Response<Full<Bytes>> {
+    reply(status, Bytes::from(serde_json::to_vec(failed).unwrap_or_default()))
 }
 
 /// Binds `listen` and prints `listening on http://ADDR` on stdout (a pool reads it to learn a

@@ -46,7 +46,7 @@ impl StageParams {
 pub struct StageTask;
 
 fn failed(ctx: &TaskContext, e: impl std::fmt::Display, retryable: bool) -> baton_runtime::Error {
-    baton_runtime::Error::Task { task: ctx.task().id, message: e.to_string(), retryable }
+    baton_runtime::Error::Task { task: ctx.task().id, message: e.to_string(), retryable, requests: Default::default() }
 }
 
 /// A task's error from DataFusion's: what a fabric read failed with keeps its retryability,

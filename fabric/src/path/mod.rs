@@ -4,6 +4,7 @@
 //! node's tiered store, the VM-local path and the object-store path all implement it, and one
 //! conformance suite ([`crate::conformance`]) runs against each.
 
+pub mod counted;
 pub mod direct;
 pub mod object_store;
 pub mod vm_local;

@@ -404,6 +404,9 @@ async fn run_stages(
     // The host each partition's committed output is on (its attempt's host).
     let mut held = placed.clone();
     let mut lost: Vec<bool> = vec![false; hosts.map_or(1, Hosts::len)];
+    // Requests every attempt made, per edge, as its task counted them; the driver's own notes.
+    let mut requests = crate::requests::EdgeRequests::new();
+    let mut notes = vec![0u64; job.edges.len()];
     // Committed map outputs of each edge, by producer partition.
     let mut committed: Vec<Vec<Option<MapOutput>>> =
         job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
@@ -455,6 +458,7 @@ async fn run_stages(
         let Some(run) = stages[s].as_mut() else { continue };
         let outcome = match result {
             Ok(report) => {
+                crate::requests::merge(&mut requests, &report.requests);
                 let outputs = report.outputs.clone();
                 let outcome = run.schedule.succeeded(p, a, report);
                 if outcome == Outcome::Committed {
@@ -468,6 +472,7 @@ async fn run_stages(
                             let spec = hosts
                                 .map_or(job.edges[e].path.clone(), |h| h.read_path(&job.edges[e].path, host, None));
                             publish(&markers, &spec, config, JobSpec::edge_id(e), output).await?;
+                            notes[e] += 1;
                         }
                         committed[e][p as usize] = Some(output.clone());
                     }
@@ -481,6 +486,7 @@ async fn run_stages(
                 outcome
             }
             Err(e) => {
+                crate::requests::merge(&mut requests, &e.requests());
                 let outcome = run.schedule.failed(p, a, e.to_string(), e.is_retryable());
                 if outcome == Outcome::Retry {
                     tracing::info!("{}: retrying partition {p} after: {e}", job.stages[s].name);
@@ -559,7 +565,9 @@ async fn run_stages(
             EdgeRoute::Round { klevel, round, .. } => Some((round + 1, klevel.levels)),
         };
         let maps: Vec<MapOutput> = committed[e].iter().flatten().cloned().collect();
-        let mut row = EdgeSummary::new(job, edge, round, &maps);
+        let counted = requests.get(&JobSpec::edge_id(e).0).copied().unwrap_or_default();
+        let mut row = EdgeSummary::new(job, edge, round, &maps, counted);
+        row.notes = notes[e];
         if let Some(hosts) = hosts {
             row.add_pairs(hosts, edge, &edge_pairs(job, routes, e, &committed[e], &held));
         }

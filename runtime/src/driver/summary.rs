@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use baton_planner::ByteSize;
-use baton_planner::Topology;
 use baton_shuffle::MapOutput;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{EdgeSpec, JobSpec, StageSpec};
 use crate::hosts::Hosts;
 use crate::task::TaskReport;
+use baton_fabric::path::counted::Requests;
 
 /// A finished job.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -63,10 +63,18 @@ pub struct EdgeSummary {
     pub layout: String,
     /// Bytes of its committed objects.
     pub bytes: u64,
-    /// Write requests of the committed attempts.
+    /// Objects its tasks wrote, every attempt's, as counted where they were written.
     pub writes: u64,
-    /// Read requests consumers made.
+    /// Objects (or ranges of them) its tasks read, every attempt's, as counted.
     pub reads: u64,
+    /// Every request on its path by kind, as counted (polls for outputs not yet committed are
+    /// misses).
+    #[serde(default)]
+    pub requests: Requests,
+    /// Notes the driver wrote on its path (a committed output's description, for consumers
+    /// that started early).
+    #[serde(default)]
+    pub notes: u64,
     /// Bytes between each pair of hosts and the path between them, when the job ran on hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<HostPair>,
@@ -104,14 +112,14 @@ impl StageSummary {
 }
 
 impl EdgeSummary {
-    /// `round`: (round, levels) of a k-level exchange.
-    pub(crate) fn new(job: &JobSpec, edge: &EdgeSpec, round: Option<(u32, u32)>, maps: &[MapOutput]) -> Self {
-        let nonempty = |m: &MapOutput| m.partitions.iter().filter(|p| p.rows > 0).count() as u64;
-        let reads: u64 = maps.iter().map(nonempty).sum();
-        let writes = match edge.topology {
-            Topology::Coalesced | Topology::KLevel { .. } => maps.iter().filter(|m| nonempty(m) > 0).count() as u64,
-            Topology::AllToAll | Topology::PerTask => reads,
-        };
+    /// `round`: (round, levels) of a k-level exchange; `requests`: what its tasks counted.
+    pub(crate) fn new(
+        job: &JobSpec,
+        edge: &EdgeSpec,
+        round: Option<(u32, u32)>,
+        maps: &[MapOutput],
+        requests: Requests,
+    ) -> Self {
         Self {
             name: format!("{} -> {}", job.stages[edge.from].name, job.stages[edge.to].name),
             path: edge.path.name(),
@@ -120,8 +128,10 @@ impl EdgeSummary {
                 None => edge.topology.name(),
             },
             bytes: maps.iter().flat_map(|m| &m.partitions).map(|p| p.bytes).sum(),
-            writes,
-            reads,
+            writes: requests.puts,
+            reads: requests.gets,
+            requests,
+            notes: 0,
             pairs: Vec::new(),
         }
     }
@@ -166,19 +176,20 @@ impl fmt::Display for JobSummary {
         }
         writeln!(
             f,
-            "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7}",
-            "edge", "path", "topology", "bytes", "writes", "reads"
+            "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7} {:>7}",
+            "edge", "path", "topology", "bytes", "writes", "reads", "other"
         )?;
         for e in &self.edges {
             writeln!(
                 f,
-                "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7}",
+                "  {:<22} {:<24} {:<13} {:>11} {:>7} {:>7} {:>7}",
                 e.name,
                 e.path,
                 e.layout,
                 ByteSize(e.bytes).to_string(),
                 e.writes,
-                e.reads
+                e.reads,
+                e.requests.total() - e.writes - e.reads + e.notes
             )?;
             for p in e.pairs.iter().filter(|p| p.bytes > 0) {
                 writeln!(

@@ -81,13 +81,19 @@ pub(crate) async fn invoke_endpoint(
         StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_REQUEST => {
             let failure: TaskFailure =
                 serde_json::from_slice(&body).map_err(|e| protocol(format!("bad failure report ({status}): {e}")))?;
-            Err(Error::Task { task: task.id, message: failure.message, retryable: failure.retryable })
+            Err(Error::Task {
+                task: task.id,
+                message: failure.message,
+                retryable: failure.retryable,
+                requests: failure.requests,
+            })
         }
         // The worker does not trust this driver: no retry will change that.
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Task {
             task: task.id,
             message: format!("{endpoint} refused the invocation ({status}): {}", String::from_utf8_lossy(&body)),
             retryable: false,
+            requests: Default::default(),
         }),
         other => Err(protocol(format!("answered {other}: {}", String::from_utf8_lossy(&body)))),
     }

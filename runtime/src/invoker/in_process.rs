@@ -40,9 +40,14 @@ impl Invoker for InProcess {
         match tokio::spawn(async move { run_task(&registry, paths, &scratch, task).await }).await {
             Ok(result) => result.map_err(|e| {
                 let retryable = e.is_retryable();
-                Error::Task { task: id, message: e.failure_message(), retryable }
+                Error::Task { task: id, message: e.failure_message(), retryable, requests: e.requests() }
             }),
-            Err(e) => Err(Error::Task { task: id, message: format!("the operator panicked: {e}"), retryable: false }),
+            Err(e) => Err(Error::Task {
+                task: id,
+                message: format!("the operator panicked: {e}"),
+                retryable: false,
+                requests: Default::default(),
+            }),
         }
     }
 }

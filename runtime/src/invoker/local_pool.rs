@@ -190,6 +190,7 @@ impl Invoker for LocalPool {
                             ByteSize(self.config.memory_limit)
                         ),
                         retryable: false,
+                        requests: Default::default(),
                     },
                     None => Error::WorkerLost {
                         endpoint: endpoint.to_string(),

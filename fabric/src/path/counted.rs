@@ -1,0 +1,200 @@
+//! Requests counted where they happen: [`Counted`] wraps any [`DataPath`] and counts each
+//! request it makes — puts, gets (whole and ranges), misses (a get of a key not there yet, as a
+//! consumer polling for a committed output makes), lists, deletes and failures — with the bytes
+//! that moved. Summaries report these counts, not counts inferred from partition numbers.
+
+use std::ops::{AddAssign, Range};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::{JobId, KeyPrefix, ObjectKey};
+use crate::path::{DataPath, ObjectMeta, ObjectWriter};
+
+/// Requests made on a path, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    /// Objects written.
+    pub puts: u64,
+    /// Objects (or ranges of them) read.
+    pub gets: u64,
+    /// Reads of keys that were not there (polls for an output not yet committed).
+    pub misses: u64,
+    /// Listings.
+    pub lists: u64,
+    /// Deletions.
+    pub deletes: u64,
+    /// Requests that failed otherwise.
+    pub errors: u64,
+    /// Bytes written.
+    pub bytes_put: u64,
+    /// Bytes read.
+    pub bytes_got: u64,
+}
+
+impl Requests {
+    /// Every request, of any kind.
+    pub fn total(&self) -> u64 {
+        self.puts + self.gets + self.misses + self.lists + self.deletes + self.errors
+    }
+}
+
+impl AddAssign for Requests {
+    fn add_assign(&mut self, o: Self) {
+        self.puts += o.puts;
+        self.gets += o.gets;
+        self.misses += o.misses;
+        self.lists += o.lists;
+        self.deletes += o.deletes;
+        self.errors += o.errors;
+        self.bytes_put += o.bytes_put;
+        self.bytes_got += o.bytes_got;
+    }
+}
+
+/// [`Requests`] counted by many tasks at once.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    misses: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+    errors: AtomicU64,
+    bytes_put: AtomicU64,
+    bytes_got: AtomicU64,
+}
+
+impl RequestCounter {
+    /// The counts so far.
+    pub fn snapshot(&self) -> Requests {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Requests {
+            puts: load(&self.puts),
+            gets: load(&self.gets),
+            misses: load(&self.misses),
+            lists: load(&self.lists),
+            deletes: load(&self.deletes),
+            errors: load(&self.errors),
+            bytes_put: load(&self.bytes_put),
+            bytes_got: load(&self.bytes_got),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a request's outcome: `ok` on success, as a miss if the key was not there, as an
+    /// error otherwise.
+    fn outcome<T>(&self, result: &Result<T>, ok: &AtomicU64) {
+        match result {
+            Ok(_) => Self::add(ok, 1),
+            Err(Error::NotFound { .. }) => Self::add(&self.misses, 1),
+            Err(_) => Self::add(&self.errors, 1),
+        }
+    }
+}
+
+/// A path whose requests are counted.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    inner: Arc<dyn DataPath>,
+    counter: Arc<RequestCounter>,
+}
+
+impl Counted {
+    /// `inner`, counting into `counter`.
+    pub fn new(inner: Arc<dyn DataPath>, counter: Arc<RequestCounter>) -> Self {
+        Self { inner, counter }
+    }
+}
+
+#[async_trait]
+impl DataPath for Counted {
+    async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
+        let len = payload.len() as u64;
+        let result = self.inner.put(key, payload).await;
+        self.counter.outcome(&result, &self.counter.puts);
+        if result.is_ok() {
+            RequestCounter::add(&self.counter.bytes_put, len);
+        }
+        result
+    }
+
+    async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
+        let result = self.inner.put_with(key, size_hint, write).await;
+        self.counter.outcome(&result, &self.counter.puts);
+        if let Ok(len) = result {
+            RequestCounter::add(&self.counter.bytes_put, len);
+        }
+        result
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        let result = self.inner.get(key).await;
+        self.counter.outcome(&result, &self.counter.gets);
+        if let Ok(bytes) = &result {
+            RequestCounter::add(&self.counter.bytes_got, bytes.len() as u64);
+        }
+        result
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        let result = self.inner.get_range(key, range).await;
+        self.counter.outcome(&result, &self.counter.gets);
+        if let Ok(bytes) = &result {
+            RequestCounter::add(&self.counter.bytes_got, bytes.len() as u64);
+        }
+        result
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let result = self.inner.delete(key).await;
+        self.counter.outcome(&result, &self.counter.deletes);
+        result
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        let result = self.inner.list(prefix).await;
+        self.counter.outcome(&result, &self.counter.lists);
+        result
+    }
+
+    async fn purge_job(&self, job: JobId) -> Result<u64> {
+        let result = self.inner.purge_job(job).await;
+        self.counter.outcome(&result, &self.counter.deletes);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::EdgeId;
+    use crate::tier::memory::MemoryTier;
+
+    #[tokio::test]
+    async fn every_request_is_counted_by_its_outcome() {
+        let inner: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 20));
+        let counter = Arc::new(RequestCounter::default());
+        let path = Counted::new(inner, counter.clone());
+        let key = ObjectKey::new(JobId(1), EdgeId(1), 0, 0);
+        assert!(path.get(&key).await.is_err());
+        path.put(&key, Bytes::from_static(b"hello")).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(path.put(&key, Bytes::from_static(b"again")).await.is_err(), "a second put of a key fails");
+        assert_eq!(path.get_range(&key, 1..3).await.ok(), Some(Bytes::from_static(b"el")));
+        assert!(path.get_range(&key, 1..30).await.is_err());
+        path.list(&KeyPrefix::job(JobId(1))).await.unwrap_or_else(|e| panic!("{e}"));
+        path.delete(&key).await.unwrap_or_else(|e| panic!("{e}"));
+        let got = counter.snapshot();
+        let want =
+            Requests { puts: 1, gets: 1, misses: 1, lists: 1, deletes: 1, errors: 2, bytes_put: 5, bytes_got: 2 };
+        assert_eq!(got, want);
+        assert_eq!(got.total(), 7);
+    }
+}

@@ -88,7 +88,9 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
     assert!(sent >= data.len() as u64, "host 0's tbf passed only {sent} bytes: {stats}");
     // The probe measures each host's node from here (figures in the closing note, not here).
     let probe = ok(&baton(d, &["cluster", "probe", "--cluster", "c/cluster.toml", "--size", "1MiB"]));
-    assert_eq!(probe.matches("MB/s").count(), 4, "{probe}");
+    assert_eq!(probe.matches("MB/s").count(), 6, "{probe}");
+    let calibration = std::fs::read_to_string(d.join("c/calibration.toml")).unwrap();
+    assert!(calibration.contains("path = \"direct\"") && calibration.contains("path = \"vm-local\""), "{calibration}");
     // A host's own material checks tokens and cannot mint one.
     let minted = baton(d, &["token", "9", "--tls-dir", "c/h1/tls"]);
     assert!(!minted.status.success(), "{minted:?}");
@@ -117,7 +119,9 @@ fn down_leaves_nothing(d: &Path, id: &str) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} still runs: {stat}");
     }
-    assert!(!d.join("c/cluster.toml").exists() && !d.join("c/tls").exists() && !d.join("c/objects").exists());
+    for made in ["cluster.toml", "calibration.toml", "tls", "objects"] {
+        assert!(!d.join("c").join(made).exists(), "{made} is left");
+    }
 }
 
 /// The emulation id in the cluster file of `c` in `d`.

@@ -8,6 +8,7 @@ use baton_fabric::net::TlsDir;
 use baton_fabric::node::ByteSize;
 use baton_fabric::path::direct::DirectPath;
 use baton_runtime::cluster::ClusterFile;
+use baton_runtime::cluster::calibrate::{self, Stored};
 use baton_runtime::cluster::emulate::{self, EmulateOptions};
 use clap::{Args, Subcommand};
 
@@ -89,7 +90,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 );
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
-            Ok(())
+            // The planner starts from what the hosts' paths really do.
+            probe_and_store(&file, &dir.join("cluster.toml"), 8 << 20).await
         }
         Action::Down { dir } => {
             let dir = std::path::absolute(&dir)?;
@@ -101,22 +103,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }
         Action::Probe { cluster, size } => {
             let file = ClusterFile::read(&cluster)?;
-            let tls = TlsDir::new(&file.tls_dir);
-            let key = tls.signer().context("probing writes objects: it needs the cluster's token key")?;
-            println!("{:<6} {:<21} {:>12} {:>14} {:>14}", "host", "node", "round trip", "put", "get");
-            for host in &file.hosts {
-                let probe =
-                    probe(host.node, &tls, &key, size.0).await.with_context(|| format!("probing {}", host.name))?;
-                println!(
-                    "{:<6} {:<21} {:>9.2} ms {:>9.1} MB/s {:>9.1} MB/s",
-                    host.name,
-                    host.node,
-                    probe.round_trip_s * 1e3,
-                    size.0 as f64 / probe.put_s / 1e6,
-                    size.0 as f64 / probe.get_s / 1e6,
-                );
-            }
-            Ok(())
+            probe_and_store(&file, &cluster, size.0).await
         }
         Action::Status { cluster } => {
             let file = ClusterFile::read(&cluster)?;
@@ -145,52 +132,27 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
 }
 
-/// What a probe of one node measured.
-struct Probe {
-    /// Median seconds of a small object's put and get.
-    round_trip_s: f64,
-    /// Seconds of the large object's put, and its get.
-    put_s: f64,
-    get_s: f64,
-}
-
-/// Probes the node at `addr` in a job of its own, which it ends.
-async fn probe(
-    addr: std::net::SocketAddr,
-    tls: &TlsDir,
-    key: &baton_fabric::net::TokenKey,
-    size: u64,
-) -> anyhow::Result<Probe> {
-    use baton_fabric::net::{Audience, Scopes};
-    use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
-    use std::time::Instant;
-    let job = JobId(0xb0b0_0000_0000 | u64::from(std::process::id()));
-    let node = DirectPath::connect(addr, tls).await?;
-    node.add_token(key.mint(job, baton_fabric::net::token::unix_ms_now() + 600_000, Scopes::ALL, Audience::ANY));
-    node.open_job(job, std::time::Duration::from_secs(600)).await?;
-    let result = async {
-        let small = bytes::Bytes::from(vec![1u8; 1024]);
-        let mut trips = Vec::new();
-        for i in 0..20 {
-            let key = ObjectKey::new(job, EdgeId(0), i, 0);
-            let start = Instant::now();
-            node.put(&key, small.clone()).await?;
-            node.get(&key).await?;
-            trips.push(start.elapsed().as_secs_f64() / 2.0);
-        }
-        trips.sort_by(f64::total_cmp);
-        let large = bytes::Bytes::from(vec![7u8; size as usize]);
-        let key = ObjectKey::new(job, EdgeId(1), 0, 0);
-        let start = Instant::now();
-        node.put(&key, large).await?;
-        let put_s = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        let got = node.get(&key).await?;
-        let get_s = start.elapsed().as_secs_f64();
-        anyhow::ensure!(got.len() as u64 == size, "the node gave back {} of {size} bytes", got.len());
-        Ok(Probe { round_trip_s: trips[trips.len() / 2], put_s, get_s })
+/// Probes every host of the cluster in `path`, prints what it measured, and keeps the samples
+/// beside the cluster file for the planner.
+async fn probe_and_store(file: &ClusterFile, path: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    let (hosts, samples) = calibrate::probe(file, size).await?;
+    println!("{:<6} {:<21} {:>12} {:>14} {:>14} {:>16}", "host", "node", "round trip", "put", "get", "via its socket");
+    let rate = |s: f64| size as f64 / s / 1e6;
+    for (host, probe) in file.hosts.iter().zip(&hosts) {
+        let local = probe.local.map_or("-".to_string(), |l| format!("{:.1} MB/s get", rate(l.get_s)));
+        println!(
+            "{:<6} {:<21} {:>9.2} ms {:>9.1} MB/s {:>9.1} MB/s {:>16}",
+            host.name,
+            host.node,
+            probe.quic.round_trip_s * 1e3,
+            rate(probe.quic.put_s),
+            rate(probe.quic.get_s),
+            local
+        );
     }
-    .await;
-    let _ = node.end_job(job).await;
-    result
+    let mut stored = Stored::load(path)?;
+    stored.add(samples);
+    stored.save(path)?;
+    println!("calibration: {} samples in {}", stored.samples.len(), Stored::location(path).display());
+    Ok(())
 }

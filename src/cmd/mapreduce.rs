@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use baton_planner::{ByteSize, Path};
+use baton_runtime::cluster::calibrate::{Sample, Stored};
 use baton_runtime::cluster::{ClusterEnv, ClusterFile};
 use baton_runtime::driver::{self, JobSummary, Progress};
 use baton_runtime::env::Environment;
@@ -80,6 +81,10 @@ pub struct JobArgs {
     /// --emulate N` writes one) instead of the embedded single host.
     #[arg(long, conflicts_with_all = ["in_process", "endpoints", "workers", "objects", "shm_dir"])]
     cluster: Option<PathBuf>,
+    /// After the job, keep its edges' measured transfers with the cluster's calibration, so
+    /// later plans start from them.
+    #[arg(long, requires = "cluster")]
+    calibrate: bool,
     /// Send tasks to workers already running (`baton worker`) at these URLs instead of
     /// starting a pool.
     #[arg(long, value_delimiter = ',')]
@@ -325,7 +330,9 @@ async fn run_job(
         local.endpoints = args.endpoints.clone();
     }
     let env: Box<dyn Environment> = match &args.cluster {
-        Some(file) => Box::new(ClusterEnv::connect(&ClusterFile::read(file)?, local.timeout).await?),
+        Some(file) => Box::new(
+            ClusterEnv::connect(&ClusterFile::read(file)?, local.timeout).await?.calibrated(&Stored::load(file)?),
+        ),
         None => Box::new(LocalEnv::start(&local).await?),
     };
     let slots = env.invoker().slots() as u32;
@@ -393,11 +400,51 @@ async fn run_job(
             stage.host = Some(h.0);
         }
     }
-    let summary = committed(url, &staged, driver::run(&job, env.invoker(), &config)).await?;
+    let mut summary = committed(url, &staged, driver::run(&job, env.invoker(), &config)).await?;
+    // One shuffle edge: the planner's prediction of it beside what it measured.
+    if let ([edge], [planned]) = (summary.edges.as_mut_slice(), choice.plan.edges.as_slice()) {
+        edge.predicted_s = Some(planned.chosen.time_s);
+    }
     println!("{summary}");
+    if let (true, Some(file)) = (args.calibrate, &args.cluster) {
+        let mut stored = Stored::load(file)?;
+        let samples = transfers(&summary, &config.job.to_string());
+        println!("calibration: {} transfers kept in {}", samples.len(), Stored::location(file).display());
+        stored.add(samples);
+        stored.save(file)?;
+    }
     if let Some(file) = &args.summary_json {
         std::fs::write(file, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(summary)
+}
+
+/// What a job's edges measured, as calibration samples: each edge's reads by its slowest
+/// consumer (a host-node edge counts as direct when any of its bytes crossed hosts).
+fn transfers(summary: &JobSummary, job: &str) -> Vec<Sample> {
+    summary
+        .edges
+        .iter()
+        .zip(1..)
+        .filter(|(e, _)| e.read_s > 0.0 && e.requests.gets > 0)
+        .map(|(e, i)| {
+            let consumers = summary.stages.get(i).map_or(1, |s| s.tasks);
+            let path = if e.path.contains("direct") {
+                "direct"
+            } else if e.path.starts_with("object-store") {
+                "object-store"
+            } else {
+                e.path.split(' ').next().unwrap_or("vm-local")
+            };
+            Sample {
+                path: path.to_string(),
+                bytes: e.requests.bytes_got,
+                requests: e.requests.gets,
+                tasks: consumers,
+                seconds: e.read_s,
+                source: format!("job {job}"),
+            }
+        })
+        .collect()
 }

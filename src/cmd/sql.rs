@@ -112,7 +112,9 @@ impl RunArgs {
 
     async fn start(&self) -> anyhow::Result<(Box<dyn Environment>, usize)> {
         if let Some(file) = &self.cluster {
-            let env = ClusterEnv::connect(&ClusterFile::read(file)?, std::time::Duration::from_secs(600)).await?;
+            let env = ClusterEnv::connect(&ClusterFile::read(file)?, std::time::Duration::from_secs(600))
+                .await?
+                .calibrated(&baton_runtime::cluster::calibrate::Stored::load(file)?);
             let partitions = self.partitions.unwrap_or(env.invoker().slots()).max(1);
             return Ok((Box::new(env), partitions));
         }

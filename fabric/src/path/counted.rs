@@ -34,6 +34,10 @@ pub struct Requests {
     pub bytes_put: u64,
     /// Bytes read.
     pub bytes_got: u64,
+    /// Microseconds from the start of the first request to the end of the last: how long the
+    /// transfer took its task. Adding counts keeps the longest.
+    #[serde(default)]
+    pub span_us: u64,
 }
 
 impl Requests {
@@ -53,12 +57,19 @@ impl AddAssign for Requests {
         self.errors += o.errors;
         self.bytes_put += o.bytes_put;
         self.bytes_got += o.bytes_got;
+        self.span_us = self.span_us.max(o.span_us);
     }
 }
 
 /// [`Requests`] counted by many tasks at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCounter {
+    /// When the counter was made: spans are measured from it.
+    origin: std::time::Instant,
+    /// Microseconds after `origin` of the first request's start (`u64::MAX`: none yet) and of
+    /// the last request's end.
+    first_us: AtomicU64,
+    last_us: AtomicU64,
     puts: AtomicU64,
     gets: AtomicU64,
     misses: AtomicU64,
@@ -67,6 +78,24 @@ pub struct RequestCounter {
     errors: AtomicU64,
     bytes_put: AtomicU64,
     bytes_got: AtomicU64,
+}
+
+impl Default for RequestCounter {
+    fn default() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            first_us: AtomicU64::new(u64::MAX),
+            last_us: AtomicU64::new(0),
+            puts: AtomicU64::default(),
+            gets: AtomicU64::default(),
+            misses: AtomicU64::default(),
+            lists: AtomicU64::default(),
+            deletes: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            bytes_put: AtomicU64::default(),
+            bytes_got: AtomicU64::default(),
+        }
+    }
 }
 
 impl RequestCounter {
@@ -82,7 +111,17 @@ impl RequestCounter {
             errors: load(&self.errors),
             bytes_put: load(&self.bytes_put),
             bytes_got: load(&self.bytes_got),
+            span_us: load(&self.last_us).saturating_sub(load(&self.first_us)),
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    /// Marks a request's start.
+    fn start(&self) {
+        self.first_us.fetch_min(self.now_us(), Ordering::Relaxed);
     }
 
     fn add(counter: &AtomicU64, n: u64) {
@@ -92,6 +131,7 @@ impl RequestCounter {
     /// Counts a request's outcome: `ok` on success, as a miss if the key was not there, as an
     /// error otherwise.
     fn outcome<T>(&self, result: &Result<T>, ok: &AtomicU64) {
+        self.last_us.fetch_max(self.now_us(), Ordering::Relaxed);
         match result {
             Ok(_) => Self::add(ok, 1),
             Err(Error::NotFound { .. }) => Self::add(&self.misses, 1),
@@ -117,6 +157,7 @@ impl Counted {
 #[async_trait]
 impl DataPath for Counted {
     async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
+        self.counter.start();
         let len = payload.len() as u64;
         let result = self.inner.put(key, payload).await;
         self.counter.outcome(&result, &self.counter.puts);
@@ -127,6 +168,7 @@ impl DataPath for Counted {
     }
 
     async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
+        self.counter.start();
         let result = self.inner.put_with(key, size_hint, write).await;
         self.counter.outcome(&result, &self.counter.puts);
         if let Ok(len) = result {
@@ -136,6 +178,7 @@ impl DataPath for Counted {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        self.counter.start();
         let result = self.inner.get(key).await;
         self.counter.outcome(&result, &self.counter.gets);
         if let Ok(bytes) = &result {
@@ -145,6 +188,7 @@ impl DataPath for Counted {
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        self.counter.start();
         let result = self.inner.get_range(key, range).await;
         self.counter.outcome(&result, &self.counter.gets);
         if let Ok(bytes) = &result {
@@ -154,18 +198,21 @@ impl DataPath for Counted {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.counter.start();
         let result = self.inner.delete(key).await;
         self.counter.outcome(&result, &self.counter.deletes);
         result
     }
 
     async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
+        self.counter.start();
         let result = self.inner.list(prefix).await;
         self.counter.outcome(&result, &self.counter.lists);
         result
     }
 
     async fn purge_job(&self, job: JobId) -> Result<u64> {
+        self.counter.start();
         let result = self.inner.purge_job(job).await;
         self.counter.outcome(&result, &self.counter.deletes);
         result
@@ -192,8 +239,18 @@ mod tests {
         path.list(&KeyPrefix::job(JobId(1))).await.unwrap_or_else(|e| panic!("{e}"));
         path.delete(&key).await.unwrap_or_else(|e| panic!("{e}"));
         let got = counter.snapshot();
-        let want =
-            Requests { puts: 1, gets: 1, misses: 1, lists: 1, deletes: 1, errors: 2, bytes_put: 5, bytes_got: 2 };
+        assert!(got.span_us > 0 && got.span_us < 10_000_000, "{got:?}");
+        let want = Requests {
+            puts: 1,
+            gets: 1,
+            misses: 1,
+            lists: 1,
+            deletes: 1,
+            errors: 2,
+            bytes_put: 5,
+            bytes_got: 2,
+            span_us: got.span_us,
+        };
         assert_eq!(got, want);
         assert_eq!(got.total(), 7);
     }

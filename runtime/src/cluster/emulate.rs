@@ -354,6 +354,7 @@ pub fn down(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));
     }
     let _ = std::fs::remove_file(dir.join("cluster.toml"));
+    let _ = std::fs::remove_file(dir.join("calibration.toml"));
     std::fs::remove_file(state_path(dir)).map_err(|e| Error::io("remove", state_path(dir), e))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use baton_fabric::net::token::unix_ms_now;
 use baton_fabric::net::{Audience, Scopes, TlsDir, TokenKey};
 use baton_fabric::path::direct::DirectPath;
-use baton_planner::{ClusterModel, Host as ModelHost, HostId, Path, PathModel};
+use baton_planner::{Calibration, ClusterModel, Host as ModelHost, HostId, Path, PathModel};
 
 use super::ClusterFile;
 use crate::driver::DriverConfig;
@@ -28,6 +28,7 @@ pub struct ClusterEnv {
     hosts: Arc<Hosts>,
     invoker: OnHosts,
     workers: usize,
+    calibration: Calibration,
 }
 
 impl ClusterEnv {
@@ -65,7 +66,14 @@ impl ClusterEnv {
             hosts: Arc::new(Hosts::new(paths)?),
             invoker: OnHosts::new(invokers)?,
             workers,
+            calibration: Calibration::default(),
         })
+    }
+
+    /// Plans with the cluster's paths refitted to what was measured on them.
+    pub fn calibrated(mut self, stored: &super::calibrate::Stored) -> Self {
+        self.calibration = stored.calibration();
+        self
     }
 
     /// The hosts.
@@ -146,7 +154,7 @@ impl Environment for ClusterEnv {
                 _ => {}
             }
         }
-        model
+        self.calibration.apply(&model)
     }
 
     fn job_config(&self) -> Result<DriverConfig> {

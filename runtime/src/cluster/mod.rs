@@ -22,6 +22,7 @@
 //! [`ClusterEnv`] runs jobs on such a cluster: each task on a worker of the host the plan
 //! places it on.
 
+pub mod calibrate;
 pub mod emulate;
 mod env;
 

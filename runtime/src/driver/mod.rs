@@ -407,6 +407,8 @@ async fn run_stages(
     // Requests every attempt made, per edge, as its task counted them; the driver's own notes.
     let mut requests = crate::requests::EdgeRequests::new();
     let mut notes = vec![0u64; job.edges.len()];
+    // The longest a committed producer took writing each edge, and a consumer reading it (µs).
+    let mut spans = vec![(0u64, 0u64); job.edges.len()];
     // Committed map outputs of each edge, by producer partition.
     let mut committed: Vec<Vec<Option<MapOutput>>> =
         job.edges.iter().map(|e| vec![None; job.stages[e.from].tasks as usize]).collect();
@@ -463,6 +465,17 @@ async fn run_stages(
                 let outcome = run.schedule.succeeded(p, a, report);
                 if outcome == Outcome::Committed {
                     held[s][p as usize] = host;
+                    for (e, edge) in job.edges.iter().enumerate() {
+                        let Some(r) = run.schedule.report(p).and_then(|r| r.requests.get(&JobSpec::edge_id(e).0))
+                        else {
+                            continue;
+                        };
+                        if edge.from == s {
+                            spans[e].0 = spans[e].0.max(r.span_us);
+                        } else if edge.to == s {
+                            spans[e].1 = spans[e].1.max(r.span_us);
+                        }
+                    }
                     let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
                     for (&e, slot) in outgoing.iter().zip(0..) {
                         let output: &MapOutput = outputs.get(slot).ok_or_else(|| Error::BadJob {
@@ -568,6 +581,7 @@ async fn run_stages(
         let counted = requests.get(&JobSpec::edge_id(e).0).copied().unwrap_or_default();
         let mut row = EdgeSummary::new(job, edge, round, &maps, counted);
         row.notes = notes[e];
+        (row.write_s, row.read_s) = (spans[e].0 as f64 / 1e6, spans[e].1 as f64 / 1e6);
         if let Some(hosts) = hosts {
             row.add_pairs(hosts, edge, &edge_pairs(job, routes, e, &committed[e], &held));
         }

@@ -120,6 +120,11 @@ impl StageSchedule {
         true
     }
 
+    /// The committed report of `partition`, if it has one.
+    pub fn report(&self, partition: u32) -> Option<&TaskReport> {
+        self.partitions.get(partition as usize)?.committed.as_ref().map(|(_, r)| r)
+    }
+
     /// Whether `partition` has a committed attempt.
     pub fn is_committed(&self, partition: u32) -> bool {
         self.partitions.get(partition as usize).is_some_and(|p| p.committed.is_some())

@@ -75,6 +75,15 @@ pub struct EdgeSummary {
     /// that started early).
     #[serde(default)]
     pub notes: u64,
+    /// Seconds the slowest committed producer spent writing it (first request to last).
+    #[serde(default)]
+    pub write_s: f64,
+    /// Seconds the slowest committed consumer spent reading it.
+    #[serde(default)]
+    pub read_s: f64,
+    /// Seconds the planner predicted for it, when the job was planned edge by edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_s: Option<f64>,
     /// Bytes between each pair of hosts and the path between them, when the job ran on hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<HostPair>,
@@ -132,6 +141,9 @@ impl EdgeSummary {
             reads: requests.gets,
             requests,
             notes: 0,
+            write_s: 0.0,
+            read_s: 0.0,
+            predicted_s: None,
             pairs: Vec::new(),
         }
     }
@@ -191,6 +203,10 @@ impl fmt::Display for JobSummary {
                 e.reads,
                 e.requests.total() - e.writes - e.reads + e.notes
             )?;
+            if e.write_s > 0.0 || e.read_s > 0.0 {
+                let predicted = e.predicted_s.map_or(String::new(), |p| format!(" · predicted {p:.3} s"));
+                writeln!(f, "    measured: written in {:.3} s, read in {:.3} s{predicted}", e.write_s, e.read_s)?;
+            }
             for p in e.pairs.iter().filter(|p| p.bytes > 0) {
                 writeln!(
                     f,

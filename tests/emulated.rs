@@ -35,7 +35,8 @@ fn remains(id: &str) -> Vec<String> {
     }
     for entry in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == format!("bt{id}") || name.starts_with(&format!("bv{id}h")) {
+        if name == format!("bt{id}") || name.starts_with(&format!("bv{id}h")) || name.starts_with(&format!("bv{id}s3"))
+        {
             left.push(format!("link {name}"));
         }
     }
@@ -309,5 +310,40 @@ fn a_sort_survives_the_loss_of_a_hosts_node_mid_job() {
     let s = summary(&d.join("out.json"));
     let map = &s["stages"][0];
     assert!(map["attempts"].as_u64().unwrap() > 6, "host 1's mappers were not run again: {map}");
+    down_leaves_nothing(d, &id);
+}
+
+#[test]
+fn the_object_store_can_be_an_s3_host_of_its_own_behind_a_capped_link() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = ok(&baton(d, &["cluster", "up", "--emulate", "2", "--workers", "1", "--s3-host", "--dir", "c"]));
+    assert!(up.contains("export AWS_ACCESS_KEY_ID="), "{up}");
+    let id = emulation_id(d);
+    let file = std::fs::read_to_string(d.join("c/cluster.toml")).unwrap();
+    assert!(file.contains(&format!("aws_endpoint=http://10.77.{id}.9:9000")), "{file}");
+    // The probe at up measured the S3 host too.
+    let calibration = std::fs::read_to_string(d.join("c/calibration.toml")).unwrap();
+    assert!(calibration.contains("path = \"object-store\""), "{calibration}");
+    ok(&baton(d, &["gensort", "in.dat", "--size", "8MiB"]));
+    let credentials = [("AWS_ACCESS_KEY_ID", "baton-test-key"), ("AWS_SECRET_ACCESS_KEY", "baton-test-secret")];
+    let sort = Command::new(BATON)
+        .args(["sort", "in.dat", "-o", "out", "--cluster", "c/cluster.toml", "--path", "object-store", "--validate"])
+        .args(["--mappers", "2", "--reducers", "2"])
+        .current_dir(d)
+        .env("BATON_LOG", "warn")
+        .envs(credentials)
+        .output()
+        .unwrap();
+    let out = ok(&sort);
+    assert!(out.contains("object-store (s3://)"), "{out}");
+    // The shuffle crossed the S3 host's capped link.
+    let stats = Command::new("tc").args(["-s", "qdisc", "show", "dev", &format!("bv{id}s3")]).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let sent: u64 = stats.split("Sent ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(sent >= 8 << 20, "the S3 host's tbf passed only {sent} bytes: {stats}");
     down_leaves_nothing(d, &id);
 }

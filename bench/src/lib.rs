@@ -3,6 +3,7 @@
 //! Benchmarks run in release builds (`baton bench ...`) and report ratios against baselines
 //! measured in the same run, as JSON and Markdown.
 
+pub mod cluster;
 pub mod data;
 pub mod direct;
 pub mod flight;

@@ -39,7 +39,17 @@ pub fn open_url(addr: SocketAddr, prefix: &str) -> String {
     )
 }
 
+/// Serves `root` like [`start_s3`] (signed requests only) on `addr`: an S3 host of its own among
+/// emulated hosts.
+pub async fn start_s3_on(root: &Path, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    serve_on(root, true, addr).await
+}
+
 async fn serve(root: &Path, auth: bool) -> std::io::Result<SocketAddr> {
+    serve_on(root, auth, ([127, 0, 0, 1], 0).into()).await
+}
+
+async fn serve_on(root: &Path, auth: bool, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     std::fs::create_dir_all(root.join(BUCKET))?;
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     let mut builder = S3ServiceBuilder::new(fs);
@@ -47,7 +57,7 @@ async fn serve(root: &Path, auth: bool) -> std::io::Result<SocketAddr> {
         builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
     }
     let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let http = ConnBuilder::new(TokioExecutor::new());

@@ -109,6 +109,46 @@ enum Workload {
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
+    /// Sort across emulated hosts (needs root): the planned job, every edge through an S3 host
+    /// with the same link cap, and every cross-host edge on direct; the shuffle's predicted
+    /// and measured time; requests as counted.
+    Cluster {
+        /// Emulated hosts.
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        /// Each host's link, as tc writes rates.
+        #[arg(long, default_value = "1gbit")]
+        nic: String,
+        /// Workers per host.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// How much to sort.
+        #[arg(long, default_value = "1GiB")]
+        size: baton_planner::ByteSize,
+        /// Map tasks (and reduce tasks).
+        #[arg(long, default_value_t = 16)]
+        tasks: u32,
+        /// Runs of each variant (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Directory for the JSON and Markdown reports.
+        #[arg(long, default_value = "baton-data/bench")]
+        out: PathBuf,
+        /// Directory on local disk for the run.
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
+    /// Serve a directory over the S3 protocol (s3s-fs), to clients signing with the benchmark's
+    /// test credentials: the S3 host of emulated hosts (`cluster up --s3-host`).
+    #[command(hide = true)]
+    S3Server {
+        /// Address to serve on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The directory served (its bucket is a directory in it).
+        #[arg(long)]
+        root: PathBuf,
+    },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
         /// Plans per objective.
@@ -209,6 +249,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let kept = work.keep();
                 anyhow::bail!("the soak left things behind (its directory is kept: {})", kept.display());
             }
+            Ok(())
+        }
+        Workload::Cluster { hosts, nic, workers, size, tasks, repeats, out, work_dir } => {
+            warn_if_debug();
+            let options = baton_bench::cluster::ClusterOptions {
+                exe: std::env::current_exe()?,
+                hosts,
+                nic,
+                workers,
+                bytes: size.0,
+                tasks,
+                repeats,
+                work_dir: std::path::absolute(&work_dir)?,
+            };
+            let report = tokio::task::spawn_blocking(move || baton_bench::cluster::run(&options)).await??;
+            let markdown = baton_bench::cluster::markdown(&report);
+            write_reports(&out, "cluster", serde_json::to_string_pretty(&report)?, &markdown)
+        }
+        Workload::S3Server { listen, root } => {
+            baton_fabric::private::ensure_dir(&root, "S3 server root")?;
+            let addr = baton_connectors::testing::start_s3_on(&root, listen).await?;
+            println!("serving {} over S3 on {addr}", root.display());
+            std::future::pending::<()>().await;
             Ok(())
         }
         Workload::Plan { repeats, out } => {

@@ -38,6 +38,11 @@ enum Action {
         /// Memory limit of each worker.
         #[arg(long, default_value = "1GiB")]
         worker_memory: ByteSize,
+        /// Give the object store a host of its own: an S3 server (s3s-fs) the hosts reach
+        /// over their capped links, instead of a directory they share. Drivers reach it with
+        /// the test credentials `cluster up` prints.
+        #[arg(long)]
+        s3_host: bool,
         /// The emulation's directory: its cluster file (cluster.toml), material and logs.
         #[arg(long, default_value = "baton-data/cluster")]
         dir: PathBuf,
@@ -72,13 +77,23 @@ enum Action {
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.action {
-        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, dir, node_exe } => {
+        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, s3_host, dir, node_exe } => {
             let dir = std::path::absolute(&dir)?;
             let exe = match node_exe {
                 Some(exe) => exe,
                 None => std::env::current_exe()?,
             };
-            let options = EmulateOptions { exe, hosts, nic, memory, workers, worker_memory, dir: dir.clone() };
+            let s3 = s3_host.then(baton_bench::cluster::s3_host);
+            let options = EmulateOptions {
+                exe,
+                hosts,
+                nic,
+                memory,
+                workers,
+                worker_memory,
+                s3_host: s3.clone(),
+                dir: dir.clone(),
+            };
             let file = tokio::task::spawn_blocking(move || emulate::up(&options)).await??;
             for host in &file.hosts {
                 println!(
@@ -90,8 +105,16 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 );
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
+            let objects = match &s3 {
+                Some(host) => {
+                    let env: Vec<String> = host.environment().iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("object store: an S3 host; drivers reach it with: export {}", env.join(" "));
+                    host.environment().iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
+                }
+                None => Vec::new(),
+            };
             // The planner starts from what the hosts' paths really do.
-            probe_and_store(&file, &dir.join("cluster.toml"), 8 << 20).await
+            probe_and_store(&file, &dir.join("cluster.toml"), 8 << 20, &objects).await
         }
         Action::Down { dir } => {
             let dir = std::path::absolute(&dir)?;
@@ -103,7 +126,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }
         Action::Probe { cluster, size } => {
             let file = ClusterFile::read(&cluster)?;
-            probe_and_store(&file, &cluster, size.0).await
+            probe_and_store(&file, &cluster, size.0, &[]).await
         }
         Action::Status { cluster } => {
             let file = ClusterFile::read(&cluster)?;
@@ -134,8 +157,13 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// Probes every host of the cluster in `path`, prints what it measured, and keeps the samples
 /// beside the cluster file for the planner.
-async fn probe_and_store(file: &ClusterFile, path: &std::path::Path, size: u64) -> anyhow::Result<()> {
-    let (hosts, samples) = calibrate::probe(file, size).await?;
+async fn probe_and_store(
+    file: &ClusterFile,
+    path: &std::path::Path,
+    size: u64,
+    objects: &[(String, String)],
+) -> anyhow::Result<()> {
+    let (hosts, samples) = calibrate::probe(file, size, objects).await?;
     println!("{:<6} {:<21} {:>12} {:>14} {:>14} {:>16}", "host", "node", "round trip", "put", "get", "via its socket");
     let rate = |s: f64| size as f64 / s / 1e6;
     for (host, probe) in file.hosts.iter().zip(&hosts) {

@@ -178,8 +178,13 @@ pub async fn time_path(node: &dyn DataPath, job: JobId, size: u64) -> Result<Tim
 }
 
 /// Probes every host of `file` (a job of its own on each node, ended after), and the object
-/// store; returns each host's figures and the samples.
-pub async fn probe(file: &ClusterFile, size: u64) -> Result<(Vec<HostProbe>, Vec<Sample>)> {
+/// store (with `objects`' settings beside the environment's); returns each host's figures and
+/// the samples.
+pub async fn probe(
+    file: &ClusterFile,
+    size: u64,
+    objects: &[(String, String)],
+) -> Result<(Vec<HostProbe>, Vec<Sample>)> {
     let tls = TlsDir::new(&file.tls_dir);
     let key = tls.signer().map_err(|e| Error::BadJob {
         reason: format!("probing writes objects: it needs the cluster's token key ({e})"),
@@ -218,7 +223,8 @@ pub async fn probe(file: &ClusterFile, size: u64) -> Result<(Vec<HostProbe>, Vec
         hosts.push(HostProbe { name: host.name.clone(), quic, local });
     }
     if let Some(url) = &file.objects {
-        let store: Arc<dyn DataPath> = Arc::new(baton_connectors::object_store_path(url)?);
+        let (store, prefix) = baton_connectors::open_url_with(url, objects.iter().cloned())?;
+        let store: Arc<dyn DataPath> = Arc::new(baton_fabric::path::object_store::ObjectStorePath::new(store, prefix));
         let timing = time_path(store.as_ref(), job, size).await;
         let _ = store.purge_job(job).await;
         samples.extend(timing?.samples(Path::ObjectStore, size, "probe objects"));

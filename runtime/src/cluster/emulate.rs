@@ -42,6 +42,9 @@ pub struct EmulateOptions {
     pub workers: usize,
     /// Memory limit of each worker.
     pub worker_memory: ByteSize,
+    /// Give the object store a host of its own (at `.9`, its link capped like the others): an
+    /// S3 server the hosts reach over their links, instead of a shared directory.
+    pub s3_host: Option<S3Host>,
     /// The emulation's directory (made; its cluster file is `cluster.toml` there).
     pub dir: PathBuf,
 }
@@ -158,10 +161,14 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     // The cluster's material: the CA and token key stay here; each host gets its own set.
     let cluster_tls = TlsDir::new(dir.join("tls"));
     cluster_tls.generate(&[])?;
-    // The object store every host reaches: a directory they share.
+    // The object store every host reaches: a directory they share, or an S3 server in a host
+    // of its own.
     let objects = dir.join("objects");
     baton_fabric::private::ensure_dir(&objects, "object store directory")?;
-    let burst = "256kb";
+    let s3 = match &options.s3_host {
+        Some(host) => Some(s3_host(options, host, state, id, &bridge, &objects)?),
+        None => None,
+    };
     let mut hosts = Vec::new();
     for i in 0..options.hosts {
         let ns = format!("baton-{id}-h{i}");
@@ -169,24 +176,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         let (outside, inside) = (format!("bv{id}h{i}"), format!("bv{id}h{i}p"));
         state.namespaces.push(ns.clone());
         save(dir, state)?;
-        run("make a namespace", "ip", &["netns", "add", &ns])?;
-        run("make a link", "ip", &["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
-        run("move the link in", "ip", &["link", "set", &inside, "netns", &ns])?;
-        let in_ns = |what: &str, args: &[&str]| -> Result<()> {
-            let mut all = vec!["netns", "exec", &ns];
-            all.extend_from_slice(args);
-            run(what, "ip", &all)
-        };
-        in_ns("name the link", &["ip", "link", "set", &inside, "name", "eth0"])?;
-        in_ns("address the host", &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        in_ns("raise the link", &["ip", "link", "set", "eth0", "up"])?;
-        in_ns("raise loopback", &["ip", "link", "set", "lo", "up"])?;
-        run("join the bridge", "ip", &["link", "set", &outside, "master", &bridge])?;
-        run("raise the link", "ip", &["link", "set", &outside, "up"])?;
-        // The host's link capped both ways: what it sends, and what the bridge sends it.
-        let tbf = ["root", "tbf", "rate", options.nic.as_str(), "burst", burst, "latency", "50ms"];
-        in_ns("cap what the host sends", &[&["tc", "qdisc", "add", "dev", "eth0"][..], &tbf[..]].concat())?;
-        run("cap what the host receives", "tc", &[&["qdisc", "add", "dev", outside.as_str()][..], &tbf[..]].concat())?;
+        link_namespace(&ns, &outside, &inside, ip, &bridge, &options.nic)?;
         // Its node, with its own certificate for its address.
         let home = dir.join(format!("h{i}"));
         baton_fabric::private::ensure_dir(&home, "host directory")?;
@@ -227,7 +217,11 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             baton_fabric::private::ensure_dir(&scratch, "worker scratch directory")?;
             let log_path = home.join(format!("worker-{w}.log"));
             let log = std::fs::File::create(&log_path).map_err(|e| Error::io("create", &log_path, e))?;
-            let child = Command::new("ip")
+            let mut worker = Command::new("ip");
+            if let Some(host) = &options.s3_host {
+                worker.envs(host.environment());
+            }
+            let child = worker
                 .args(["netns", "exec", &ns])
                 .arg(&options.exe)
                 .args(["worker", "--listen", &listen.to_string()])
@@ -275,7 +269,8 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     }
     let file = ClusterFile {
         tls_dir: cluster_tls.dir().to_path_buf(),
-        objects: Some(format!("file://{}", objects.display())),
+        objects_gbps: s3.is_some().then_some(gbps),
+        objects: Some(s3.unwrap_or_else(|| format!("file://{}", objects.display()))),
         hosts,
     };
     std::fs::write(dir.join("cluster.toml"), file.to_toml())
@@ -295,6 +290,88 @@ fn wait_for_socket(socket: &Path, host: &str, pid: u32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Makes namespace `ns` with a veth pair (`outside` on the bridge, `inside` as its `eth0` at
+/// `ip`), its link capped both ways with `tbf` at `nic`.
+fn link_namespace(ns: &str, outside: &str, inside: &str, ip: Ipv4Addr, bridge: &str, nic: &str) -> Result<()> {
+    run("make a namespace", "ip", &["netns", "add", ns])?;
+    run("make a link", "ip", &["link", "add", outside, "type", "veth", "peer", "name", inside])?;
+    run("move the link in", "ip", &["link", "set", inside, "netns", ns])?;
+    let in_ns = |what: &str, args: &[&str]| -> Result<()> {
+        let mut all = vec!["netns", "exec", ns];
+        all.extend_from_slice(args);
+        run(what, "ip", &all)
+    };
+    in_ns("name the link", &["ip", "link", "set", inside, "name", "eth0"])?;
+    in_ns("address the host", &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    in_ns("raise the link", &["ip", "link", "set", "eth0", "up"])?;
+    in_ns("raise loopback", &["ip", "link", "set", "lo", "up"])?;
+    run("join the bridge", "ip", &["link", "set", outside, "master", bridge])?;
+    run("raise the link", "ip", &["link", "set", outside, "up"])?;
+    // The link capped both ways: what the host sends, and what the bridge sends it.
+    let tbf = ["root", "tbf", "rate", nic, "burst", "256kb", "latency", "50ms"];
+    in_ns("cap what the host sends", &[&["tc", "qdisc", "add", "dev", "eth0"][..], &tbf[..]].concat())?;
+    run("cap what the host receives", "tc", &[&["qdisc", "add", "dev", outside][..], &tbf[..]].concat())
+}
+
+/// The S3 server of emulated hosts: the bucket it serves, and the credentials it takes.
+#[derive(Clone, Debug)]
+pub struct S3Host {
+    /// The bucket.
+    pub bucket: String,
+    /// The access key.
+    pub key: String,
+    /// Its secret.
+    pub secret: String,
+}
+
+impl S3Host {
+    /// The environment of a process that reaches it (never in a URL: secrets stay out of them).
+    pub fn environment(&self) -> [(&'static str, String); 2] {
+        [("AWS_ACCESS_KEY_ID", self.key.clone()), ("AWS_SECRET_ACCESS_KEY", self.secret.clone())]
+    }
+}
+
+/// Starts the S3 host: a namespace `baton-<id>-s3` at `.9` on the bridge, its link capped like
+/// the others, serving `root` over S3 (`baton bench s3-server`); returns the store's URL.
+fn s3_host(
+    options: &EmulateOptions,
+    host: &S3Host,
+    state: &mut State,
+    id: u8,
+    bridge: &str,
+    root: &Path,
+) -> Result<String> {
+    let ns = format!("baton-{id}-s3");
+    let ip = Ipv4Addr::new(10, 77, id, 9);
+    let (outside, inside) = (format!("bv{id}s3"), format!("bv{id}s3p"));
+    state.namespaces.push(ns.clone());
+    save(&options.dir, state)?;
+    link_namespace(&ns, &outside, &inside, ip, bridge, &options.nic)?;
+    let addr = SocketAddr::from((ip, 9000));
+    let log_path = options.dir.join("s3.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("create", &log_path, e))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&options.exe)
+        .args(["bench", "s3-server", "--listen", &addr.to_string()])
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
+        .stderr(log)
+        .env("BATON_LOG", "warn")
+        .spawn()
+        .map_err(|e| failed("start the S3 host", e))?;
+    state.pids.push(child.id());
+    save(&options.dir, state)?;
+    wait_for_port(addr, "the S3 host", child.id())?;
+    Ok(format!(
+        "s3://{}/cluster?aws_endpoint=http://{addr}&aws_allow_http=true&aws_region=us-east-1\
+         &aws_virtual_hosted_style_request=false",
+        host.bucket
+    ))
 }
 
 fn wait_for_port(addr: SocketAddr, what: &str, pid: u32) -> Result<()> {
@@ -350,6 +427,7 @@ pub fn down(dir: &Path) -> Result<()> {
     // The files it made: the cluster's material, each host's directory, the cluster file.
     let _ = std::fs::remove_dir_all(dir.join("tls"));
     let _ = std::fs::remove_dir_all(dir.join("objects"));
+    let _ = std::fs::remove_file(dir.join("s3.log"));
     for i in 0..state.pids.len().max(state.namespaces.len()) {
         let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));
     }

@@ -151,6 +151,12 @@ impl Environment for ClusterEnv {
                         ..p.clone()
                     }
                 }
+                // An S3 server behind one link: all the store's bytes share it.
+                Path::ObjectStore => {
+                    if let Some(gbps) = self.file.objects_gbps.filter(|g| g.is_finite() && *g > 0.0) {
+                        p.aggregate_bandwidth = gbps * 1e9 / 8.0;
+                    }
+                }
                 _ => {}
             }
         }

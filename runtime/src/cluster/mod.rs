@@ -48,6 +48,10 @@ pub struct ClusterFile {
     /// offered).
     #[serde(default)]
     pub objects: Option<String>,
+    /// The object store's own link, in Gbit/s, when that bounds it (an S3 server on one host):
+    /// every byte through the store crosses it twice.
+    #[serde(default)]
+    pub objects_gbps: Option<f64>,
     /// The hosts.
     #[serde(rename = "host", default)]
     pub hosts: Vec<Host>,
@@ -162,6 +166,9 @@ impl ClusterFile {
         let mut out = format!("tls_dir = {:?}\n", self.tls_dir.display().to_string());
         if let Some(objects) = &self.objects {
             out.push_str(&format!("objects = {objects:?}\n"));
+        }
+        if let Some(gbps) = self.objects_gbps {
+            out.push_str(&format!("objects_gbps = {gbps:?}\n"));
         }
         for h in &self.hosts {
             out.push_str(&format!(

@@ -178,6 +178,9 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
     ));
     assert_eq!(up.matches("2 workers").count(), 3, "{up}");
     let id = emulation_id(d);
+    let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
+    assert_eq!(status.matches("workers: 2 of 2 answer").count(), 3, "{status}");
+    assert_eq!(status.matches("tiers: memory 0 B of 512.0 MiB").count(), 3, "{status}");
     ok(&baton(d, &["gensort", "in.dat", "--size", "48MiB"]));
     ok(&baton(d, &["sort", "in.dat", "-o", "single", "--single-process"]));
     let reference = std::fs::read(d.join("single/part-r-00000")).unwrap();

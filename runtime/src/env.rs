@@ -26,6 +26,19 @@ pub trait Environment: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
+/// The object-store path's model for a local directory (a `file://` store): a file made per
+/// request, the page cache's bandwidth, no request-rate limits.
+pub(crate) fn directory_store(base: &baton_planner::PathModel) -> baton_planner::PathModel {
+    baton_planner::PathModel {
+        task_bandwidth: 600e6,
+        aggregate_bandwidth: 1.2e9,
+        latency_s: 200e-6,
+        write_rate_per_prefix: None,
+        read_rate_per_prefix: None,
+        ..base.clone()
+    }
+}
+
 /// A job id no other job of this machine has: this process's id, and the time and a counter.
 pub(crate) fn fresh_job_id() -> baton_fabric::JobId {
     use std::sync::atomic::{AtomicU32, Ordering};

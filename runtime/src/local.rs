@@ -254,16 +254,7 @@ impl LocalEnv {
                     }
                 }
                 // A local directory: file creation per request, the page cache's bandwidth.
-                Path::ObjectStore => {
-                    *p = PathModel {
-                        task_bandwidth: 600e6,
-                        aggregate_bandwidth: 1.2e9,
-                        latency_s: 200e-6,
-                        write_rate_per_prefix: None,
-                        read_rate_per_prefix: None,
-                        ..p.clone()
-                    }
-                }
+                Path::ObjectStore => *p = crate::env::directory_store(p),
                 Path::VmLocal => p.capacity = Some(self.node_memory),
                 _ => {}
             }

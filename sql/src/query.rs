@@ -219,7 +219,11 @@ impl PlannedQuery {
                     op: STAGE.into(),
                     params: serde_json::to_value(params)?,
                     tasks: s.tasks as u32,
-                    host: None,
+                    // Where the plan put the stage (on a cluster: one host, or spread).
+                    host: match self.plan.stages.get(i).map(|p| p.placement) {
+                        Some(baton_planner::Placement::Host(h)) => Some(h.0),
+                        _ => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -146,6 +146,37 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                         down.push(host.name.clone());
                     }
                 }
+                // Its tiers and jobs, through its socket when that is on this machine.
+                if let Some(socket) = host.socket.as_ref().filter(|s| s.exists()) {
+                    let status =
+                        async { baton_fabric::path::vm_local::VmLocalPath::connect(socket).await?.status().await };
+                    match status.await {
+                        Ok(s) => println!(
+                            "       tiers: memory {} of {}, flash {} of {}; {} jobs open",
+                            ByteSize(s.memory_used),
+                            ByteSize(s.memory_budget),
+                            ByteSize(s.flash_used),
+                            ByteSize(s.flash_budget),
+                            s.jobs.len()
+                        ),
+                        Err(e) => println!("       tiers: cannot ask its socket: {e}"),
+                    }
+                }
+                let mut up = 0;
+                for url in &host.workers {
+                    let health = async {
+                        let endpoint = baton_runtime::http::Endpoint::parse(url)?;
+                        endpoint.get("/health", std::time::Duration::from_secs(2)).await
+                    };
+                    match health.await {
+                        Ok((status, _)) if status.is_success() => up += 1,
+                        Ok((status, _)) => println!("       worker {url}: answers {status}"),
+                        Err(e) => println!("       worker {url}: {e}"),
+                    }
+                }
+                if !host.workers.is_empty() {
+                    println!("       workers: {up} of {} answer", host.workers.len());
+                }
             }
             if !down.is_empty() {
                 anyhow::bail!("unreachable: {}", down.join(", "));

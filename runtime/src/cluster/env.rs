@@ -7,7 +7,7 @@ use std::time::Duration;
 use baton_fabric::net::token::unix_ms_now;
 use baton_fabric::net::{Audience, Scopes, TlsDir, TokenKey};
 use baton_fabric::path::direct::DirectPath;
-use baton_planner::{Calibration, ClusterModel, Host as ModelHost, HostId, Path, PathModel};
+use baton_planner::{Calibration, ClusterModel, Host as ModelHost, HostId, Path};
 
 use super::ClusterFile;
 use crate::driver::DriverConfig;
@@ -142,14 +142,7 @@ impl Environment for ClusterEnv {
                 Path::VmLocal => p.capacity = least_memory,
                 // A file:// store is a directory every host shares: the page cache's figures.
                 Path::ObjectStore if self.file.objects.as_deref().is_some_and(|u| u.starts_with("file://")) => {
-                    *p = PathModel {
-                        task_bandwidth: 600e6,
-                        aggregate_bandwidth: 1.2e9,
-                        latency_s: 200e-6,
-                        write_rate_per_prefix: None,
-                        read_rate_per_prefix: None,
-                        ..p.clone()
-                    }
+                    *p = crate::env::directory_store(p);
                 }
                 // An S3 server behind one link: all the store's bytes share it.
                 Path::ObjectStore => {

@@ -281,3 +281,23 @@ fn gensort_ranges_concatenate_into_the_whole_file() {
     // Record 1000 carries its number, as gensort's does.
     assert_eq!(&all[100_000 + 12..100_000 + 44], b"000000000000000000000000000003E8");
 }
+
+#[test]
+fn calibrate_measures_this_machines_paths_and_later_jobs_plan_with_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&baton(dir.path(), &["calibrate", "--size", "2MiB"]));
+    for path in ["vm-local", "remote-store", "object-store"] {
+        assert_eq!(out.lines().filter(|l| l.starts_with(path)).count(), 2, "{path}: {out}");
+    }
+    let file = dir.path().join("baton-data/calibration.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("[[sample]]").count(), 6, "{text}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // A later job plans with them, and a calibration that does not parse is named.
+    ok(&baton(dir.path(), &["gensort", "in.bin", "--records", "10000"]));
+    ok(&baton(dir.path(), &["sort", "in.bin", "-o", "out", "--in-process", "--validate"]));
+    std::fs::write(&file, "sample = 1").unwrap();
+    let stderr = failed(&baton(dir.path(), &["sort", "in.bin", "-o", "out", "--in-process"]));
+    assert!(stderr.contains("calibration.toml"), "{stderr}");
+}

@@ -83,6 +83,9 @@ pub struct LocalEnv {
     node_memory: u64,
     worker_memory: u64,
     run_dir: OwnedDir,
+    /// What `baton calibrate` measured on this machine, if it ran (`calibration.toml` in the
+    /// data directory).
+    calibration: baton_planner::Calibration,
 }
 
 impl LocalEnv {
@@ -142,7 +145,9 @@ impl LocalEnv {
             (0, None) => format!("{} in-process slots", config.workers),
             (n, _) => format!("{n} workers over HTTP"),
         };
+        let calibration = crate::cluster::calibrate::Stored::load(&Self::calibration_anchor(&root))?.calibration();
         Ok(Self {
+            calibration,
             how,
             node,
             quic,
@@ -235,8 +240,47 @@ impl LocalEnv {
         Ok(key.mint(job, unix_ms_now() + 86_400_000, Scopes::ALL, Audience::ANY).to_string())
     }
 
-    /// The planner's view of this machine: one host, the node's paths, the scratch store.
+    /// The file beside which this machine's calibration is kept (`calibration.toml` in the data
+    /// directory `root`).
+    pub fn calibration_anchor(root: &FsPath) -> PathBuf {
+        root.join("machine")
+    }
+
+    /// Measures this environment's paths — the node through its socket (VM-local) and over
+    /// loopback QUIC (remote store), and the object store — with objects of `size` bytes, and
+    /// returns the samples (what `baton calibrate` keeps for later runs).
+    pub async fn probe(&self, size: u64) -> Result<Vec<crate::cluster::calibrate::Sample>> {
+        use crate::cluster::calibrate::time_path;
+        let job = crate::env::fresh_job_id();
+        let token: baton_fabric::net::Token = self
+            .token(job)?
+            .parse()
+            .map_err(|e| Error::BadJob { reason: format!("the probe's token does not parse: {e}") })?;
+        let mut samples = Vec::new();
+        for (path, spec) in [
+            (Path::VmLocal, self.spec(Path::VmLocal)),
+            (Path::RemoteStore, self.spec(Path::RemoteStore)),
+            (Path::ObjectStore, self.spec(Path::ObjectStore)),
+        ] {
+            let Some(spec) = spec else { continue };
+            let token_text = token.to_string();
+            spec.open_job(job, Some(&token_text), Duration::from_secs(600)).await?;
+            let opened = spec.open(Some(&token_text)).await?;
+            let timing = time_path(opened.as_ref(), job, size).await;
+            let _ = spec.end_job(job, Some(&token_text)).await;
+            samples.extend(timing?.samples(path, size, "probe of this machine"));
+        }
+        Ok(samples)
+    }
+
+    /// The planner's view of this machine: one host, the node's paths, the scratch store
+    /// (refitted to `baton calibrate`'s measurements when there are some).
     pub fn cluster_model(&self) -> ClusterModel {
+        self.calibration.apply(&self.default_model())
+    }
+
+    /// The model before calibration: defaults measured on a 2-core VM.
+    fn default_model(&self) -> ClusterModel {
         let workers = self.invoker.slots() as u32;
         let memory = self.node_memory + u64::from(workers) * self.worker_memory;
         let mut model = ClusterModel::uniform(1, workers.min(self.cores).max(1), memory);

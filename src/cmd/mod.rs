@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod bench;
+mod calibrate;
 mod cluster;
 mod demo;
 mod hosts;
@@ -30,6 +31,9 @@ enum Command {
     Node(node::NodeArgs),
     /// Hosts: emulate some on this machine (up, down), or see a cluster's nodes (status).
     Cluster(hosts::ClusterArgs),
+    /// Measure this machine's paths (VM-local, loopback QUIC, the object store) for the planner
+    /// of the embedded default; kept in the data directory's calibration.toml.
+    Calibrate(calibrate::CalibrateArgs),
     /// Make a cluster's TLS material: a CA, a node certificate, and the key pair that signs tokens.
     Certs(cluster::CertsArgs),
     /// Mint a job's capability token with the cluster's token key (scopes and audience optional).
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Cluster(args) => hosts::run(args).await,
+        Command::Calibrate(args) => calibrate::run(args).await,
         Command::Certs(args) => cluster::certs(args),
         Command::Token(args) => cluster::token(args),
         Command::Job(args) => objects::job(args).await,

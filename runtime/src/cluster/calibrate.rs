@@ -135,7 +135,7 @@ pub struct Timing {
 
 impl Timing {
     /// As samples of `path`: the small object's request, and the large object's get.
-    fn samples(&self, path: Path, size: u64, source: &str) -> [Sample; 2] {
+    pub fn samples(&self, path: Path, size: u64, source: &str) -> [Sample; 2] {
         let sample = |bytes, seconds| Sample {
             path: path.name().to_string(),
             bytes,

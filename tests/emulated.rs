@@ -228,6 +228,16 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
     assert_eq!(lines("wc-hosts"), lines("wc-one"));
     assert_eq!(lines("wc-one").len(), 997);
 
+    // Every node and worker counted what it did; a worker shows it only to the cluster's key.
+    let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
+    assert_eq!(status.matches("workers: 2 of 2 answer;").count(), 3, "{status}");
+    assert!(!status.contains("; 0 path requests made") && !status.contains("served: 0 requests"), "{status}");
+    let mut worker = std::net::TcpStream::connect(format!("10.77.{id}.10:7100")).unwrap();
+    std::io::Write::write_all(&mut worker, b"GET /metrics HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut worker, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
     // Nodes and workers (3 + 6 processes) all go with the emulation.
     assert_eq!(pids(d).len(), 9);
     down_leaves_nothing(d, &id);

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod ids;
 pub mod lease;
 pub mod mapping;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod path;

@@ -64,7 +64,17 @@ impl Endpoint {
 
     /// GETs `path` under the prefix.
     pub async fn get(&self, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes)> {
-        tokio::time::timeout(timeout, self.request("GET", path, Vec::new(), &[])).await.map_err(|_| {
+        self.get_with(path, &[], timeout).await
+    }
+
+    /// GETs `path` under the prefix with extra `headers`.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes)> {
+        tokio::time::timeout(timeout, self.request("GET", path, Vec::new(), headers)).await.map_err(|_| {
             Error::WorkerLost {
                 endpoint: self.to_string(),
                 reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),

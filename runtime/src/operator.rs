@@ -138,7 +138,7 @@ impl TaskContext {
 
     /// The path `spec`, its requests counted as edge `edge`'s.
     async fn path(&self, spec: &crate::paths::PathSpec, edge: baton_fabric::EdgeId) -> Result<Arc<dyn DataPath>> {
-        Ok(self.requests.count(edge, self.paths.get(spec, self.task.token.as_deref()).await?))
+        Ok(self.requests.count(edge, self.paths.get(spec, self.task.token.as_deref()).await?, spec.kind().name()))
     }
 
     /// A reader of input edge `index`: this task's partition from every producer, one producer
@@ -349,8 +349,9 @@ impl EdgeSource {
     /// The path holding `producer`'s output, its requests counted as this edge's.
     async fn path(&self, producer: u32) -> Result<Arc<dyn DataPath>> {
         let input = self.spec();
-        let path = self.paths.get(input.location(producer), self.task.token.as_deref()).await?;
-        Ok(self.requests.count(input.edge, path))
+        let spec = input.location(producer);
+        let path = self.paths.get(spec, self.task.token.as_deref()).await?;
+        Ok(self.requests.count(input.edge, path, spec.kind().name()))
     }
 
     /// The edge.

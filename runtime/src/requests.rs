@@ -22,14 +22,14 @@ pub fn merge(into: &mut EdgeRequests, more: &EdgeRequests) {
 pub struct EdgeCounters(Mutex<BTreeMap<u32, Arc<RequestCounter>>>);
 
 impl EdgeCounters {
-    /// `path`, its requests counted as edge `edge`'s.
-    pub fn count(&self, edge: EdgeId, path: Arc<dyn DataPath>) -> Arc<dyn DataPath> {
+    /// `path` (of kind `name`), its requests counted as edge `edge`'s.
+    pub fn count(&self, edge: EdgeId, path: Arc<dyn DataPath>, name: &'static str) -> Arc<dyn DataPath> {
         let counter = match self.0.lock() {
             Ok(mut map) => map.entry(edge.0).or_default().clone(),
             // A poisoned map only loses counts, never data.
             Err(_) => Arc::default(),
         };
-        Arc::new(Counted::new(path, counter))
+        Arc::new(Counted::new(path, counter, name))
     }
 
     /// The counts so far.

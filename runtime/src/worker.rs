@@ -34,6 +34,9 @@ use crate::operator::{Registry, run_task};
 use crate::paths::PathCache;
 use crate::task::{Task, TaskFailure};
 
+/// Where a worker answers with its metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// The largest task description accepted.
 pub const MAX_TASK_BYTES: usize = 64 << 20;
 
@@ -93,6 +96,22 @@ impl Worker {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok")),
+            // What it counted, for whoever holds the cluster's key (signed like an invocation,
+            // over the path's name).
+            (&Method::GET, "/metrics") => {
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                if let Some(verifier) = &self.verifier
+                    && let Err(e) = verifier.verify_invocation(
+                        METRICS_PATH.as_bytes(),
+                        header(EXPIRES_HEADER).and_then(|e| e.parse::<u64>().ok()),
+                        header(SIGNATURE_HEADER).as_deref(),
+                        unix_ms_now(),
+                    )
+                {
+                    return reply(StatusCode::UNAUTHORIZED, Bytes::from(e.to_string()));
+                }
+                reply(StatusCode::OK, Bytes::from(baton_fabric::metrics::render()))
+            }
             (&Method::POST, "/invoke") => {
                 let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
                 let signature = header(SIGNATURE_HEADER);

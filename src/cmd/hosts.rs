@@ -131,6 +131,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         Action::Status { cluster } => {
             let file = ClusterFile::read(&cluster)?;
             let tls = TlsDir::new(&file.tls_dir);
+            // Workers show their metrics to holders of the cluster's key.
+            let signer = tls.signer().ok();
             let mut down = Vec::new();
             for host in &file.hosts {
                 let answer = match DirectPath::connect(host.node, &tls).await {
@@ -162,20 +164,25 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                         Err(e) => println!("       tiers: cannot ask its socket: {e}"),
                     }
                 }
-                let mut up = 0;
+                if let Some(socket) = host.socket.as_ref().filter(|s| s.exists()) {
+                    let text =
+                        async { baton_fabric::path::vm_local::VmLocalPath::connect(socket).await?.metrics().await };
+                    if let Ok(text) = text.await {
+                        println!("       node served: {}", requests(&text, "baton_node_requests_total"));
+                    }
+                }
+                let (mut up, mut made) = (0, 0.0);
                 for url in &host.workers {
-                    let health = async {
-                        let endpoint = baton_runtime::http::Endpoint::parse(url)?;
-                        endpoint.get("/health", std::time::Duration::from_secs(2)).await
-                    };
-                    match health.await {
-                        Ok((status, _)) if status.is_success() => up += 1,
-                        Ok((status, _)) => println!("       worker {url}: answers {status}"),
+                    match worker_metrics(url, signer.as_ref()).await {
+                        Ok(text) => {
+                            up += 1;
+                            made += total(&text, "baton_requests_total");
+                        }
                         Err(e) => println!("       worker {url}: {e}"),
                     }
                 }
                 if !host.workers.is_empty() {
-                    println!("       workers: {up} of {} answer", host.workers.len());
+                    println!("       workers: {up} of {} answer; {made} path requests made", host.workers.len());
                 }
             }
             if !down.is_empty() {
@@ -184,6 +191,35 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A worker's metrics, asked with a request signed by the cluster's key.
+async fn worker_metrics(url: &str, signer: Option<&baton_fabric::net::TokenKey>) -> anyhow::Result<String> {
+    use baton_runtime::http::{EXPIRES_HEADER, SIGNATURE_HEADER};
+    use baton_runtime::worker::METRICS_PATH;
+    let endpoint = baton_runtime::http::Endpoint::parse(url)?;
+    let mut headers = Vec::new();
+    if let Some(key) = signer {
+        let expires = baton_fabric::net::token::unix_ms_now() + 60_000;
+        headers.push((SIGNATURE_HEADER, key.sign_invocation(METRICS_PATH.as_bytes(), expires)));
+        headers.push((EXPIRES_HEADER, expires.to_string()));
+    }
+    let (status, body) = endpoint.get_with(METRICS_PATH, &headers, std::time::Duration::from_secs(2)).await?;
+    anyhow::ensure!(status.is_success(), "answers {status}: {}", String::from_utf8_lossy(&body));
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sum of the samples of counter `name` in Prometheus text.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Counter `name`'s total, for a line of status.
+fn requests(text: &str, name: &str) -> String {
+    format!("{} requests", total(text, name))
 }
 
 /// Probes every host of the cluster in `path`, prints what it measured, and keeps the samples

@@ -81,7 +81,10 @@ enum Command {
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => {
+            keep_metrics();
+            node::run(args).await
+        }
         Command::Cluster(args) => hosts::run(args).await,
         Command::Calibrate(args) => calibrate::run(args).await,
         Command::Certs(args) => cluster::certs(args),
@@ -98,7 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gensort(args) => mapreduce::gensort(args),
         Command::Sort(args) => until_stopped(mapreduce::sort(args)).await,
         Command::Wordcount(args) => until_stopped(mapreduce::wordcount(args)).await,
-        Command::Worker(args) => worker::run(args).await,
+        Command::Worker(args) => {
+            keep_metrics();
+            worker::run(args).await
+        }
         Command::Sql(args) => until_stopped(sql::sql(args)).await,
         Command::Quickstart(args) => until_stopped(sql::quickstart(args)).await,
         Command::Tpch(args) => tokio::task::spawn_blocking(move || tpch::run(args)).await?,
@@ -127,6 +133,14 @@ pub(crate) async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Keeps this process's metrics for Prometheus (a node and a worker serve them).
+pub(crate) fn keep_metrics() {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => baton_fabric::metrics::set_renderer(move || handle.render()),
+        Err(e) => tracing::warn!("cannot keep metrics: {e}"),
     }
 }
 

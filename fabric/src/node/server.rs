@@ -242,6 +242,37 @@ async fn serve_connection(mut stream: UnixStream, store: Arc<TieredStore>, check
 }
 
 async fn handle(store: &Arc<TieredStore>, request: Request) -> Result<Response> {
+    let op = request_name(&request);
+    let start = std::time::Instant::now();
+    let result = handle_request(store, request).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(Error::NotFound { .. }) => "miss",
+        Err(_) => "error",
+    };
+    metrics::counter!("baton_node_requests_total", "op" => op, "outcome" => outcome).increment(1);
+    metrics::histogram!("baton_node_request_seconds", "op" => op).record(start.elapsed().as_secs_f64());
+    result
+}
+
+/// A request's name in the node's metrics.
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::OpenJob { .. } => "open_job",
+        Request::RenewJob { .. } => "renew_job",
+        Request::EndJob { .. } => "end_job",
+        Request::Stage { .. } => "stage",
+        Request::Commit { .. } => "commit",
+        Request::Put { .. } => "put",
+        Request::Locate { .. } => "locate",
+        Request::Delete { .. } => "delete",
+        Request::List { .. } => "list",
+        Request::Status => "status",
+        Request::Metrics => "metrics",
+    }
+}
+
+async fn handle_request(store: &Arc<TieredStore>, request: Request) -> Result<Response> {
     match request {
         Request::EndJob { job } => {
             let bytes = store.end_job(JobId(job)).await?;
@@ -303,5 +334,12 @@ fn handle_blocking(store: &TieredStore, request: Request) -> Result<Response> {
             flash_budget: store.flash().budget(),
             jobs: store.jobs().into_iter().map(|(j, _)| j.0).collect(),
         }),
+        Request::Metrics => {
+            // What the node holds, as of now.
+            metrics::gauge!("baton_node_bytes_held", "tier" => "memory").set(store.memory().used() as f64);
+            metrics::gauge!("baton_node_bytes_held", "tier" => "flash").set(store.flash().used() as f64);
+            metrics::gauge!("baton_node_jobs").set(store.jobs().len() as f64);
+            Response::Metrics { text: crate::metrics::render() }
+        }
     })
 }

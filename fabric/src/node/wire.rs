@@ -18,7 +18,7 @@ use crate::path::ObjectMeta;
 use crate::store::Location;
 
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// The largest message accepted, in bytes (answers: a listing of many objects).
 pub const MAX_MESSAGE: usize = 16 << 20;
 /// The largest request a node reads from a local function: an inline object and its key.
@@ -101,7 +101,7 @@ impl Request {
             | Request::Delete { key } => (ObjectKey::from(*key).job, Scopes::WRITE),
             Request::Locate { key, .. } => (ObjectKey::from(*key).job, Scopes::READ),
             Request::List { job: j, .. } => (job(*j), Scopes::READ),
-            Request::Status => return None,
+            Request::Status | Request::Metrics => return None,
         })
     }
 }
@@ -133,6 +133,8 @@ pub enum Request {
     List { job: u64, edge: Option<u32> },
     /// The node's tiers and jobs.
     Status,
+    /// The node's metrics, in Prometheus' text format.
+    Metrics,
 }
 
 /// A node's answer.
@@ -159,6 +161,8 @@ pub enum Response {
     Objects { objects: Vec<(WireKey, u64)> },
     /// The node's state.
     Status(NodeStatus),
+    /// The node's metrics, in Prometheus' text format.
+    Metrics { text: String },
     /// The request failed.
     Failed(WireError),
 }

@@ -140,17 +140,30 @@ impl RequestCounter {
     }
 }
 
-/// A path whose requests are counted.
+/// A path whose requests are counted: into a [`RequestCounter`] (a task's, per edge) and into
+/// the process's metrics under the path's name ([`crate::metrics`]).
 #[derive(Debug, Clone)]
 pub struct Counted {
     inner: Arc<dyn DataPath>,
     counter: Arc<RequestCounter>,
+    name: &'static str,
 }
 
 impl Counted {
-    /// `inner`, counting into `counter`.
-    pub fn new(inner: Arc<dyn DataPath>, counter: Arc<RequestCounter>) -> Self {
-        Self { inner, counter }
+    /// `inner`, counting into `counter` and the metrics as path `name` (`vm-local`, `direct`).
+    pub fn new(inner: Arc<dyn DataPath>, counter: Arc<RequestCounter>, name: &'static str) -> Self {
+        Self { inner, counter, name }
+    }
+
+    /// Counts `result` of operation `op`, begun at `start`.
+    fn observe<T>(&self, op: &'static str, result: &Result<T>, ok: &AtomicU64, start: std::time::Instant) {
+        self.counter.outcome(result, ok);
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(Error::NotFound { .. }) => "miss",
+            Err(_) => "error",
+        };
+        crate::metrics::request(self.name, op, outcome, start.elapsed().as_secs_f64());
     }
 }
 
@@ -158,63 +171,74 @@ impl Counted {
 impl DataPath for Counted {
     async fn put(&self, key: &ObjectKey, payload: Bytes) -> Result<()> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let len = payload.len() as u64;
         let result = self.inner.put(key, payload).await;
-        self.counter.outcome(&result, &self.counter.puts);
+        self.observe("put", &result, &self.counter.puts, start);
         if result.is_ok() {
             RequestCounter::add(&self.counter.bytes_put, len);
+            crate::metrics::bytes(self.name, "put", len);
         }
         result
     }
 
     async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.put_with(key, size_hint, write).await;
-        self.counter.outcome(&result, &self.counter.puts);
+        self.observe("put", &result, &self.counter.puts, start);
         if let Ok(len) = result {
             RequestCounter::add(&self.counter.bytes_put, len);
+            crate::metrics::bytes(self.name, "put", len);
         }
         result
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.get(key).await;
-        self.counter.outcome(&result, &self.counter.gets);
+        self.observe("get", &result, &self.counter.gets, start);
         if let Ok(bytes) = &result {
             RequestCounter::add(&self.counter.bytes_got, bytes.len() as u64);
+            crate::metrics::bytes(self.name, "get", bytes.len() as u64);
         }
         result
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.get_range(key, range).await;
-        self.counter.outcome(&result, &self.counter.gets);
+        self.observe("get", &result, &self.counter.gets, start);
         if let Ok(bytes) = &result {
             RequestCounter::add(&self.counter.bytes_got, bytes.len() as u64);
+            crate::metrics::bytes(self.name, "get", bytes.len() as u64);
         }
         result
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.delete(key).await;
-        self.counter.outcome(&result, &self.counter.deletes);
+        self.observe("delete", &result, &self.counter.deletes, start);
         result
     }
 
     async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectMeta>> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.list(prefix).await;
-        self.counter.outcome(&result, &self.counter.lists);
+        self.observe("list", &result, &self.counter.lists, start);
         result
     }
 
     async fn purge_job(&self, job: JobId) -> Result<u64> {
         self.counter.start();
+        let start = std::time::Instant::now();
         let result = self.inner.purge_job(job).await;
-        self.counter.outcome(&result, &self.counter.deletes);
+        self.observe("delete", &result, &self.counter.deletes, start);
         result
     }
 }
@@ -229,7 +253,7 @@ mod tests {
     async fn every_request_is_counted_by_its_outcome() {
         let inner: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 20));
         let counter = Arc::new(RequestCounter::default());
-        let path = Counted::new(inner, counter.clone());
+        let path = Counted::new(inner, counter.clone(), "memory");
         let key = ObjectKey::new(JobId(1), EdgeId(1), 0, 0);
         assert!(path.get(&key).await.is_err());
         path.put(&key, Bytes::from_static(b"hello")).await.unwrap_or_else(|e| panic!("{e}"));

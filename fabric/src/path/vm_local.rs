@@ -139,6 +139,14 @@ impl VmLocalPath {
         }
     }
 
+    /// The node's metrics, in Prometheus' text format (empty if its process keeps none).
+    pub async fn metrics(&self) -> Result<String> {
+        match self.call(Request::Metrics).await? {
+            Response::Metrics { text } => Ok(text),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     /// The node's tiers and jobs.
     pub async fn status(&self) -> Result<NodeStatus> {
         match self.call(Request::Status).await? {

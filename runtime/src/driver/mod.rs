@@ -524,6 +524,13 @@ async fn run_stages(
             }
         };
         let Some(run) = stages[s].as_mut() else { continue };
+        let counted = match outcome {
+            Outcome::Committed => "committed",
+            Outcome::Superseded => "superseded",
+            Outcome::Retry => "retried",
+            Outcome::GiveUp { .. } => "failed",
+        };
+        metrics::counter!("baton_task_attempts_total", "outcome" => counted).increment(1);
         if let Outcome::GiveUp { attempts } = outcome {
             run.bar.fail();
             let mut last = run.schedule.last_error(p).unwrap_or("?").to_string();
@@ -628,6 +635,7 @@ impl Recovery<'_> {
     /// outputs too, as far back as needed: the driver keeps each stage's lineage).
     fn lose(&mut self, hosts: &Hosts, x: usize) -> Result<()> {
         self.lost[x] = true;
+        metrics::counter!("baton_hosts_lost_total").increment(1);
         let live: Vec<usize> = (0..self.lost.len()).filter(|&h| !self.lost[h]).collect();
         tracing::warn!("the node of {} does not answer: its tasks move to the other hosts", hosts.name(x));
         if live.is_empty() {

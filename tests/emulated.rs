@@ -187,6 +187,11 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
 
     // The planner spreads the sort over the hosts: each edge between tasks of one host is
     // VM-local, between two it is direct.
+    let sent = |d: &Path| -> Vec<String> {
+        let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
+        status.lines().filter_map(|l| l.split(", sent ").nth(1).map(String::from)).collect()
+    };
+    let before_spread = sent(d);
     let args = ["sort", "in.dat", "--cluster", "c/cluster.toml", "--mappers", "6", "--reducers", "6"];
     let out = ok(&baton(d, &[&args[..], &["-o", "spread", "--validate", "--summary-json", "spread.json"]].concat()));
     assert!(out.contains("3 hosts, 6 workers"), "{out}");
@@ -201,8 +206,15 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
     assert!(local > 0 && direct > 0, "vm-local {local}, direct {direct}: {edge}");
     assert_eq!(local + direct, edge["bytes"].as_u64().unwrap(), "every byte is in a host pair");
 
+    // What each host's node sent to other hosts, as it counted: the spread job pulled from all.
+    let after_spread = sent(d);
+    assert_eq!(after_spread.len(), 3, "{after_spread:?}");
+    for (before, after) in before_spread.iter().zip(&after_spread) {
+        assert_ne!(before, after, "a node sent nothing to the other hosts: {before_spread:?} {after_spread:?}");
+    }
     // Forced VM-local: the job runs on one host and nothing crosses a link.
     ok(&baton(d, &[&args[..], &["-o", "local", "--path", "vm-local", "--summary-json", "local.json"]].concat()));
+    assert_eq!(sent(d), after_spread, "a VM-local job's bytes crossed a link");
     assert!(concat_parts(&d.join("local")) == reference);
     let s = summary(&d.join("local.json"));
     assert_eq!(s["stages"][0]["hosts"], serde_json::json!({"h0": 6}));

@@ -168,7 +168,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     let text =
                         async { baton_fabric::path::vm_local::VmLocalPath::connect(socket).await?.metrics().await };
                     if let Ok(text) = text.await {
-                        println!("       node served: {}", requests(&text, "baton_node_requests_total"));
+                        println!(
+                            "       node served: {}, sent {} over QUIC",
+                            requests(&text, "baton_node_requests_total"),
+                            ByteSize(total(&text, "baton_node_bytes_sent_total") as u64)
+                        );
                     }
                 }
                 let (mut up, mut made) = (0, 0.0);

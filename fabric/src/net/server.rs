@@ -198,12 +198,46 @@ async fn serve_stream(shared: Arc<Shared>, peer: Peer, mut send: quinn::SendStre
             return;
         }
     };
+    let op = op_name(&request.op);
+    let received = match &request.op {
+        NetOp::Put { len, .. } => *len,
+        _ => 0,
+    };
+    let start = std::time::Instant::now();
     let outcome = handle(&shared, &peer, request, &mut send, &mut recv).await;
+    let counted = match &outcome {
+        Ok(()) => "ok",
+        Err(Error::NotFound { .. }) => "miss",
+        Err(_) => "error",
+    };
+    metrics::counter!("baton_node_requests_total", "op" => op, "outcome" => counted, "via" => "quic").increment(1);
+    metrics::histogram!("baton_node_request_seconds", "op" => op, "via" => "quic")
+        .record(start.elapsed().as_secs_f64());
+    if outcome.is_ok() && received > 0 {
+        metrics::counter!("baton_node_bytes_received_total", "via" => "quic").increment(received);
+    }
     if let Err(e) = outcome {
         if matches!(e, Error::Unauthorized { .. }) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
         let _ = reply(&mut send, &peer.name, &failed(&e)).await;
+    }
+}
+
+/// An operation's name in the node's metrics.
+fn op_name(op: &NetOp) -> &'static str {
+    match op {
+        NetOp::Hello => "hello",
+        NetOp::OpenJob { .. } => "open_job",
+        NetOp::RenewJob => "renew_job",
+        NetOp::EndJob => "end_job",
+        NetOp::Put { .. } => "put",
+        NetOp::Get { .. } => "get",
+        NetOp::Delete { .. } => "delete",
+        NetOp::List { .. } => "list",
+        NetOp::RdmaConnect { .. } => "rdma_connect",
+        NetOp::Map { .. } => "map",
+        NetOp::Unmap { .. } => "unmap",
     }
 }
 
@@ -329,6 +363,7 @@ async fn handle(
                 let end = (offset + SEND_CHUNK).min(bytes.len());
                 send.write_chunk(bytes.slice(offset..end)).await.map_err(|e| gone(peer, e))?;
                 shared.stats.bytes_sent.fetch_add((end - offset) as u64, Ordering::Relaxed);
+                metrics::counter!("baton_node_bytes_sent_total", "via" => "quic").increment((end - offset) as u64);
                 offset = end;
             }
             let _ = send.finish();

@@ -250,8 +250,9 @@ async fn handle(store: &Arc<TieredStore>, request: Request) -> Result<Response> 
         Err(Error::NotFound { .. }) => "miss",
         Err(_) => "error",
     };
-    metrics::counter!("baton_node_requests_total", "op" => op, "outcome" => outcome).increment(1);
-    metrics::histogram!("baton_node_request_seconds", "op" => op).record(start.elapsed().as_secs_f64());
+    metrics::counter!("baton_node_requests_total", "op" => op, "outcome" => outcome, "via" => "socket").increment(1);
+    metrics::histogram!("baton_node_request_seconds", "op" => op, "via" => "socket")
+        .record(start.elapsed().as_secs_f64());
     result
 }
 

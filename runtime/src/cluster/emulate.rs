@@ -186,8 +186,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         state.shm_dirs.push(shm.clone());
         save(dir, state)?;
         baton_fabric::private::ensure_dir(&shm, "shm_dir")?;
-        let log =
-            std::fs::File::create(home.join("node.log")).map_err(|e| Error::io("create", home.join("node.log"), e))?;
+        let log = baton_fabric::private::create_file(&home.join("node.log"))?;
         let addr = SocketAddr::from((ip, NODE_PORT));
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
@@ -216,7 +215,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             let scratch = home.join(format!("w{w}"));
             baton_fabric::private::ensure_dir(&scratch, "worker scratch directory")?;
             let log_path = home.join(format!("worker-{w}.log"));
-            let log = std::fs::File::create(&log_path).map_err(|e| Error::io("create", &log_path, e))?;
+            let log = baton_fabric::private::create_file(&log_path)?;
             let mut worker = Command::new("ip");
             if let Some(host) = &options.s3_host {
                 worker.envs(host.environment());
@@ -351,7 +350,7 @@ fn s3_host(
     link_namespace(&ns, &outside, &inside, ip, bridge, &options.nic)?;
     let addr = SocketAddr::from((ip, 9000));
     let log_path = options.dir.join("s3.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| Error::io("create", &log_path, e))?;
+    let log = baton_fabric::private::create_file(&log_path)?;
     let child = Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(&options.exe)

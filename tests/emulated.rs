@@ -277,6 +277,12 @@ fn an_up_that_fails_halfway_removes_what_it_made() {
     let id = stderr.split("namespace baton-").nth(1).and_then(|s| s.split('-').next()).unwrap();
     assert_eq!(remains(id), Vec::<String>::new());
     assert!(!d.join("c/emulation.toml").exists(), "the record of a removed emulation stays");
+    // A directory holding what `down` would remove is refused, and keeps it.
+    std::fs::create_dir_all(d.join("mine/objects")).unwrap();
+    std::fs::write(d.join("mine/objects/keep.txt"), b"mine").unwrap();
+    let out = baton(d, &["cluster", "up", "--emulate", "1", "--dir", "mine"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not Baton's to make or remove"), "{out:?}");
+    assert!(d.join("mine/objects/keep.txt").exists() && !d.join("mine/emulation.toml").exists());
     // A bad rate is refused before anything is made.
     let out = baton(d, &["cluster", "up", "--emulate", "2", "--nic", "fast", "--dir", "c2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"fast\""), "{out:?}");

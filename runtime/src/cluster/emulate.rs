@@ -49,6 +49,10 @@ pub struct EmulateOptions {
     pub dir: PathBuf,
 }
 
+/// The files and directories `up` makes in the emulation's directory (besides `h<i>`), which
+/// `down` removes.
+const MADE: [&str; 5] = ["tls", "objects", "cluster.toml", "calibration.toml", "s3.log"];
+
 /// What an emulation made, for [`down`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct State {
@@ -117,6 +121,20 @@ pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
         return Err(failed(
             "emulated hosts",
             format!("{} holds an emulation already: `baton cluster down` it first", options.dir.display()),
+        ));
+    }
+    // `down` removes what `up` makes here: none of it may be there already.
+    if let Some(taken) = std::fs::read_dir(&options.dir).into_iter().flatten().flatten().find(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        MADE.contains(&name.as_str()) || (name.starts_with('h') && name[1..].parse::<usize>().is_ok())
+    }) {
+        return Err(failed(
+            "emulated hosts",
+            format!(
+                "{} is not Baton's to make or remove (an emulation's directory holds only what `up` \
+                 makes): give --dir a new or empty directory",
+                taken.path().display()
+            ),
         ));
     }
     baton_fabric::private::ensure_dir(&options.dir, "emulation directory")?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use baton_fabric::JobId;
-use baton_planner::Path as Route;
+use baton_planner::{Path as Route, Topology};
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_sql::query::{self, QueryOptions};
 use baton_sql::session;
@@ -479,6 +479,53 @@ async fn queries_beyond_tpch_match_single_process_datafusion() {
         }
     }
     assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_run_as_many_tasks_as_the_planner_chose_and_k_level_exchanges_match_datafusion() {
+    let scratch = tempfile::tempdir().unwrap();
+    let env = env(scratch.path()).await;
+    // More partitions than the stages after the joins need: the planner sizes them down.
+    let partitions = 8;
+    let ctx = SessionContext::new_with_config(session::config(partitions));
+    session::register(&ctx, &session::tpch_tables(&tpch()).unwrap()).await.unwrap();
+    let (mut resized, mut rounds) = (0, 0);
+    let mut failures = Vec::new();
+    let klevel = [None, Some(Topology::KLevel { levels: 2 }), Some(Topology::KLevel { levels: 3 })];
+    for (name, sql) in baton_sql::tpch::QUERIES.iter().filter(|(n, _)| ["q03", "q05", "q13", "q18"].contains(n)) {
+        let expected = sorted(rows(&query::run_single(&ctx, sql).await.unwrap()));
+        let datafusion = baton_sql::stages::split(query::physical_plan(&ctx, sql).await.unwrap()).unwrap();
+        for topology in klevel {
+            let options = QueryOptions { path: Some(Route::ObjectStore), topology };
+            let run = query::run(&ctx, sql, &env, &options, Vec::new(), &env.job_config().unwrap()).await.unwrap();
+            if let Err(e) = same_rows(&sorted(rows(&run.batches)), &expected) {
+                failures.push(format!("{name} ({topology:?}): {e}"));
+            }
+            // Each stage ran as many tasks as the planner chose (merge stages aside).
+            let stages: Vec<_> = run.summary.stages.iter().filter(|s| s.name.starts_with("stage-")).collect();
+            assert_eq!(stages.len(), run.planned.plan.stages.len(), "{name}");
+            for (ran, (planned, before)) in stages.iter().zip(run.planned.plan.stages.iter().zip(&datafusion.stages)) {
+                assert_eq!(ran.tasks, planned.dop, "{name}: {} ran other than planned", ran.name);
+                resized += usize::from(ran.tasks as usize != before.tasks);
+            }
+            let merges = run.summary.stages.iter().filter(|s| s.name.starts_with("merge")).count();
+            let level_edges = run.summary.edges.iter().filter(|e| e.layout.contains("-level")).count();
+            if let Some(Topology::KLevel { levels }) = topology {
+                let exchanges = run.planned.choices.iter().filter(|(_, t)| *t == Topology::KLevel { levels }).count();
+                assert_eq!(merges, exchanges * (levels as usize - 1), "{name}: merge stages of {levels}-level");
+                assert_eq!(level_edges, exchanges * levels as usize, "{name}: rounds of {levels}-level");
+                rounds += level_edges;
+            } else {
+                assert_eq!(merges, 0, "{name}");
+            }
+            for job in &run.jobs {
+                assert_nothing_left(&env, *job);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "queries that differ from DataFusion:\n{}", failures.join("\n"));
+    assert!(resized > 0, "no stage ran with another task count than DataFusion planned");
+    assert!(rounds > 0, "no k-level exchange ran");
 }
 
 /// The operators of `plan` and below, depth first.

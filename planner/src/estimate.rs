@@ -112,6 +112,33 @@ pub fn estimate(
     r: u32,
     limits: Limits,
 ) -> Option<Estimate> {
+    let estimate = carried(cluster, path, topology, edge, m, r, limits)?;
+    Some(with_rounds(cluster, estimate))
+}
+
+/// `estimate` with the start of the merge stages a k-level exchange runs between its rounds:
+/// each round waits for its tasks to start, and pays for them.
+fn with_rounds(cluster: &ClusterModel, mut estimate: Estimate) -> Estimate {
+    if let Topology::KLevel { levels } = estimate.topology {
+        let rounds = f64::from(levels.saturating_sub(1));
+        let f = &cluster.function;
+        estimate.time_s += rounds * f.startup_s;
+        estimate.dollars +=
+            rounds * estimate.requests.writers as f64 * f.startup_s * (f.memory as f64 / 1e9) * f.price_per_gb_s;
+    }
+    estimate
+}
+
+/// [`estimate`] of the transfer alone.
+fn carried(
+    cluster: &ClusterModel,
+    path: Path,
+    topology: Topology,
+    edge: &Edge,
+    m: u32,
+    r: u32,
+    limits: Limits,
+) -> Option<Estimate> {
     let model = cluster.path(path)?;
     let requests = topology.requests(edge.kind, m, r, edge.bytes);
     let held = requests.bytes_written;
@@ -164,6 +191,17 @@ mod tests {
                 .unwrap();
         assert_eq!(all.requests.writes, 1_000_000);
         assert!(two.time_s < all.time_s && two.dollars < all.dollars, "{two:?} vs {all:?}");
+    }
+
+    #[test]
+    fn a_small_shuffle_is_not_worth_the_merge_rounds_of_a_k_level_exchange() {
+        let cluster = ClusterModel::uniform(1, 16, 64 << 30);
+        let edge = shuffle(300 << 10);
+        let coalesced = estimate(&cluster, Path::VmLocal, Topology::Coalesced, &edge, 16, 2, Limits::NONE).unwrap();
+        let two =
+            estimate(&cluster, Path::VmLocal, Topology::KLevel { levels: 2 }, &edge, 16, 2, Limits::NONE).unwrap();
+        assert!(two.time_s > coalesced.time_s, "{two:?} vs {coalesced:?}");
+        assert!(two.dollars > coalesced.dollars, "{two:?} vs {coalesced:?}");
     }
 
     #[test]

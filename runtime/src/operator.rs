@@ -354,9 +354,14 @@ impl EdgeSource {
         Ok(self.requests.count(input.edge, path, spec.kind().name()))
     }
 
-    /// The edge.
+    /// The edge, as the job runs (a k-level exchange's rounds are edges of their own).
     pub fn edge(&self) -> baton_fabric::EdgeId {
         self.spec().edge
+    }
+
+    /// The edge of the job as given that this input ends (what a query plan's readers name).
+    pub fn job_edge(&self) -> baton_fabric::EdgeId {
+        self.spec().of
     }
 
     fn spec(&self) -> &crate::task::Input {
@@ -366,6 +371,24 @@ impl EdgeSource {
     /// The partition this task reads by default (its own).
     pub fn partition(&self) -> u32 {
         self.spec().partition
+    }
+
+    /// Which partition of each producer's output holds partition `partition` of the edge: the
+    /// same one, except at the end of a k-level exchange, where a task's rows come from its
+    /// partition of the last round (and a task reads no other partition than its own).
+    pub fn layout_partition(&self, partition: u32) -> Result<u32> {
+        let input = self.spec();
+        match (input.untag, partition == self.task.id.partition) {
+            (false, _) => Ok(partition),
+            (true, true) => Ok(input.partition),
+            (true, false) => Err(Error::BadJob {
+                reason: format!(
+                    "{} asked for partition {partition} of {}, a k-level exchange's end, in task {}: \
+                     a task reads only its own partition of one",
+                    self.task.op, input.edge, self.task.id.partition
+                ),
+            }),
+        }
     }
 
     /// The producers of the edge: those committed at launch first, then those still pending.

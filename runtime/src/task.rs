@@ -74,8 +74,11 @@ impl Task {
 /// Where an input edge's data is: the winning attempt of every producer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Input {
-    /// The edge.
+    /// The edge, as the job runs: a k-level exchange's rounds are edges of their own.
     pub edge: EdgeId,
+    /// The edge of the job as given that this input ends (the same as `edge`, unless the
+    /// job has a k-level exchange: then the rounds shift the numbers).
+    pub of: EdgeId,
     /// The path that carries it.
     pub path: PathSpec,
     /// What each producer this task reads wrote (its committed attempt).

@@ -106,7 +106,7 @@ impl PhysicalExtensionCodec for Codec {
                 let source = self
                     .sources
                     .iter()
-                    .find(|s| s.edge() == EdgeId(node.edge))
+                    .find(|s| s.job_edge() == EdgeId(node.edge))
                     .ok_or_else(|| bad(format!("the task has no input edge-{}", node.edge)))?;
                 Ok(Arc::new(reader.bound(source.clone())))
             }

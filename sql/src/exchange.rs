@@ -326,7 +326,8 @@ impl ExecutionPlan for ExchangeReader {
         let reads: Vec<(u32, u32)> = if self.per_producer {
             vec![(partition as u32, 0)]
         } else {
-            source.producers().map(|producer| (producer, partition as u32)).collect()
+            let at = source.layout_partition(partition as u32).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            source.producers().map(|producer| (producer, at)).collect()
         };
         let stream = futures::stream::iter(reads)
             .then(move |(producer, p)| {

@@ -129,30 +129,41 @@ pub fn plan(
     stores: Vec<String>,
     partitions: usize,
 ) -> Result<PlannedQuery> {
-    let stages = stages::split(plan)?;
+    let mut stages = stages::split(plan)?;
     let mut cluster = cluster.clone();
     if let Some(path) = options.path {
         cluster.paths.retain(|p| p.path == path);
     }
-    let dag = dag(&stages);
-    let plan = baton_planner::plan(&dag, &cluster, Objective::LeastTime)?;
+    // Each stage runs as many tasks as the planner chose. A stage whose operators would not
+    // run as that many (DataFusion decides its partitioning) keeps its count, and the
+    // planner plans again around it.
+    let mut pinned = vec![false; stages.stages.len()];
+    let plan = loop {
+        let plan = baton_planner::plan(&dag(&stages, partitions, &pinned), &cluster, Objective::LeastTime)?;
+        let mut resized = stages.clone();
+        let mut refused = None;
+        for (i, chosen) in plan.stages.iter().enumerate() {
+            if !resized.resize(i, chosen.dop as usize)? {
+                refused = Some(i);
+                break;
+            }
+        }
+        match refused {
+            Some(i) => pinned[i] = true,
+            None => {
+                stages = resized;
+                break plan;
+            }
+        }
+    };
     let choices = plan
         .edges
         .iter()
         .zip(&stages.edges)
         .map(|(e, edge)| {
-            // A query's readers pick partitions themselves: no k-level rounds.
-            let best = std::iter::once(&e.chosen)
-                .chain(&e.alternatives)
-                .find(|a| !matches!(a.topology, Topology::KLevel { .. }))
-                .unwrap_or(&e.chosen);
-            let topology = match (edge.fan, options.topology) {
-                (Fan::Partitioned, Some(t)) => t,
-                (Fan::Partitioned, None) if matches!(best.topology, Topology::KLevel { .. }) => Topology::Coalesced,
-                (Fan::Partitioned, None) => best.topology,
-                (Fan::Whole, _) => Topology::PerTask,
-            };
-            (best.path, topology)
+            // A k-level exchange ends in one partition per consumer task.
+            let klevel_fits = edge.fan == Fan::Partitioned && stages.stages[edge.to].tasks == edge.partitions;
+            choose(std::iter::once(&e.chosen).chain(&e.alternatives), edge.fan, klevel_fits, options.topology)
         })
         .collect();
     let collect = options.path.unwrap_or(if cluster.paths.iter().any(|p| p.path == Path::VmLocal) {
@@ -163,8 +174,37 @@ pub fn plan(
     Ok(PlannedQuery { stages, plan, choices, collect, stores, partitions })
 }
 
-/// The planner's view of the stages.
-fn dag(stages: &Stages) -> Dag {
+/// An edge's path and topology from the planner's `options` (best first): a whole output per
+/// producer goes per task; a hash exchange takes the forced topology, or the planner's,
+/// including a k-level exchange where it `klevel_fits` (else the best option that is not one,
+/// and a forced k-level one is coalesced).
+fn choose<'a>(
+    mut options: impl Iterator<Item = &'a baton_planner::Estimate> + Clone,
+    fan: Fan,
+    klevel_fits: bool,
+    forced: Option<Topology>,
+) -> (Path, Topology) {
+    let klevel = |t: Topology| matches!(t, Topology::KLevel { .. });
+    let first = options.clone().next();
+    let best = options.find(|a| klevel_fits || !klevel(a.topology)).or(first);
+    let path = best.map_or(Path::ObjectStore, |b| b.path);
+    let topology = match (fan, forced) {
+        (Fan::Whole, _) => Topology::PerTask,
+        (Fan::Partitioned, Some(t)) if klevel(t) && !klevel_fits => Topology::Coalesced,
+        (Fan::Partitioned, Some(t)) => t,
+        (Fan::Partitioned, None) => match best.map(|b| b.topology) {
+            Some(t) if klevel(t) && !klevel_fits => Topology::Coalesced,
+            Some(t) => t,
+            None => Topology::Coalesced,
+        },
+    };
+    (path, topology)
+}
+
+/// The planner's view of the stages: a stage that may run as any number of tasks
+/// ([`Stages::resizable`]) gets from one up to DataFusion's count or the session's partitions,
+/// whichever is more; any other (or one `pinned`) runs as DataFusion planned it.
+fn dag(stages: &Stages, partitions: usize, pinned: &[bool]) -> Dag {
     let bytes = |e: &stages::Estimate| e.bytes.or(e.rows.map(|r| r * ROW_BYTES)).unwrap_or(UNKNOWN_BYTES).max(1);
     Dag {
         stages: stages
@@ -174,7 +214,11 @@ fn dag(stages: &Stages) -> Dag {
             .map(|(i, s)| baton_planner::Stage {
                 id: StageId(i as u32 + 1),
                 name: format!("stage-{}", i + 1),
-                dop: DopBounds::fixed(s.tasks as u32),
+                dop: if stages.resizable(i) && !pinned[i] {
+                    DopBounds::range(1, s.tasks.max(partitions) as u32)
+                } else {
+                    DopBounds::fixed(s.tasks as u32)
+                },
                 compute: Compute { per_row_s: 0.0, per_byte_s: PER_BYTE_S },
                 source_rows: s.source.rows.unwrap_or(0),
                 source_bytes: if s.source == stages::Estimate::default() { 0 } else { bytes(&s.source) },
@@ -239,7 +283,8 @@ impl PlannedQuery {
                     path: spec(path)?,
                     topology,
                     pipelined: false,
-                    partitions: Some(e.partitions as u32),
+                    // A k-level exchange has one partition per consumer task.
+                    partitions: (!matches!(topology, Topology::KLevel { .. })).then_some(e.partitions as u32),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -366,4 +411,30 @@ pub async fn run_single_with_schema(ctx: &SessionContext, sql: &str) -> Result<(
 fn first_line(sql: &str) -> String {
     let line = sql.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or("query");
     line.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_planner::{Estimate, Requests};
+
+    fn option(path: Path, topology: Topology) -> Estimate {
+        Estimate { path, topology, time_s: 1.0, requests: Requests::default(), dollars: 0.0, spilled: 0 }
+    }
+
+    #[test]
+    fn a_k_level_exchange_the_planner_picks_runs_where_it_fits_and_nothing_else_is_replaced() {
+        let two = Topology::KLevel { levels: 2 };
+        let options = [option(Path::ObjectStore, two), option(Path::VmLocal, Topology::Coalesced)];
+        assert_eq!(choose(options.iter(), Fan::Partitioned, true, None), (Path::ObjectStore, two));
+        // Where it does not fit, the best option that is not one.
+        assert_eq!(choose(options.iter(), Fan::Partitioned, false, None), (Path::VmLocal, Topology::Coalesced));
+        // Forced: as forced, where it fits.
+        let three = Topology::KLevel { levels: 3 };
+        assert_eq!(choose(options.iter(), Fan::Partitioned, true, Some(three)), (Path::ObjectStore, three));
+        assert_eq!(choose(options.iter(), Fan::Partitioned, false, Some(three)).1, Topology::Coalesced);
+        assert_eq!(choose(options.iter(), Fan::Whole, true, None).1, Topology::PerTask);
+        let only_klevel = [option(Path::ObjectStore, two)];
+        assert_eq!(choose(only_klevel.iter(), Fan::Partitioned, false, None), (Path::ObjectStore, Topology::Coalesced));
+    }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use datafusion::common::JoinType;
 use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
@@ -236,6 +236,62 @@ impl Cutter {
 }
 
 impl Stages {
+    /// Whether stage `index` may run as any number of tasks: it reads no table (a scan's
+    /// partitions are DataFusion's), it reads at least one edge partitioned, and each of those
+    /// has one partition per task and an estimate of its size (what the planner sizes it by).
+    /// Repartitioned to another count ([`Stages::resize`]), its plan runs that many.
+    pub fn resizable(&self, index: usize) -> bool {
+        let stage = &self.stages[index];
+        let mut partitioned = self.edges.iter().filter(|e| e.to == index && e.fan == Fan::Partitioned).peekable();
+        partitioned.peek().is_some()
+            && partitioned.all(|e| e.partitions == stage.tasks && e.estimate != Estimate::default())
+            && reads_no_table(&stage.plan.input().clone())
+    }
+
+    /// Runs stage `index` as `tasks` tasks: the edges it reads partitioned are repartitioned
+    /// into that many (their producers' routes and its readers), and the readers of its
+    /// output that take a partition per producer (under a coalesce or a merge) take that
+    /// many. Returns whether it did; where DataFusion's operators would not run the stage's
+    /// plan as exactly `tasks` partitions afterwards, nothing changes.
+    pub fn resize(&mut self, index: usize, tasks: usize) -> DfResult<bool> {
+        if tasks == self.stages[index].tasks {
+            return Ok(true);
+        }
+        if tasks == 0 || !self.resizable(index) {
+            return Ok(false);
+        }
+        let mut next = self.clone();
+        let reads: Vec<usize> = (0..self.edges.len())
+            .filter(|&e| self.edges[e].to == index && self.edges[e].fan == Fan::Partitioned)
+            .collect();
+        for &e in &reads {
+            let producer = &mut next.stages[self.edges[e].from];
+            let route = match producer.plan.route() {
+                Route::Hash(keys, _) => Route::Hash(keys.clone(), tasks),
+                Route::RoundRobin(_) => Route::RoundRobin(tasks),
+                Route::Single => return Ok(false),
+            };
+            producer.plan = Arc::new(ExchangeWriter::new(producer.plan.input().clone(), route));
+            next.edges[e].partitions = tasks;
+        }
+        let ids: Vec<u32> = reads.iter().map(|&e| e as u32 + 1).collect();
+        next.stages[index].plan = with_readers(&next.stages[index].plan, &ids, tasks)?;
+        if next.stages[index].plan.input().output_partitioning().partition_count() != tasks {
+            return Ok(false);
+        }
+        next.stages[index].tasks = tasks;
+        for e in (0..self.edges.len()).filter(|&e| self.edges[e].from == index && self.edges[e].fan == Fan::Whole) {
+            let consumer = self.edges[e].to;
+            let before = next.stages[consumer].plan.input().output_partitioning().partition_count();
+            next.stages[consumer].plan = with_readers(&next.stages[consumer].plan, &[e as u32 + 1], tasks)?;
+            if next.stages[consumer].plan.input().output_partitioning().partition_count() != before {
+                return Ok(false);
+            }
+        }
+        *self = next;
+        Ok(true)
+    }
+
     /// How edge `index` distributes its data, in the planner's terms: a shuffle, a broadcast
     /// (whole outputs read by every task of a stage with several), or a gather (into one task).
     pub fn kind(&self, index: usize) -> baton_planner::EdgeKind {
@@ -269,6 +325,30 @@ impl Stages {
         }
         out
     }
+}
+
+/// Whether every leaf of `plan` is an exchange reader.
+fn reads_no_table(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let children = plan.children();
+    if children.is_empty() { plan.is::<ExchangeReader>() } else { children.into_iter().all(reads_no_table) }
+}
+
+/// `writer`'s plan with the readers of the edges `ids` reading `partitions` partitions (as
+/// they read them: hashed on the same keys, or one per producer), the operators above rebuilt.
+fn with_readers(writer: &Arc<ExchangeWriter>, ids: &[u32], partitions: usize) -> DfResult<Arc<ExchangeWriter>> {
+    let input = writer
+        .input()
+        .clone()
+        .transform_up(|node| {
+            let Some(reader) = node.downcast_ref::<ExchangeReader>().filter(|r| ids.contains(&r.edge())) else {
+                return Ok(Transformed::no(node));
+            };
+            let resized = ExchangeReader::new(reader.edge(), node.schema(), partitions, reader.per_producer())
+                .hashed(reader.keys().to_vec());
+            Ok(Transformed::yes(Arc::new(resized) as Arc<dyn ExecutionPlan>))
+        })?
+        .data;
+    Ok(Arc::new(ExchangeWriter::new(input, writer.route().clone())))
 }
 
 /// What becomes of the dynamic filter of each hash join in a stage's plan: it prunes the scan

@@ -71,7 +71,8 @@ pub struct RunArgs {
     /// or object-store.
     #[arg(long, default_value = "auto")]
     path: String,
-    /// Lay out every hash exchange this way: auto, all-to-all or coalesced.
+    /// Lay out every hash exchange this way: auto (the planner's choice), all-to-all,
+    /// coalesced, or a k-level exchange (2-level, 3-level, 4-level).
     #[arg(long, default_value = "auto")]
     topology: String,
     /// Run tasks in this process instead of worker processes.
@@ -103,8 +104,10 @@ impl RunArgs {
         let topology = match self.topology.as_str() {
             "auto" => None,
             name => match parse_topology(name) {
-                Some(t @ (baton_planner::Topology::AllToAll | baton_planner::Topology::Coalesced)) => Some(t),
-                _ => bail!("--topology {name}: use auto, all-to-all or coalesced"),
+                Some(baton_planner::Topology::PerTask) | None => {
+                    bail!("--topology {name}: use auto, all-to-all, coalesced, 2-level, 3-level or 4-level")
+                }
+                Some(t) => Some(t),
             },
         };
         Ok(QueryOptions { path, topology })
@@ -317,17 +320,22 @@ fn report(n: usize, run: &QueryRun, seconds: f64) -> anyhow::Result<()> {
 }
 
 fn print_edges(summary: &JobSummary, run: &QueryRun) {
-    for (i, stage) in summary.stages.iter().enumerate() {
-        println!("  stage-{} {:>3} tasks {:>7.3} s", i + 1, stage.tasks, stage.seconds);
+    for stage in &summary.stages {
+        println!("  {:<12} {:>3} tasks {:>7.3} s", stage.name, stage.tasks, stage.seconds);
     }
-    for (i, (edge, (_, topology))) in summary.edges.iter().zip(&run.planned.choices).enumerate() {
+    // A k-level exchange runs as rounds through merge stages: edges of its own.
+    let planned = &run.planned.stages;
+    let kinds = (summary.edges.len() == planned.edges.len()).then(|| (0..planned.edges.len()).map(|i| planned.kind(i)));
+    let mut kinds = kinds.into_iter().flatten();
+    for edge in &summary.edges {
+        let kind = kinds.next().map_or("", |k| k.name());
         println!(
-            "  {:<20} {:<9} {:>10} via {}, {} · {} writes, {} reads",
+            "  {:<24} {:<9} {:>10} via {}, {} · {} writes, {} reads",
             edge.name,
-            run.planned.stages.kind(i).name(),
+            kind,
             ByteSize(edge.bytes).to_string(),
             edge.path,
-            topology.name(),
+            edge.layout,
             edge.writes,
             edge.reads
         );

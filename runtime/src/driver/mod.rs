@@ -180,10 +180,20 @@ impl JobSpec {
 /// How one edge of the job as run (after expansion) routes rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum EdgeRoute {
-    /// Straight from producers to consumers.
-    Direct,
-    /// Round `round` of a k-level exchange with `reducers` reducers at its end.
-    Round { klevel: KLevel, round: u32, reducers: u32 },
+    /// Straight from producers to consumers: edge `of` of the job as given.
+    Direct { of: usize },
+    /// Round `round` of a k-level exchange with `reducers` reducers at its end: edge `of` of
+    /// the job as given.
+    Round { klevel: KLevel, round: u32, reducers: u32, of: usize },
+}
+
+impl EdgeRoute {
+    /// The edge of the job as given (before its k-level edges became rounds).
+    fn of(self) -> usize {
+        match self {
+            EdgeRoute::Direct { of } | EdgeRoute::Round { of, .. } => of,
+        }
+    }
 }
 
 /// The job with every k-level edge replaced by its rounds and merge stages, and each edge's route.
@@ -216,7 +226,7 @@ fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
     for (e, edge) in job.edges.iter().enumerate() {
         if edge.levels() <= 1 {
             edges.push(EdgeSpec { from: index[edge.from], to: index[edge.to], ..edge.clone() });
-            routes.push(EdgeRoute::Direct);
+            routes.push(EdgeRoute::Direct { of: e });
             continue;
         }
         let reducers = job.stages[edge.to].tasks;
@@ -232,7 +242,7 @@ fn expand(job: &JobSpec) -> (JobSpec, Vec<EdgeRoute>) {
                 pipelined: false,
                 partitions: None,
             });
-            routes.push(EdgeRoute::Round { klevel, round: round as u32, reducers });
+            routes.push(EdgeRoute::Round { klevel, round: round as u32, reducers, of: e });
         }
     }
     let collect = job.collect.as_ref().map(|c| Collect { stage: index[c.stage], path: c.path.clone() });
@@ -581,7 +591,7 @@ async fn run_stages(
     }
     for (e, edge) in job.edges.iter().enumerate() {
         let round = match routes[e] {
-            EdgeRoute::Direct => None,
+            EdgeRoute::Direct { .. } => None,
             EdgeRoute::Round { klevel, round, .. } => Some((round + 1, klevel.levels)),
         };
         let maps: Vec<MapOutput> = committed[e].iter().flatten().cloned().collect();
@@ -705,7 +715,7 @@ fn edge_pairs(
 fn reads(job: &JobSpec, routes: &[EdgeRoute], e: usize, t: u32) -> (Vec<u32>, u32, bool) {
     let edge = &job.edges[e];
     match routes[e] {
-        EdgeRoute::Direct => {
+        EdgeRoute::Direct { .. } => {
             ((0..job.stages[edge.from].tasks).collect(), edge.partitions.map_or(t, |p| t.min(p - 1)), false)
         }
         EdgeRoute::Round { klevel, round, .. } => (
@@ -791,7 +801,8 @@ fn build_task(
                 }
             }
             let path = at.first().cloned().unwrap_or_else(|| edge.path.clone());
-            Input { edge: JobSpec::edge_id(e), path, maps, pending, partition, untag, at, producer_at }
+            let of = JobSpec::edge_id(routes[e].of());
+            Input { edge: JobSpec::edge_id(e), of, path, maps, pending, partition, untag, at, producer_at }
         })
         .collect();
     let write_path = |spec: &PathSpec| hosts.map_or(spec.clone(), |h| h.write_path(spec, host));
@@ -800,8 +811,8 @@ fn build_task(
         .map(|e| -> Result<Output> {
             let edge = &job.edges[e];
             let (partitions, route) = match routes[e] {
-                EdgeRoute::Direct => (edge.partitions.unwrap_or(job.stages[edge.to].tasks), Route::Direct),
-                EdgeRoute::Round { klevel, round: 0, reducers } => (klevel.fanout, Route::Tag { klevel, reducers }),
+                EdgeRoute::Direct { .. } => (edge.partitions.unwrap_or(job.stages[edge.to].tasks), Route::Direct),
+                EdgeRoute::Round { klevel, round: 0, reducers, .. } => (klevel.fanout, Route::Tag { klevel, reducers }),
                 EdgeRoute::Round { klevel, round, .. } => (klevel.fanout, Route::Forward { klevel, round }),
             };
             let layout = Layout::try_from(edge.topology)?;

@@ -35,7 +35,10 @@ fn remains(id: &str) -> Vec<String> {
     }
     for entry in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == format!("bt{id}") || name.starts_with(&format!("bv{id}h")) || name.starts_with(&format!("bv{id}s3"))
+        if name == format!("bt{id}")
+            || name.starts_with(&format!("bv{id}h"))
+            || name.starts_with(&format!("bv{id}s3"))
+            || name.starts_with(&format!("bv{id}st"))
         {
             left.push(format!("link {name}"));
         }
@@ -120,7 +123,7 @@ fn down_leaves_nothing(d: &Path, id: &str) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} still runs: {stat}");
     }
-    for made in ["cluster.toml", "calibration.toml", "tls", "objects"] {
+    for made in ["cluster.toml", "calibration.toml", "tls", "objects", "store"] {
         assert!(!d.join("c").join(made).exists(), "{made} is left");
     }
 }
@@ -344,14 +347,23 @@ fn a_sort_survives_the_loss_of_a_hosts_node_mid_job() {
     down_leaves_nothing(d, &id);
 }
 
+/// Bytes the tbf qdisc on link `dev` passed.
+fn tbf_sent(dev: &str) -> u64 {
+    let stats = Command::new("tc").args(["-s", "qdisc", "show", "dev", dev]).output().unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    stats.split("Sent ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap()
+}
+
 #[test]
-fn the_object_store_can_be_an_s3_host_of_its_own_behind_a_capped_link() {
+fn the_object_store_and_the_remote_store_can_be_hosts_of_their_own_behind_capped_links() {
     if !is_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let up = ok(&baton(d, &["cluster", "up", "--emulate", "2", "--workers", "1", "--s3-host", "--dir", "c"]));
+    let up =
+        baton(d, &["cluster", "up", "--emulate", "2", "--workers", "1", "--s3-host", "--store-host", "--dir", "c"]);
+    let up = ok(&up);
     assert!(up.contains("export AWS_ACCESS_KEY_ID="), "{up}");
     let id = emulation_id(d);
     let file = std::fs::read_to_string(d.join("c/cluster.toml")).unwrap();
@@ -372,9 +384,23 @@ fn the_object_store_can_be_an_s3_host_of_its_own_behind_a_capped_link() {
     let out = ok(&sort);
     assert!(out.contains("object-store (s3://)"), "{out}");
     // The shuffle crossed the S3 host's capped link.
-    let stats = Command::new("tc").args(["-s", "qdisc", "show", "dev", &format!("bv{id}s3")]).output().unwrap();
-    let stats = String::from_utf8_lossy(&stats.stdout);
-    let sent: u64 = stats.split("Sent ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
-    assert!(sent >= 8 << 20, "the S3 host's tbf passed only {sent} bytes: {stats}");
+    let sent = tbf_sent(&format!("bv{id}s3"));
+    assert!(sent >= 8 << 20, "the S3 host's tbf passed only {sent} bytes");
+    // The remote store: a node of its own, probed at up, that a sort's shuffle crosses to.
+    assert!(up.contains(&format!("store  node 10.77.{id}.8:7070")), "{up}");
+    assert!(calibration.contains("path = \"remote-store\""), "{calibration}");
+    let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
+    assert!(status.contains("(remote store)"), "{status}");
+    let before = tbf_sent(&format!("bv{id}st"));
+    let sort = baton(
+        d,
+        &["sort", "in.dat", "-o", "out2", "--cluster", "c/cluster.toml", "--path", "remote-store", "--validate"],
+    );
+    let out = ok(&sort);
+    assert!(out.contains("via remote-store") || out.contains(" remote-store"), "{out}");
+    assert_eq!(concat_parts(&d.join("out")), concat_parts(&d.join("out2")), "the two sorts differ");
+    // Every byte of the shuffle went out of the store again (the reads), past its cap.
+    let sent = tbf_sent(&format!("bv{id}st")) - before;
+    assert!(sent >= 8 << 20, "the store host's tbf passed only {sent} bytes");
     down_leaves_nothing(d, &id);
 }

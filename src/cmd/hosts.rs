@@ -43,6 +43,10 @@ enum Action {
         /// the test credentials `cluster up` prints.
         #[arg(long)]
         s3_host: bool,
+        /// Give the cluster a remote store: a node in a host of its own that every host
+        /// reaches over its capped link (the remote-store path).
+        #[arg(long)]
+        store_host: bool,
         /// The emulation's directory: its cluster file (cluster.toml), material and logs.
         #[arg(long, default_value = "baton-data/cluster")]
         dir: PathBuf,
@@ -77,7 +81,7 @@ enum Action {
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.action {
-        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, s3_host, dir, node_exe } => {
+        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, s3_host, store_host, dir, node_exe } => {
             let dir = std::path::absolute(&dir)?;
             let exe = match node_exe {
                 Some(exe) => exe,
@@ -92,6 +96,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 workers,
                 worker_memory,
                 s3_host: s3.clone(),
+                store_host,
                 dir: dir.clone(),
             };
             let file = tokio::task::spawn_blocking(move || emulate::up(&options)).await??;
@@ -103,6 +108,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     host.workers.len(),
                     host.namespace.as_deref().unwrap_or("-")
                 );
+            }
+            if let Some(store) = &file.store {
+                println!("store  node {}  namespace {}", store.node, store.namespace.as_deref().unwrap_or("-"));
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
             let objects = match &s3 {
@@ -187,6 +195,18 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
                 if !host.workers.is_empty() {
                     println!("       workers: {up} of {} answer; {made} path requests made", host.workers.len());
+                }
+            }
+            if let Some(store) = &file.store {
+                let answer = async { DirectPath::connect(store.node, &tls).await?.hello().await };
+                match answer.await {
+                    Ok((version, _)) => {
+                        println!("{:<6} {:<21} up, protocol {version} (remote store)", "store", store.node)
+                    }
+                    Err(e) => {
+                        println!("{:<6} {:<21} unreachable: {e}", "store", store.node);
+                        down.push("the store".into());
+                    }
                 }
             }
             if !down.is_empty() {

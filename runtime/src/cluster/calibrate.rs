@@ -4,9 +4,9 @@
 //!
 //! The probe measures, from the driver's host, each host's node over QUIC (what a direct pull
 //! between hosts crosses: the host's link), each node through its socket (VM-local: the socket
-//! is a file, reachable on the same machine), and the object store the hosts share: the round
-//! trip of a small object and the time of a large one, so that the fit separates latency from
-//! bandwidth.
+//! is a file, reachable on the same machine), the remote store's node, and the object store the
+//! hosts share: the round trip of a small object and the time of a large one, so that the fit
+//! separates latency from bandwidth.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -221,6 +221,14 @@ pub async fn probe(
             samples.extend(local.samples(Path::VmLocal, size, &source));
         }
         hosts.push(HostProbe { name: host.name.clone(), quic, local });
+    }
+    if let Some(store) = &file.store {
+        let node = DirectPath::connect(store.node, &tls).await?;
+        node.add_token(token);
+        node.open_job(job, Duration::from_secs(600)).await?;
+        let timing = time_path(&node, job, size).await;
+        let _ = node.end_job(job).await;
+        samples.extend(timing?.samples(Path::RemoteStore, size, "probe store"));
     }
     if let Some(url) = &file.objects {
         let (store, prefix) = baton_connectors::open_url_with(url, objects.iter().cloned())?;

@@ -45,13 +45,16 @@ pub struct EmulateOptions {
     /// Give the object store a host of its own (at `.9`, its link capped like the others): an
     /// S3 server the hosts reach over their links, instead of a shared directory.
     pub s3_host: Option<S3Host>,
+    /// Give the cluster a remote store: a node in a host of its own (at `.8`, its link capped
+    /// like the others) that every host reaches over QUIC.
+    pub store_host: bool,
     /// The emulation's directory (made; its cluster file is `cluster.toml` there).
     pub dir: PathBuf,
 }
 
 /// The files and directories `up` makes in the emulation's directory (besides `h<i>`), which
 /// `down` removes.
-const MADE: [&str; 5] = ["tls", "objects", "cluster.toml", "calibration.toml", "s3.log"];
+const MADE: [&str; 6] = ["tls", "objects", "store", "cluster.toml", "calibration.toml", "s3.log"];
 
 /// What an emulation made, for [`down`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -187,7 +190,11 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         Some(host) => Some(s3_host(options, host, state, id, &bridge, &objects)?),
         None => None,
     };
+    let store =
+        if options.store_host { Some(store_host(options, &cluster_tls, state, id, &bridge, gbps)?) } else { None };
     let mut hosts = Vec::new();
+    // The hosts' processes follow the S3 and store hosts' in the record.
+    let first = state.pids.len();
     for i in 0..options.hosts {
         let ns = format!("baton-{id}-h{i}");
         let ip = Ipv4Addr::new(10, 77, id, 10 + i as u8);
@@ -204,27 +211,9 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         state.shm_dirs.push(shm.clone());
         save(dir, state)?;
         baton_fabric::private::ensure_dir(&shm, "shm_dir")?;
-        let log = baton_fabric::private::create_file(&home.join("node.log"))?;
         let addr = SocketAddr::from((ip, NODE_PORT));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(&options.exe)
-            .args(["node", "--listen", &addr.to_string(), "--memory", &options.memory.0.to_string()])
-            .arg("--socket")
-            .arg(home.join("node.sock"))
-            .arg("--tls-dir")
-            .arg(tls.dir())
-            .arg("--shm-dir")
-            .arg(&shm)
-            .arg("--flash-dir")
-            .arg(home.join("flash"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| Error::io("open", home.join("node.log"), e))?)
-            .stderr(log)
-            .env("BATON_LOG", "warn")
-            .spawn()
-            .map_err(|e| failed("start a node", e))?;
-        state.pids.push(child.id());
+        let pid = start_node(options, &ns, addr, &home, &tls, &shm)?;
+        state.pids.push(pid);
         save(dir, state)?;
         let mut workers = Vec::new();
         for w in 0..options.workers {
@@ -277,17 +266,18 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     let per_host = 1 + options.workers;
     for (i, host) in hosts.iter().enumerate() {
         let what = format!("{} (namespace {})", host.name, host.namespace.as_deref().unwrap_or("-"));
-        wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[i * per_host])?;
+        wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[first + i * per_host])?;
         for (w, url) in host.workers.iter().enumerate() {
             let addr: SocketAddr =
                 url.trim_start_matches("http://").parse().map_err(|e| failed("a worker's address", e))?;
-            wait_for_port(addr, &format!("worker {w} of {what}"), state.pids[i * per_host + 1 + w])?;
+            wait_for_port(addr, &format!("worker {w} of {what}"), state.pids[first + i * per_host + 1 + w])?;
         }
     }
     let file = ClusterFile {
         tls_dir: cluster_tls.dir().to_path_buf(),
         objects_gbps: s3.is_some().then_some(gbps),
         objects: Some(s3.unwrap_or_else(|| format!("file://{}", objects.display()))),
+        store,
         hosts,
     };
     std::fs::write(dir.join("cluster.toml"), file.to_toml())
@@ -391,6 +381,71 @@ fn s3_host(
     ))
 }
 
+/// Starts the store host: a namespace `baton-<id>-st` at `.8` on the bridge, its link capped
+/// like the others, running a node that lends its tiers over QUIC; returns the cluster file's
+/// `[store]`.
+fn store_host(
+    options: &EmulateOptions,
+    cluster_tls: &TlsDir,
+    state: &mut State,
+    id: u8,
+    bridge: &str,
+    gbps: f64,
+) -> Result<super::Store> {
+    let ns = format!("baton-{id}-st");
+    let ip = Ipv4Addr::new(10, 77, id, 8);
+    state.namespaces.push(ns.clone());
+    save(&options.dir, state)?;
+    link_namespace(&ns, &format!("bv{id}st"), &format!("bv{id}stp"), ip, bridge, &options.nic)?;
+    let home = options.dir.join("store");
+    baton_fabric::private::ensure_dir(&home, "store directory")?;
+    let tls = TlsDir::new(home.join("tls"));
+    cluster_tls.issue_node(&tls, &[ip.to_string()])?;
+    let shm = PathBuf::from(format!("/dev/shm/baton-emu-{id}-st"));
+    state.shm_dirs.push(shm.clone());
+    save(&options.dir, state)?;
+    baton_fabric::private::ensure_dir(&shm, "shm_dir")?;
+    let addr = SocketAddr::from((ip, NODE_PORT));
+    let pid = start_node(options, &ns, addr, &home, &tls, &shm)?;
+    state.pids.push(pid);
+    save(&options.dir, state)?;
+    wait_for_socket(&home.join("node.sock"), &format!("the store host (namespace {ns})"), pid)?;
+    Ok(super::Store { node: addr, memory: options.memory, nic_gbps: gbps, namespace: Some(ns) })
+}
+
+/// Starts a node in namespace `ns` listening on `addr`, its socket, flash and log in `home`;
+/// returns its pid.
+fn start_node(
+    options: &EmulateOptions,
+    ns: &str,
+    addr: SocketAddr,
+    home: &Path,
+    tls: &TlsDir,
+    shm: &Path,
+) -> Result<u32> {
+    let log_path = home.join("node.log");
+    let log = baton_fabric::private::create_file(&log_path)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&options.exe)
+        .args(["node", "--listen", &addr.to_string(), "--memory", &options.memory.0.to_string()])
+        .arg("--socket")
+        .arg(home.join("node.sock"))
+        .arg("--tls-dir")
+        .arg(tls.dir())
+        .arg("--shm-dir")
+        .arg(shm)
+        .arg("--flash-dir")
+        .arg(home.join("flash"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
+        .stderr(log)
+        .env("BATON_LOG", "warn")
+        .spawn()
+        .map_err(|e| failed("start a node", e))?;
+    Ok(child.id())
+}
+
 fn wait_for_port(addr: SocketAddr, what: &str, pid: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -444,6 +499,7 @@ pub fn down(dir: &Path) -> Result<()> {
     // The files it made: the cluster's material, each host's directory, the cluster file.
     let _ = std::fs::remove_dir_all(dir.join("tls"));
     let _ = std::fs::remove_dir_all(dir.join("objects"));
+    let _ = std::fs::remove_dir_all(dir.join("store"));
     let _ = std::fs::remove_file(dir.join("s3.log"));
     for i in 0..state.pids.len().max(state.namespaces.len()) {
         let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));

@@ -59,6 +59,11 @@ impl ClusterEnv {
             let http = HttpInvoker::new(&host.workers, timeout)?.with_signer(key.clone());
             invokers.push((host.name.clone(), Box::new(http)));
         }
+        if let Some(store) = &file.store {
+            reach(store.node, &tls).await.map_err(|reason| Error::BadJob {
+                reason: format!("the remote store's node {} does not answer: {reason}", store.node),
+            })?;
+        }
         let workers = file.hosts.iter().map(|h| h.workers.len()).sum();
         Ok(Self {
             file: file.clone(),
@@ -108,13 +113,18 @@ impl Environment for ClusterEnv {
         match path {
             Path::VmLocal | Path::Direct => Some(PathSpec::HostNode),
             Path::ObjectStore => self.file.objects.clone().map(|url| PathSpec::ObjectStore { url }),
-            Path::RemoteStore | Path::RdmaMap => None,
+            Path::RemoteStore => self
+                .file
+                .store
+                .as_ref()
+                .map(|store| PathSpec::Remote { addr: store.node, tls_dir: self.file.tls_dir.clone() }),
+            Path::RdmaMap => None,
         }
     }
 
     /// The hosts as the file describes them: a function slot per worker, the node's memory,
-    /// the NIC; VM-local and direct between the nodes, and the object store if the file names
-    /// one.
+    /// the NIC; VM-local and direct between the nodes, and the remote store and the object
+    /// store if the file names them.
     fn cluster_model(&self) -> ClusterModel {
         let mut model = ClusterModel::uniform(1, 1, 1);
         model.hosts = self
@@ -135,7 +145,8 @@ impl Environment for ClusterEnv {
         model.paths.retain(|p| match p.path {
             Path::VmLocal | Path::Direct => true,
             Path::ObjectStore => self.file.objects.is_some(),
-            Path::RemoteStore | Path::RdmaMap => false,
+            Path::RemoteStore => self.file.store.is_some(),
+            Path::RdmaMap => false,
         });
         for p in &mut model.paths {
             match p.path {
@@ -148,6 +159,14 @@ impl Environment for ClusterEnv {
                 Path::ObjectStore => {
                     if let Some(gbps) = self.file.objects_gbps.filter(|g| g.is_finite() && *g > 0.0) {
                         p.aggregate_bandwidth = gbps * 1e9 / 8.0;
+                    }
+                }
+                // One node behind one link: all the store's bytes share it, and it holds what
+                // it lends.
+                Path::RemoteStore => {
+                    if let Some(store) = &self.file.store {
+                        p.aggregate_bandwidth = store.nic_gbps * 1e9 / 8.0;
+                        p.capacity = Some(store.memory.0);
                     }
                 }
                 _ => {}

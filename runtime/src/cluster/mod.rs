@@ -6,6 +6,11 @@
 //!                                     # at the same path on every host (workers trust its CA)
 //! objects = "s3://bucket/baton"       # the object store every host reaches (optional)
 //!
+//! [store]                             # a node every host reaches, lending its tiers to
+//! node = "10.0.0.9:7070"              # jobs: the remote-store path (optional)
+//! memory = "64GiB"
+//! nic_gbps = 25.0
+//!
 //! [[host]]
 //! name = "h0"
 //! node = "10.0.0.5:7070"             # its node's QUIC address
@@ -52,9 +57,30 @@ pub struct ClusterFile {
     /// every byte through the store crosses it twice.
     #[serde(default)]
     pub objects_gbps: Option<f64>,
+    /// The remote store: a node every host reaches (none: the path is not offered).
+    #[serde(default)]
+    pub store: Option<Store>,
     /// The hosts.
     #[serde(rename = "host", default)]
     pub hosts: Vec<Host>,
+}
+
+/// The remote store of a cluster: a node of its own that jobs on every host write to and read
+/// from (the elastic store's nodes plug in here).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// Its node's QUIC address.
+    pub node: SocketAddr,
+    /// What it lends of memory.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Its network link, in Gbit/s: every byte through the store crosses it twice.
+    #[serde(default = "default_nic")]
+    pub nic_gbps: f64,
+    /// The network namespace it lives in, when it is an emulated host.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// One host of a cluster.
@@ -158,6 +184,17 @@ impl ClusterFile {
                 return Err(format!("host {}: cores and nic_gbps must be positive", host.name));
             }
         }
+        if let Some(store) = &self.store {
+            if store.node.ip().is_unspecified() || store.node.port() == 0 {
+                return Err(format!("store: node {} is not an address to reach", store.node));
+            }
+            if nodes.contains(&store.node) {
+                return Err(format!("store: node {} is a host's node too", store.node));
+            }
+            if !store.nic_gbps.is_finite() || store.nic_gbps <= 0.0 {
+                return Err("store: nic_gbps must be positive".into());
+            }
+        }
         Ok(())
     }
 
@@ -169,6 +206,15 @@ impl ClusterFile {
         }
         if let Some(gbps) = self.objects_gbps {
             out.push_str(&format!("objects_gbps = {gbps:?}\n"));
+        }
+        if let Some(store) = &self.store {
+            out.push_str(&format!(
+                "\n[store]\nnode = \"{}\"\nmemory = {}\nnic_gbps = {:?}\n",
+                store.node, store.memory.0, store.nic_gbps
+            ));
+            if let Some(ns) = &store.namespace {
+                out.push_str(&format!("namespace = {ns:?}\n"));
+            }
         }
         for h in &self.hosts {
             out.push_str(&format!(
@@ -203,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_cluster_file_round_trips_and_its_mistakes_are_named() {
-        let text = "tls_dir = \"tls\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.6:7070\"\nnic_gbps = 1.0\nsocket = \"/run/b.sock\"\nworkers = [\"http://10.0.0.6:7100\"]\n";
+        let text = "tls_dir = \"tls\"\n[store]\nnode = \"10.0.0.9:7070\"\nnic_gbps = 2.5\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"b\"\nnode = \"10.0.0.6:7070\"\nnic_gbps = 1.0\nsocket = \"/run/b.sock\"\nworkers = [\"http://10.0.0.6:7100\"]\n";
         let (dir, path) = write(text);
         let file = ClusterFile::read(&path).unwrap();
         assert_eq!(file.hosts.len(), 2);
@@ -213,6 +259,8 @@ mod tests {
         assert_eq!(again.hosts[1].nic_gbps, 1.0);
         assert_eq!(again.hosts[1].workers, vec!["http://10.0.0.6:7100".to_string()]);
         assert_eq!(again.hosts[1].socket.as_deref(), Some(Path::new("/run/b.sock")));
+        let store = again.store.as_ref().unwrap();
+        assert_eq!((store.node.port(), store.nic_gbps), (7070, 2.5));
         for (text, says) in [
             (
                 "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.6:7070\"\n",
@@ -224,6 +272,10 @@ mod tests {
             ),
             ("tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.500:7070\"\n", "10.0.0.500"),
             ("tls_dir = \"t\"\n", "no host"),
+            (
+                "tls_dir = \"t\"\n[store]\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n",
+                "store: node 10.0.0.5:7070 is a host's node too",
+            ),
             (
                 "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\nworkers = [\"gopher://x\"]\n",
                 "gopher",

@@ -67,6 +67,19 @@ fn phase_s(
     task_s.max(rate_s).max(aggregate_s)
 }
 
+/// An edge's time on `path` from its writing and its reading phases (each from its slowest
+/// task's first request to its last): what the model predicts, and what a job's measured
+/// phases are compared with.
+pub fn transfer_s(path: Path, pipelined: bool, write_s: f64, read_s: f64) -> f64 {
+    match path {
+        // Streams between live tasks: writing and reading overlap.
+        Path::Direct | Path::RdmaMap if pipelined => write_s.max(read_s),
+        // Pulled from the producer's node after it ends: the read is the transfer.
+        Path::Direct | Path::RdmaMap => read_s,
+        _ => write_s + read_s,
+    }
+}
+
 /// Time and dollars of `requests` over `model`, ignoring capacity.
 fn carry(cluster: &ClusterModel, model: &PathModel, edge: &Edge, requests: Requests, limits: Limits) -> (f64, f64) {
     let (send, receive) = match model.path {
@@ -78,13 +91,7 @@ fn carry(cluster: &ClusterModel, model: &PathModel, edge: &Edge, requests: Reque
         phase_s(model, requests.writers, requests.writes, requests.bytes_written, model.write_rate_per_prefix, send);
     let read_s =
         phase_s(model, requests.readers, requests.reads, requests.bytes_read, model.read_rate_per_prefix, receive);
-    let time_s = match model.path {
-        // Streams between live tasks: writing and reading overlap.
-        Path::Direct | Path::RdmaMap if edge.pipelined => write_s.max(read_s),
-        // Pulled from the producer's node after it ends: the read is the transfer.
-        Path::Direct | Path::RdmaMap => read_s,
-        _ => write_s + read_s,
-    };
+    let time_s = transfer_s(model.path, edge.pipelined, write_s, read_s);
     let f = &cluster.function;
     let gb = f.memory as f64 / 1e9;
     let function_s = requests.writers as f64 * write_s + requests.readers as f64 * read_s;

@@ -46,7 +46,7 @@ pub use calibrate::{Calibration, Measurement};
 pub use cluster::{ClusterModel, FunctionModel, Host, NIC_10G, PathModel, RDMA_NIC_FACTOR};
 pub use dag::{Compute, Dag, DopBounds, Edge, EdgeKind, Stage};
 pub use error::{Error, Result};
-pub use estimate::{Estimate, Limits, estimate};
+pub use estimate::{Estimate, Limits, estimate, transfer_s};
 pub use explain::explain;
 pub use ids::{EdgeId, HostId, StageId};
 pub use plan::{EdgePlan, Objective, Placement, Plan, StagePlan};

@@ -109,9 +109,9 @@ enum Workload {
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
-    /// Sort across emulated hosts (needs root): the planned job, every edge through an S3 host
-    /// with the same link cap, and every cross-host edge on direct; the shuffle's predicted
-    /// and measured time; requests as counted.
+    /// Sort and TPC-H across emulated hosts (needs root): the planned job, every edge through
+    /// an S3 host with the same link cap, through a remote-store host likewise, and every
+    /// cross-host edge on direct; the sort's shuffle predicted and measured; requests as counted.
     Cluster {
         /// Emulated hosts.
         #[arg(long, default_value_t = 4)]
@@ -128,13 +128,19 @@ enum Workload {
         /// Map tasks (and reduce tasks).
         #[arg(long, default_value_t = 16)]
         tasks: u32,
+        /// TPC-H's scale factor (0: the sort alone).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// TPC-H queries, by number, comma separated (default: all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
         /// Runs of each variant (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Directory for the JSON and Markdown reports.
         #[arg(long, default_value = "baton-data/bench")]
         out: PathBuf,
-        /// Directory on local disk for the run.
+        /// Directory on local disk for the run (and the TPC-H data, kept for later runs).
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
@@ -251,7 +257,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Workload::Cluster { hosts, nic, workers, size, tasks, repeats, out, work_dir } => {
+        Workload::Cluster { hosts, nic, workers, size, tasks, sf, queries, repeats, out, work_dir } => {
             warn_if_debug();
             let options = baton_bench::cluster::ClusterOptions {
                 exe: std::env::current_exe()?,
@@ -260,6 +266,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 workers,
                 bytes: size.0,
                 tasks,
+                sf,
+                queries,
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
             };

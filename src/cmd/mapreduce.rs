@@ -350,6 +350,7 @@ async fn run_job(
         reducers,
         map_per_byte_s: map_cost,
         reduce_per_byte_s: reduce_cost,
+        pipelined: args.cluster.is_some(),
     };
     // On one machine direct passing is the node over QUIC, as the remote store is; what makes
     // it direct is that consumers start before the producers end. On a cluster it is each
@@ -357,7 +358,10 @@ async fn run_job(
     let direct = forced_path == Some(Path::Direct);
     let plan_path = if direct && args.cluster.is_none() { Some(Path::RemoteStore) } else { forced_path };
     let choice = choose(&env.cluster_model(), &shape, plan_path, forced_topology)?;
-    let pipelined = direct && !matches!(choice.topology, baton_planner::Topology::KLevel { .. });
+    // On a cluster a host's node keeps what its producers wrote, so wherever the plan puts an
+    // edge on the nodes (VM-local, direct) its consumers start early and pull as producers end.
+    let on_nodes = args.cluster.is_some() && matches!(choice.path, Path::Direct | Path::VmLocal);
+    let pipelined = (direct || on_nodes) && !matches!(choice.topology, baton_planner::Topology::KLevel { .. });
     if direct && !pipelined {
         eprintln!(
             "note: --path direct on a {} topology runs its rounds one after another: reducers start \
@@ -404,6 +408,7 @@ async fn run_job(
     // One shuffle edge: the planner's prediction of it beside what it measured.
     if let ([edge], [planned]) = (summary.edges.as_mut_slice(), choice.plan.edges.as_slice()) {
         edge.predicted_s = Some(planned.chosen.time_s);
+        edge.measured_s = Some(baton_planner::transfer_s(choice.path, pipelined, edge.write_s, edge.read_s));
     }
     println!("{summary}");
     if let (true, Some(file)) = (args.calibrate, &args.cluster) {

@@ -68,7 +68,7 @@ pub struct RunArgs {
     #[arg(long, env = "BATON_SHM_DIR")]
     shm_dir: Option<std::path::PathBuf>,
     /// Carry every exchange on this path: auto (the planner's choice), vm-local, remote-store
-    /// or object-store.
+    /// or object-store; on a cluster also direct (each consumer pulls from the producer's host).
     #[arg(long, default_value = "auto")]
     path: String,
     /// Lay out every hash exchange this way: auto (the planner's choice), all-to-all,
@@ -98,8 +98,12 @@ enum OutputFormat {
 impl RunArgs {
     fn options(&self) -> anyhow::Result<QueryOptions> {
         let path = super::mapreduce::parse_path(&self.path)?;
-        if path == Some(Path::Direct) {
-            bail!("--path direct: a query's stages do not overlap; use vm-local, remote-store or object-store");
+        // On one host the node is the driver's own: without a cluster's nodes keeping each
+        // host's outputs, a query's stages, which do not overlap, have nothing to pull from.
+        if path == Some(Path::Direct) && self.cluster.is_none() {
+            bail!(
+                "--path direct: a query's stages do not overlap, and on one host no node of the producers' keeps                  their outputs; use vm-local, remote-store or object-store (or --cluster)"
+            );
         }
         let topology = match self.topology.as_str() {
             "auto" => None,

@@ -84,6 +84,10 @@ pub struct EdgeSummary {
     /// Seconds the planner predicted for it, when the job was planned edge by edge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_s: Option<f64>,
+    /// What it measured of the same: its write and read phases combined as the planner's
+    /// model combines them for its path ([`baton_planner::transfer_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_s: Option<f64>,
     /// Bytes between each pair of hosts and the path between them, when the job ran on hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<HostPair>,
@@ -144,6 +148,7 @@ impl EdgeSummary {
             write_s: 0.0,
             read_s: 0.0,
             predicted_s: None,
+            measured_s: None,
             pairs: Vec::new(),
         }
     }
@@ -204,7 +209,11 @@ impl fmt::Display for JobSummary {
                 e.requests.total() - e.writes - e.reads + e.notes
             )?;
             if e.write_s > 0.0 || e.read_s > 0.0 {
-                let predicted = e.predicted_s.map_or(String::new(), |p| format!(" · predicted {p:.3} s"));
+                let predicted = match (e.predicted_s, e.measured_s) {
+                    (Some(p), Some(m)) => format!(" · predicted {p:.3} s against {m:.3} s measured"),
+                    (Some(p), None) => format!(" · predicted {p:.3} s"),
+                    _ => String::new(),
+                };
                 writeln!(f, "    measured: written in {:.3} s, read in {:.3} s{predicted}", e.write_s, e.read_s)?;
             }
             for p in e.pairs.iter().filter(|p| p.bytes > 0) {

@@ -23,6 +23,9 @@ pub struct Shape {
     pub map_per_byte_s: f64,
     /// Core-seconds per byte of the reduce work.
     pub reduce_per_byte_s: f64,
+    /// Whether reducers may start as mappers end, pulling each output from the node that
+    /// keeps it (on a cluster, where each host's node keeps its producers' outputs).
+    pub pipelined: bool,
 }
 
 /// What the planner chose for the shuffle edge, in the runtime's terms.
@@ -78,7 +81,7 @@ pub fn choose(
             kind: EdgeKind::Shuffle,
             bytes: shape.bytes,
             rows: shape.rows,
-            pipelined: false,
+            pipelined: shape.pipelined,
         }],
     };
     let plan = baton_planner::plan(&dag, &cluster, Objective::LeastTime)?;
@@ -116,6 +119,7 @@ mod tests {
             reducers: 8,
             map_per_byte_s: 2e-9,
             reduce_per_byte_s: 8e-9,
+            pipelined: false,
         };
         let choice = choose(&cluster, &shape, None, None).unwrap();
         assert_eq!(choice.path, Path::VmLocal);

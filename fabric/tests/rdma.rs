@@ -106,6 +106,17 @@ async fn reads_over_a_real_queue_pair(names: Vec<String>) {
     for (key, bytes) in &objects {
         assert_eq!(client.get_rdma(&reader, key).await.unwrap(), *bytes, "{key}");
     }
+    // The same as a data path: whole objects and ranges read by RDMA, a bad range refused.
+    let path = baton_fabric::path::rdma_map::RdmaMapPath::new(node.client(JOB).await, JOB, &device).await.unwrap();
+    for (key, bytes) in &objects {
+        assert_eq!(path.get(key).await.unwrap(), *bytes, "{key}");
+        let len = bytes.len() as u64;
+        assert_eq!(
+            path.get_range(key, len / 3..len / 2).await.unwrap(),
+            bytes.slice(len as usize / 3..len as usize / 2)
+        );
+        assert!(matches!(path.get_range(key, 0..len + 1).await, Err(baton_fabric::Error::BadRange { .. })));
+    }
     // Unmapped after each read: mapping a deleted object fails, and so does a READ of a
     // region the node has released.
     let (key, _) = &objects[3];

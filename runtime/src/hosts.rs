@@ -62,7 +62,7 @@ impl Hosts {
     /// The path a task on `host` writes an edge on `spec` through.
     pub fn write_path(&self, spec: &PathSpec, host: usize) -> PathSpec {
         match spec {
-            PathSpec::HostNode => self.hosts[host.min(self.hosts.len() - 1)].local.clone(),
+            PathSpec::HostNode | PathSpec::HostRdma => self.hosts[host.min(self.hosts.len() - 1)].local.clone(),
             other => other.clone(),
         }
     }
@@ -75,6 +75,17 @@ impl Hosts {
                 let node = &self.hosts[holder.min(self.hosts.len() - 1)];
                 if reader == Some(holder) { node.local.clone() } else { node.remote.clone() }
             }
+            // A task on another host reads by RDMA; the driver, on no host, over QUIC.
+            PathSpec::HostRdma => {
+                let node = &self.hosts[holder.min(self.hosts.len() - 1)];
+                match (&node.remote, reader) {
+                    (_, Some(r)) if r == holder => node.local.clone(),
+                    (PathSpec::Remote { addr, tls_dir }, Some(_)) => {
+                        PathSpec::RdmaMap { addr: *addr, tls_dir: tls_dir.clone() }
+                    }
+                    (remote, _) => remote.clone(),
+                }
+            }
             other => other.clone(),
         }
     }
@@ -83,7 +94,7 @@ impl Hosts {
     /// a host-node edge.
     pub fn driver_paths(&self, spec: &PathSpec) -> Vec<PathSpec> {
         match spec {
-            PathSpec::HostNode => self.hosts.iter().map(|h| h.remote.clone()).collect(),
+            PathSpec::HostNode | PathSpec::HostRdma => self.hosts.iter().map(|h| h.remote.clone()).collect(),
             other => vec![other.clone()],
         }
     }
@@ -99,8 +110,9 @@ impl Hosts {
     /// The name of the path between `from` and `to` on `spec`, for summaries.
     pub fn pair_path(&self, spec: &PathSpec, from: usize, to: usize) -> String {
         match spec {
-            PathSpec::HostNode if from == to => "vm-local".into(),
+            PathSpec::HostNode | PathSpec::HostRdma if from == to => "vm-local".into(),
             PathSpec::HostNode => "direct".into(),
+            PathSpec::HostRdma => "rdma-map".into(),
             other => other.name(),
         }
     }
@@ -143,6 +155,16 @@ mod tests {
         assert_eq!(h.read_path(&objects, 1, Some(2)), objects);
         assert_eq!(h.pair_path(&PathSpec::HostNode, 1, 1), "vm-local");
         assert_eq!(h.pair_path(&PathSpec::HostNode, 1, 0), "direct");
+        // Between hosts with RDMA: tasks on another host read by RDMA, the driver over QUIC.
+        assert_eq!(h.write_path(&PathSpec::HostRdma, 2), local);
+        assert_eq!(h.read_path(&PathSpec::HostRdma, 2, Some(2)), local);
+        assert!(matches!(
+            h.read_path(&PathSpec::HostRdma, 2, Some(0)),
+            PathSpec::RdmaMap { addr, .. } if addr.ip().to_string() == "10.0.0.12"
+        ));
+        assert!(matches!(h.read_path(&PathSpec::HostRdma, 2, None), PathSpec::Remote { .. }));
+        assert_eq!(h.pair_path(&PathSpec::HostRdma, 1, 0), "rdma-map");
+        assert_eq!(h.driver_paths(&PathSpec::HostRdma).len(), 3);
         assert!(Hosts::new(Vec::new()).is_err());
     }
 }

@@ -36,6 +36,15 @@ pub enum PathSpec {
         /// The cluster's TLS material (its CA is trusted).
         tls_dir: PathBuf,
     },
+    /// A node's objects read one-sidedly by RDMA (the node maps each, this host's device READs
+    /// it), written over QUIC as to [`PathSpec::Remote`]. Opening it needs the `rdma` build and
+    /// a device.
+    RdmaMap {
+        /// The node's QUIC address.
+        addr: SocketAddr,
+        /// The cluster's TLS material (its CA is trusted).
+        tls_dir: PathBuf,
+    },
     /// An object store by URL (file://, s3://).
     ObjectStore {
         /// The store's URL.
@@ -46,6 +55,10 @@ pub enum PathSpec {
     /// (VM-local), over QUIC from another. The driver resolves it per task into the concrete
     /// paths above ([`crate::hosts::Hosts`]); a worker never opens it.
     HostNode,
+    /// [`PathSpec::HostNode`], with consumers on other hosts reading by RDMA
+    /// ([`PathSpec::RdmaMap`]) rather than over QUIC: the planner's RDMA map path between hosts
+    /// that all have RDMA devices.
+    HostRdma,
 }
 
 impl PathSpec {
@@ -56,7 +69,13 @@ impl PathSpec {
             PathSpec::Remote { .. } => Path::RemoteStore,
             PathSpec::ObjectStore { .. } => Path::ObjectStore,
             PathSpec::HostNode => Path::Direct,
+            PathSpec::RdmaMap { .. } | PathSpec::HostRdma => Path::RdmaMap,
         }
+    }
+
+    /// Whether the driver resolves it per task from its hosts (each producer's own node).
+    pub fn on_hosts(&self) -> bool {
+        matches!(self, PathSpec::HostNode | PathSpec::HostRdma)
     }
 
     /// A short name for reports: the planner's name, and the scheme of an object store.
@@ -78,7 +97,8 @@ impl PathSpec {
                 Arc::new(path)
             }
             PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
-            PathSpec::HostNode => return Err(unresolved()),
+            PathSpec::RdmaMap { addr, tls_dir } => rdma::open(*addr, tls_dir, token).await?,
+            PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         })
     }
 
@@ -86,12 +106,12 @@ impl PathSpec {
     pub async fn open_job(&self, job: JobId, token: Option<&str>, ttl: Duration) -> Result<()> {
         match self {
             PathSpec::VmLocal { socket } => connect_local(socket, token).await?.open_job(job, ttl).await?,
-            PathSpec::Remote { addr, tls_dir } => {
+            PathSpec::Remote { addr, tls_dir } | PathSpec::RdmaMap { addr, tls_dir } => {
                 let path = connect_remote(*addr, tls_dir, token).await?;
                 path.open_job(job, ttl).await?;
             }
             PathSpec::ObjectStore { .. } => {}
-            PathSpec::HostNode => return Err(unresolved()),
+            PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         }
         Ok(())
     }
@@ -100,12 +120,74 @@ impl PathSpec {
     pub async fn end_job(&self, job: JobId, token: Option<&str>) -> Result<u64> {
         Ok(match self {
             PathSpec::VmLocal { socket } => connect_local(socket, token).await?.end_job(job).await?,
-            PathSpec::Remote { addr, tls_dir } => {
+            PathSpec::Remote { addr, tls_dir } | PathSpec::RdmaMap { addr, tls_dir } => {
                 let path = connect_remote(*addr, tls_dir, token).await?;
                 path.end_job(job).await?
             }
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
-            PathSpec::HostNode => return Err(unresolved()),
+            PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
+        })
+    }
+}
+
+/// The RDMA map path, opened with this host's first RDMA device.
+#[cfg(feature = "rdma")]
+mod rdma {
+    use std::sync::{Arc, OnceLock};
+
+    use baton_fabric::path::rdma_map::RdmaMapPath;
+    use baton_fabric::rdma::Device;
+
+    use super::*;
+
+    /// The host's device, opened once for every path of the process.
+    fn device() -> Result<Arc<Device>> {
+        static DEVICE: OnceLock<std::result::Result<Arc<Device>, String>> = OnceLock::new();
+        DEVICE
+            .get_or_init(|| Device::open_first().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|reason| Error::BadJob { reason: format!("the RDMA map path: {reason}") })
+    }
+
+    /// Reads the node at `addr` by RDMA, for the job of `token` (the queue pair is granted by
+    /// it); later jobs' tokens go to [`RdmaMapPath::node`].
+    pub(super) async fn connect(
+        addr: SocketAddr,
+        tls_dir: &std::path::Path,
+        token: Option<&str>,
+    ) -> Result<Arc<RdmaMapPath>> {
+        let Some(token) = token.map(parse_token).transpose()? else {
+            return Err(Error::BadJob { reason: "the RDMA map path is opened with a job's token".into() });
+        };
+        let job = token.job;
+        let node = connect_remote(addr, tls_dir, None).await?;
+        node.add_token(token);
+        Ok(Arc::new(RdmaMapPath::new(node, job, &device()?).await?))
+    }
+
+    pub(super) async fn open(
+        addr: SocketAddr,
+        tls_dir: &std::path::Path,
+        token: Option<&str>,
+    ) -> Result<Arc<dyn DataPath>> {
+        Ok(connect(addr, tls_dir, token).await?)
+    }
+}
+
+/// The RDMA map path, in a build without it: a clear refusal.
+#[cfg(not(feature = "rdma"))]
+mod rdma {
+    use super::*;
+
+    pub(super) async fn open(
+        addr: SocketAddr,
+        _tls_dir: &std::path::Path,
+        _token: Option<&str>,
+    ) -> Result<Arc<dyn DataPath>> {
+        Err(Error::BadJob {
+            reason: format!(
+                "the RDMA map path to {addr}: this baton was built without RDMA (cargo build --features rdma)"
+            ),
         })
     }
 }
@@ -155,6 +237,8 @@ struct Opened {
 enum NodeConnection {
     Remote(Arc<DirectPath>),
     Local(Arc<VmLocalPath>),
+    #[cfg(feature = "rdma")]
+    Rdma(Arc<baton_fabric::path::rdma_map::RdmaMapPath>),
 }
 
 impl PathCache {
@@ -174,6 +258,12 @@ impl PathCache {
                         let local = Arc::new(connect_local(socket, None).await?);
                         Opened { path: local.clone(), node: Some(NodeConnection::Local(local)) }
                     }
+                    // Its queue pair is made for the job of the first token it is opened with.
+                    #[cfg(feature = "rdma")]
+                    PathSpec::RdmaMap { addr, tls_dir } => {
+                        let rdma = rdma::connect(*addr, tls_dir, token).await?;
+                        Opened { path: rdma.clone(), node: Some(NodeConnection::Rdma(rdma)) }
+                    }
                     other => Opened { path: other.open(None).await?, node: None },
                 };
                 open.insert(spec.clone(), opened.clone());
@@ -184,6 +274,8 @@ impl PathCache {
             match &opened.node {
                 Some(NodeConnection::Remote(direct)) => direct.add_token(parse_token(token)?),
                 Some(NodeConnection::Local(local)) => local.add_token(parse_token(token)?),
+                #[cfg(feature = "rdma")]
+                Some(NodeConnection::Rdma(rdma)) => rdma.node().add_token(parse_token(token)?),
                 None => {}
             }
         }
@@ -193,5 +285,26 @@ impl PathCache {
     /// Forgets every opened path (after a fault, to reconnect).
     pub async fn clear(&self) {
         self.open.lock().await.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_rdma_map_path_is_read_on_hosts_it_was_built_for_or_refused_by_name() {
+        let spec =
+            PathSpec::RdmaMap { addr: "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")), tls_dir: "t".into() };
+        assert_eq!(spec.kind(), Path::RdmaMap);
+        assert!(PathSpec::HostRdma.on_hosts() && PathSpec::HostNode.on_hosts() && !spec.on_hosts());
+        let error = PathCache::default().get(&spec, None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        if cfg!(feature = "rdma") {
+            assert!(error.contains("token"), "{error}");
+        } else {
+            assert!(error.contains("built without RDMA") && error.contains("127.0.0.1:9"), "{error}");
+        }
+        let unresolved = PathSpec::HostRdma.open(None).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(unresolved.contains("the driver resolves it"), "{unresolved}");
     }
 }

@@ -38,6 +38,11 @@ pub struct Requests {
     /// transfer took its task. Adding counts keeps the longest.
     #[serde(default)]
     pub span_us: u64,
+    /// Microseconds during which at least one request was in flight: the time the transfer
+    /// kept its task busy, the waits between requests (a consumer's pauses between polls for
+    /// an output not yet there) left out. Adding counts keeps the longest.
+    #[serde(default)]
+    pub busy_us: u64,
 }
 
 impl Requests {
@@ -58,6 +63,7 @@ impl AddAssign for Requests {
         self.bytes_put += o.bytes_put;
         self.bytes_got += o.bytes_got;
         self.span_us = self.span_us.max(o.span_us);
+        self.busy_us = self.busy_us.max(o.busy_us);
     }
 }
 
@@ -70,6 +76,7 @@ pub struct RequestCounter {
     /// the last request's end.
     first_us: AtomicU64,
     last_us: AtomicU64,
+    busy: std::sync::Mutex<Busy>,
     puts: AtomicU64,
     gets: AtomicU64,
     misses: AtomicU64,
@@ -86,6 +93,7 @@ impl Default for RequestCounter {
             origin: std::time::Instant::now(),
             first_us: AtomicU64::new(u64::MAX),
             last_us: AtomicU64::new(0),
+            busy: std::sync::Mutex::default(),
             puts: AtomicU64::default(),
             gets: AtomicU64::default(),
             misses: AtomicU64::default(),
@@ -98,7 +106,21 @@ impl Default for RequestCounter {
     }
 }
 
+/// Requests in flight, and the time some were.
+#[derive(Debug, Default)]
+struct Busy {
+    in_flight: u32,
+    /// When the requests now in flight began to be (µs after `origin`).
+    since_us: u64,
+    /// Time with requests in flight before that.
+    busy_us: u64,
+}
+
 impl RequestCounter {
+    fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The counts so far.
     pub fn snapshot(&self) -> Requests {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -112,6 +134,11 @@ impl RequestCounter {
             bytes_put: load(&self.bytes_put),
             bytes_got: load(&self.bytes_got),
             span_us: load(&self.last_us).saturating_sub(load(&self.first_us)),
+            busy_us: {
+                let busy = self.busy();
+                let open = if busy.in_flight > 0 { self.now_us().saturating_sub(busy.since_us) } else { 0 };
+                busy.busy_us + open
+            },
         }
     }
 
@@ -121,7 +148,13 @@ impl RequestCounter {
 
     /// Marks a request's start.
     fn start(&self) {
-        self.first_us.fetch_min(self.now_us(), Ordering::Relaxed);
+        let now = self.now_us();
+        self.first_us.fetch_min(now, Ordering::Relaxed);
+        let mut busy = self.busy();
+        if busy.in_flight == 0 {
+            busy.since_us = now;
+        }
+        busy.in_flight += 1;
     }
 
     fn add(counter: &AtomicU64, n: u64) {
@@ -131,7 +164,15 @@ impl RequestCounter {
     /// Counts a request's outcome: `ok` on success, as a miss if the key was not there, as an
     /// error otherwise.
     fn outcome<T>(&self, result: &Result<T>, ok: &AtomicU64) {
-        self.last_us.fetch_max(self.now_us(), Ordering::Relaxed);
+        let now = self.now_us();
+        self.last_us.fetch_max(now, Ordering::Relaxed);
+        {
+            let mut busy = self.busy();
+            busy.in_flight = busy.in_flight.saturating_sub(1);
+            if busy.in_flight == 0 {
+                busy.busy_us += now.saturating_sub(busy.since_us);
+            }
+        }
         match result {
             Ok(_) => Self::add(ok, 1),
             Err(Error::NotFound { .. }) => Self::add(&self.misses, 1),
@@ -274,8 +315,15 @@ mod tests {
             bytes_put: 5,
             bytes_got: 2,
             span_us: got.span_us,
+            busy_us: got.busy_us,
         };
         assert_eq!(got, want);
         assert_eq!(got.total(), 7);
+        // A pause between requests is in the span, not in the busy time.
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert!(path.get(&key).await.is_err());
+        let later = counter.snapshot();
+        assert!(later.span_us >= got.span_us + 60_000, "{later:?}");
+        assert!(later.busy_us <= later.span_us - 50_000 && later.busy_us >= got.busy_us, "{later:?}");
     }
 }

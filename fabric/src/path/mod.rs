@@ -7,6 +7,8 @@
 pub mod counted;
 pub mod direct;
 pub mod object_store;
+#[cfg(feature = "rdma")]
+pub mod rdma_map;
 pub mod vm_local;
 
 use std::ops::Range;

@@ -86,6 +86,12 @@ impl ClusterEnv {
         &self.hosts
     }
 
+    /// Whether jobs may read between hosts by RDMA: every host has a device (as the file says)
+    /// and this build reads RDMA.
+    fn rdma(&self) -> bool {
+        cfg!(feature = "rdma") && self.file.hosts.iter().all(|h| h.rdma)
+    }
+
     /// A token for `job`, valid for a day.
     pub fn token(&self, job: baton_fabric::JobId) -> String {
         self.key.mint(job, unix_ms_now() + 86_400_000, Scopes::ALL, Audience::ANY).to_string()
@@ -118,6 +124,8 @@ impl Environment for ClusterEnv {
                 .store
                 .as_ref()
                 .map(|store| PathSpec::Remote { addr: store.node, tls_dir: self.file.tls_dir.clone() }),
+            // Between hosts that all have RDMA, in a build that reads it.
+            Path::RdmaMap if self.rdma() => Some(PathSpec::HostRdma),
             Path::RdmaMap => None,
         }
     }
@@ -137,7 +145,7 @@ impl Environment for ClusterEnv {
                 cores: (h.workers.len() as u32).clamp(1, h.cores.max(1)),
                 memory: h.memory.0 + h.workers.len() as u64 * h.worker_memory.0,
                 nic_bandwidth: h.nic_gbps * 1e9 / 8.0,
-                rdma: false,
+                rdma: h.rdma && cfg!(feature = "rdma"),
             })
             .collect();
         let least_memory = self.file.hosts.iter().map(|h| h.memory.0).min();
@@ -148,6 +156,9 @@ impl Environment for ClusterEnv {
             Path::RemoteStore => self.file.store.is_some(),
             Path::RdmaMap => false,
         });
+        if self.rdma() {
+            model.paths.push(baton_planner::PathModel::default_for(Path::RdmaMap));
+        }
         for p in &mut model.paths {
             match p.path {
                 Path::VmLocal => p.capacity = least_memory,

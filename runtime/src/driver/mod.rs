@@ -265,7 +265,7 @@ pub struct DriverConfig {
     /// Show progress on stderr.
     pub progress: Progress,
     /// The hosts tasks run on, for jobs that span them: where each task runs, and what a
-    /// [`PathSpec::HostNode`] edge is for each task. `None`: one host, paths as given.
+    /// [`PathSpec::HostNode`] (or [`PathSpec::HostRdma`]) edge is for each task. `None`: one host, paths as given.
     pub hosts: Option<Arc<Hosts>>,
 }
 
@@ -481,9 +481,9 @@ async fn run_stages(
                             continue;
                         };
                         if edge.from == s {
-                            spans[e].0 = spans[e].0.max(r.span_us);
+                            spans[e].0 = spans[e].0.max(r.busy_us);
                         } else if edge.to == s {
-                            spans[e].1 = spans[e].1.max(r.span_us);
+                            spans[e].1 = spans[e].1.max(r.busy_us);
                         }
                     }
                     let outgoing: Vec<usize> = (0..job.edges.len()).filter(|&e| job.edges[e].from == s).collect();
@@ -790,7 +790,7 @@ fn build_task(
                 .collect();
             let pending = producers.into_iter().filter(|&x| committed[e][x as usize].is_none()).collect();
             let (mut at, mut producer_at) = (Vec::new(), Vec::new());
-            if let (Some(hosts), PathSpec::HostNode) = (hosts, &edge.path) {
+            if let (Some(hosts), true) = (hosts, edge.path.on_hosts()) {
                 for &holder in &held[edge.from] {
                     let path = hosts.read_path(&edge.path, holder, Some(host));
                     let index = at.iter().position(|p| *p == path).unwrap_or_else(|| {

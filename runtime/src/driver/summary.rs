@@ -75,10 +75,11 @@ pub struct EdgeSummary {
     /// that started early).
     #[serde(default)]
     pub notes: u64,
-    /// Seconds the slowest committed producer spent writing it (first request to last).
+    /// Seconds the slowest committed producer spent writing it (with a request in flight).
     #[serde(default)]
     pub write_s: f64,
-    /// Seconds the slowest committed consumer spent reading it.
+    /// Seconds the slowest committed consumer spent reading it (with a request in flight: a
+    /// pipelined consumer's waits for producers still running are left out).
     #[serde(default)]
     pub read_s: f64,
     /// Seconds the planner predicted for it, when the job was planned edge by edge.

@@ -102,6 +102,38 @@ fn carry(cluster: &ClusterModel, model: &PathModel, edge: &Edge, requests: Reque
     (time_s, dollars)
 }
 
+/// Time and dollars of a k-level exchange's `levels` rounds, one after another: each moves the
+/// edge's bytes once, written by the round's senders (the `m` producers, then the merge tasks)
+/// as an object each, and read by its receivers (the merge tasks, then the `r` consumers, which
+/// take every byte in the last round) from `fanout` senders each.
+fn rounds(
+    cluster: &ClusterModel,
+    model: &PathModel,
+    edge: &Edge,
+    levels: u32,
+    m: u32,
+    r: u32,
+    limits: Limits,
+) -> (f64, f64) {
+    let (m, r) = (u64::from(m.max(1)), u64::from(r.max(1)));
+    let p = m.max(r);
+    let f = crate::topology::fanout(p, levels);
+    (0..levels).fold((0.0, 0.0), |(time, dollars), round| {
+        let writers = if round == 0 { m } else { p };
+        let readers = if round + 1 == levels { r } else { p };
+        let requests = Requests {
+            writes: writers,
+            reads: readers * f,
+            bytes_written: edge.bytes,
+            bytes_read: edge.bytes,
+            writers,
+            readers,
+        };
+        let (t, d) = carry(cluster, model, edge, requests, limits);
+        (time + t, dollars + d)
+    })
+}
+
 fn scale(r: Requests, share: f64) -> Requests {
     let part = |n: u64| (n as f64 * share).round() as u64;
     Requests { bytes_written: part(r.bytes_written), bytes_read: part(r.bytes_read), ..r }
@@ -151,7 +183,10 @@ fn carried(
     let held = requests.bytes_written;
     let room = limits.room.unwrap_or(u64::MAX);
     if held <= room || path == Path::ObjectStore {
-        let (time_s, dollars) = carry(cluster, model, edge, requests, limits);
+        let (time_s, dollars) = match topology {
+            Topology::KLevel { levels } => rounds(cluster, model, edge, levels, m, r, limits),
+            _ => carry(cluster, model, edge, requests, limits),
+        };
         return Some(Estimate { path, topology, time_s, requests, dollars, spilled: 0 });
     }
     // Locus: what does not fit goes to the slow, cheap tier, at the same time.

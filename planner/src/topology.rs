@@ -92,9 +92,12 @@ impl Topology {
                 let k = u64::from(levels.max(1));
                 let p = m.max(r);
                 let f = fanout(p, levels);
+                // Each round's senders write an object each (the producers, then the merge
+                // tasks); its receivers read from `f` senders each (the merge tasks, then the
+                // consumers).
                 Requests {
-                    writes: k * p,
-                    reads: k * p * f,
+                    writes: m + (k - 1) * p,
+                    reads: ((k - 1) * p + r) * f,
                     bytes_written: k * bytes,
                     bytes_read: k * bytes,
                     writers: p,
@@ -125,7 +128,7 @@ mod tests {
             (EdgeKind::Shuffle, Topology::AllToAll, 100, 50, 5000, 5000, b),
             (EdgeKind::Shuffle, Topology::Coalesced, 100, 50, 100, 5000, b),
             // P = 100, f = 10: 2·100 writes, 2·100·10 reads, bytes twice.
-            (EdgeKind::Shuffle, Topology::KLevel { levels: 2 }, 100, 50, 200, 2000, 2 * b),
+            (EdgeKind::Shuffle, Topology::KLevel { levels: 2 }, 100, 50, 200, 1500, 2 * b),
             // P = 1000, f = 10.
             (EdgeKind::Shuffle, Topology::KLevel { levels: 3 }, 1000, 1000, 3000, 30_000, 3 * b),
             (EdgeKind::OneToOne, Topology::PerTask, 8, 8, 8, 8, b),

@@ -125,9 +125,11 @@ fn request_counts_match_the_topology_at_the_planned_parallelism() {
                 edge.id
             );
             if let Topology::KLevel { levels } = ep.chosen.topology {
-                let parts = u64::from(m.max(r));
-                assert_eq!(expected.writes, u64::from(levels) * parts);
-                assert_eq!(expected.reads, u64::from(levels) * parts * fanout(parts, levels));
+                // The producers write once, each merge round's tasks once; the merge tasks and
+                // then the consumers read from `fanout` senders each.
+                let (parts, rounds) = (u64::from(m.max(r)), u64::from(levels) - 1);
+                assert_eq!(expected.writes, u64::from(m) + rounds * parts);
+                assert_eq!(expected.reads, (rounds * parts + u64::from(r)) * fanout(parts, levels));
             }
         }
     }

@@ -10,6 +10,7 @@ mod node;
 mod objects;
 mod plan;
 mod sql;
+mod store;
 mod tpch;
 mod worker;
 
@@ -31,6 +32,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Hosts: emulate some on this machine (up, down), or see a cluster's nodes (status).
     Cluster(hosts::ClusterArgs),
+    /// The elastic store: its storage nodes, as its etcd knows them (status).
+    Store(store::StoreArgs),
     /// Measure this machine's paths (VM-local, loopback QUIC, the object store) for the planner
     /// of the embedded default; kept in the data directory's calibration.toml.
     Calibrate(calibrate::CalibrateArgs),
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             node::run(args).await
         }
         Command::Cluster(args) => hosts::run(args).await,
+        Command::Store(args) => store::run(args).await,
         Command::Calibrate(args) => calibrate::run(args).await,
         Command::Certs(args) => cluster::certs(args),
         Command::Token(args) => cluster::token(args),

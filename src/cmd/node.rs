@@ -37,6 +37,16 @@ pub struct NodeArgs {
     /// (`baton certs`; needed with --listen).
     #[arg(long)]
     tls_dir: Option<PathBuf>,
+    /// Join the elastic store whose state is in this etcd (`http://host:2379`) as a storage
+    /// node: its memory and flash are lent in blocks (needs --listen and --store-name).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// This storage node's name in the store, unique among its members.
+    #[arg(long)]
+    store_name: Option<String>,
+    /// Bytes per block of the store.
+    #[arg(long, default_value = "32MiB")]
+    block_size: ByteSize,
 }
 
 impl NodeArgs {
@@ -59,6 +69,16 @@ impl NodeArgs {
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let store = match (&args.etcd, &args.store_name) {
+        (Some(url), Some(name)) => Some((baton_store::etcd::Etcd::new(url)?, name.clone(), args.block_size)),
+        (Some(_), None) => anyhow::bail!("--etcd: a storage node needs --store-name, unique in the store"),
+        (None, Some(_)) => anyhow::bail!("--store-name: give the store's etcd with --etcd"),
+        (None, None) => None,
+    };
+    if let Some((etcd, _, _)) = &store {
+        // Before anything starts: a store that cannot be reached is a clear error now.
+        etcd.revision().await.context("the store's etcd does not answer")?;
+    }
     let config = args.config()?;
     let node = Node::start(&config).await.context("cannot start the node")?;
     if let Some(net) = node.net() {
@@ -76,8 +96,38 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         config.flash_dir.display(),
         node.store().shm_dir().display()
     );
+    let membership = match store {
+        Some((etcd, name, block_size)) => {
+            let Some(net) = node.net() else {
+                anyhow::bail!("--etcd: a storage node serves clients over QUIC; give --listen and --tls-dir")
+            };
+            let info = baton_store::member::NodeInfo {
+                name,
+                addr: net.local_addr()?,
+                block_size: block_size.0,
+                memory_blocks: config.memory.0 / block_size.0.max(1),
+                flash_blocks: config.flash.0 / block_size.0.max(1),
+            };
+            let joined = baton_store::member::Membership::join(&etcd, &info, baton_store::member::MEMBER_TTL).await?;
+            eprintln!(
+                "node: a member of the store in {} as {} ({} memory and {} flash blocks of {})",
+                etcd.url(),
+                info.name,
+                info.memory_blocks,
+                info.flash_blocks,
+                block_size
+            );
+            Some(joined)
+        }
+        None => None,
+    };
     super::shutdown_signal().await;
     eprintln!("node: stopping; every job's data is deleted");
+    if let Some(membership) = membership
+        && let Err(e) = membership.leave().await
+    {
+        eprintln!("node: cannot leave the store now ({e}); its membership lapses by itself");
+    }
     drop(node);
     Ok(())
 }

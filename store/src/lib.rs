@@ -1,0 +1,15 @@
+//! Baton's elastic store (Pocket's rightsizing, Jiffy's blocks): storage nodes lend memory and
+//! flash in fixed-size blocks; etcd holds who the nodes are, which job holds which blocks, and
+//! jobs' leases, so that a restarted controller loses nothing and two can run with one leader.
+//!
+//! - [`etcd`]: the client of etcd's v3 API the store keeps its state through.
+//! - [`member`]: storage nodes' membership: each node's key under an etcd lease of its own,
+//!   gone when the node is.
+
+pub mod error;
+pub mod etcd;
+pub mod member;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};

@@ -1,0 +1,106 @@
+//! The elastic store's storage nodes: `baton node --etcd` joins a real etcd on 127.0.0.1 as a
+//! member, `baton store status` lists it and what it lends, a node killed with SIGKILL leaves
+//! the membership when its lease lapses, and an etcd that does not answer stops a node from
+//! starting with an error that names it.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_store::testing::EtcdServer;
+use support::{BATON, ok};
+
+fn baton(args: &[&str]) -> Output {
+    Command::new(BATON).args(args).env("BATON_LOG", "warn").output().unwrap()
+}
+
+/// A storage node named `name` on 127.0.0.1 joining the store in `etcd`.
+fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Child {
+    let home = dir.join(name);
+    std::fs::create_dir_all(home.join("shm")).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    Command::new(BATON)
+        .args(["node", "--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd, "--store-name", name])
+        .arg("--socket")
+        .arg(home.join("node.sock"))
+        .arg("--flash-dir")
+        .arg(home.join("flash"))
+        .arg("--shm-dir")
+        .arg(home.join("shm"))
+        .arg("--tls-dir")
+        .arg(tls)
+        .env("BATON_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `baton store status` says what `done` wants; its last answer.
+fn status_until(etcd: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = ok(&baton(&["store", "status", "--etcd", etcd]));
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}; status says:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
+    let server = EtcdServer::start().await.unwrap();
+    let etcd = server.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let empty = ok(&baton(&["store", "status", "--etcd", &etcd]));
+    assert!(empty.contains("no storage nodes"), "{empty}");
+    let mut s1 = storage_node(dir.path(), "s1", &etcd, &tls);
+    let mut s2 = storage_node(dir.path(), "s2", &etcd, &tls);
+    let both = status_until(&etcd, "two nodes should join", |t| t.contains("s1") && t.contains("s2"));
+    // 64 MiB of memory and 128 MiB of flash in blocks of 16 MiB: 4 and 8 blocks each.
+    let s1_line = both.lines().find(|l| l.starts_with("s1")).unwrap();
+    assert!(s1_line.split_whitespace().rev().take(2).eq(["8", "4"]), "{s1_line}");
+    assert!(both.contains("2 storage nodes lend 128.0 MiB of memory and 256.0 MiB of flash"), "{both}");
+    // A second node by a live node's name is refused, naming it.
+    let mut twin = storage_node(dir.path(), "s1", &etcd, &tls);
+    let status = twin.wait().unwrap();
+    assert!(!status.success(), "a second s1 joined");
+    // SIGKILL: no goodbye; the lease lapses.
+    s1.kill().unwrap();
+    s1.wait().unwrap();
+    let one = status_until(&etcd, "the killed node should lapse", |t| !t.contains("s1"));
+    assert!(one.contains("s2"), "{one}");
+    // SIGTERM: it leaves at once.
+    // SAFETY: plain kill(2) of a child this test started.
+    unsafe { libc::kill(s2.id() as i32, libc::SIGTERM) };
+    assert!(s2.wait().unwrap().success());
+    let none = ok(&baton(&["store", "status", "--etcd", &etcd]));
+    assert!(none.contains("no storage nodes"), "a node that stopped is still listed:\n{none}");
+}
+
+#[test]
+fn a_node_whose_etcd_does_not_answer_does_not_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let out = Command::new(BATON)
+        .args(["node", "--etcd", "http://127.0.0.1:1", "--store-name", "s1", "--listen", "127.0.0.1:7999"])
+        .arg("--tls-dir")
+        .arg(&tls)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("etcd at http://127.0.0.1:1"), "{stderr}");
+    let status = baton(&["store", "status", "--etcd", "http://127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(!status.status.success() && stderr.contains("etcd at http://127.0.0.1:1"), "{stderr}");
+}

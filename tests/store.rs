@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use baton_fabric::JobId;
+use baton_store::alloc::{Hints, JobSpace};
 use baton_store::testing::EtcdServer;
 use support::{BATON, ok};
 
@@ -68,8 +70,15 @@ async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
     let both = status_until(&etcd, "two nodes should join", |t| t.contains("s1") && t.contains("s2"));
     // 64 MiB of memory and 128 MiB of flash in blocks of 16 MiB: 4 and 8 blocks each.
     let s1_line = both.lines().find(|l| l.starts_with("s1")).unwrap();
-    assert!(s1_line.split_whitespace().rev().take(2).eq(["8", "4"]), "{s1_line}");
+    assert!(s1_line.contains("0 of 4") && s1_line.ends_with("0 of 8"), "{s1_line}");
     assert!(both.contains("2 storage nodes lend 128.0 MiB of memory and 256.0 MiB of flash"), "{both}");
+    // A job's blocks: reserved across both nodes' memory, and shown.
+    let hints = Hints { bytes: 48 << 20, ..Hints::default() };
+    let space = JobSpace::open(&server.client().unwrap(), JobId(0x42), hints, Duration::from_secs(10)).await.unwrap();
+    let with_job = ok(&baton(&["store", "status", "--etcd", &etcd]));
+    assert!(with_job.contains("job-0000000000000042: 3 blocks in 3 groups (48.0 MiB reserved)"), "{with_job}");
+    assert!(with_job.contains("free: 5 memory and 16 flash blocks"), "{with_job}");
+    space.close().await.unwrap();
     // A second node by a live node's name is refused, naming it.
     let mut twin = storage_node(dir.path(), "s1", &etcd, &tls);
     let status = twin.wait().unwrap();

@@ -1,8 +1,10 @@
 //! `baton store`: the elastic store's state, as its etcd holds it.
 
+use std::collections::BTreeMap;
+
 use baton_fabric::node::ByteSize;
+use baton_store::alloc::{BlockMap, Tier};
 use baton_store::etcd::Etcd;
-use baton_store::member;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -13,7 +15,8 @@ pub struct StoreArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Show the store's storage nodes: where each is and what it lends.
+    /// Show the store: each storage node, where it is and its blocks used and free per tier;
+    /// each job and the blocks it holds.
     Status {
         /// The store's etcd (`http://host:2379`).
         #[arg(long, env = "BATON_ETCD")]
@@ -25,31 +28,45 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     match args.action {
         Action::Status { etcd } => {
             let etcd = Etcd::new(&etcd)?;
-            let nodes = member::members(&etcd).await?;
-            if nodes.is_empty() {
+            let map = BlockMap::read(&etcd).await?;
+            if map.nodes.is_empty() {
                 println!("no storage nodes in {} (`baton node --etcd URL --store-name NAME` joins one)", etcd.url());
                 return Ok(());
             }
-            println!("{:<12} {:<22} {:>10} {:>16} {:>16}", "node", "address", "block", "memory blocks", "flash blocks");
+            println!("{:<12} {:<22} {:>10} {:>16} {:>16}", "node", "address", "block", "memory used", "flash used");
+            let used = |node: &str, tier| map.held.keys().filter(|b| b.node == node && b.tier == tier).count();
             let (mut memory, mut flash) = (0, 0);
-            for n in &nodes {
+            for n in &map.nodes {
                 println!(
                     "{:<12} {:<22} {:>10} {:>16} {:>16}",
                     n.name,
                     n.addr,
                     ByteSize(n.block_size).to_string(),
-                    n.memory_blocks,
-                    n.flash_blocks
+                    format!("{} of {}", used(&n.name, Tier::Memory), n.memory_blocks),
+                    format!("{} of {}", used(&n.name, Tier::Flash), n.flash_blocks),
                 );
                 memory += n.memory_blocks * n.block_size;
                 flash += n.flash_blocks * n.block_size;
             }
+            let (free_memory, free_flash) = map.free_blocks();
             println!(
-                "{} storage nodes lend {} of memory and {} of flash",
-                nodes.len(),
+                "{} storage nodes lend {} of memory and {} of flash; free: {free_memory} memory and {free_flash} flash \
+                 blocks",
+                map.nodes.len(),
                 ByteSize(memory),
                 ByteSize(flash)
             );
+            let mut jobs: BTreeMap<_, usize> = BTreeMap::new();
+            for (job, _) in map.held.values() {
+                *jobs.entry(*job).or_default() += 1;
+            }
+            for (job, blocks) in &jobs {
+                let groups = map.of(*job).len();
+                println!(
+                    "{job}: {blocks} blocks in {groups} groups ({} reserved)",
+                    ByteSize(*blocks as u64 * map.block_size())
+                );
+            }
             Ok(())
         }
     }

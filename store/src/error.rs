@@ -28,6 +28,23 @@ pub enum Error {
         /// Why it does not decode.
         reason: String,
     },
+    /// The store has no room for what a job asked.
+    #[error(
+        "no capacity for {job}: it asked for {asked} blocks of {block_size} bytes; {free_memory} memory and \
+         {free_flash} flash blocks are free"
+    )]
+    NoCapacity {
+        /// The job.
+        job: baton_fabric::JobId,
+        /// Blocks it asked for (copies included).
+        asked: u64,
+        /// Bytes per block.
+        block_size: u64,
+        /// Free memory blocks across the store.
+        free_memory: u64,
+        /// Free flash blocks across the store.
+        free_flash: u64,
+    },
     /// A node's name is taken by a live node.
     #[error("storage node {name} is already a member (at {addr}); give each node a name of its own")]
     NameTaken {

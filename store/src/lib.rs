@@ -5,7 +5,10 @@
 //! - [`etcd`]: the client of etcd's v3 API the store keeps its state through.
 //! - [`member`]: storage nodes' membership: each node's key under an etcd lease of its own,
 //!   gone when the node is.
+//! - [`alloc`]: blocks reserved for jobs from their hints, grown and shrunk while they run,
+//!   all freed when a job ends or its lease lapses.
 
+pub mod alloc;
 pub mod error;
 pub mod etcd;
 pub mod member;

@@ -1,0 +1,374 @@
+//! Blocks for jobs (Pocket's rightsizing from hints, Jiffy's blocks): a job opens its namespace
+//! with hints of what it will hold; blocks are reserved for it across the storage nodes and
+//! their tiers, more when it fills them, fewer when it gives some back, none once it ends or its
+//! lease lapses.
+//!
+//! The block map lives in etcd: `blocks/<node>/<tier><index>` names the job that holds a block,
+//! and its key is attached to the job's etcd lease, so that a lapsed lease frees every block of
+//! the job at once, with no one to clean up after it. Reserving is one transaction that holds
+//! only if every block it takes is still free: two allocators racing never hand one block to two
+//! jobs (the loser reads the map again and retries).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use baton_fabric::JobId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::etcd::{Compare, Etcd, KeptLease, Op};
+use crate::member::{NodeInfo, ROOT, members};
+
+/// How many times a reservation that lost a race reads the map again (after a pause that
+/// grows, with jitter, so that racing allocators spread out).
+const ATTEMPTS: u32 = 32;
+
+/// What a job expects of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hints {
+    /// Bytes it expects to hold at its peak.
+    pub bytes: u64,
+    /// Copies of each block on distinct nodes (1 or 2).
+    pub replicas: u8,
+    /// Whether its reads wait on the store (memory first) or not (flash first).
+    pub latency_sensitive: bool,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Self { bytes: 0, replicas: 1, latency_sensitive: true }
+    }
+}
+
+/// A storage tier of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    /// DRAM.
+    Memory,
+    /// Flash.
+    Flash,
+}
+
+impl Tier {
+    fn letter(self) -> char {
+        match self {
+            Tier::Memory => 'm',
+            Tier::Flash => 'f',
+        }
+    }
+}
+
+/// One block of one node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Block {
+    /// The node.
+    pub node: String,
+    /// Its tier.
+    pub tier: Tier,
+    /// Its number within the node's tier.
+    pub index: u64,
+}
+
+impl Block {
+    fn key(&self) -> String {
+        format!("{ROOT}blocks/{}/{}{:06}", self.node, self.tier.letter(), self.index)
+    }
+
+    /// The block a key of the map names.
+    fn parse(key: &str) -> Option<Self> {
+        let rest = key.strip_prefix(&format!("{ROOT}blocks/"))?;
+        let (node, block) = rest.split_once('/')?;
+        let tier = match block.chars().next()? {
+            'm' => Tier::Memory,
+            'f' => Tier::Flash,
+            _ => return None,
+        };
+        Some(Self { node: node.to_string(), tier, index: block[1..].parse().ok()? })
+    }
+}
+
+impl fmt::Display for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}{}", self.node, self.tier.letter(), self.index)
+    }
+}
+
+/// What a held block's key says.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Holder {
+    job: JobId,
+    /// Which group of copies it belongs to (the same data on distinct nodes).
+    group: u64,
+}
+
+/// A job's record, at `jobs/<job>` under the job's lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct JobRecord {
+    hints: Hints,
+}
+
+fn job_key(job: JobId) -> String {
+    format!("{ROOT}jobs/{job}")
+}
+
+/// The store's blocks as the map says now: who holds what, what is free.
+#[derive(Clone, Debug, Default)]
+pub struct BlockMap {
+    /// The members.
+    pub nodes: Vec<NodeInfo>,
+    /// Each held block's job and group.
+    pub held: BTreeMap<Block, (JobId, u64)>,
+}
+
+impl BlockMap {
+    /// Reads the members and the map.
+    pub async fn read(etcd: &Etcd) -> Result<Self> {
+        let nodes = members(etcd).await?;
+        let mut held = BTreeMap::new();
+        for kv in etcd.list(&format!("{ROOT}blocks/")).await? {
+            let block = Block::parse(&kv.key)
+                .ok_or_else(|| Error::Corrupt { key: kv.key.clone(), reason: "not a block's key".into() })?;
+            let holder: Holder = serde_json::from_slice(&kv.value)
+                .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
+            held.insert(block, (holder.job, holder.group));
+        }
+        Ok(Self { nodes, held })
+    }
+
+    /// The free blocks of `node` in `tier`, lowest numbers first.
+    fn free(&self, node: &NodeInfo, tier: Tier) -> impl Iterator<Item = Block> + '_ {
+        let total = match tier {
+            Tier::Memory => node.memory_blocks,
+            Tier::Flash => node.flash_blocks,
+        };
+        let name = node.name.clone();
+        (0..total).map(move |index| Block { node: name.clone(), tier, index }).filter(|b| !self.held.contains_key(b))
+    }
+
+    /// Free blocks per tier, over every member.
+    pub fn free_blocks(&self) -> (u64, u64) {
+        let count = |tier| self.nodes.iter().map(|n| self.free(n, tier).count() as u64).sum();
+        (count(Tier::Memory), count(Tier::Flash))
+    }
+
+    /// The blocks `job` holds, by group.
+    pub fn of(&self, job: JobId) -> BTreeMap<u64, Vec<Block>> {
+        let mut groups: BTreeMap<u64, Vec<Block>> = BTreeMap::new();
+        for (block, (holder, group)) in &self.held {
+            if *holder == job {
+                groups.entry(*group).or_default().push(block.clone());
+            }
+        }
+        groups
+    }
+
+    /// The store's block size (every member's; the first's if they differ).
+    pub fn block_size(&self) -> u64 {
+        self.nodes.first().map_or(0, |n| n.block_size)
+    }
+
+    /// `groups` new groups of `replicas` blocks each, each group's copies on distinct nodes,
+    /// spread over the nodes (the one with the most free blocks of the tier first), in the
+    /// tiers `hints` prefer; `None` if they do not fit. Which of a node's free blocks are taken
+    /// turns with `seed`, so that allocators racing for the same node mostly take different
+    /// blocks.
+    fn choose(&self, groups: u64, hints: &Hints, seed: u64) -> Option<Vec<Vec<Block>>> {
+        let tiers = if hints.latency_sensitive { [Tier::Memory, Tier::Flash] } else { [Tier::Flash, Tier::Memory] };
+        // Free blocks per node, the preferred tier's first.
+        let mut free: BTreeMap<String, Vec<Block>> = BTreeMap::new();
+        for node in &self.nodes {
+            let mut blocks: Vec<Block> = Vec::new();
+            for tier in tiers {
+                let mut free: Vec<Block> = self.free(node, tier).collect();
+                if !free.is_empty() {
+                    let turn = (seed % free.len() as u64) as usize;
+                    free.rotate_left(turn);
+                }
+                blocks.extend(free);
+            }
+            // Taken from the end: the preferred tier last in, so reverse.
+            blocks.reverse();
+            free.insert(node.name.clone(), blocks);
+        }
+        let replicas = usize::from(hints.replicas.max(1));
+        let mut chosen = Vec::new();
+        for _ in 0..groups {
+            // The nodes with the most free blocks in the preferred tier, then the most free.
+            let mut order: Vec<&String> = free.keys().collect();
+            order.sort_by_key(|n| {
+                let blocks = &free[*n];
+                let preferred = blocks.iter().filter(|b| b.tier == tiers[0]).count();
+                (std::cmp::Reverse(preferred), std::cmp::Reverse(blocks.len()))
+            });
+            let names: Vec<String> = order.into_iter().take(replicas).cloned().collect();
+            if names.len() < replicas {
+                return None;
+            }
+            let mut group = Vec::new();
+            for name in names {
+                group.push(free.get_mut(&name)?.pop()?);
+            }
+            chosen.push(group);
+        }
+        Some(chosen)
+    }
+}
+
+/// A job's namespace in the store: its lease kept alive, its blocks reserved. Dropped without
+/// [`JobSpace::close`], its lease lapses and etcd frees its blocks.
+#[derive(Debug)]
+pub struct JobSpace {
+    etcd: Etcd,
+    job: JobId,
+    hints: Hints,
+    lease: KeptLease,
+}
+
+impl JobSpace {
+    /// Opens `job`'s namespace with `hints` and reserves blocks for `hints.bytes` (at least
+    /// one group); its lease lapses `ttl` after the last renewal.
+    pub async fn open(etcd: &Etcd, job: JobId, hints: Hints, ttl: Duration) -> Result<Self> {
+        if !(1..=2).contains(&hints.replicas) {
+            return Err(Error::Config { what: format!("job {job}'s hints"), reason: "replicas must be 1 or 2".into() });
+        }
+        let lease = KeptLease::start(etcd, ttl).await?;
+        let record = serde_json::to_vec(&JobRecord { hints })
+            .map_err(|e| Error::Corrupt { key: job_key(job), reason: e.to_string() })?;
+        if !etcd.txn(&[Compare::Absent(job_key(job))], &[Op::Put(job_key(job), record, lease.id())]).await? {
+            let _ = lease.end().await;
+            return Err(Error::Config { what: format!("job {job}"), reason: "it is already open in the store".into() });
+        }
+        let space = Self { etcd: etcd.clone(), job, hints, lease };
+        let size = BlockMap::read(etcd).await?.block_size().max(1);
+        let groups = hints.bytes.div_ceil(size).max(1);
+        if let Err(e) = space.grow(groups).await {
+            let _ = space.close().await;
+            return Err(e);
+        }
+        Ok(space)
+    }
+
+    /// The job.
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
+    /// Its blocks, by group, as the map says now.
+    pub async fn blocks(&self) -> Result<BTreeMap<u64, Vec<Block>>> {
+        Ok(BlockMap::read(&self.etcd).await?.of(self.job))
+    }
+
+    /// Reserves `groups` more groups of blocks (more room while the job runs); the new ones.
+    pub async fn grow(&self, groups: u64) -> Result<Vec<Vec<Block>>> {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let ceiling_ms = 1u64 << attempt.min(7);
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..=ceiling_ms))).await;
+            }
+            let map = BlockMap::read(&self.etcd).await?;
+            let first = map.of(self.job).keys().next_back().map_or(0, |g| g + 1);
+            let Some(chosen) = map.choose(groups, &self.hints, rand::random()) else {
+                let (memory, flash) = map.free_blocks();
+                return Err(Error::NoCapacity {
+                    job: self.job,
+                    asked: groups * u64::from(self.hints.replicas.max(1)),
+                    block_size: map.block_size(),
+                    free_memory: memory,
+                    free_flash: flash,
+                });
+            };
+            let mut compare = Vec::new();
+            let mut ops = Vec::new();
+            for (g, group) in chosen.iter().enumerate() {
+                for block in group {
+                    let holder = Holder { job: self.job, group: first + g as u64 };
+                    let value = serde_json::to_vec(&holder)
+                        .map_err(|e| Error::Corrupt { key: block.key(), reason: e.to_string() })?;
+                    compare.push(Compare::Absent(block.key()));
+                    ops.push(Op::Put(block.key(), value, self.lease.id()));
+                }
+            }
+            // The job must still be open: a lapsed lease cannot take blocks.
+            if !self.lease.alive() {
+                return Err(Error::Config { what: format!("job {}", self.job), reason: "its lease lapsed".into() });
+            }
+            if self.etcd.txn(&compare, &ops).await? {
+                return Ok(chosen);
+            }
+            tracing::debug!("job {}: another reservation took blocks first; reading the map again", self.job);
+        }
+        Err(Error::Etcd {
+            url: self.etcd.url().into(),
+            reason: format!("{ATTEMPTS} reservations in a row lost a race"),
+        })
+    }
+
+    /// Gives back the groups `groups` (their blocks are free for other jobs at once).
+    pub async fn shrink(&self, groups: &BTreeSet<u64>) -> Result<()> {
+        let map = BlockMap::read(&self.etcd).await?;
+        let ops: Vec<Op> = map
+            .of(self.job)
+            .into_iter()
+            .filter(|(g, _)| groups.contains(g))
+            .flat_map(|(_, blocks)| blocks.into_iter().map(|b| Op::Delete(b.key())))
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // Only while the job's record is there: a lapsed job has nothing to give back.
+        self.etcd.txn(&[], &ops).await.map(drop)
+    }
+
+    /// Ends the job: its record and every block go now.
+    pub async fn close(self) -> Result<()> {
+        self.lease.end().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, memory: u64, flash: u64) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            addr: "127.0.0.1:7070".parse().unwrap_or_else(|e| panic!("{e}")),
+            block_size: 1 << 20,
+            memory_blocks: memory,
+            flash_blocks: flash,
+        }
+    }
+
+    #[test]
+    fn blocks_round_trip_their_keys() {
+        let block = Block { node: "s-1".into(), tier: Tier::Flash, index: 12 };
+        assert_eq!(Block::parse(&block.key()), Some(block));
+        assert_eq!(Block::parse("/baton/store/blocks/s1/x1"), None);
+    }
+
+    #[test]
+    fn groups_spread_over_nodes_prefer_a_tier_and_keep_copies_apart() {
+        let mut map = BlockMap { nodes: vec![node("a", 2, 2), node("b", 2, 2), node("c", 2, 2)], ..Default::default() };
+        let fast = Hints { bytes: 0, replicas: 1, latency_sensitive: true };
+        let chosen = map.choose(3, &fast, 0).unwrap_or_default();
+        let nodes: BTreeSet<&str> = chosen.iter().map(|g| g[0].node.as_str()).collect();
+        assert_eq!(nodes.len(), 3, "{chosen:?}");
+        assert!(chosen.iter().all(|g| g[0].tier == Tier::Memory));
+        // Past the memory, flash.
+        let more = map.choose(8, &fast, 1).unwrap_or_default();
+        assert_eq!(more.iter().filter(|g| g[0].tier == Tier::Flash).count(), 2);
+        assert!(map.choose(13, &fast, 2).is_none());
+        // Two copies: never on one node.
+        let safe = Hints { replicas: 2, ..fast };
+        for group in map.choose(6, &safe, 3).unwrap_or_default() {
+            assert_ne!(group[0].node, group[1].node);
+        }
+        // Not latency-sensitive: flash first.
+        let bulk = Hints { latency_sensitive: false, ..fast };
+        assert!(map.choose(6, &bulk, 4).unwrap_or_default().iter().all(|g| g[0].tier == Tier::Flash));
+        // Held blocks are not free.
+        map.held.insert(Block { node: "a".into(), tier: Tier::Memory, index: 0 }, (JobId(9), 0));
+        assert_eq!(map.free_blocks(), (5, 6));
+    }
+}

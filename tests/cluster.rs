@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
+use support::BATON;
 
 struct RemoteNode {
     child: Child,
@@ -37,19 +39,10 @@ fn ok(output: Output) -> String {
 
 fn start(dir: &std::path::Path, ip: &str, tls: &std::path::Path) -> RemoteNode {
     let home = dir.join(ip);
-    std::fs::create_dir_all(home.join("shm")).unwrap();
     let addr = format!("{ip}:{}", free_udp_port(ip));
     let socket = home.join("node.sock");
-    let child = Command::new(BATON)
-        .args(["node", "--memory", "64MiB", "--listen", &addr])
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--flash-dir")
-        .arg(home.join("flash"))
-        .arg("--shm-dir")
-        .arg(home.join("shm"))
-        .arg("--tls-dir")
-        .arg(tls)
+    let child = support::node_command(&home, tls)
+        .args(["--memory", "64MiB", "--listen", &addr])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

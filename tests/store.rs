@@ -22,20 +22,10 @@ fn baton(args: &[&str]) -> Output {
 
 /// A storage node named `name` on 127.0.0.1 joining the store in `etcd`.
 fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Child {
-    let home = dir.join(name);
-    std::fs::create_dir_all(home.join("shm")).unwrap();
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    Command::new(BATON)
-        .args(["node", "--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
+    support::node_command(&dir.join(name), tls)
+        .args(["--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd, "--store-name", name])
-        .arg("--socket")
-        .arg(home.join("node.sock"))
-        .arg("--flash-dir")
-        .arg(home.join("flash"))
-        .arg("--shm-dir")
-        .arg(home.join("shm"))
-        .arg("--tls-dir")
-        .arg(tls)
         .env("BATON_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -134,6 +134,19 @@ fn rounds(
     })
 }
 
+/// `estimate` with the start of the merge stages a k-level exchange runs between its rounds:
+/// each round waits for its tasks to start, and pays for them.
+fn with_rounds(cluster: &ClusterModel, mut estimate: Estimate) -> Estimate {
+    if let Topology::KLevel { levels } = estimate.topology {
+        let rounds = f64::from(levels.saturating_sub(1));
+        let f = &cluster.function;
+        estimate.time_s += rounds * f.startup_s;
+        estimate.dollars +=
+            rounds * estimate.requests.writers as f64 * f.startup_s * (f.memory as f64 / 1e9) * f.price_per_gb_s;
+    }
+    estimate
+}
+
 fn scale(r: Requests, share: f64) -> Requests {
     let part = |n: u64| (n as f64 * share).round() as u64;
     Requests { bytes_written: part(r.bytes_written), bytes_read: part(r.bytes_read), ..r }
@@ -151,33 +164,6 @@ pub fn estimate(
     r: u32,
     limits: Limits,
 ) -> Option<Estimate> {
-    let estimate = carried(cluster, path, topology, edge, m, r, limits)?;
-    Some(with_rounds(cluster, estimate))
-}
-
-/// `estimate` with the start of the merge stages a k-level exchange runs between its rounds:
-/// each round waits for its tasks to start, and pays for them.
-fn with_rounds(cluster: &ClusterModel, mut estimate: Estimate) -> Estimate {
-    if let Topology::KLevel { levels } = estimate.topology {
-        let rounds = f64::from(levels.saturating_sub(1));
-        let f = &cluster.function;
-        estimate.time_s += rounds * f.startup_s;
-        estimate.dollars +=
-            rounds * estimate.requests.writers as f64 * f.startup_s * (f.memory as f64 / 1e9) * f.price_per_gb_s;
-    }
-    estimate
-}
-
-/// [`estimate`] of the transfer alone.
-fn carried(
-    cluster: &ClusterModel,
-    path: Path,
-    topology: Topology,
-    edge: &Edge,
-    m: u32,
-    r: u32,
-    limits: Limits,
-) -> Option<Estimate> {
     let model = cluster.path(path)?;
     let requests = topology.requests(edge.kind, m, r, edge.bytes);
     let held = requests.bytes_written;
@@ -187,7 +173,7 @@ fn carried(
             Topology::KLevel { levels } => rounds(cluster, model, edge, levels, m, r, limits),
             _ => carry(cluster, model, edge, requests, limits),
         };
-        return Some(Estimate { path, topology, time_s, requests, dollars, spilled: 0 });
+        return Some(with_rounds(cluster, Estimate { path, topology, time_s, requests, dollars, spilled: 0 }));
     }
     // Locus: what does not fit goes to the slow, cheap tier, at the same time.
     let slow = cluster.path(Path::ObjectStore)?;
@@ -195,14 +181,17 @@ fn carried(
     let (fast_s, fast_d) = carry(cluster, model, edge, scale(requests, share), limits);
     let (slow_s, slow_d) = carry(cluster, slow, edge, scale(requests, 1.0 - share), limits);
     let both = Requests { writes: requests.writes * 2, reads: requests.reads * 2, ..requests };
-    Some(Estimate {
-        path,
-        topology,
-        time_s: fast_s.max(slow_s),
-        requests: both,
-        dollars: fast_d + slow_d,
-        spilled: held - room,
-    })
+    Some(with_rounds(
+        cluster,
+        Estimate {
+            path,
+            topology,
+            time_s: fast_s.max(slow_s),
+            requests: both,
+            dollars: fast_d + slow_d,
+            spilled: held - room,
+        },
+    ))
 }
 
 #[cfg(test)]

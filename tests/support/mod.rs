@@ -22,6 +22,24 @@ pub fn ok(out: &Output) -> String {
     stdout
 }
 
+/// `baton node` with its socket, flash and shared memory in `home` (made) and the cluster's
+/// TLS material in `tls`; the caller adds the rest.
+pub fn node_command(home: &Path, tls: &Path) -> Command {
+    std::fs::create_dir_all(home.join("shm")).unwrap();
+    let mut command = Command::new(BATON);
+    command
+        .arg("node")
+        .arg("--socket")
+        .arg(home.join("node.sock"))
+        .arg("--flash-dir")
+        .arg(home.join("flash"))
+        .arg("--shm-dir")
+        .arg(home.join("shm"))
+        .arg("--tls-dir")
+        .arg(tls);
+    command
+}
+
 /// Processes whose parent is `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

@@ -28,10 +28,14 @@ pub struct Variant {
     pub median_s: f64,
     /// The shuffle's requests, as counted (the last run's).
     pub requests: Requests,
-    /// The planner's prediction of the shuffle.
+    /// The planner's prediction of the shuffle, each run's (calibration changes it).
+    pub predicted: Vec<f64>,
+    /// What each run measured of the same: the slowest producer's writing and the slowest
+    /// consumer's reading, combined as the model combines them for the path.
+    pub measured: Vec<f64>,
+    /// The median prediction.
     pub predicted_s: f64,
-    /// What it measured of the same: the slowest producer's writing and the slowest consumer's
-    /// reading, combined as the model combines them for the path (the last run's).
+    /// The median measurement.
     pub measured_s: f64,
 }
 
@@ -75,6 +79,8 @@ pub fn run(options: &ClusterOptions, d: &Path) -> anyhow::Result<SortReport> {
             seconds: Vec::new(),
             median_s: 0.0,
             requests: Requests::default(),
+            predicted: Vec::new(),
+            measured: Vec::new(),
             predicted_s: 0.0,
             measured_s: 0.0,
         })
@@ -86,12 +92,14 @@ pub fn run(options: &ClusterOptions, d: &Path) -> anyhow::Result<SortReport> {
             v.seconds.push(s["seconds"].as_f64().unwrap_or_default());
             v.shuffle = format!("{}, {}", edge["path"].as_str().unwrap_or("?"), edge["layout"].as_str().unwrap_or("?"));
             v.requests = serde_json::from_value(edge["requests"].clone()).unwrap_or_default();
-            v.predicted_s = edge["predicted_s"].as_f64().unwrap_or_default();
-            v.measured_s = edge["measured_s"].as_f64().unwrap_or_default();
+            v.predicted.push(edge["predicted_s"].as_f64().unwrap_or_default());
+            v.measured.push(edge["measured_s"].as_f64().unwrap_or_default());
         }
     }
     for v in &mut variants {
         v.median_s = median(v.seconds.clone());
+        v.predicted_s = median(v.predicted.clone());
+        v.measured_s = median(v.measured.clone());
     }
     let planned_over_object_store = variants[1].median_s / variants[0].median_s.max(1e-9);
     let planned_prediction_error = variants[0].measured_s / variants[0].predicted_s.max(1e-9) - 1.0;
@@ -108,8 +116,9 @@ pub fn run(options: &ClusterOptions, d: &Path) -> anyhow::Result<SortReport> {
 pub fn markdown(r: &SortReport) -> String {
     let mut out = format!(
         "## Sort\n\n{:.2} GiB sorted by {} mappers and {} reducers; the median of the runs; the shuffle's \
-         requests as counted; its predicted and measured seconds (measured: the slowest producer's writing and the \
-         slowest consumer's reading, combined as the planner's model combines them for the path).\n\n| variant | \
+         requests as counted; its predicted and measured seconds, the medians of the runs (measured: the slowest \
+         producer's writing and the slowest consumer's reading, combined as the planner's model combines them for the \
+         path).\n\n| variant | \
          shuffle | median s | writes | reads | other requests | shuffle predicted s | shuffle measured s |\n| --- | \
          --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         r.bytes as f64 / f64::from(1u32 << 30),

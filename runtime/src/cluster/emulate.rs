@@ -221,15 +221,11 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             let listen = SocketAddr::from((ip, port));
             let scratch = home.join(format!("w{w}"));
             baton_fabric::private::ensure_dir(&scratch, "worker scratch directory")?;
-            let log_path = home.join(format!("worker-{w}.log"));
-            let log = baton_fabric::private::create_file(&log_path)?;
-            let mut worker = Command::new("ip");
+            let mut worker = in_namespace(&ns, &options.exe);
             if let Some(host) = &options.s3_host {
                 worker.envs(host.environment());
             }
-            let child = worker
-                .args(["netns", "exec", &ns])
-                .arg(&options.exe)
+            worker
                 .args(["worker", "--listen", &listen.to_string()])
                 .arg("--memory-limit")
                 .arg(options.worker_memory.0.to_string())
@@ -237,16 +233,11 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
                 .arg("--tls-dir")
                 .arg(tls.dir())
                 .arg("--scratch")
-                .arg(&scratch)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
-                .stderr(log)
-                .env("BATON_LOG", "warn")
-                .spawn()
-                .map_err(|e| failed("start a worker", e))?;
-            state.pids.push(child.id());
+                .arg(&scratch);
+            let pid = spawn_logged(&mut worker, &home.join(format!("worker-{w}.log")), "start a worker")?;
+            state.pids.push(pid);
             save(dir, state)?;
-            workers.push((listen, child.id()));
+            workers.push((listen, pid));
         }
         hosts.push(Host {
             name: format!("h{i}"),
@@ -357,23 +348,12 @@ fn s3_host(
     save(&options.dir, state)?;
     link_namespace(&ns, &outside, &inside, ip, bridge, &options.nic)?;
     let addr = SocketAddr::from((ip, 9000));
-    let log_path = options.dir.join("s3.log");
-    let log = baton_fabric::private::create_file(&log_path)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&options.exe)
-        .args(["bench", "s3-server", "--listen", &addr.to_string()])
-        .arg("--root")
-        .arg(root)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
-        .stderr(log)
-        .env("BATON_LOG", "warn")
-        .spawn()
-        .map_err(|e| failed("start the S3 host", e))?;
-    state.pids.push(child.id());
+    let mut server = in_namespace(&ns, &options.exe);
+    server.args(["bench", "s3-server", "--listen", &addr.to_string()]).arg("--root").arg(root);
+    let pid = spawn_logged(&mut server, &options.dir.join("s3.log"), "start the S3 host")?;
+    state.pids.push(pid);
     save(&options.dir, state)?;
-    wait_for_port(addr, "the S3 host", child.id())?;
+    wait_for_port(addr, "the S3 host", pid)?;
     Ok(format!(
         "s3://{}/cluster?aws_endpoint=http://{addr}&aws_allow_http=true&aws_region=us-east-1\
          &aws_virtual_hosted_style_request=false",
@@ -423,12 +403,8 @@ fn start_node(
     tls: &TlsDir,
     shm: &Path,
 ) -> Result<u32> {
-    let log_path = home.join("node.log");
-    let log = baton_fabric::private::create_file(&log_path)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(&options.exe)
-        .args(["node", "--listen", &addr.to_string(), "--memory", &options.memory.0.to_string()])
+    let mut node = in_namespace(ns, &options.exe);
+    node.args(["node", "--listen", &addr.to_string(), "--memory", &options.memory.0.to_string()])
         .arg("--socket")
         .arg(home.join("node.sock"))
         .arg("--tls-dir")
@@ -436,13 +412,28 @@ fn start_node(
         .arg("--shm-dir")
         .arg(shm)
         .arg("--flash-dir")
-        .arg(home.join("flash"))
+        .arg(home.join("flash"));
+    spawn_logged(&mut node, &home.join("node.log"), "start a node")
+}
+
+/// `exe` run in network namespace `ns`; the caller adds its arguments.
+fn in_namespace(ns: &str, exe: &Path) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns]).arg(exe);
+    command
+}
+
+/// Starts `command` quietly (warnings only) with its output in a private log file made at
+/// `log_path`; returns its pid.
+fn spawn_logged(command: &mut Command, log_path: &Path, what: &str) -> Result<u32> {
+    let log = baton_fabric::private::create_file(log_path)?;
+    let child = command
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| Error::io("open", &log_path, e))?)
+        .stdout(log.try_clone().map_err(|e| Error::io("open", log_path, e))?)
         .stderr(log)
         .env("BATON_LOG", "warn")
         .spawn()
-        .map_err(|e| failed("start a node", e))?;
+        .map_err(|e| failed(what, e))?;
     Ok(child.id())
 }
 

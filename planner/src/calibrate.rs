@@ -5,6 +5,11 @@
 //! is the task's requests over its requests in flight. Measurements fit `latency` and
 //! `1/bandwidth` by least squares; with too few distinct measurements to separate the two,
 //! both are scaled by how much slower or faster the path was than predicted.
+//!
+//! A measurement of many tasks at once (a job's edge, not a probe's single stream) also says
+//! what the path carried in all while they shared it — links, a store, the hosts' CPUs: the
+//! path's aggregate bandwidth becomes the mean of those, where each task moved enough bytes
+//! (at least [`AGGREGATE_MIN_BYTES`]) for bandwidth rather than latency to bound it.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +62,9 @@ impl Calibration {
     }
 }
 
+/// Bytes per task below which a many-task measurement says nothing of the aggregate bandwidth.
+pub const AGGREGATE_MIN_BYTES: u64 = 1 << 20;
+
 fn features(model: &PathModel, m: &Measurement) -> (f64, f64) {
     let tasks = f64::from(m.tasks.max(1));
     let rounds = (m.requests as f64 / tasks / f64::from(model.concurrency.max(1))).ceil();
@@ -64,6 +72,19 @@ fn features(model: &PathModel, m: &Measurement) -> (f64, f64) {
 }
 
 fn fit(model: &mut PathModel, samples: &[Measurement]) {
+    fit_task(model, samples);
+    let shared: Vec<f64> = samples
+        .iter()
+        .filter(|m| m.tasks > 1 && m.bytes / u64::from(m.tasks) >= AGGREGATE_MIN_BYTES)
+        .map(|m| m.bytes as f64 / m.seconds)
+        .collect();
+    if !shared.is_empty() {
+        model.aggregate_bandwidth = shared.iter().sum::<f64>() / shared.len() as f64;
+    }
+}
+
+/// Fits the per-task latency and bandwidth.
+fn fit_task(model: &mut PathModel, samples: &[Measurement]) {
     let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for m in samples {
         let (x1, x2) = features(model, m);
@@ -119,6 +140,28 @@ mod tests {
         assert!((model.task_bandwidth - 50e6).abs() < 1.0, "{}", model.task_bandwidth);
         // Paths without measurements keep their model.
         assert_eq!(fitted.path(Path::ObjectStore), cluster.path(Path::ObjectStore));
+    }
+
+    #[test]
+    fn many_tasks_at_once_set_what_the_path_carries_in_all() {
+        let cluster = ClusterModel::uniform(4, 2, 32 << 30);
+        let mut cal = Calibration::default();
+        // A probe's single streams at 110 MB/s, and a job's 16 readers that moved 1 GiB in 3.4 s
+        // between them: 316 MB/s in all.
+        for _ in 0..4 {
+            cal.record(Measurement { path: Path::Direct, bytes: 1024, requests: 1, tasks: 1, seconds: 0.000_3 });
+            cal.record(Measurement { path: Path::Direct, bytes: 8 << 20, requests: 1, tasks: 1, seconds: 0.076 });
+        }
+        cal.record(Measurement { path: Path::Direct, bytes: 1 << 30, requests: 256, tasks: 16, seconds: 3.4 });
+        // Many tasks with little each: latency, not bandwidth; it sets nothing.
+        cal.record(Measurement { path: Path::Direct, bytes: 16_000, requests: 16, tasks: 16, seconds: 0.01 });
+        let model = cal.apply(&cluster).path(Path::Direct).cloned().unwrap();
+        assert!((model.aggregate_bandwidth / ((1u64 << 30) as f64 / 3.4) - 1.0).abs() < 1e-9, "{model:?}");
+        // A single-stream probe leaves the aggregate alone.
+        let mut probe = Calibration::default();
+        probe.record(Measurement { path: Path::Direct, bytes: 8 << 20, requests: 1, tasks: 1, seconds: 0.076 });
+        let before = cluster.path(Path::Direct).unwrap().aggregate_bandwidth;
+        assert_eq!(probe.apply(&cluster).path(Path::Direct).unwrap().aggregate_bandwidth, before);
     }
 
     #[test]

@@ -316,7 +316,8 @@ impl JobSpace {
         if ops.is_empty() {
             return Ok(());
         }
-        // Only while the job's record is there: a lapsed job has nothing to give back.
+        // One transaction: every block of the groups is given back at once (deleting a key a
+        // lapsed lease already took is harmless).
         self.etcd.txn(&[], &ops).await.map(drop)
     }
 

@@ -1,7 +1,8 @@
 //! The elastic store's storage nodes: `baton node --etcd` joins a real etcd on 127.0.0.1 as a
 //! member, `baton store status` lists it and what it lends, a node killed with SIGKILL leaves
-//! the membership when its lease lapses, and an etcd that does not answer stops a node from
-//! starting with an error that names it.
+//! the membership when its lease lapses, jobs' objects live in node processes (two copies
+//! survive a SIGKILL, one copy names the node lost), and an etcd that does not answer stops a
+//! node from starting with an error that names it.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -12,7 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_fabric::JobId;
+use baton_fabric::net::TlsDir;
 use baton_store::alloc::{Hints, JobSpace};
+use baton_store::client::StoreClient;
 use baton_store::testing::EtcdServer;
 use support::{BATON, ok};
 
@@ -84,6 +87,54 @@ async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
     assert!(s2.wait().unwrap().success());
     let none = ok(&baton(&["store", "status", "--etcd", &etcd]));
     assert!(none.contains("no storage nodes"), "a node that stopped is still listed:\n{none}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_in_node_processes_survive_a_sigkill_with_two_copies_and_name_the_node_with_one() {
+    let server = EtcdServer::start().await.unwrap();
+    let etcd = server.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let mut nodes: Vec<Child> = ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls)).collect();
+    status_until(&etcd, "three nodes should join", |t| t.contains("3 storage nodes"));
+    let client = server.client().unwrap();
+    let tls = TlsDir::new(&tls);
+    let ttl = Duration::from_secs(10);
+    let two = Hints { bytes: 48 << 20, replicas: 2, latency_sensitive: true };
+    let safe = StoreClient::open(&client, &tls, JobId(1), two, ttl).await.unwrap();
+    let single = StoreClient::open(&client, &tls, JobId(2), Hints { replicas: 1, ..two }, ttl).await.unwrap();
+    let object = |i: usize| bytes::Bytes::from(vec![i as u8; 100_000 + i]);
+    for i in 0..30 {
+        safe.put(&format!("part-{i}"), object(i)).await.unwrap();
+        single.put(&format!("part-{i}"), object(i)).await.unwrap();
+    }
+    let usage = single.usage().await.unwrap();
+    assert!(usage.len() == 3 && usage.values().all(|b| *b > 0), "one copy spread over the three nodes: {usage:?}");
+    nodes[1].kill().unwrap();
+    nodes[1].wait().unwrap();
+    for i in 0..30 {
+        assert_eq!(safe.get(&format!("part-{i}")).await.unwrap(), object(i), "part-{i}");
+    }
+    let mut lost = 0;
+    for i in 0..30 {
+        match single.get(&format!("part-{i}")).await {
+            Ok(bytes) => assert_eq!(bytes, object(i)),
+            Err(baton_store::Error::Lost { node, keys, .. }) => {
+                assert!(node.starts_with("s2"), "{node}");
+                assert_eq!(keys, [format!("part-{i}")]);
+                lost += 1;
+            }
+            Err(e) => panic!("part-{i}: {e}"),
+        }
+    }
+    assert!(lost > 0 && lost < 30, "{lost} of 30 lost");
+    safe.close().await.unwrap();
+    single.close().await.unwrap();
+    for mut node in nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
 }
 
 #[test]

@@ -38,7 +38,8 @@ pub struct NodeArgs {
     #[arg(long)]
     tls_dir: Option<PathBuf>,
     /// Join the elastic store whose state is in this etcd (`http://host:2379`) as a storage
-    /// node: its memory and flash are lent in blocks (needs --listen and --store-name).
+    /// node: its memory and flash are lent to jobs in blocks, and it serves their objects over
+    /// QUIC on --listen (needs --store-name and --tls-dir).
     #[arg(long)]
     etcd: Option<String>,
     /// This storage node's name in the store, unique among its members.
@@ -69,15 +70,11 @@ impl NodeArgs {
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let store = match (&args.etcd, &args.store_name) {
-        (Some(url), Some(name)) => Some((baton_store::etcd::Etcd::new(url)?, name.clone(), args.block_size)),
+    match (&args.etcd, &args.store_name) {
+        (Some(_), Some(_)) => return run_storage(args).await,
         (Some(_), None) => anyhow::bail!("--etcd: a storage node needs --store-name, unique in the store"),
         (None, Some(_)) => anyhow::bail!("--store-name: give the store's etcd with --etcd"),
-        (None, None) => None,
-    };
-    if let Some((etcd, _, _)) = &store {
-        // Before anything starts: a store that cannot be reached is a clear error now.
-        etcd.revision().await.context("the store's etcd does not answer")?;
+        (None, None) => {}
     }
     let config = args.config()?;
     let node = Node::start(&config).await.context("cannot start the node")?;
@@ -96,38 +93,54 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         config.flash_dir.display(),
         node.store().shm_dir().display()
     );
-    let membership = match store {
-        Some((etcd, name, block_size)) => {
-            let Some(net) = node.net() else {
-                anyhow::bail!("--etcd: a storage node serves clients over QUIC; give --listen and --tls-dir")
-            };
-            let info = baton_store::member::NodeInfo {
-                name,
-                addr: net.local_addr()?,
-                block_size: block_size.0,
-                memory_blocks: config.memory.0 / block_size.0.max(1),
-                flash_blocks: config.flash.0 / block_size.0.max(1),
-            };
-            let joined = baton_store::member::Membership::join(&etcd, &info, baton_store::member::MEMBER_TTL).await?;
-            eprintln!(
-                "node: a member of the store in {} as {} ({} memory and {} flash blocks of {})",
-                etcd.url(),
-                info.name,
-                info.memory_blocks,
-                info.flash_blocks,
-                block_size
-            );
-            Some(joined)
-        }
-        None => None,
-    };
     super::shutdown_signal().await;
     eprintln!("node: stopping; every job's data is deleted");
-    if let Some(membership) = membership
-        && let Err(e) = membership.leave().await
-    {
+    drop(node);
+    Ok(())
+}
+
+/// The store role: the node lends its memory and flash to the elastic store in blocks and
+/// serves jobs' objects in them over QUIC on --listen.
+async fn run_storage(args: NodeArgs) -> anyhow::Result<()> {
+    let (Some(url), Some(name)) = (args.etcd.clone(), args.store_name.clone()) else {
+        anyhow::bail!("a storage node needs --etcd and --store-name");
+    };
+    let etcd = baton_store::etcd::Etcd::new(&url)?;
+    // Before anything starts: a store that cannot be reached is a clear error now.
+    etcd.revision().await.context("the store's etcd does not answer")?;
+    let block_size = args.block_size;
+    let config = args.config()?;
+    let Some(listen) = config.listen else {
+        anyhow::bail!("--etcd: a storage node serves jobs over QUIC; give --listen (and --tls-dir)")
+    };
+    let store = baton_store::node::NodeConfig {
+        name,
+        listen,
+        tls: baton_fabric::net::TlsDir::new(&config.tls_dir),
+        limits: baton_fabric::net::Limits::default(),
+        block_size: block_size.0,
+        memory: config.memory.0,
+        flash: config.flash.0,
+        flash_dir: config.flash_dir.clone(),
+        sync_every: std::time::Duration::from_secs(1),
+    };
+    let node = baton_store::node::StorageNode::start(&etcd, &store).await.context("cannot start the storage node")?;
+    let info = node.info();
+    eprintln!(
+        "node: a member of the store in {} as {}, serving jobs over QUIC on {} (TLS from {}): {} memory and {} \
+         flash blocks of {}",
+        etcd.url(),
+        info.name,
+        info.addr,
+        config.tls_dir.display(),
+        info.memory_blocks,
+        info.flash_blocks,
+        block_size
+    );
+    super::shutdown_signal().await;
+    eprintln!("node: leaving the store; every job's data here is deleted");
+    if let Err(e) = node.leave().await {
         eprintln!("node: cannot leave the store now ({e}); its membership lapses by itself");
     }
-    drop(node);
     Ok(())
 }

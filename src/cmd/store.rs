@@ -57,8 +57,8 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
                 ByteSize(flash)
             );
             let mut jobs: BTreeMap<_, usize> = BTreeMap::new();
-            for (job, _) in map.held.values() {
-                *jobs.entry(*job).or_default() += 1;
+            for holder in map.held.values() {
+                *jobs.entry(holder.job).or_default() += 1;
             }
             for (job, blocks) in &jobs {
                 let groups = map.of(*job).len();

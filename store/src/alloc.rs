@@ -76,7 +76,7 @@ impl Block {
     }
 
     /// The block a key of the map names.
-    fn parse(key: &str) -> Option<Self> {
+    pub(crate) fn parse(key: &str) -> Option<Self> {
         let rest = key.strip_prefix(&format!("{ROOT}blocks/"))?;
         let (node, block) = rest.split_once('/')?;
         let tier = match block.chars().next()? {
@@ -94,12 +94,17 @@ impl fmt::Display for Block {
     }
 }
 
-/// What a held block's key says.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Holder {
-    job: JobId,
+/// What a held block's key says: whose it is and what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The job.
+    pub job: JobId,
     /// Which group of copies it belongs to (the same data on distinct nodes).
-    group: u64,
+    pub group: u64,
+    /// Whether the group is one of the job's homes: the groups reserved when it opened, over
+    /// which its keys are spread by hash. A home keeps each of its keys' data, or where the
+    /// data went when the home was full; the job's later groups hold data only.
+    pub home: bool,
 }
 
 /// A job's record, at `jobs/<job>` under the job's lease.
@@ -117,8 +122,8 @@ fn job_key(job: JobId) -> String {
 pub struct BlockMap {
     /// The members.
     pub nodes: Vec<NodeInfo>,
-    /// Each held block's job and group.
-    pub held: BTreeMap<Block, (JobId, u64)>,
+    /// Each held block's holder.
+    pub held: BTreeMap<Block, Holder>,
 }
 
 impl BlockMap {
@@ -131,7 +136,7 @@ impl BlockMap {
                 .ok_or_else(|| Error::Corrupt { key: kv.key.clone(), reason: "not a block's key".into() })?;
             let holder: Holder = serde_json::from_slice(&kv.value)
                 .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
-            held.insert(block, (holder.job, holder.group));
+            held.insert(block, holder);
         }
         Ok(Self { nodes, held })
     }
@@ -155,12 +160,18 @@ impl BlockMap {
     /// The blocks `job` holds, by group.
     pub fn of(&self, job: JobId) -> BTreeMap<u64, Vec<Block>> {
         let mut groups: BTreeMap<u64, Vec<Block>> = BTreeMap::new();
-        for (block, (holder, group)) in &self.held {
-            if *holder == job {
-                groups.entry(*group).or_default().push(block.clone());
+        for (block, holder) in &self.held {
+            if holder.job == job {
+                groups.entry(holder.group).or_default().push(block.clone());
             }
         }
         groups
+    }
+
+    /// The job's home groups, in order.
+    pub fn homes(&self, job: JobId) -> Vec<u64> {
+        let homes: BTreeSet<u64> = self.held.values().filter(|h| h.job == job && h.home).map(|h| h.group).collect();
+        homes.into_iter().collect()
     }
 
     /// The store's block size (every member's; the first's if they differ).
@@ -216,13 +227,38 @@ impl BlockMap {
 }
 
 /// A job's namespace in the store: its lease kept alive, its blocks reserved. Dropped without
-/// [`JobSpace::close`], its lease lapses and etcd frees its blocks.
+/// [`JobSpace::close`], its lease lapses and etcd frees its blocks. The job's other processes
+/// [`JobSpace::attach`] to it: they can reserve more blocks under its lease, but do not keep it.
 #[derive(Debug)]
 pub struct JobSpace {
     etcd: Etcd,
     job: JobId,
     hints: Hints,
-    lease: KeptLease,
+    lease: JobLease,
+}
+
+/// The job's lease: kept alive by the process that opened the job, borrowed by the others.
+#[derive(Debug)]
+enum JobLease {
+    Kept(KeptLease),
+    Borrowed(i64),
+}
+
+impl JobLease {
+    fn id(&self) -> i64 {
+        match self {
+            JobLease::Kept(l) => l.id(),
+            JobLease::Borrowed(id) => *id,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        match self {
+            JobLease::Kept(l) => l.alive(),
+            // A lapsed lease makes the reservation's transaction fail instead.
+            JobLease::Borrowed(_) => true,
+        }
+    }
 }
 
 impl JobSpace {
@@ -239,14 +275,35 @@ impl JobSpace {
             let _ = lease.end().await;
             return Err(Error::Config { what: format!("job {job}"), reason: "it is already open in the store".into() });
         }
-        let space = Self { etcd: etcd.clone(), job, hints, lease };
+        let space = Self { etcd: etcd.clone(), job, hints, lease: JobLease::Kept(lease) };
         let size = BlockMap::read(etcd).await?.block_size().max(1);
         let groups = hints.bytes.div_ceil(size).max(1);
-        if let Err(e) = space.grow(groups).await {
+        if let Err(e) = space.reserve(groups, true).await {
             let _ = space.close().await;
             return Err(e);
         }
         Ok(space)
+    }
+
+    /// Attaches to `job`, opened elsewhere: its hints and lease are read from the store.
+    pub async fn attach(etcd: &Etcd, job: JobId) -> Result<Self> {
+        let kv = etcd.get(&job_key(job)).await?.ok_or_else(|| Error::Config {
+            what: format!("job {job}"),
+            reason: "it is not open in the store (never opened, ended, or its lease lapsed)".into(),
+        })?;
+        let record: JobRecord = serde_json::from_slice(&kv.value)
+            .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
+        Ok(Self { etcd: etcd.clone(), job, hints: record.hints, lease: JobLease::Borrowed(kv.lease) })
+    }
+
+    /// The job's hints.
+    pub fn hints(&self) -> Hints {
+        self.hints
+    }
+
+    /// The etcd the store keeps its state in.
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 
     /// The job.
@@ -261,6 +318,10 @@ impl JobSpace {
 
     /// Reserves `groups` more groups of blocks (more room while the job runs); the new ones.
     pub async fn grow(&self, groups: u64) -> Result<Vec<Vec<Block>>> {
+        self.reserve(groups, false).await
+    }
+
+    async fn reserve(&self, groups: u64, home: bool) -> Result<Vec<Vec<Block>>> {
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 let ceiling_ms = 1u64 << attempt.min(7);
@@ -282,7 +343,7 @@ impl JobSpace {
             let mut ops = Vec::new();
             for (g, group) in chosen.iter().enumerate() {
                 for block in group {
-                    let holder = Holder { job: self.job, group: first + g as u64 };
+                    let holder = Holder { job: self.job, group: first + g as u64, home };
                     let value = serde_json::to_vec(&holder)
                         .map_err(|e| Error::Corrupt { key: block.key(), reason: e.to_string() })?;
                     compare.push(Compare::Absent(block.key()));
@@ -305,8 +366,15 @@ impl JobSpace {
     }
 
     /// Gives back the groups `groups` (their blocks are free for other jobs at once).
+    /// A job's homes stay until it ends (they say where its keys are).
     pub async fn shrink(&self, groups: &BTreeSet<u64>) -> Result<()> {
         let map = BlockMap::read(&self.etcd).await?;
+        if let Some(home) = map.homes(self.job).into_iter().find(|g| groups.contains(g)) {
+            return Err(Error::Config {
+                what: format!("giving back group {home} of job {}", self.job),
+                reason: "it is one of the job's homes, which stay until it ends".into(),
+            });
+        }
         let ops: Vec<Op> = map
             .of(self.job)
             .into_iter()
@@ -321,9 +389,13 @@ impl JobSpace {
         self.etcd.txn(&[], &ops).await.map(drop)
     }
 
-    /// Ends the job: its record and every block go now.
+    /// Ends the job: its record and every block go now. A process attached to the job ends
+    /// nothing: it only lets go.
     pub async fn close(self) -> Result<()> {
-        self.lease.end().await
+        match self.lease {
+            JobLease::Kept(lease) => lease.end().await,
+            JobLease::Borrowed(_) => Ok(()),
+        }
     }
 }
 
@@ -369,7 +441,10 @@ mod tests {
         let bulk = Hints { latency_sensitive: false, ..fast };
         assert!(map.choose(6, &bulk, 4).unwrap_or_default().iter().all(|g| g[0].tier == Tier::Flash));
         // Held blocks are not free.
-        map.held.insert(Block { node: "a".into(), tier: Tier::Memory, index: 0 }, (JobId(9), 0));
+        map.held.insert(
+            Block { node: "a".into(), tier: Tier::Memory, index: 0 },
+            Holder { job: JobId(9), group: 0, home: true },
+        );
         assert_eq!(map.free_blocks(), (5, 6));
     }
 }

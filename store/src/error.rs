@@ -53,6 +53,55 @@ pub enum Error {
         /// Where the live node with that name is.
         addr: String,
     },
+    /// A local I/O failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The fabric (TLS, QUIC, tokens, files) failed.
+    #[error(transparent)]
+    Fabric(#[from] baton_fabric::Error),
+    /// No object at the key.
+    #[error("{job} has no object {key:?} in the store")]
+    NotFound {
+        /// The job.
+        job: baton_fabric::JobId,
+        /// The key.
+        key: String,
+    },
+    /// Keys were on storage nodes that are gone, with no other copy.
+    #[error("{job}'s {keys:?} were on storage node {node}, which is gone ({reason}), and have no other copy")]
+    Lost {
+        /// The job.
+        job: baton_fabric::JobId,
+        /// The node.
+        node: String,
+        /// The keys asked for.
+        keys: Vec<String>,
+        /// How it was found gone.
+        reason: String,
+    },
+    /// A storage node refused a request.
+    #[error("storage node {node} refused {what}: {reason}")]
+    Refused {
+        /// The node.
+        node: String,
+        /// The request.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The client is not allowed to do that.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// What was asked.
+        what: String,
+        /// Why it cannot be done.
+        reason: String,
+    },
 }
 
 /// The store's result type.

@@ -170,9 +170,14 @@ impl Etcd {
 
     /// Every key under `prefix`, in key order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>> {
+        Ok(self.list_at(prefix).await?.0)
+    }
+
+    /// Every key under `prefix`, in key order, and the revision of the store they were read at.
+    pub async fn list_at(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
         let body = json!({ "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)) });
         let v = self.call("/v3/kv/range", body).await?;
-        self.kvs(&v)
+        Ok((self.kvs(&v)?, number(&v["header"]["revision"])))
     }
 
     /// Deletes `key`; whether it was there.

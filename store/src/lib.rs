@@ -9,9 +9,12 @@
 //!   all freed when a job ends or its lease lapses.
 
 pub mod alloc;
+pub mod client;
 pub mod error;
 pub mod etcd;
 pub mod member;
+pub mod node;
+pub mod proto;
 #[cfg(feature = "testing")]
 pub mod testing;
 

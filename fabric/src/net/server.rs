@@ -406,9 +406,9 @@ fn gone(peer: &str, e: impl std::fmt::Display) -> Error {
     Error::PeerGone { endpoint: peer.to_string(), reason: e.to_string() }
 }
 
-/// Reads exactly `len` bytes and then the end of the stream; anything else is an error and
+/// Reads exactly `len` bytes and then the end of the stream (a put's body); anything else is an error and
 /// nothing is kept.
-pub(crate) async fn receive_exactly(recv: &mut quinn::RecvStream, peer: &str, len: u64) -> Result<Bytes> {
+pub async fn receive_exactly(recv: &mut quinn::RecvStream, peer: &str, len: u64) -> Result<Bytes> {
     // The announced length sizes the buffer only up to 1 GiB: a larger object grows it as
     // its bytes really arrive.
     let mut pooled = Pool::global().take(len.min(1 << 30) as usize);

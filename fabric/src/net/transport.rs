@@ -72,7 +72,7 @@ impl Limits {
 }
 
 /// A QUIC endpoint on a UDP socket bound to `addr` with `limits.udp_buffer` of kernel buffer.
-pub(crate) fn endpoint(
+pub fn endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
     limits: &Limits,

@@ -1,0 +1,718 @@
+//! A job's client of the store: it caches the job's block map and talks to the storage nodes
+//! straight over QUIC; etcd is asked only when the job needs more blocks or the map is stale.
+//!
+//! **Placement.** Each key has a *home*: one of the groups the job reserved when it opened,
+//! chosen by a hash of the key. A put goes to its home's copies; a home that is full refuses it
+//! ([`Refusal::Full`]), and the client puts the bytes into one of the job's later groups —
+//! reserving one more when all are full — and then *links* the key at its home. A get asks the
+//! home, which answers with the data or with the group the data is in. So growing never moves
+//! data, a put or get is one request while the homes have room and two after, and a map gone
+//! stale (a group the node no longer holds) is refused with [`Refusal::NotHeld`], re-read and
+//! retried — never answered with wrong data.
+//!
+//! **Chunks.** An object larger than a chunk (a quarter of a block, at most 16 MiB) is stored
+//! as several chunks, each placed by its own key, so that one object's bytes spread over the
+//! nodes; its first chunk, written last, says how many there are, so that a reader never sees
+//! part of an object.
+//!
+//! **Copies.** A job with two replicas writes each item to both copies of its group and is
+//! answered only when both hold it; a read falls back to the other copy when a node is gone.
+//! With one copy, a read from a node that is gone is an error naming the node and the keys.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use baton_fabric::JobId;
+use baton_fabric::net::TlsDir;
+use baton_fabric::net::token::{Audience, Scopes, Token, WireToken, unix_ms_now};
+use baton_fabric::net::transport::Limits;
+use baton_fabric::node::wire;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::alloc::{BlockMap, Hints, JobSpace};
+use crate::error::{Error, Result};
+use crate::etcd::Etcd;
+use crate::proto::{Op, Part, Refusal, Request, Response, check_key, chunk_key};
+
+/// How long a storage node may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A storage node silent for this long is gone (keep-alives go out every third of it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node found gone is not asked again (its copies are asked instead, and reads
+/// with no other copy fail at once rather than wait for it).
+const DEAD_FOR: Duration = Duration::from_secs(10);
+/// Tries of one operation that meet a stale map or full groups.
+const ATTEMPTS: u32 = 16;
+/// Chunks of one object moved at once.
+const CHUNKS_AT_ONCE: usize = 8;
+/// How long a token the client mints itself lasts.
+const TOKEN_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A copy of a group: a block on a node.
+#[derive(Clone, Debug)]
+struct Replica {
+    node: String,
+    /// `None`: the node is no longer a member.
+    addr: Option<SocketAddr>,
+}
+
+/// The job's part of the block map.
+#[derive(Debug, Default)]
+struct JobMap {
+    homes: Vec<u64>,
+    groups: BTreeMap<u64, Vec<Replica>>,
+    block_size: u64,
+}
+
+impl JobMap {
+    fn of(map: &BlockMap, job: JobId) -> Self {
+        let addrs: HashMap<&str, SocketAddr> = map.nodes.iter().map(|n| (n.name.as_str(), n.addr)).collect();
+        let groups = map
+            .of(job)
+            .into_iter()
+            .map(|(g, blocks)| {
+                let replicas = blocks
+                    .into_iter()
+                    .map(|b| Replica { addr: addrs.get(b.node.as_str()).copied(), node: b.node })
+                    .collect();
+                (g, replicas)
+            })
+            .collect();
+        Self { homes: map.homes(job), groups, block_size: map.block_size() }
+    }
+
+    fn home_of(&self, job: JobId, key: &str) -> Result<u64> {
+        if self.homes.is_empty() {
+            return Err(Error::Invalid {
+                what: format!("{job}'s key {key:?}"),
+                reason: "the job holds no blocks in the store (it ended, or its lease lapsed)".into(),
+            });
+        }
+        Ok(self.homes[(fnv1a(key.as_bytes()) % self.homes.len() as u64) as usize])
+    }
+
+    fn replicas(&self, job: JobId, group: u64) -> Result<&[Replica]> {
+        self.groups.get(&group).map(Vec::as_slice).ok_or_else(|| Error::Invalid {
+            what: format!("{job}'s group {group}"),
+            reason: "the job holds no such group (it ended, or gave the group back)".into(),
+        })
+    }
+}
+
+/// FNV-1a: a hash that is the same in every process and build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What a put to a group came to.
+enum Placed {
+    Done(Option<u64>),
+    Full,
+    Stale,
+}
+
+/// What a read from a group came to.
+enum Read {
+    Item(Part, Bytes),
+    Meta(Part),
+    Linked(u64),
+    Missing,
+    Stale,
+}
+
+/// A job's handle on the store.
+#[derive(Debug)]
+pub struct StoreClient {
+    space: JobSpace,
+    token: WireToken,
+    endpoint: quinn::Endpoint,
+    tls: quinn::ClientConfig,
+    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    map: RwLock<Arc<JobMap>>,
+    /// Later groups a put found full.
+    full: Mutex<BTreeSet<u64>>,
+    /// Nodes found gone, and when.
+    dead: Mutex<HashMap<String, Instant>>,
+    growing: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StoreClient {
+    /// Opens `job` in the store in `etcd` with `hints` (its lease lapses `ttl` after this client
+    /// stops renewing it), with a token minted from the cluster's key in `tls`.
+    pub async fn open(etcd: &Etcd, tls: &TlsDir, job: JobId, hints: Hints, ttl: Duration) -> Result<Self> {
+        let token = tls.signer()?.mint(job, unix_ms_now() + TOKEN_LIFE.as_millis() as u64, Scopes::ALL, Audience::ANY);
+        let space = JobSpace::open(etcd, job, hints, ttl).await?;
+        Self::with(space, tls, token).await
+    }
+
+    /// Attaches to `job`, opened by another process, with a token for it.
+    pub async fn attach(etcd: &Etcd, tls: &TlsDir, job: JobId, token: Token) -> Result<Self> {
+        if token.job != job {
+            return Err(Error::Invalid {
+                what: format!("attaching to {job}"),
+                reason: "the token is another job's".into(),
+            });
+        }
+        Self::with(JobSpace::attach(etcd, job).await?, tls, token).await
+    }
+
+    async fn with(space: JobSpace, tls: &TlsDir, token: Token) -> Result<Self> {
+        let limits = Limits { idle_timeout: IDLE_TIMEOUT, ..Limits::default() };
+        let endpoint = baton_fabric::net::transport::endpoint(([0, 0, 0, 0], 0).into(), None, &limits)
+            .map_err(|e| Error::Io { what: "a QUIC endpoint".into(), source: e })?;
+        let client = Self {
+            space,
+            token: token.into(),
+            endpoint,
+            tls: tls.client_config(&limits)?,
+            connections: Mutex::default(),
+            map: RwLock::default(),
+            full: Mutex::default(),
+            dead: Mutex::default(),
+            growing: tokio::sync::Mutex::new(()),
+        };
+        client.refresh().await?;
+        Ok(client)
+    }
+
+    /// The job.
+    pub fn job(&self) -> JobId {
+        self.space.job()
+    }
+
+    /// The job's namespace (its blocks).
+    pub fn space(&self) -> &JobSpace {
+        &self.space
+    }
+
+    /// Ends the job (if this client opened it): every block it holds is given back.
+    pub async fn close(self) -> Result<()> {
+        self.endpoint.close(0u32.into(), b"job closed");
+        self.space.close().await
+    }
+
+    fn map(&self) -> Arc<JobMap> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the job's block map again.
+    pub async fn refresh(&self) -> Result<()> {
+        let map = JobMap::of(&BlockMap::read(self.space.etcd()).await?, self.job());
+        *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    /// Bytes per chunk of an object.
+    fn chunk(&self) -> u64 {
+        (self.map().block_size / 4).clamp(1, 16 << 20)
+    }
+
+    // ---- objects ----
+
+    /// Stores `bytes` at `key`, replacing what was there.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        check_key(key).map_err(|reason| Error::Invalid { what: "a put".into(), reason })?;
+        let chunk = self.chunk();
+        let total = bytes.len() as u64;
+        let count = u32::try_from(total.div_ceil(chunk).max(1)).map_err(|_| Error::Invalid {
+            what: format!("a put of {key:?}"),
+            reason: format!("an object of {total} bytes is too large"),
+        })?;
+        let part = |index| Part { index, count, total, chunk };
+        let slice = |index: u32| {
+            let start = u64::from(index) * chunk;
+            bytes.slice(start as usize..(start + chunk).min(total) as usize)
+        };
+        // The first chunk last: it says the object is whole.
+        let rest: Vec<_> = futures::stream::iter(1..count)
+            .map(|i| self.put_item(chunk_key(key, i), part(i), slice(i)))
+            .buffer_unordered(CHUNKS_AT_ONCE)
+            .collect()
+            .await;
+        rest.into_iter().collect::<Result<()>>()?;
+        self.put_item(key.to_string(), part(0), slice(0)).await
+    }
+
+    /// The object at `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        check_key(key).map_err(|reason| Error::Invalid { what: "a get".into(), reason })?;
+        let (part, first) = self.get_item(key, None).await?;
+        if part.count <= 1 {
+            return Ok(first);
+        }
+        let rest = self.get_chunks(key, (1..part.count).map(|i| (i, None)).collect()).await?;
+        let mut whole = BytesMut::with_capacity(part.total as usize);
+        whole.extend_from_slice(&first);
+        for bytes in rest {
+            whole.extend_from_slice(&bytes);
+        }
+        if whole.len() as u64 != part.total {
+            return Err(Error::Invalid {
+                what: format!("{}'s object {key:?}", self.job()),
+                reason: format!("its chunks hold {} of its {} bytes", whole.len(), part.total),
+            });
+        }
+        Ok(whole.freeze())
+    }
+
+    /// Bytes `start..end` of the object at `key`.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let part = self.head_part(key).await?;
+        if range.start > range.end || range.end > part.total {
+            return Err(Error::Invalid {
+                what: format!("bytes {}..{} of {key:?}", range.start, range.end),
+                reason: format!("the object has {} bytes", part.total),
+            });
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let first = (range.start / part.chunk) as u32;
+        let last = ((range.end - 1) / part.chunk) as u32;
+        let wanted = (first..=last)
+            .map(|i| {
+                let base = u64::from(i) * part.chunk;
+                let start = range.start.max(base) - base;
+                let end = range.end.min(base + part.chunk) - base;
+                (i, Some((start, end)))
+            })
+            .collect();
+        let pieces = self.get_chunks(key, wanted).await?;
+        if pieces.len() == 1 {
+            return Ok(pieces.into_iter().next().unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The length of the object at `key`.
+    pub async fn head(&self, key: &str) -> Result<u64> {
+        Ok(self.head_part(key).await?.total)
+    }
+
+    /// Deletes the object at `key`.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let part = self.head_part(key).await?;
+        for i in (1..part.count).rev() {
+            match self.delete_item(&chunk_key(key, i)).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.delete_item(key).await
+    }
+
+    /// The job's objects whose keys start with `prefix`, and their lengths, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let mut objects = BTreeMap::new();
+        for replica in self.nodes() {
+            match self.call(&replica, Op::List { prefix: prefix.to_string() }, None).await?.0 {
+                Response::Objects { objects: some } => objects.extend(some),
+                other => return Err(self.unexpected(&replica, "a list", other)),
+            }
+        }
+        Ok(objects.into_iter().collect())
+    }
+
+    /// Bytes the job holds on each node (by node name), as the nodes count them.
+    pub async fn usage(&self) -> Result<BTreeMap<String, u64>> {
+        Ok(self.usage_by_group().await?.into_iter().map(|(node, groups)| (node, groups.values().sum())).collect())
+    }
+
+    /// Gives back the job's later groups that hold nothing on any copy (after deletes): their
+    /// blocks serve other jobs at once. The homes stay. Returns how many groups went.
+    pub async fn give_back_empty(&self) -> Result<usize> {
+        let _one = self.growing.lock().await;
+        self.refresh().await?;
+        let usage = self.usage_by_group().await?;
+        let map = self.map();
+        let empty: BTreeSet<u64> = map
+            .groups
+            .iter()
+            .filter(|(g, replicas)| {
+                !map.homes.contains(g)
+                    && replicas.iter().all(|r| usage.get(&r.node).and_then(|u| u.get(g)).copied().unwrap_or(0) == 0)
+            })
+            .map(|(g, _)| *g)
+            .collect();
+        if !empty.is_empty() {
+            self.space.shrink(&empty).await?;
+            lock(&self.full).retain(|g| !empty.contains(g));
+            self.refresh().await?;
+        }
+        Ok(empty.len())
+    }
+
+    // ---- items ----
+
+    async fn put_item(&self, key: String, part: Part, bytes: Bytes) -> Result<()> {
+        for attempt in 0..ATTEMPTS {
+            let map = self.map();
+            let home = map.home_of(self.job(), &key)?;
+            match self.put_to(&map, home, &key, part, &bytes).await? {
+                Placed::Done(unlinked) => {
+                    if let Some(old) = unlinked {
+                        self.forget_copy(&map, old, &key).await;
+                    }
+                    return Ok(());
+                }
+                Placed::Full => return self.put_elsewhere(&key, part, &bytes, home).await,
+                Placed::Stale => self.stale(attempt).await?,
+            }
+        }
+        Err(self.too_many(&key))
+    }
+
+    /// Puts an item whose home is full into a later group, and links it at its home.
+    async fn put_elsewhere(&self, key: &str, part: Part, bytes: &Bytes, home: u64) -> Result<()> {
+        for attempt in 0..ATTEMPTS {
+            let map = self.map();
+            let full = lock(&self.full).clone();
+            let Some(at) = map.groups.keys().rev().copied().find(|g| !map.homes.contains(g) && !full.contains(g))
+            else {
+                self.grow(&full).await?;
+                continue;
+            };
+            match self.put_to(&map, at, key, part, bytes).await? {
+                Placed::Done(_) => return self.link(key, home, at).await,
+                Placed::Full => {
+                    lock(&self.full).insert(at);
+                }
+                Placed::Stale => self.stale(attempt).await?,
+            }
+        }
+        Err(self.too_many(key))
+    }
+
+    /// Reserves one more group, unless another put did since `full` was read.
+    async fn grow(&self, full: &BTreeSet<u64>) -> Result<()> {
+        let _one = self.growing.lock().await;
+        let map = self.map();
+        let now = lock(&self.full).clone();
+        let fresh = map.groups.keys().any(|g| !map.homes.contains(g) && !now.contains(g) && !full.contains(g));
+        if !fresh {
+            self.space.grow(1).await?;
+        }
+        self.refresh().await
+    }
+
+    async fn link(&self, key: &str, home: u64, at: u64) -> Result<()> {
+        for attempt in 0..ATTEMPTS {
+            let map = self.map();
+            let replicas = map.replicas(self.job(), home)?;
+            let op = Op::Link { group: home, key: key.to_string(), at };
+            let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
+            let mut stale = false;
+            let mut unlinked = None;
+            for (replica, answer) in replicas.iter().zip(answers) {
+                match answer.map_err(|e| with_keys(e, key))?.0 {
+                    Response::Done { unlinked: u } => unlinked = unlinked.or(u),
+                    Response::Refused(Refusal::NotHeld { .. }) => stale = true,
+                    other => return Err(self.unexpected(replica, "a link", other)),
+                }
+            }
+            if !stale {
+                if let Some(old) = unlinked.filter(|old| *old != at) {
+                    self.forget_copy(&map, old, key).await;
+                }
+                return Ok(());
+            }
+            self.stale(attempt).await?;
+        }
+        Err(self.too_many(key))
+    }
+
+    /// Deletes a copy of `key` a put or link displaced from group `at` (what fails leaves only
+    /// unreachable bytes, given back with the job).
+    async fn forget_copy(&self, map: &JobMap, at: u64, key: &str) {
+        if let Ok(replicas) = map.replicas(self.job(), at) {
+            for r in replicas {
+                let _ = self.call(r, Op::Delete { group: at, key: key.to_string() }, None).await;
+            }
+            lock(&self.full).remove(&at);
+        }
+    }
+
+    async fn put_to(&self, map: &JobMap, group: u64, key: &str, part: Part, bytes: &Bytes) -> Result<Placed> {
+        let replicas = map.replicas(self.job(), group)?;
+        let op = Op::Put { group, key: key.to_string(), len: bytes.len() as u64, part };
+        let answers =
+            futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), Some(bytes.clone())))).await;
+        let mut placed = Placed::Done(None);
+        for (replica, answer) in replicas.iter().zip(answers) {
+            match answer.map_err(|e| with_keys(e, key))?.0 {
+                Response::Done { unlinked } => {
+                    if let Placed::Done(u) = &mut placed {
+                        *u = u.or(unlinked);
+                    }
+                }
+                Response::Refused(Refusal::Full { .. }) => placed = Placed::Full,
+                Response::Refused(Refusal::NotHeld { .. }) => {
+                    if !matches!(placed, Placed::Full) {
+                        placed = Placed::Stale;
+                    }
+                }
+                other => return Err(self.unexpected(replica, "a put", other)),
+            }
+        }
+        Ok(placed)
+    }
+
+    async fn get_item(&self, key: &str, range: Option<(u64, u64)>) -> Result<(Part, Bytes)> {
+        match self.find(key, |group| Op::Get { group, key: key.to_string(), range }).await? {
+            Read::Item(part, bytes) => Ok((part, bytes)),
+            _ => Err(self.not_found(key)),
+        }
+    }
+
+    async fn head_part(&self, key: &str) -> Result<Part> {
+        check_key(key).map_err(|reason| Error::Invalid { what: "a head".into(), reason })?;
+        match self.find(key, |group| Op::Head { group, key: key.to_string() }).await? {
+            Read::Meta(part) => Ok(part),
+            _ => Err(self.not_found(key)),
+        }
+    }
+
+    /// Asks `key`'s home, and the group its link names.
+    async fn find(&self, key: &str, op: impl Fn(u64) -> Op) -> Result<Read> {
+        for attempt in 0..ATTEMPTS {
+            let map = self.map();
+            let home = map.home_of(self.job(), key)?;
+            let read = match self.read_from(&map, home, key, op(home)).await? {
+                Read::Linked(at) => self.read_from(&map, at, key, op(at)).await?,
+                read => read,
+            };
+            match read {
+                Read::Stale => self.stale(attempt).await?,
+                // A link to a group that had no such key: a put or delete raced this read.
+                Read::Linked(_) => self.stale(attempt).await?,
+                read => return Ok(read),
+            }
+        }
+        Err(self.too_many(key))
+    }
+
+    async fn get_chunks(&self, key: &str, wanted: Vec<(u32, Option<(u64, u64)>)>) -> Result<Vec<Bytes>> {
+        let results: Vec<Result<Bytes>> = futures::stream::iter(wanted)
+            .map(|(i, range)| async move { Ok(self.get_item(&chunk_key(key, i), range).await?.1) })
+            .buffered(CHUNKS_AT_ONCE)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// One group's answer: from its first copy that answers.
+    async fn read_from(&self, map: &JobMap, group: u64, key: &str, op: Op) -> Result<Read> {
+        let mut replicas: Vec<&Replica> = map.replicas(self.job(), group)?.iter().collect();
+        let dead = lock(&self.dead).clone();
+        replicas.sort_by_key(|r| r.addr.is_none() || dead.get(&r.node).is_some_and(|t| t.elapsed() < DEAD_FOR));
+        let mut lost = None;
+        for replica in replicas {
+            let (response, mut recv) = match self.call(replica, op.clone(), None).await {
+                Ok(answer) => answer,
+                Err(e @ Error::Lost { .. }) => {
+                    lost = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok(match response {
+                Response::Item { len, part } => {
+                    let peer = format!("storage node {}", replica.node);
+                    match baton_fabric::net::server::receive_exactly(&mut recv, &peer, len).await {
+                        Ok(bytes) => Read::Item(part, bytes),
+                        Err(e) => {
+                            lost = Some(self.lost(replica, e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                Response::Meta { part } => Read::Meta(part),
+                Response::Linked { at } => Read::Linked(at),
+                Response::Refused(Refusal::NotFound) => Read::Missing,
+                Response::Refused(Refusal::NotHeld { .. }) => Read::Stale,
+                other => return Err(self.unexpected(replica, "a read", other)),
+            });
+        }
+        Err(with_keys(lost.unwrap_or_else(|| self.not_found(key)), key))
+    }
+
+    async fn delete_item(&self, key: &str) -> Result<()> {
+        for attempt in 0..ATTEMPTS {
+            let map = self.map();
+            let home = map.home_of(self.job(), key)?;
+            let replicas = map.replicas(self.job(), home)?;
+            let op = Op::Delete { group: home, key: key.to_string() };
+            let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
+            let (mut found, mut stale, mut unlinked) = (false, false, None);
+            for (replica, answer) in replicas.iter().zip(answers) {
+                match answer.map_err(|e| with_keys(e, key))?.0 {
+                    Response::Done { unlinked: u } => {
+                        found = true;
+                        unlinked = unlinked.or(u);
+                    }
+                    Response::Refused(Refusal::NotFound) => {}
+                    Response::Refused(Refusal::NotHeld { .. }) => stale = true,
+                    other => return Err(self.unexpected(replica, "a delete", other)),
+                }
+            }
+            if stale {
+                self.stale(attempt).await?;
+                continue;
+            }
+            if let Some(at) = unlinked {
+                self.forget_copy(&map, at, key).await;
+            }
+            return if found { Ok(()) } else { Err(self.not_found(key)) };
+        }
+        Err(self.too_many(key))
+    }
+
+    async fn usage_by_group(&self) -> Result<BTreeMap<String, BTreeMap<u64, u64>>> {
+        let mut usage = BTreeMap::new();
+        for replica in self.nodes() {
+            match self.call(&replica, Op::Usage, None).await?.0 {
+                Response::Usage { groups } => {
+                    usage.insert(replica.node.clone(), groups.into_iter().collect());
+                }
+                other => return Err(self.unexpected(&replica, "a usage", other)),
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Each node the job has a block on, once.
+    fn nodes(&self) -> Vec<Replica> {
+        let mut nodes: BTreeMap<String, Replica> = BTreeMap::new();
+        for replica in self.map().groups.values().flatten() {
+            nodes.entry(replica.node.clone()).or_insert_with(|| replica.clone());
+        }
+        nodes.into_values().collect()
+    }
+
+    /// After a stale answer: reads the map again, after a pause that grows.
+    async fn stale(&self, attempt: u32) -> Result<()> {
+        if attempt > 0 {
+            let ceiling = 5u64 << attempt.min(6);
+            tokio::time::sleep(Duration::from_millis(rand::random_range(1..=ceiling))).await;
+        }
+        self.refresh().await
+    }
+
+    // ---- requests ----
+
+    async fn connection(&self, replica: &Replica) -> Result<quinn::Connection> {
+        let addr =
+            replica.addr.ok_or_else(|| self.lost(replica, "its membership lapsed (it stopped or lost etcd)".into()))?;
+        if let Some(c) = lock(&self.connections).get(&addr).filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        let connecting = self
+            .endpoint
+            .connect_with(self.tls.clone(), addr, &addr.ip().to_string())
+            .map_err(|e| self.lost(replica, e.to_string()))?;
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(self.lost(replica, e.to_string())),
+            Err(_) => return Err(self.lost(replica, format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+        };
+        lock(&self.connections).insert(addr, connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends `op` (and `body`) to a node; its answer and the stream an item follows on. A node
+    /// that does not answer counts as gone for a while.
+    async fn call(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, quinn::RecvStream)> {
+        if let Some(since) = lock(&self.dead).get(&replica.node).map(Instant::elapsed).filter(|t| *t < DEAD_FOR) {
+            return Err(self.lost(replica, format!("it did not answer {} s ago", since.as_secs())));
+        }
+        let answer = self.send(replica, op, body).await;
+        if answer.is_err() {
+            lock(&self.dead).insert(replica.node.clone(), Instant::now());
+        }
+        answer
+    }
+
+    async fn send(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, quinn::RecvStream)> {
+        let connection = self.connection(replica).await?;
+        let peer = format!("storage node {}", replica.node);
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| self.lost(replica, e.to_string()))?;
+        let request = Request { job: self.job().0, token: Some(self.token.clone()), op };
+        wire::send(&mut send, &peer, &request).await.map_err(|e| self.lost(replica, e.to_string()))?;
+        // A node that refuses a put stops reading its body: its answer says why.
+        let sent = match body {
+            Some(body) => send.write_chunk(body).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        let _ = send.finish();
+        match wire::recv::<Response>(&mut recv, &peer).await {
+            Ok(Some(response)) => Ok((response, recv)),
+            Ok(None) => Err(self.lost(replica, sent.err().unwrap_or_else(|| "it closed the stream".into()))),
+            Err(e) => Err(self.lost(replica, e.to_string())),
+        }
+    }
+
+    fn lost(&self, replica: &Replica, reason: String) -> Error {
+        let at = replica.addr.map_or_else(String::new, |a| format!(" at {a}"));
+        Error::Lost { job: self.job(), node: format!("{}{at}", replica.node), keys: Vec::new(), reason }
+    }
+
+    fn unexpected(&self, replica: &Replica, what: &str, response: Response) -> Error {
+        let reason = match response {
+            Response::Refused(r) => format!("{r:?}"),
+            other => format!("unexpected answer {other:?}"),
+        };
+        Error::Refused { node: replica.node.clone(), what: format!("{what} for {}", self.job()), reason }
+    }
+
+    fn not_found(&self, key: &str) -> Error {
+        Error::NotFound { job: self.job(), key: key.split('\0').next().unwrap_or(key).to_string() }
+    }
+
+    fn too_many(&self, key: &str) -> Error {
+        Error::Invalid {
+            what: format!("{}'s key {key:?}", self.job()),
+            reason: format!("{ATTEMPTS} tries met a map that kept changing"),
+        }
+    }
+}
+
+/// Names `key` in a lost-node error.
+fn with_keys(e: Error, key: &str) -> Error {
+    match e {
+        Error::Lost { job, node, mut keys, reason } => {
+            let key = key.split('\0').next().unwrap_or(key).to_string();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+            Error::Lost { job, node, keys, reason }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homes_are_chosen_by_a_stable_hash() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let map = JobMap { homes: vec![0, 1, 2], ..JobMap::default() };
+        let homes: BTreeSet<u64> = (0..64).filter_map(|i| map.home_of(JobId(1), &format!("k{i}")).ok()).collect();
+        assert_eq!(homes.len(), 3, "64 keys use every home");
+        let none = JobMap::default();
+        assert!(none.home_of(JobId(1), "k").unwrap_err().to_string().contains("holds no blocks"));
+    }
+}

@@ -1,0 +1,598 @@
+//! A storage node: lends its memory and flash to the store in blocks, and serves the objects
+//! jobs pack into them over QUIC.
+//!
+//! The node joins the membership ([`Membership`]) and follows the block map in etcd: which of its
+//! blocks belong to which job's group ([`Holder`]). It takes a put only into a group it holds a
+//! block of, and only while the block has room (a put that does not fit is refused with
+//! [`Refusal::Full`], and the client places it elsewhere); a request for a group it does not
+//! hold reads the map again before it is refused with [`Refusal::NotHeld`] (the client's map
+//! is stale). When a job's blocks leave the map — the job ended, its lease lapsed, it gave the
+//! group back — the node deletes what it held for them at its next look at the map.
+//!
+//! A memory block's items live in memory; a flash block's in files of their own (0600, in a
+//! directory the node made, removed with it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_fabric::JobId;
+use baton_fabric::net::token::{Audience, Scopes, Token, TokenPublicKey, unix_ms_now};
+use baton_fabric::net::transport::Limits;
+use baton_fabric::net::{NetStats, TlsDir};
+use baton_fabric::node::wire;
+use baton_fabric::private::OwnedDir;
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::alloc::{Block, Holder, Tier};
+use crate::error::{Error, Result};
+use crate::etcd::Etcd;
+use crate::member::{MEMBER_TTL, Membership, NodeInfo, ROOT};
+use crate::proto::{MAX_KEY, MAX_REQUEST, Op, Part, Refusal, Request, Response};
+
+/// Bytes per QUIC write of an item sent.
+const SEND_CHUNK: usize = 1 << 20;
+
+/// A storage node's settings.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Its name in the store.
+    pub name: String,
+    /// Where it serves clients.
+    pub listen: SocketAddr,
+    /// The cluster's TLS material (its certificate, and the key that checks tokens).
+    pub tls: TlsDir,
+    /// Its QUIC windows and timeouts.
+    pub limits: Limits,
+    /// Bytes per block.
+    pub block_size: u64,
+    /// Memory it lends.
+    pub memory: u64,
+    /// Flash it lends.
+    pub flash: u64,
+    /// Where its flash blocks' files go (in a directory of its own there).
+    pub flash_dir: PathBuf,
+    /// How often it reads the block map when nothing asks it to.
+    pub sync_every: Duration,
+}
+
+/// A running storage node. Dropped, it stops serving and its membership lapses; [`StorageNode::leave`]
+/// leaves at once.
+#[derive(Debug)]
+pub struct StorageNode {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    info: NodeInfo,
+    membership: Option<Membership>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    etcd: Etcd,
+    verifier: TokenPublicKey,
+    audiences: Vec<Audience>,
+    block_size: u64,
+    flash: Option<OwnedDir>,
+    next_file: AtomicU64,
+    state: Mutex<State>,
+    /// One read of the map at a time; `syncs` counts the reads finished.
+    syncing: tokio::sync::Mutex<()>,
+    syncs: AtomicU64,
+    stats: NetStats,
+}
+
+/// What the node holds.
+#[derive(Debug, Default)]
+struct State {
+    /// The etcd revision `held` was read at.
+    revision: i64,
+    /// Its blocks in the map: each (job, group) it holds a block of, and the block's tier.
+    held: HashMap<(JobId, u64), Tier>,
+    /// What is stored in them.
+    groups: HashMap<(JobId, u64), Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Bytes of items stored and being received.
+    used: u64,
+    items: HashMap<String, Item>,
+    /// Keys whose home this group is, stored in another group.
+    links: HashMap<String, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    part: Part,
+    data: Data,
+}
+
+impl Item {
+    fn len(&self) -> u64 {
+        match &self.data {
+            Data::Memory(b) => b.len() as u64,
+            Data::Flash(f) => f.len,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    Memory(Bytes),
+    Flash(Arc<FlashFile>),
+}
+
+/// An item's file on flash, deleted when the last reader of it is done.
+#[derive(Debug)]
+struct FlashFile {
+    path: PathBuf,
+    len: u64,
+}
+
+impl Drop for FlashFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StorageNode {
+    /// Starts serving on `config.listen`, joins the store in `etcd`, and reads its blocks.
+    pub async fn start(etcd: &Etcd, config: &NodeConfig) -> Result<Self> {
+        etcd.revision().await?;
+        let server = config.tls.server_config(&config.limits)?;
+        let verifier = config.tls.verifier()?;
+        let audiences = config.tls.names()?.iter().map(|n| Audience::node(n)).collect();
+        let endpoint = baton_fabric::net::transport::endpoint(config.listen, Some(server), &config.limits)
+            .map_err(|e| Error::Io { what: format!("listen on {}", config.listen), source: e })?;
+        let addr = endpoint.local_addr().map_err(|e| Error::Io { what: "the local address".into(), source: e })?;
+        let block_size = config.block_size.max(1);
+        let info = NodeInfo {
+            name: config.name.clone(),
+            addr,
+            block_size,
+            memory_blocks: config.memory / block_size,
+            flash_blocks: config.flash / block_size,
+        };
+        info.check()?;
+        let flash = if info.flash_blocks > 0 { Some(OwnedDir::create(&config.flash_dir, "flash_dir")?) } else { None };
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            etcd: etcd.clone(),
+            verifier,
+            audiences,
+            block_size,
+            flash,
+            next_file: AtomicU64::new(0),
+            state: Mutex::default(),
+            syncing: tokio::sync::Mutex::new(()),
+            syncs: AtomicU64::new(0),
+            stats: NetStats::default(),
+        });
+        let membership = Membership::join(etcd, &info, MEMBER_TTL).await?;
+        sync(&shared).await?;
+        let follow = tokio::spawn(follow(shared.clone(), config.sync_every));
+        let serve = tokio::spawn(accept(endpoint.clone(), shared.clone()));
+        Ok(Self { endpoint, shared, info, membership: Some(membership), tasks: vec![follow, serve] })
+    }
+
+    /// How it appears in the membership.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// Bytes it holds per job and group.
+    pub fn usage(&self) -> Vec<(JobId, u64, u64)> {
+        let state = lock(&self.shared.state);
+        let mut usage: Vec<_> = state.groups.iter().map(|((job, group), g)| (*job, *group, g.used)).collect();
+        usage.sort();
+        usage
+    }
+
+    /// Bytes received and sent.
+    pub fn stats(&self) -> &NetStats {
+        &self.shared.stats
+    }
+
+    /// Leaves the store now and stops serving.
+    pub async fn leave(mut self) -> Result<()> {
+        match self.membership.take() {
+            Some(m) => m.leave().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StorageNode {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"storage node stopping");
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the map every `every`, so that what jobs gave back (or lost with their lease) goes.
+async fn follow(shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = sync(&shared).await {
+            tracing::warn!("storage node {}: cannot read the block map: {e}", shared.name);
+        }
+    }
+}
+
+/// Reads this node's blocks from the map and deletes what it holds for blocks no longer its.
+async fn sync(shared: &Arc<Shared>) -> Result<()> {
+    let _one = shared.syncing.lock().await;
+    let prefix = format!("{ROOT}blocks/{}/", shared.name);
+    let (kvs, revision) = shared.etcd.list_at(&prefix).await?;
+    let mut held = HashMap::new();
+    for kv in kvs {
+        let block = Block::parse(&kv.key)
+            .ok_or_else(|| Error::Corrupt { key: kv.key.clone(), reason: "not a block's key".into() })?;
+        let holder: Holder = serde_json::from_slice(&kv.value)
+            .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
+        held.insert((holder.job, holder.group), block.tier);
+    }
+    let gone: Vec<Group> = {
+        let mut state = lock(&shared.state);
+        if revision < state.revision {
+            return Ok(());
+        }
+        state.revision = revision;
+        state.held = held;
+        let dropped: Vec<(JobId, u64)> = state.groups.keys().filter(|k| !state.held.contains_key(k)).copied().collect();
+        dropped.into_iter().filter_map(|k| state.groups.remove(&k)).collect()
+    };
+    shared.syncs.fetch_add(1, Ordering::Release);
+    if !gone.is_empty() {
+        let bytes: u64 = gone.iter().map(|g| g.used).sum();
+        tracing::info!("storage node {}: {} groups given back, {bytes} bytes deleted", shared.name, gone.len());
+        // Flash files are removed as their items drop: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(gone)).await;
+    }
+    Ok(())
+}
+
+/// The tier of the node's block of `job`'s `group`, reading the map again if it holds none (a
+/// group reserved since the last read).
+async fn held(shared: &Arc<Shared>, job: JobId, group: u64) -> Result<Tier, Refusal> {
+    if let Some(tier) = lock(&shared.state).held.get(&(job, group)) {
+        return Ok(*tier);
+    }
+    let before = shared.syncs.load(Ordering::Acquire);
+    let _wait = shared.syncing.lock().await;
+    drop(_wait);
+    // Another request's read may have finished while this one waited: then that read counts.
+    if shared.syncs.load(Ordering::Acquire) == before
+        && let Err(e) = sync(shared).await
+    {
+        return Err(Refusal::Failed(format!("cannot read the block map: {e}")));
+    }
+    lock(&shared.state).held.get(&(job, group)).copied().ok_or(Refusal::NotHeld { group })
+}
+
+async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            let peer = connection.remote_address().to_string();
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(serve_stream(shared.clone(), peer.clone(), send, recv));
+            }
+        });
+    }
+}
+
+async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let start = Instant::now();
+    let request = match wire::recv_within::<Request>(&mut recv, &peer, MAX_REQUEST).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = reply(&mut send, &peer, &Response::Refused(Refusal::Invalid(e.to_string()))).await;
+            return;
+        }
+    };
+    let op = op_name(&request.op);
+    let outcome = handle(&shared, &peer, request, &mut send, &mut recv).await;
+    let counted = match &outcome {
+        Ok(()) => "ok",
+        Err(Refusal::NotFound) => "miss",
+        Err(Refusal::Full { .. }) => "full",
+        Err(Refusal::NotHeld { .. }) => "not_held",
+        Err(_) => "error",
+    };
+    metrics::counter!("baton_store_node_requests_total", "op" => op, "outcome" => counted).increment(1);
+    metrics::histogram!("baton_store_node_request_seconds", "op" => op).record(start.elapsed().as_secs_f64());
+    if let Err(refusal) = outcome {
+        if matches!(refusal, Refusal::Unauthorized(_)) {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = reply(&mut send, &peer, &Response::Refused(refusal)).await;
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Put { .. } => "put",
+        Op::Get { .. } => "get",
+        Op::Head { .. } => "head",
+        Op::Delete { .. } => "delete",
+        Op::Link { .. } => "link",
+        Op::List { .. } => "list",
+        Op::Usage => "usage",
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, peer: &str, response: &Response) -> std::result::Result<(), Refusal> {
+    wire::send(send, peer, response).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+    let _ = send.finish();
+    Ok(())
+}
+
+fn authorize(shared: &Shared, request: &Request, needed: Scopes) -> std::result::Result<JobId, Refusal> {
+    let job = JobId(request.job);
+    let token = request.token.clone().ok_or_else(|| Refusal::Unauthorized(format!("no token for {job}")))?;
+    let token = Token::try_from(token).map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+    shared
+        .verifier
+        .verify(&token, job, needed, &shared.audiences, unix_ms_now())
+        .map_err(|e| Refusal::Unauthorized(format!("{job}: {e}")))?;
+    Ok(job)
+}
+
+/// A stored item's key: an object's key, or a chunk's (`key\0n`).
+fn check_item_key(key: &str) -> std::result::Result<(), Refusal> {
+    if key.is_empty() || key.len() > MAX_KEY + 12 {
+        return Err(Refusal::Invalid(format!("a key of {} bytes", key.len())));
+    }
+    Ok(())
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    peer: &str,
+    request: Request,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> std::result::Result<(), Refusal> {
+    let response = match &request.op {
+        Op::Put { group, key, len, part } => {
+            let job = authorize(shared, &request, Scopes::WRITE)?;
+            check_item_key(key)?;
+            put(shared, peer, job, *group, key, *len, *part, recv).await?
+        }
+        Op::Get { group, key, range } => {
+            let job = authorize(shared, &request, Scopes::READ)?;
+            held(shared, job, *group).await?;
+            match find(shared, job, *group, key)? {
+                Found::Item(item) => return send_item(shared, peer, item, *range, send).await,
+                Found::Linked(at) => Response::Linked { at },
+            }
+        }
+        Op::Head { group, key } => {
+            let job = authorize(shared, &request, Scopes::READ)?;
+            held(shared, job, *group).await?;
+            match find(shared, job, *group, key)? {
+                Found::Item(item) => Response::Meta { part: item.part },
+                Found::Linked(at) => Response::Linked { at },
+            }
+        }
+        Op::Delete { group, key } => {
+            let job = authorize(shared, &request, Scopes::WRITE)?;
+            held(shared, job, *group).await?;
+            let (item, link) = {
+                let mut state = lock(&shared.state);
+                let g = state.groups.get_mut(&(job, *group)).ok_or(Refusal::NotFound)?;
+                let item = g.items.remove(key);
+                if let Some(item) = &item {
+                    g.used -= item.len();
+                }
+                (item, g.links.remove(key))
+            };
+            if item.is_none() && link.is_none() {
+                return Err(Refusal::NotFound);
+            }
+            drop_off_thread(item).await;
+            Response::Done { unlinked: link }
+        }
+        Op::Link { group, key, at } => {
+            let job = authorize(shared, &request, Scopes::WRITE)?;
+            check_item_key(key)?;
+            held(shared, job, *group).await?;
+            let (item, previous) = {
+                let mut state = lock(&shared.state);
+                let g = state.groups.entry((job, *group)).or_default();
+                let item = g.items.remove(key);
+                if let Some(item) = &item {
+                    g.used -= item.len();
+                }
+                (item, g.links.insert(key.clone(), *at))
+            };
+            drop_off_thread(item).await;
+            Response::Done { unlinked: previous.filter(|p| p != at) }
+        }
+        Op::List { prefix } => {
+            let job = authorize(shared, &request, Scopes::READ)?;
+            let state = lock(&shared.state);
+            let mut objects: Vec<(String, u64)> = state
+                .groups
+                .iter()
+                .filter(|((j, _), _)| *j == job)
+                .flat_map(|(_, g)| g.items.iter())
+                .filter(|(k, item)| item.part.index == 0 && k.starts_with(prefix.as_str()))
+                .map(|(k, item)| (k.clone(), item.part.total))
+                .collect();
+            objects.sort();
+            Response::Objects { objects }
+        }
+        Op::Usage => {
+            let job = authorize(shared, &request, Scopes::READ)?;
+            let state = lock(&shared.state);
+            let mut groups: Vec<(u64, u64)> =
+                state.groups.iter().filter(|((j, _), _)| *j == job).map(|((_, g), group)| (*g, group.used)).collect();
+            groups.sort();
+            Response::Usage { groups }
+        }
+    };
+    reply(send, peer, &response).await
+}
+
+enum Found {
+    Item(Item),
+    Linked(u64),
+}
+
+fn find(shared: &Shared, job: JobId, group: u64, key: &str) -> std::result::Result<Found, Refusal> {
+    let state = lock(&shared.state);
+    let g = state.groups.get(&(job, group)).ok_or(Refusal::NotFound)?;
+    if let Some(item) = g.items.get(key) {
+        return Ok(Found::Item(item.clone()));
+    }
+    g.links.get(key).map(|at| Found::Linked(*at)).ok_or(Refusal::NotFound)
+}
+
+async fn drop_off_thread(item: Option<Item>) {
+    if let Some(Item { data: Data::Flash(file), .. }) = item {
+        let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put(
+    shared: &Arc<Shared>,
+    peer: &str,
+    job: JobId,
+    group: u64,
+    key: &str,
+    len: u64,
+    part: Part,
+    recv: &mut quinn::RecvStream,
+) -> std::result::Result<Response, Refusal> {
+    let tier = held(shared, job, group).await?;
+    if part.index >= part.count || part.chunk == 0 {
+        return Err(Refusal::Invalid(format!("chunk {} of {}", part.index, part.count)));
+    }
+    // The room is taken before the bytes are read, so that puts racing for the last of a
+    // block cannot both fit; it is given back if the bytes never arrive.
+    {
+        let mut state = lock(&shared.state);
+        let g = state.groups.entry((job, group)).or_default();
+        if g.used + len > shared.block_size {
+            return Err(Refusal::Full { group, used: g.used, block_size: shared.block_size });
+        }
+        g.used += len;
+    }
+    let give_back = |shared: &Shared| {
+        if let Some(g) = lock(&shared.state).groups.get_mut(&(job, group)) {
+            g.used -= len;
+        }
+    };
+    let bytes = match baton_fabric::net::server::receive_exactly(recv, peer, len).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            give_back(shared);
+            return Err(Refusal::Invalid(e.to_string()));
+        }
+    };
+    shared.stats.bytes_received.fetch_add(len, Ordering::Relaxed);
+    let data = match tier {
+        Tier::Memory => Data::Memory(bytes),
+        Tier::Flash => match write_flash(shared, bytes).await {
+            Ok(file) => Data::Flash(Arc::new(file)),
+            Err(e) => {
+                give_back(shared);
+                return Err(Refusal::Failed(e.to_string()));
+            }
+        },
+    };
+    let (old, unlinked) = {
+        let mut state = lock(&shared.state);
+        // The group may have been given back while the bytes arrived: then they are not kept.
+        if !state.held.contains_key(&(job, group)) {
+            return Err(Refusal::NotHeld { group });
+        }
+        let g = state.groups.entry((job, group)).or_default();
+        let old = g.items.insert(key.to_string(), Item { part, data });
+        if let Some(old) = &old {
+            g.used -= old.len();
+        }
+        (old, g.links.remove(key))
+    };
+    drop_off_thread(old).await;
+    Ok(Response::Done { unlinked })
+}
+
+async fn write_flash(shared: &Arc<Shared>, bytes: Bytes) -> Result<FlashFile> {
+    let dir = shared.flash.as_ref().ok_or_else(|| Error::Config {
+        what: format!("storage node {}", shared.name),
+        reason: "a flash block, but no flash directory".into(),
+    })?;
+    let path = dir.path().join(format!("{:016x}", shared.next_file.fetch_add(1, Ordering::Relaxed)));
+    let len = bytes.len() as u64;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = baton_fabric::private::create_file(&path)?;
+        let written = FlashFile { path: path.clone(), len };
+        file.write_all(&bytes).map_err(|e| baton_fabric::Error::io("write", &path, e))?;
+        Ok::<_, baton_fabric::Error>(written)
+    })
+    .await
+    .map_err(|e| Error::Io { what: "a flash write".into(), source: std::io::Error::other(e) })?
+    .map_err(Error::from)
+}
+
+async fn send_item(
+    shared: &Arc<Shared>,
+    peer: &str,
+    item: Item,
+    range: Option<(u64, u64)>,
+    send: &mut quinn::SendStream,
+) -> std::result::Result<(), Refusal> {
+    let len = item.len();
+    let (start, end) = range.unwrap_or((0, len));
+    if start > end || end > len {
+        return Err(Refusal::Invalid(format!("range {start}..{end} of an item of {len} bytes")));
+    }
+    let bytes = match item.data {
+        Data::Memory(b) => b.slice(start as usize..end as usize),
+        Data::Flash(file) => tokio::task::spawn_blocking(move || read_range(&file, start, end))
+            .await
+            .map_err(|e| Refusal::Failed(e.to_string()))?
+            .map_err(|e| Refusal::Failed(e.to_string()))?,
+    };
+    wire::send(send, peer, &Response::Item { len: bytes.len() as u64, part: item.part })
+        .await
+        .map_err(|e| Refusal::Failed(e.to_string()))?;
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + SEND_CHUNK).min(bytes.len());
+        send.write_chunk(bytes.slice(offset..end)).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        shared.stats.bytes_sent.fetch_add((end - offset) as u64, Ordering::Relaxed);
+        offset = end;
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+fn read_range(file: &FlashFile, start: u64, end: u64) -> std::io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&file.path)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = vec![0u8; (end - start) as usize];
+    f.read_exact(&mut buf)?;
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,160 @@
+//! The protocol between the store's clients and its storage nodes, over QUIC.
+//!
+//! As the fabric's node protocol: each request has a bidirectional stream of its own; the
+//! client sends one [`Request`] (framed `u32 length | u8 version | postcard`), and for a put
+//! exactly `len` bytes and the end of the stream; the node answers with a [`Response`] and, for
+//! a get, `len` bytes and the end of the stream.
+//!
+//! Keys are a job's object names; an object larger than a chunk travels as several chunks,
+//! each a key of its own ([`chunk_key`]), placed and stored like any other.
+
+use baton_fabric::net::token::WireToken;
+use serde::{Deserialize, Serialize};
+
+/// The longest key a node takes.
+pub const MAX_KEY: usize = 1024;
+
+/// The largest request header a node reads (object bytes follow it).
+pub const MAX_REQUEST: usize = 4 << 10;
+
+/// Which chunk of how large an object a stored item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// Its number; chunk 0 is stored at the object's own key.
+    pub index: u32,
+    /// How many chunks the object has.
+    pub count: u32,
+    /// The object's length.
+    pub total: u64,
+    /// Bytes per chunk (the last may be shorter).
+    pub chunk: u64,
+}
+
+impl Part {
+    /// The part of a one-chunk object of `len` bytes.
+    pub fn whole(len: u64) -> Self {
+        Self { index: 0, count: 1, total: len, chunk: len.max(1) }
+    }
+}
+
+/// What a request asks of a storage node. Every operation acts on one group of the job's
+/// blocks, which the node must hold a block of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Store the `len` bytes that follow at `key` in `group` (replacing what was there).
+    Put { group: u64, key: String, len: u64, part: Part },
+    /// Send the item at `key` in `group`, or bytes `range` (start, end) of it.
+    Get { group: u64, key: String, range: Option<(u64, u64)> },
+    /// Say what is at `key` in `group`.
+    Head { group: u64, key: String },
+    /// Delete what is at `key` in `group`.
+    Delete { group: u64, key: String },
+    /// Record that `key`, whose home is `group`, is stored in group `at`.
+    Link { group: u64, key: String, at: u64 },
+    /// List the objects whose first chunk this node holds for the job (with a key prefix).
+    List { prefix: String },
+    /// The bytes this node holds for the job, per group.
+    Usage,
+}
+
+/// A request: the job, a token for it, the operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The job whose namespace it acts on.
+    pub job: u64,
+    /// The capability for the job.
+    pub token: Option<WireToken>,
+    /// The operation.
+    pub op: Op,
+}
+
+/// Why a node refused or failed a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The token is missing, forged, expired, or for another job or scope.
+    Unauthorized(String),
+    /// The node holds no block of that group for that job (a stale map, or a lapsed job).
+    NotHeld { group: u64 },
+    /// The group's block has no room for `len` more bytes.
+    Full { group: u64, used: u64, block_size: u64 },
+    /// Nothing is stored at the key.
+    NotFound,
+    /// The request does not make sense (a bad key, a range past the end).
+    Invalid(String),
+    /// The node failed (its flash, say).
+    Failed(String),
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Done; a put or delete that displaced a link says where the old copy was.
+    Done { unlinked: Option<u64> },
+    /// An item of `len` bytes follows (the whole item, or the range asked for).
+    Item { len: u64, part: Part },
+    /// The item's description.
+    Meta { part: Part },
+    /// The key's data is in group `at`.
+    Linked { at: u64 },
+    /// Objects (keys and lengths).
+    Objects { objects: Vec<(String, u64)> },
+    /// Bytes held per group.
+    Usage { groups: Vec<(u64, u64)> },
+    /// The request failed.
+    Refused(Refusal),
+}
+
+/// The key chunk `index` of the object at `key` is stored under (`\0` never appears in an
+/// object's key).
+pub fn chunk_key(key: &str, index: u32) -> String {
+    if index == 0 { key.to_string() } else { format!("{key}\0{index}") }
+}
+
+/// Checks an object's key: not empty, at most [`MAX_KEY`] bytes, no `\0`.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("an empty key".into());
+    }
+    if key.len() > MAX_KEY {
+        return Err(format!("a key of {} bytes (at most {MAX_KEY})", key.len()));
+    }
+    if key.contains('\0') {
+        return Err("a key with a NUL byte".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_fabric::node::wire::{decode, encode};
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let requests = [
+            Request {
+                job: 3,
+                token: None,
+                op: Op::Put { group: 1, key: "a/b".into(), len: 1 << 33, part: Part::whole(1 << 33) },
+            },
+            Request { job: 3, token: None, op: Op::Get { group: 0, key: "k".into(), range: Some((1, 9)) } },
+            Request { job: 3, token: None, op: Op::Link { group: 0, key: "k".into(), at: 7 } },
+        ];
+        for request in requests {
+            let bytes = encode(&request).unwrap_or_default();
+            assert_eq!(decode::<Request>("t", &bytes[4..]).ok(), Some(request));
+        }
+        let refused = Response::Refused(Refusal::Full { group: 2, used: 10, block_size: 12 });
+        let bytes = encode(&refused).unwrap_or_default();
+        assert_eq!(decode::<Response>("t", &bytes[4..]).ok(), Some(refused));
+    }
+
+    #[test]
+    fn chunk_keys_never_collide_with_object_keys() {
+        assert_eq!(chunk_key("a", 0), "a");
+        assert!(check_key(&chunk_key("a", 1)).is_err());
+        assert!(check_key("").is_err());
+        assert!(check_key(&"x".repeat(MAX_KEY + 1)).is_err());
+        assert!(check_key("tpch/lineitem/part-0.parquet").is_ok());
+    }
+}

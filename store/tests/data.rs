@@ -1,0 +1,268 @@
+//! Jobs' objects in the store's blocks, against a real etcd and storage nodes serving QUIC on
+//! 127.0.0.1: spread over three nodes and read back intact (whole, by range, listed), a job
+//! growing past its blocks onto other nodes and flash, blocks freed by one job serving the
+//! next, two copies surviving a lost node and one copy naming it, tokens confined to their job,
+//! and nothing left on any node once a job ends or its lease lapses.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use baton_fabric::JobId;
+use baton_fabric::net::TlsDir;
+use baton_fabric::net::token::{Audience, Scopes, unix_ms_now};
+use baton_fabric::net::transport::Limits;
+use baton_store::Error;
+use baton_store::alloc::{BlockMap, Hints, Tier};
+use baton_store::client::StoreClient;
+use baton_store::etcd::Etcd;
+use baton_store::node::{NodeConfig, StorageNode};
+use baton_store::testing::EtcdServer;
+use bytes::Bytes;
+
+const MIB: u64 = 1 << 20;
+const TTL: Duration = Duration::from_secs(2);
+
+struct Store {
+    _etcd_server: EtcdServer,
+    etcd: Etcd,
+    tls: TlsDir,
+    nodes: Vec<Option<StorageNode>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Three storage nodes of 1 MiB blocks, each lending `memory` and `flash` MiB.
+async fn store(memory: u64, flash: u64) -> Store {
+    let server = EtcdServer::start().await.unwrap();
+    let etcd = server.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsDir::new(dir.path().join("tls"));
+    tls.generate(&["127.0.0.1".into()]).unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let config = NodeConfig {
+            name: name.into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: tls.clone(),
+            limits: Limits::default(),
+            block_size: MIB,
+            memory: memory * MIB,
+            flash: flash * MIB,
+            flash_dir: dir.path().join(format!("flash-{name}")),
+            sync_every: Duration::from_millis(200),
+        };
+        nodes.push(Some(StorageNode::start(&etcd, &config).await.unwrap()));
+    }
+    Store { _etcd_server: server, etcd, tls, nodes, _dir: dir }
+}
+
+impl Store {
+    fn node(&self, name: &str) -> &StorageNode {
+        self.nodes.iter().flatten().find(|n| n.info().name == name).unwrap()
+    }
+
+    /// Bytes every node holds for `job`.
+    fn held(&self, job: JobId) -> u64 {
+        self.nodes.iter().flatten().flat_map(|n| n.usage()).filter(|(j, _, _)| *j == job).map(|(_, _, b)| b).sum()
+    }
+
+    /// Waits until no node holds anything for `job`.
+    async fn drained_of(&self, job: JobId) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.held(job) > 0 {
+            assert!(Instant::now() < deadline, "nodes still hold {} bytes of {job}", self.held(job));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An object whose bytes say which object and where in it they are.
+fn object(seed: u64, len: usize) -> Bytes {
+    (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8).collect()
+}
+
+fn hints(bytes: u64) -> Hints {
+    Hints { bytes, ..Hints::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto_flash() {
+    let store = store(4, 4).await;
+    let job = JobId(1);
+    // Three homes, one per node; the job will hold far more than that.
+    let client = StoreClient::open(&store.etcd, &store.tls, job, hints(3 * MIB), TTL).await.unwrap();
+    let sizes: Vec<usize> = (0..96).map(|i| [1, 1000, 64 << 10, 500 << 10][i % 4] + i).collect();
+    let mut written = 0;
+    for (i, len) in sizes.iter().enumerate() {
+        client.put(&format!("edge/{i:03}"), object(i as u64, *len)).await.unwrap();
+        written += len;
+    }
+    // One object of 3 MiB: twelve chunks of a quarter block, spread by their own keys.
+    client.put("big", object(99, 3 << 20)).await.unwrap();
+    written += 3 << 20;
+    assert!(written as u64 > 12 * MIB, "more than the three nodes' memory: {written}");
+
+    for (i, len) in sizes.iter().enumerate() {
+        let key = format!("edge/{i:03}");
+        assert_eq!(client.get(&key).await.unwrap(), object(i as u64, *len), "{key}");
+        assert_eq!(client.head(&key).await.unwrap(), *len as u64);
+    }
+    let big = object(99, 3 << 20);
+    assert_eq!(client.get("big").await.unwrap(), big);
+    // Ranges within a chunk and across chunk boundaries.
+    for (start, end) in [(0, 10), (262_000, 263_000), (100, 2 << 20), ((3 << 20) - 5, 3 << 20)] {
+        assert_eq!(client.get_range("big", start..end).await.unwrap(), big.slice(start as usize..end as usize));
+    }
+    assert!(client.get_range("big", 0..(3 << 20) + 1).await.is_err());
+    let listed = client.list("edge/").await.unwrap();
+    assert_eq!(listed.len(), sizes.len());
+    assert!(listed.iter().zip(&sizes).all(|((_, len), size)| *len == *size as u64), "{listed:?}");
+    assert_eq!(client.list("").await.unwrap().len(), sizes.len() + 1);
+
+    // The job grew past the memory of every node, onto flash, on every node.
+    let map = BlockMap::read(&store.etcd).await.unwrap();
+    let blocks: Vec<_> = map.of(job).into_values().flatten().collect();
+    assert!(blocks.iter().any(|b| b.tier == Tier::Flash), "{blocks:?}");
+    let usage = client.usage().await.unwrap();
+    assert_eq!(usage.len(), 3, "{usage:?}");
+    assert!(usage.values().all(|b| *b > MIB), "{usage:?}");
+    assert_eq!(usage.values().sum::<u64>(), written as u64);
+
+    // Deleting gives room back; what is left still reads.
+    for i in (0..sizes.len()).step_by(2) {
+        client.delete(&format!("edge/{i:03}")).await.unwrap();
+    }
+    client.delete("big").await.unwrap();
+    assert!(matches!(client.get("big").await.unwrap_err(), Error::NotFound { .. }));
+    assert!(matches!(client.delete("big").await.unwrap_err(), Error::NotFound { .. }));
+    for i in (1..sizes.len()).step_by(2) {
+        assert_eq!(client.get(&format!("edge/{i:03}")).await.unwrap(), object(i as u64, sizes[i]));
+    }
+    // Replacing an object replaces it, wherever its old bytes were.
+    client.put("edge/001", Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(client.get("edge/001").await.unwrap(), Bytes::from_static(b"new"));
+    let left: u64 = (3..sizes.len()).step_by(2).map(|i| sizes[i] as u64).sum::<u64>() + 3;
+    assert_eq!(client.usage().await.unwrap().values().sum::<u64>(), left);
+    // Bad keys are refused before anything is sent.
+    for bad in ["", "a\0b"] {
+        assert!(matches!(client.put(bad, Bytes::new()).await.unwrap_err(), Error::Invalid { .. }));
+    }
+
+    // Ending the job: nothing left on any node.
+    client.close().await.unwrap();
+    store.drained_of(job).await;
+    assert!(BlockMap::read(&store.etcd).await.unwrap().held.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_one_job_gives_back_serve_the_next_and_a_lapsed_lease_leaves_nothing() {
+    // 12 MiB of memory in all; two jobs that each peak at 8 MiB.
+    let store = store(4, 0).await;
+    let (a, b) = (JobId(1), JobId(2));
+    let first = StoreClient::open(&store.etcd, &store.tls, a, hints(MIB), TTL).await.unwrap();
+    let second = StoreClient::open(&store.etcd, &store.tls, b, hints(MIB), TTL).await.unwrap();
+    let piece = |seed| object(seed, 200 << 10);
+    for i in 0..40 {
+        first.put(&format!("a/{i}"), piece(i)).await.unwrap();
+    }
+    // The second job's peak does not fit beside the first's.
+    let mut refused = None;
+    for i in 0..40 {
+        if let Err(e) = second.put(&format!("b/{i}"), piece(i)).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("both peaks fit at once");
+    assert!(matches!(refused, Error::NoCapacity { .. }), "{refused}");
+    assert!(refused.to_string().contains("0 memory"), "{refused}");
+    // The first job is past its peak: its blocks go back, and the second job's peak fits.
+    for i in 0..40 {
+        first.delete(&format!("a/{i}")).await.unwrap();
+    }
+    assert!(first.give_back_empty().await.unwrap() > 0);
+    for i in 0..40 {
+        second.put(&format!("b/{i}"), piece(i)).await.unwrap();
+    }
+    for i in 0..40 {
+        assert_eq!(second.get(&format!("b/{i}")).await.unwrap(), piece(i));
+    }
+    // The second job's driver dies: its lease lapses, and every node lets its bytes go.
+    assert!(store.held(b) > 0);
+    drop(second);
+    store.drained_of(b).await;
+    assert!(BlockMap::read(&store.etcd).await.unwrap().of(b).is_empty());
+    first.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_survive_a_lost_node_and_one_copy_names_it() {
+    let mut store = store(8, 0).await;
+    let safe = StoreClient::open(
+        &store.etcd,
+        &store.tls,
+        JobId(1),
+        Hints { bytes: 3 * MIB, replicas: 2, latency_sensitive: true },
+        TTL,
+    )
+    .await
+    .unwrap();
+    let single = StoreClient::open(&store.etcd, &store.tls, JobId(2), hints(3 * MIB), TTL).await.unwrap();
+    for i in 0..30 {
+        safe.put(&format!("k{i}"), object(i, 50_000)).await.unwrap();
+        single.put(&format!("k{i}"), object(i, 50_000)).await.unwrap();
+    }
+    // Every object is on two nodes.
+    let usage = safe.usage().await.unwrap();
+    assert_eq!(usage.values().sum::<u64>(), 2 * 30 * 50_000, "{usage:?}");
+    assert!(store.node("b").usage().iter().any(|(j, _, _)| *j == JobId(2)));
+
+    // Node b stops serving without a word.
+    store.nodes[1] = None;
+    for i in 0..30 {
+        assert_eq!(safe.get(&format!("k{i}")).await.unwrap(), object(i, 50_000), "k{i}");
+    }
+    let start = Instant::now();
+    let mut lost = BTreeSet::new();
+    for i in 0..30 {
+        match single.get(&format!("k{i}")).await {
+            Ok(bytes) => assert_eq!(bytes, object(i, 50_000)),
+            Err(Error::Lost { node, keys, .. }) => {
+                assert!(node.starts_with('b'), "{node}");
+                assert_eq!(keys, [format!("k{i}")]);
+                lost.insert(i);
+            }
+            Err(e) => panic!("k{i}: {e}"),
+        }
+    }
+    assert!(!lost.is_empty() && lost.len() < 30, "{lost:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "a lost node took {:?} to name", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_grants_its_own_job_and_scopes_only() {
+    let store = store(4, 0).await;
+    let owner = StoreClient::open(&store.etcd, &store.tls, JobId(1), hints(MIB), TTL).await.unwrap();
+    owner.put("k", Bytes::from_static(b"secret")).await.unwrap();
+    let signer = store.tls.signer().unwrap();
+    let later = unix_ms_now() + 60_000;
+    // Another job's token does not attach.
+    let other = signer.mint(JobId(2), later, Scopes::ALL, Audience::ANY);
+    assert!(StoreClient::attach(&store.etcd, &store.tls, JobId(1), other).await.is_err());
+    // A reader's token reads and cannot write.
+    let reader = signer.mint(JobId(1), later, Scopes::READ, Audience::ANY);
+    let reader = StoreClient::attach(&store.etcd, &store.tls, JobId(1), reader).await.unwrap();
+    assert_eq!(reader.get("k").await.unwrap(), Bytes::from_static(b"secret"));
+    let refused = reader.put("k", Bytes::from_static(b"mine")).await.unwrap_err();
+    assert!(matches!(&refused, Error::Refused { reason, .. } if reason.contains("Unauthorized")), "{refused}");
+    // An expired token reads nothing.
+    let expired = signer.mint(JobId(1), unix_ms_now() - 1, Scopes::ALL, Audience::ANY);
+    let expired = StoreClient::attach(&store.etcd, &store.tls, JobId(1), expired).await.unwrap();
+    assert!(expired.get("k").await.is_err());
+    assert_eq!(owner.get("k").await.unwrap(), Bytes::from_static(b"secret"));
+    // Attaching to a job that is not open says so.
+    let token = signer.mint(JobId(9), later, Scopes::ALL, Audience::ANY);
+    let absent = StoreClient::attach(&store.etcd, &store.tls, JobId(9), token).await.unwrap_err();
+    assert!(absent.to_string().contains("not open"), "{absent}");
+}

@@ -23,8 +23,31 @@ fn baton(args: &[&str]) -> Output {
     Command::new(BATON).args(args).env("BATON_LOG", "warn").output().unwrap()
 }
 
+/// A child process, killed when dropped (a failing test leaves nothing running).
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A storage node named `name` on 127.0.0.1 joining the store in `etcd`.
-fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Child {
+fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Proc {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     support::node_command(&dir.join(name), tls)
         .args(["--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
@@ -33,6 +56,7 @@ fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Proc)
         .unwrap()
 }
 
@@ -96,7 +120,7 @@ async fn objects_in_node_processes_survive_a_sigkill_with_two_copies_and_name_th
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
     ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
-    let mut nodes: Vec<Child> = ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls)).collect();
+    let mut nodes: Vec<Proc> = ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls)).collect();
     status_until(&etcd, "three nodes should join", |t| t.contains("3 storage nodes"));
     let client = server.client().unwrap();
     let tls = TlsDir::new(&tls);
@@ -135,6 +159,113 @@ async fn objects_in_node_processes_survive_a_sigkill_with_two_copies_and_name_th
         let _ = node.kill();
         let _ = node.wait();
     }
+}
+
+/// A `baton store controller` process.
+fn controller(etcd: &str, tls: &Path, name: &str, extra: &[&str]) -> Proc {
+    Command::new(BATON)
+        .args(["store", "controller", "--etcd", etcd, "--name", name, "--every-ms", "100", "--tls-dir"])
+        .arg(tls)
+        .args(extra)
+        .env("BATON_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_job_is_followed_by_another_which_drains_and_provisions() {
+    let server = EtcdServer::start().await.unwrap();
+    let etcd = server.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tls_path = dir.path().join("tls");
+    ok(&baton(&["certs", "--out", tls_path.to_str().unwrap()]));
+    let mut nodes: Vec<Proc> =
+        ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls_path)).collect();
+    status_until(&etcd, "three nodes should join", |t| t.contains("3 storage nodes"));
+    let mut first = controller(&etcd, &tls_path, "first", &[]);
+    status_until(&etcd, "the first controller should lead", |t| t.contains("first leads"));
+    // SIGKILL: its lead lapses, and the next controller takes over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let provision = dir.path().join("provisioned");
+    let extra = [
+        "--provision-below",
+        "0.9",
+        "--provision-max",
+        "1",
+        "--provision-memory",
+        "64MiB",
+        "--provision-block-size",
+        "16MiB",
+    ];
+    let mut second = controller(
+        &etcd,
+        &tls_path,
+        "second",
+        &[&extra[..], &["--provision-dir", provision.to_str().unwrap()]].concat(),
+    );
+    status_until(&etcd, "the second controller should lead", |t| t.contains("second leads"));
+
+    // A job takes a quarter of the three nodes' blocks: the controller asks for a fourth node.
+    let client = server.client().unwrap();
+    let tls = TlsDir::new(&tls_path);
+    let hints = Hints { bytes: 128 << 20, ..Hints::default() };
+    let job = StoreClient::open(&client, &tls, JobId(1), hints, Duration::from_secs(10)).await.unwrap();
+    let object = |i: usize| bytes::Bytes::from(vec![(i % 251) as u8; 300_000 + i]);
+    for i in 0..40 {
+        job.put(&format!("part-{i}"), object(i)).await.unwrap();
+    }
+    status_until(&etcd, "a node should be provisioned", |t| t.contains("4 storage nodes") && t.contains("auto-"));
+
+    // Draining s2 moves its blocks while the job reads; then s2 leaves and its process exits.
+    let drain = Command::new(BATON).args(["store", "drain", "s2", "--etcd", &etcd]).output().unwrap();
+    let said = String::from_utf8_lossy(&drain.stderr);
+    assert!(drain.status.success() && said.contains("has left the store"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[1].try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the drained node did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job.refresh().await.unwrap();
+    for i in 0..40 {
+        assert_eq!(job.get(&format!("part-{i}")).await.unwrap(), object(i), "part-{i}");
+    }
+    let status = ok(&baton(&["store", "status", "--etcd", &etcd]));
+    assert!(!status.contains("s2 "), "{status}");
+    job.close().await.unwrap();
+    // The controller stops; the node it started stops with it.
+    // SAFETY: plain kill(2) of a child this test started.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    assert!(second.wait().unwrap().success());
+    status_until(&etcd, "the provisioned node should stop", |t| !t.contains("auto-"));
+    for mut node in nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_node_that_loses_etcd_past_its_lease_stops() {
+    let mut server = EtcdServer::start().await.unwrap();
+    let etcd = server.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let mut node = storage_node(dir.path(), "s1", &etcd, &tls);
+    status_until(&etcd, "the node should join", |t| t.contains("s1"));
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a node without etcd kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "{status}");
 }
 
 #[test]

@@ -52,6 +52,13 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn config(self) -> anyhow::Result<NodeConfig> {
+        let config = self.config_unchecked()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings from the file and flags, not yet checked.
+    fn config_unchecked(self) -> anyhow::Result<NodeConfig> {
         let mut config = match &self.config {
             Some(path) => NodeConfig::from_toml_file(path)?,
             None => NodeConfig::default(),
@@ -64,7 +71,6 @@ impl NodeArgs {
         config.reap_interval_ms = self.reap_interval_ms.unwrap_or(config.reap_interval_ms);
         config.listen = self.listen.or(config.listen);
         config.tls_dir = self.tls_dir.unwrap_or(config.tls_dir);
-        config.validate()?;
         Ok(config)
     }
 }
@@ -109,7 +115,12 @@ async fn run_storage(args: NodeArgs) -> anyhow::Result<()> {
     // Before anything starts: a store that cannot be reached is a clear error now.
     etcd.revision().await.context("the store's etcd does not answer")?;
     let block_size = args.block_size;
-    let config = args.config()?;
+    // A storage node serves no local socket and no shared memory: only its memory, flash and
+    // QUIC settings count.
+    let config = args.config_unchecked()?;
+    if config.memory.0 + config.flash.0 < block_size.0 {
+        anyhow::bail!("--memory and --flash: a storage node must lend at least one block of {block_size}");
+    }
     let Some(listen) = config.listen else {
         anyhow::bail!("--etcd: a storage node serves jobs over QUIC; give --listen (and --tls-dir)")
     };
@@ -137,8 +148,14 @@ async fn run_storage(args: NodeArgs) -> anyhow::Result<()> {
         info.flash_blocks,
         block_size
     );
-    super::shutdown_signal().await;
-    eprintln!("node: leaving the store; every job's data here is deleted");
+    tokio::select! {
+        _ = super::shutdown_signal() => eprintln!("node: leaving the store; every job's data here is deleted"),
+        () = node.drained() => eprintln!("node: drained (its blocks moved to other nodes); leaving the store"),
+        () = node.lapsed() => {
+            anyhow::bail!("the store's etcd at {} did not answer for longer than the membership's lease: \
+                           this node is no longer a member, and stops (every job's data here is deleted)", etcd.url())
+        }
+    }
     if let Err(e) = node.leave().await {
         eprintln!("node: cannot leave the store now ({e}); its membership lapses by itself");
     }

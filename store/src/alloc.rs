@@ -71,7 +71,8 @@ pub struct Block {
 }
 
 impl Block {
-    fn key(&self) -> String {
+    /// Its key in the block map.
+    pub fn key(&self) -> String {
         format!("{ROOT}blocks/{}/{}{:06}", self.node, self.tier.letter(), self.index)
     }
 
@@ -95,7 +96,7 @@ impl fmt::Display for Block {
 }
 
 /// What a held block's key says: whose it is and what it is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// The job.
     pub job: JobId,
@@ -105,6 +106,22 @@ pub struct Holder {
     /// which its keys are spread by hash. A home keeps each of its keys' data, or where the
     /// data went when the home was full; the job's later groups hold data only.
     pub home: bool,
+    /// A copy being made: the node whose block of the group its items are copied from. The
+    /// block takes writes meanwhile, and remembers deletes so that the copy does not bring
+    /// them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A block being moved away, to this node: it serves reads of what it holds until the
+    /// move ends, and refuses writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
+}
+
+impl Holder {
+    /// A plain holder of `job`'s `group`.
+    pub fn new(job: JobId, group: u64, home: bool) -> Self {
+        Self { job, group, home, from: None, moving_to: None }
+    }
 }
 
 /// A job's record, at `jobs/<job>` under the job's lease.
@@ -113,7 +130,7 @@ struct JobRecord {
     hints: Hints,
 }
 
-fn job_key(job: JobId) -> String {
+pub(crate) fn job_key(job: JobId) -> String {
     format!("{ROOT}jobs/{job}")
 }
 
@@ -124,6 +141,8 @@ pub struct BlockMap {
     pub nodes: Vec<NodeInfo>,
     /// Each held block's holder.
     pub held: BTreeMap<Block, Holder>,
+    /// Nodes being drained: they take no new blocks.
+    pub draining: BTreeSet<String>,
 }
 
 impl BlockMap {
@@ -138,7 +157,13 @@ impl BlockMap {
                 .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
             held.insert(block, holder);
         }
-        Ok(Self { nodes, held })
+        let draining = etcd
+            .list(&format!("{ROOT}drain/"))
+            .await?
+            .into_iter()
+            .filter_map(|kv| kv.key.strip_prefix(&format!("{ROOT}drain/")).map(str::to_string))
+            .collect();
+        Ok(Self { nodes, held, draining })
     }
 
     /// The free blocks of `node` in `tier`, lowest numbers first.
@@ -147,8 +172,34 @@ impl BlockMap {
             Tier::Memory => node.memory_blocks,
             Tier::Flash => node.flash_blocks,
         };
+        let total = if self.draining.contains(&node.name) { 0 } else { total };
         let name = node.name.clone();
         (0..total).map(move |index| Block { node: name.clone(), tier, index }).filter(|b| !self.held.contains_key(b))
+    }
+
+    /// A free block for another copy of `job`'s `group`: on a member that is not draining and
+    /// holds no copy of the group yet, in `tier` if one has room (else the other tier), on the
+    /// node with the most free blocks.
+    pub fn replacement(&self, job: JobId, group: u64, tier: Tier) -> Option<Block> {
+        let taken: BTreeSet<&str> =
+            self.held.iter().filter(|(_, h)| h.job == job && h.group == group).map(|(b, _)| b.node.as_str()).collect();
+        let other = match tier {
+            Tier::Memory => Tier::Flash,
+            Tier::Flash => Tier::Memory,
+        };
+        [tier, other].into_iter().find_map(|tier| {
+            self.nodes
+                .iter()
+                .filter(|n| !taken.contains(n.name.as_str()))
+                .map(|n| self.free(n, tier).collect::<Vec<_>>())
+                .max_by_key(Vec::len)
+                .and_then(|free| free.into_iter().next())
+        })
+    }
+
+    /// Whether `node` is a member.
+    pub fn is_member(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == node)
     }
 
     /// Free blocks per tier, over every member.
@@ -343,7 +394,7 @@ impl JobSpace {
             let mut ops = Vec::new();
             for (g, group) in chosen.iter().enumerate() {
                 for block in group {
-                    let holder = Holder { job: self.job, group: first + g as u64, home };
+                    let holder = Holder::new(self.job, first + g as u64, home);
                     let value = serde_json::to_vec(&holder)
                         .map_err(|e| Error::Corrupt { key: block.key(), reason: e.to_string() })?;
                     compare.push(Compare::Absent(block.key()));
@@ -441,10 +492,7 @@ mod tests {
         let bulk = Hints { latency_sensitive: false, ..fast };
         assert!(map.choose(6, &bulk, 4).unwrap_or_default().iter().all(|g| g[0].tier == Tier::Flash));
         // Held blocks are not free.
-        map.held.insert(
-            Block { node: "a".into(), tier: Tier::Memory, index: 0 },
-            Holder { job: JobId(9), group: 0, home: true },
-        );
+        map.held.insert(Block { node: "a".into(), tier: Tier::Memory, index: 0 }, Holder::new(JobId(9), 0, true));
         assert_eq!(map.free_blocks(), (5, 6));
     }
 }

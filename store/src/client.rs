@@ -22,28 +22,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_fabric::JobId;
 use baton_fabric::net::TlsDir;
 use baton_fabric::net::token::{Audience, Scopes, Token, WireToken, unix_ms_now};
-use baton_fabric::net::transport::Limits;
-use baton_fabric::node::wire;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::alloc::{BlockMap, Hints, JobSpace};
+use crate::conn::{Nodes, Replica, lost};
 use crate::error::{Error, Result};
 use crate::etcd::Etcd;
-use crate::proto::{Op, Part, Refusal, Request, Response, check_key, chunk_key};
+use crate::proto::{Op, Part, Refusal, Response, check_key, chunk_key};
 
-/// How long a storage node may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A storage node silent for this long is gone (keep-alives go out every third of it).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a node found gone is not asked again (its copies are asked instead, and reads
-/// with no other copy fail at once rather than wait for it).
-const DEAD_FOR: Duration = Duration::from_secs(10);
 /// Tries of one operation that meet a stale map or full groups.
 const ATTEMPTS: u32 = 16;
 /// Chunks of one object moved at once.
@@ -51,37 +43,38 @@ const CHUNKS_AT_ONCE: usize = 8;
 /// How long a token the client mints itself lasts.
 const TOKEN_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// A copy of a group: a block on a node.
-#[derive(Clone, Debug)]
-struct Replica {
-    node: String,
-    /// `None`: the node is no longer a member.
-    addr: Option<SocketAddr>,
-}
-
 /// The job's part of the block map.
 #[derive(Debug, Default)]
 struct JobMap {
     homes: Vec<u64>,
+    /// Each group's copies that take writes; a copy still being made comes last.
     groups: BTreeMap<u64, Vec<Replica>>,
+    /// Blocks moving away: read when a copy being made does not have an item yet.
+    leaving: BTreeMap<u64, Vec<Replica>>,
     block_size: u64,
 }
 
 impl JobMap {
     fn of(map: &BlockMap, job: JobId) -> Self {
         let addrs: HashMap<&str, SocketAddr> = map.nodes.iter().map(|n| (n.name.as_str(), n.addr)).collect();
-        let groups = map
-            .of(job)
+        let mut groups: BTreeMap<u64, Vec<(bool, Replica)>> = BTreeMap::new();
+        let mut leaving: BTreeMap<u64, Vec<Replica>> = BTreeMap::new();
+        for (block, holder) in map.held.iter().filter(|(_, h)| h.job == job) {
+            let replica = Replica { node: block.node.clone(), addr: addrs.get(block.node.as_str()).copied() };
+            if holder.moving_to.is_some() {
+                leaving.entry(holder.group).or_default().push(replica);
+            } else {
+                groups.entry(holder.group).or_default().push((holder.from.is_some(), replica));
+            }
+        }
+        let groups = groups
             .into_iter()
-            .map(|(g, blocks)| {
-                let replicas = blocks
-                    .into_iter()
-                    .map(|b| Replica { addr: addrs.get(b.node.as_str()).copied(), node: b.node })
-                    .collect();
-                (g, replicas)
+            .map(|(g, mut replicas)| {
+                replicas.sort_by_key(|(incoming, _)| *incoming);
+                (g, replicas.into_iter().map(|(_, r)| r).collect())
             })
             .collect();
-        Self { homes: map.homes(job), groups, block_size: map.block_size() }
+        Self { homes: map.homes(job), groups, leaving, block_size: map.block_size() }
     }
 
     fn home_of(&self, job: JobId, key: &str) -> Result<u64> {
@@ -120,6 +113,8 @@ enum Read {
     Meta(Part),
     Linked(u64),
     Missing,
+    /// Deleted while the group is being moved: not to be read from the old block.
+    Deleted,
     Stale,
 }
 
@@ -128,14 +123,10 @@ enum Read {
 pub struct StoreClient {
     space: JobSpace,
     token: WireToken,
-    endpoint: quinn::Endpoint,
-    tls: quinn::ClientConfig,
-    connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    nodes: Nodes,
     map: RwLock<Arc<JobMap>>,
     /// Later groups a put found full.
     full: Mutex<BTreeSet<u64>>,
-    /// Nodes found gone, and when.
-    dead: Mutex<HashMap<String, Instant>>,
     growing: tokio::sync::Mutex<()>,
 }
 
@@ -164,18 +155,12 @@ impl StoreClient {
     }
 
     async fn with(space: JobSpace, tls: &TlsDir, token: Token) -> Result<Self> {
-        let limits = Limits { idle_timeout: IDLE_TIMEOUT, ..Limits::default() };
-        let endpoint = baton_fabric::net::transport::endpoint(([0, 0, 0, 0], 0).into(), None, &limits)
-            .map_err(|e| Error::Io { what: "a QUIC endpoint".into(), source: e })?;
         let client = Self {
             space,
             token: token.into(),
-            endpoint,
-            tls: tls.client_config(&limits)?,
-            connections: Mutex::default(),
+            nodes: Nodes::new(tls)?,
             map: RwLock::default(),
             full: Mutex::default(),
-            dead: Mutex::default(),
             growing: tokio::sync::Mutex::new(()),
         };
         client.refresh().await?;
@@ -194,7 +179,7 @@ impl StoreClient {
 
     /// Ends the job (if this client opened it): every block it holds is given back.
     pub async fn close(self) -> Result<()> {
-        self.endpoint.close(0u32.into(), b"job closed");
+        self.nodes.close();
         self.space.close().await
     }
 
@@ -410,7 +395,7 @@ impl StoreClient {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let replicas = map.replicas(self.job(), home)?;
-            let op = Op::Link { group: home, key: key.to_string(), at };
+            let op = Op::Link { group: home, key: key.to_string(), at, if_absent: false };
             let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
             let mut stale = false;
             let mut unlinked = None;
@@ -445,7 +430,7 @@ impl StoreClient {
 
     async fn put_to(&self, map: &JobMap, group: u64, key: &str, part: Part, bytes: &Bytes) -> Result<Placed> {
         let replicas = map.replicas(self.job(), group)?;
-        let op = Op::Put { group, key: key.to_string(), len: bytes.len() as u64, part };
+        let op = Op::Put { group, key: key.to_string(), len: bytes.len() as u64, part, if_absent: false };
         let answers =
             futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), Some(bytes.clone())))).await;
         let mut placed = Placed::Done(None);
@@ -488,8 +473,8 @@ impl StoreClient {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let home = map.home_of(self.job(), key)?;
-            let read = match self.read_from(&map, home, key, op(home)).await? {
-                Read::Linked(at) => self.read_from(&map, at, key, op(at)).await?,
+            let read = match self.read_group(&map, home, key, op(home)).await? {
+                Read::Linked(at) => self.read_group(&map, at, key, op(at)).await?,
                 read => read,
             };
             match read {
@@ -511,11 +496,33 @@ impl StoreClient {
         results.into_iter().collect()
     }
 
-    /// One group's answer: from its first copy that answers.
-    async fn read_from(&self, map: &JobMap, group: u64, key: &str, op: Op) -> Result<Read> {
-        let mut replicas: Vec<&Replica> = map.replicas(self.job(), group)?.iter().collect();
-        let dead = lock(&self.dead).clone();
-        replicas.sort_by_key(|r| r.addr.is_none() || dead.get(&r.node).is_some_and(|t| t.elapsed() < DEAD_FOR));
+    /// One group's answer. While a copy of the group is being moved, what the new block does
+    /// not have yet is read from the old one — and then from the new one again, in case the
+    /// copy moved it in between.
+    async fn read_group(&self, map: &JobMap, group: u64, key: &str, op: Op) -> Result<Read> {
+        let replicas = map.replicas(self.job(), group)?;
+        let Some(leaving) = map.leaving.get(&group) else {
+            return self.read_from(replicas, key, op).await;
+        };
+        match self.read_from(replicas, key, op.clone()).await {
+            Ok(Read::Missing) | Err(Error::Lost { .. }) => {}
+            Ok(Read::Deleted) => return Ok(Read::Missing),
+            other => return other,
+        }
+        match self.read_from(leaving, key, op.clone()).await? {
+            Read::Missing | Read::Stale | Read::Deleted => match self.read_from(replicas, key, op).await? {
+                Read::Deleted => Ok(Read::Missing),
+                read => Ok(read),
+            },
+            read => Ok(read),
+        }
+    }
+
+    /// An answer from the first of `replicas` that answers.
+    async fn read_from(&self, replicas: &[Replica], key: &str, op: Op) -> Result<Read> {
+        let mut replicas: Vec<&Replica> = replicas.iter().collect();
+        // Stable: a copy still being made stays behind the whole ones.
+        replicas.sort_by_key(|r| r.addr.is_none() || self.nodes.is_dead(&r.node));
         let mut lost = None;
         for replica in replicas {
             let (response, mut recv) = match self.call(replica, op.clone(), None).await {
@@ -540,6 +547,7 @@ impl StoreClient {
                 Response::Meta { part } => Read::Meta(part),
                 Response::Linked { at } => Read::Linked(at),
                 Response::Refused(Refusal::NotFound) => Read::Missing,
+                Response::Refused(Refusal::Deleted) => Read::Deleted,
                 Response::Refused(Refusal::NotHeld { .. }) => Read::Stale,
                 other => return Err(self.unexpected(replica, "a read", other)),
             });
@@ -552,6 +560,16 @@ impl StoreClient {
             let map = self.map();
             let home = map.home_of(self.job(), key)?;
             let replicas = map.replicas(self.job(), home)?;
+            // A home moving away may hold the key (or a link) the new block has not got yet:
+            // the delete counts there too (the new block remembers it, so the copy skips it).
+            let mut moving = None;
+            if let Some(leaving) = map.leaving.get(&home) {
+                moving = match self.read_from(leaving, key, Op::Head { group: home, key: key.to_string() }).await {
+                    Ok(Read::Meta(_)) => Some(None),
+                    Ok(Read::Linked(at)) => Some(Some(at)),
+                    _ => None,
+                };
+            }
             let op = Op::Delete { group: home, key: key.to_string() };
             let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
             let (mut found, mut stale, mut unlinked) = (false, false, None);
@@ -570,10 +588,10 @@ impl StoreClient {
                 self.stale(attempt).await?;
                 continue;
             }
-            if let Some(at) = unlinked {
+            if let Some(at) = unlinked.or(moving.flatten()) {
                 self.forget_copy(&map, at, key).await;
             }
-            return if found { Ok(()) } else { Err(self.not_found(key)) };
+            return if found || moving.is_some() { Ok(()) } else { Err(self.not_found(key)) };
         }
         Err(self.too_many(key))
     }
@@ -594,7 +612,8 @@ impl StoreClient {
     /// Each node the job has a block on, once.
     fn nodes(&self) -> Vec<Replica> {
         let mut nodes: BTreeMap<String, Replica> = BTreeMap::new();
-        for replica in self.map().groups.values().flatten() {
+        let map = self.map();
+        for replica in map.groups.values().chain(map.leaving.values()).flatten() {
             nodes.entry(replica.node.clone()).or_insert_with(|| replica.clone());
         }
         nodes.into_values().collect()
@@ -609,62 +628,12 @@ impl StoreClient {
         self.refresh().await
     }
 
-    // ---- requests ----
-
-    async fn connection(&self, replica: &Replica) -> Result<quinn::Connection> {
-        let addr =
-            replica.addr.ok_or_else(|| self.lost(replica, "its membership lapsed (it stopped or lost etcd)".into()))?;
-        if let Some(c) = lock(&self.connections).get(&addr).filter(|c| c.close_reason().is_none()) {
-            return Ok(c.clone());
-        }
-        let connecting = self
-            .endpoint
-            .connect_with(self.tls.clone(), addr, &addr.ip().to_string())
-            .map_err(|e| self.lost(replica, e.to_string()))?;
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(self.lost(replica, e.to_string())),
-            Err(_) => return Err(self.lost(replica, format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
-        };
-        lock(&self.connections).insert(addr, connection.clone());
-        Ok(connection)
-    }
-
-    /// Sends `op` (and `body`) to a node; its answer and the stream an item follows on. A node
-    /// that does not answer counts as gone for a while.
     async fn call(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, quinn::RecvStream)> {
-        if let Some(since) = lock(&self.dead).get(&replica.node).map(Instant::elapsed).filter(|t| *t < DEAD_FOR) {
-            return Err(self.lost(replica, format!("it did not answer {} s ago", since.as_secs())));
-        }
-        let answer = self.send(replica, op, body).await;
-        if answer.is_err() {
-            lock(&self.dead).insert(replica.node.clone(), Instant::now());
-        }
-        answer
-    }
-
-    async fn send(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, quinn::RecvStream)> {
-        let connection = self.connection(replica).await?;
-        let peer = format!("storage node {}", replica.node);
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| self.lost(replica, e.to_string()))?;
-        let request = Request { job: self.job().0, token: Some(self.token.clone()), op };
-        wire::send(&mut send, &peer, &request).await.map_err(|e| self.lost(replica, e.to_string()))?;
-        // A node that refuses a put stops reading its body: its answer says why.
-        let sent = match body {
-            Some(body) => send.write_chunk(body).await.map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
-        let _ = send.finish();
-        match wire::recv::<Response>(&mut recv, &peer).await {
-            Ok(Some(response)) => Ok((response, recv)),
-            Ok(None) => Err(self.lost(replica, sent.err().unwrap_or_else(|| "it closed the stream".into()))),
-            Err(e) => Err(self.lost(replica, e.to_string())),
-        }
+        self.nodes.call(self.job(), &self.token, replica, op, body).await
     }
 
     fn lost(&self, replica: &Replica, reason: String) -> Error {
-        let at = replica.addr.map_or_else(String::new, |a| format!(" at {a}"));
-        Error::Lost { job: self.job(), node: format!("{}{at}", replica.node), keys: Vec::new(), reason }
+        lost(self.job(), replica, reason)
     }
 
     fn unexpected(&self, replica: &Replica, what: &str, response: Response) -> Error {

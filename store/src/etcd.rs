@@ -280,20 +280,26 @@ pub struct KeptLease {
 }
 
 impl KeptLease {
-    /// Grants a lease of `ttl` and renews it every third of it. A renewal that finds the lease
-    /// gone (etcd unreachable for longer than `ttl`) stops; `alive` then says so.
+    /// Grants a lease of `ttl` and renews it every third of it. It stops when a renewal finds
+    /// the lease gone, or when renewals have failed for longer than `ttl` (etcd unreachable: the
+    /// lease has lapsed there); `alive` then says so.
     pub async fn start(etcd: &Etcd, ttl: Duration) -> Result<Self> {
         let id = etcd.grant(ttl).await?;
         let renewer = etcd.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
             tick.tick().await;
+            let mut renewed = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 match renewer.keep_alive(id).await {
-                    Ok(true) => {}
+                    Ok(true) => renewed = std::time::Instant::now(),
                     Ok(false) => {
                         tracing::warn!("etcd lease {id:x} lapsed");
+                        return;
+                    }
+                    Err(e) if renewed.elapsed() > ttl => {
+                        tracing::warn!("etcd lease {id:x} lapsed: no renewal for {:?} ({e})", renewed.elapsed());
                         return;
                     }
                     Err(e) => tracing::warn!("cannot renew etcd lease {id:x}: {e}"),

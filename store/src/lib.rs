@@ -7,12 +7,20 @@
 //!   gone when the node is.
 //! - [`alloc`]: blocks reserved for jobs from their hints, grown and shrunk while they run,
 //!   all freed when a job ends or its lease lapses.
+//! - [`node`]: a storage node, holding jobs' objects in its blocks and serving them over QUIC
+//!   ([`proto`]).
+//! - [`client`]: a job's handle on the store: its block map cached, the nodes asked directly.
+//! - [`moves`] and [`controller`]: blocks moved off draining and lost nodes while jobs run, by
+//!   an elected controller that also asks for nodes when capacity runs low.
 
 pub mod alloc;
 pub mod client;
+mod conn;
+pub mod controller;
 pub mod error;
 pub mod etcd;
 pub mod member;
+pub mod moves;
 pub mod node;
 pub mod proto;
 #[cfg(feature = "testing")]

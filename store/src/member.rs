@@ -31,6 +31,14 @@ pub struct NodeInfo {
     pub flash_blocks: u64,
 }
 
+/// The value of a drain's key once the node holds no block: the node then leaves.
+pub const DRAINED: &[u8] = b"done";
+
+/// The key that asks for `node` to be drained (its blocks moved to others, then it leaves).
+pub fn drain_key(node: &str) -> String {
+    format!("{ROOT}drain/{node}")
+}
+
 fn node_key(name: &str) -> String {
     format!("{ROOT}nodes/{name}")
 }

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::alloc::{Block, Holder, Tier};
 use crate::error::{Error, Result};
 use crate::etcd::Etcd;
-use crate::member::{MEMBER_TTL, Membership, NodeInfo, ROOT};
+use crate::member::{DRAINED, MEMBER_TTL, Membership, NodeInfo, ROOT, drain_key};
 use crate::proto::{MAX_KEY, MAX_REQUEST, Op, Part, Refusal, Request, Response};
 
 /// Bytes per QUIC write of an item sent.
@@ -85,6 +85,8 @@ struct Shared {
     syncing: tokio::sync::Mutex<()>,
     syncs: AtomicU64,
     stats: NetStats,
+    /// Set once the node was drained: it holds no block and the controller said so.
+    drained: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the node holds.
@@ -92,10 +94,20 @@ struct Shared {
 struct State {
     /// The etcd revision `held` was read at.
     revision: i64,
-    /// Its blocks in the map: each (job, group) it holds a block of, and the block's tier.
-    held: HashMap<(JobId, u64), Tier>,
+    /// Its blocks in the map: each (job, group) it holds a block of.
+    held: HashMap<(JobId, u64), View>,
     /// What is stored in them.
     groups: HashMap<(JobId, u64), Group>,
+}
+
+/// A block as the map describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct View {
+    tier: Tier,
+    /// A copy of the group is being made into it.
+    incoming: bool,
+    /// It is moving to another node: reads only.
+    leaving: bool,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +117,11 @@ struct Group {
     items: HashMap<String, Item>,
     /// Keys whose home this group is, stored in another group.
     links: HashMap<String, u64>,
+    /// Keys deleted while a copy of the group is being made into this block, so that the copy
+    /// does not bring them back.
+    deleted: std::collections::HashSet<String>,
+    /// Bytes kept for the copy still to come.
+    reserved: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +194,7 @@ impl StorageNode {
             syncing: tokio::sync::Mutex::new(()),
             syncs: AtomicU64::new(0),
             stats: NetStats::default(),
+            drained: tokio::sync::watch::Sender::new(false),
         });
         let membership = Membership::join(etcd, &info, MEMBER_TTL).await?;
         sync(&shared).await?;
@@ -196,6 +214,25 @@ impl StorageNode {
         let mut usage: Vec<_> = state.groups.iter().map(|((job, group), g)| (*job, *group, g.used)).collect();
         usage.sort();
         usage
+    }
+
+    /// Resolves once the node has been drained (`baton store drain`): it holds no block, and
+    /// should leave.
+    pub async fn drained(&self) {
+        let mut drained = self.shared.drained.subscribe();
+        let _ = drained.wait_for(|d| *d).await;
+    }
+
+    /// Resolves once the node's membership has lapsed (etcd unreachable for longer than its
+    /// lease): it is no longer part of the store, and should stop.
+    pub async fn lapsed(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if !self.membership.as_ref().is_some_and(Membership::alive) {
+                return;
+            }
+        }
     }
 
     /// Bytes received and sent.
@@ -243,7 +280,8 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
             .ok_or_else(|| Error::Corrupt { key: kv.key.clone(), reason: "not a block's key".into() })?;
         let holder: Holder = serde_json::from_slice(&kv.value)
             .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
-        held.insert((holder.job, holder.group), block.tier);
+        let view = View { tier: block.tier, incoming: holder.from.is_some(), leaving: holder.moving_to.is_some() };
+        held.insert((holder.job, holder.group), view);
     }
     let gone: Vec<Group> = {
         let mut state = lock(&shared.state);
@@ -253,9 +291,21 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
         state.revision = revision;
         state.held = held;
         let dropped: Vec<(JobId, u64)> = state.groups.keys().filter(|k| !state.held.contains_key(k)).copied().collect();
-        dropped.into_iter().filter_map(|k| state.groups.remove(&k)).collect()
+        let gone = dropped.into_iter().filter_map(|k| state.groups.remove(&k)).collect();
+        let State { held, groups, .. } = &mut *state;
+        for (key, group) in groups.iter_mut() {
+            if !held.get(key).is_some_and(|v| v.incoming) {
+                group.deleted.clear();
+                group.reserved = 0;
+            }
+        }
+        gone
     };
     shared.syncs.fetch_add(1, Ordering::Release);
+    let empty = lock(&shared.state).held.is_empty();
+    if empty && shared.etcd.get(&drain_key(&shared.name)).await?.is_some_and(|kv| kv.value == DRAINED) {
+        shared.drained.send_replace(true);
+    }
     if !gone.is_empty() {
         let bytes: u64 = gone.iter().map(|g| g.used).sum();
         tracing::info!("storage node {}: {} groups given back, {bytes} bytes deleted", shared.name, gone.len());
@@ -265,11 +315,11 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// The tier of the node's block of `job`'s `group`, reading the map again if it holds none (a
-/// group reserved since the last read).
-async fn held(shared: &Arc<Shared>, job: JobId, group: u64) -> Result<Tier, Refusal> {
-    if let Some(tier) = lock(&shared.state).held.get(&(job, group)) {
-        return Ok(*tier);
+/// The node's block of `job`'s `group`, reading the map again if it holds none (a group
+/// reserved since the last read).
+async fn held(shared: &Arc<Shared>, job: JobId, group: u64) -> Result<View, Refusal> {
+    if let Some(view) = lock(&shared.state).held.get(&(job, group)) {
+        return Ok(*view);
     }
     let before = shared.syncs.load(Ordering::Acquire);
     let _wait = shared.syncing.lock().await;
@@ -334,6 +384,9 @@ fn op_name(op: &Op) -> &'static str {
         Op::Link { .. } => "link",
         Op::List { .. } => "list",
         Op::Usage => "usage",
+        Op::Dump { .. } => "dump",
+        Op::Sync => "sync",
+        Op::Reserve { .. } => "reserve",
     }
 }
 
@@ -354,6 +407,12 @@ fn authorize(shared: &Shared, request: &Request, needed: Scopes) -> std::result:
     Ok(job)
 }
 
+/// The node's block of `job`'s `group`, if it takes writes (a block moving away does not).
+async fn writable(shared: &Arc<Shared>, job: JobId, group: u64) -> Result<View, Refusal> {
+    let view = held(shared, job, group).await?;
+    if view.leaving { Err(Refusal::NotHeld { group }) } else { Ok(view) }
+}
+
 /// A stored item's key: an object's key, or a chunk's (`key\0n`).
 fn check_item_key(key: &str) -> std::result::Result<(), Refusal> {
     if key.is_empty() || key.len() > MAX_KEY + 12 {
@@ -370,10 +429,11 @@ async fn handle(
     recv: &mut quinn::RecvStream,
 ) -> std::result::Result<(), Refusal> {
     let response = match &request.op {
-        Op::Put { group, key, len, part } => {
+        Op::Put { group, key, len, part, if_absent } => {
             let job = authorize(shared, &request, Scopes::WRITE)?;
             check_item_key(key)?;
-            put(shared, peer, job, *group, key, *len, *part, recv).await?
+            let put = Put { job, group: *group, key, len: *len, part: *part, if_absent: *if_absent };
+            receive(shared, peer, put, recv).await?
         }
         Op::Get { group, key, range } => {
             let job = authorize(shared, &request, Scopes::READ)?;
@@ -393,10 +453,13 @@ async fn handle(
         }
         Op::Delete { group, key } => {
             let job = authorize(shared, &request, Scopes::WRITE)?;
-            held(shared, job, *group).await?;
+            let view = writable(shared, job, *group).await?;
             let (item, link) = {
                 let mut state = lock(&shared.state);
-                let g = state.groups.get_mut(&(job, *group)).ok_or(Refusal::NotFound)?;
+                let g = state.groups.entry((job, *group)).or_default();
+                if view.incoming {
+                    g.deleted.insert(key.clone());
+                }
                 let item = g.items.remove(key);
                 if let Some(item) = &item {
                     g.used -= item.len();
@@ -409,18 +472,25 @@ async fn handle(
             drop_off_thread(item).await;
             Response::Done { unlinked: link }
         }
-        Op::Link { group, key, at } => {
+        Op::Link { group, key, at, if_absent } => {
             let job = authorize(shared, &request, Scopes::WRITE)?;
             check_item_key(key)?;
-            held(shared, job, *group).await?;
-            let (item, previous) = {
+            writable(shared, job, *group).await?;
+            let linked = {
                 let mut state = lock(&shared.state);
                 let g = state.groups.entry((job, *group)).or_default();
-                let item = g.items.remove(key);
-                if let Some(item) = &item {
-                    g.used -= item.len();
+                if *if_absent && present(g, key) {
+                    None
+                } else {
+                    let item = g.items.remove(key);
+                    if let Some(item) = &item {
+                        g.used -= item.len();
+                    }
+                    Some((item, g.links.insert(key.clone(), *at)))
                 }
-                (item, g.links.insert(key.clone(), *at))
+            };
+            let Some((item, previous)) = linked else {
+                return reply(send, peer, &Response::Present).await;
             };
             drop_off_thread(item).await;
             Response::Done { unlinked: previous.filter(|p| p != at) }
@@ -438,6 +508,30 @@ async fn handle(
                 .collect();
             objects.sort();
             Response::Objects { objects }
+        }
+        Op::Dump { group } => {
+            let job = authorize(shared, &request, Scopes::READ)?;
+            held(shared, job, *group).await?;
+            let state = lock(&shared.state);
+            let (mut items, mut links) = (Vec::new(), Vec::new());
+            if let Some(g) = state.groups.get(&(job, *group)) {
+                items = g.items.iter().map(|(k, item)| (k.clone(), item.part, item.len())).collect();
+                links = g.links.iter().map(|(k, at)| (k.clone(), *at)).collect();
+            }
+            Response::Dump { items, links }
+        }
+        Op::Sync => {
+            authorize(shared, &request, Scopes::READ)?;
+            sync(shared).await.map_err(|e| Refusal::Failed(format!("cannot read the block map: {e}")))?;
+            Response::Synced { revision: lock(&shared.state).revision }
+        }
+        Op::Reserve { group, bytes } => {
+            let job = authorize(shared, &request, Scopes::WRITE)?;
+            if !writable(shared, job, *group).await?.incoming {
+                return Err(Refusal::Invalid(format!("group {group} is not being copied into this node")));
+            }
+            lock(&shared.state).groups.entry((job, *group)).or_default().reserved = *bytes;
+            Response::Done { unlinked: None }
         }
         Op::Usage => {
             let job = authorize(shared, &request, Scopes::READ)?;
@@ -462,7 +556,10 @@ fn find(shared: &Shared, job: JobId, group: u64, key: &str) -> std::result::Resu
     if let Some(item) = g.items.get(key) {
         return Ok(Found::Item(item.clone()));
     }
-    g.links.get(key).map(|at| Found::Linked(*at)).ok_or(Refusal::NotFound)
+    if let Some(at) = g.links.get(key) {
+        return Ok(Found::Linked(*at));
+    }
+    Err(if g.deleted.contains(key) { Refusal::Deleted } else { Refusal::NotFound })
 }
 
 async fn drop_off_thread(item: Option<Item>) {
@@ -471,18 +568,29 @@ async fn drop_off_thread(item: Option<Item>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn put(
-    shared: &Arc<Shared>,
-    peer: &str,
+/// A put's request.
+struct Put<'a> {
     job: JobId,
     group: u64,
-    key: &str,
+    key: &'a str,
     len: u64,
     part: Part,
+    if_absent: bool,
+}
+
+/// Whether an `if_absent` put or link of `key` should be skipped.
+fn present(g: &Group, key: &str) -> bool {
+    g.items.contains_key(key) || g.links.contains_key(key) || g.deleted.contains(key)
+}
+
+async fn receive(
+    shared: &Arc<Shared>,
+    peer: &str,
+    put: Put<'_>,
     recv: &mut quinn::RecvStream,
 ) -> std::result::Result<Response, Refusal> {
-    let tier = held(shared, job, group).await?;
+    let Put { job, group, key, len, part, if_absent } = put;
+    let tier = writable(shared, job, group).await?.tier;
     if part.index >= part.count || part.chunk == 0 {
         return Err(Refusal::Invalid(format!("chunk {} of {}", part.index, part.count)));
     }
@@ -491,8 +599,14 @@ async fn put(
     {
         let mut state = lock(&shared.state);
         let g = state.groups.entry((job, group)).or_default();
-        if g.used + len > shared.block_size {
-            return Err(Refusal::Full { group, used: g.used, block_size: shared.block_size });
+        if if_absent && present(g, key) {
+            return Ok(Response::Present);
+        }
+        // A copy's items were the job's before the move: they take the room kept for them.
+        if if_absent {
+            g.reserved = g.reserved.saturating_sub(len);
+        } else if g.used + g.reserved + len > shared.block_size {
+            return Err(Refusal::Full { group, used: g.used + g.reserved, block_size: shared.block_size });
         }
         g.used += len;
     }
@@ -521,11 +635,18 @@ async fn put(
     };
     let (old, unlinked) = {
         let mut state = lock(&shared.state);
-        // The group may have been given back while the bytes arrived: then they are not kept.
-        if !state.held.contains_key(&(job, group)) {
+        // The group may have been given back, or begun to move away, while the bytes arrived:
+        // then they are not kept.
+        if state.held.get(&(job, group)).is_none_or(|v| v.leaving) {
+            drop(state);
+            give_back(shared);
             return Err(Refusal::NotHeld { group });
         }
         let g = state.groups.entry((job, group)).or_default();
+        if if_absent && present(g, key) {
+            g.used -= len;
+            return Ok(Response::Present);
+        }
         let old = g.items.insert(key.to_string(), Item { part, data });
         if let Some(old) = &old {
             g.used -= old.len();

@@ -41,20 +41,31 @@ impl Part {
 /// blocks, which the node must hold a block of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Store the `len` bytes that follow at `key` in `group` (replacing what was there).
-    Put { group: u64, key: String, len: u64, part: Part },
+    /// Store the `len` bytes that follow at `key` in `group`, replacing what was there — or,
+    /// `if_absent`, only if nothing is there and the key was not deleted while a copy of the
+    /// group is being made (the copy's own puts).
+    Put { group: u64, key: String, len: u64, part: Part, if_absent: bool },
     /// Send the item at `key` in `group`, or bytes `range` (start, end) of it.
     Get { group: u64, key: String, range: Option<(u64, u64)> },
     /// Say what is at `key` in `group`.
     Head { group: u64, key: String },
     /// Delete what is at `key` in `group`.
     Delete { group: u64, key: String },
-    /// Record that `key`, whose home is `group`, is stored in group `at`.
-    Link { group: u64, key: String, at: u64 },
+    /// Record that `key`, whose home is `group`, is stored in group `at` (`if_absent`: as for
+    /// a put).
+    Link { group: u64, key: String, at: u64, if_absent: bool },
     /// List the objects whose first chunk this node holds for the job (with a key prefix).
     List { prefix: String },
     /// The bytes this node holds for the job, per group.
     Usage,
+    /// Everything the node holds of the job's `group`: its items and links (for a copy).
+    Dump { group: u64 },
+    /// Read the block map now (before a copy: the node then refuses writes to a block moving
+    /// away).
+    Sync,
+    /// Keep `bytes` of `group`'s block for a copy being made into it: other writes get only
+    /// the rest (the copy's own puts, `if_absent`, are never refused for room).
+    Reserve { group: u64, bytes: u64 },
 }
 
 /// A request: the job, a token for it, the operation.
@@ -79,6 +90,9 @@ pub enum Refusal {
     Full { group: u64, used: u64, block_size: u64 },
     /// Nothing is stored at the key.
     NotFound,
+    /// The key was deleted while a copy of the group is being made into this block (the block
+    /// it is copied from may still hold it: it is gone all the same).
+    Deleted,
     /// The request does not make sense (a bad key, a range past the end).
     Invalid(String),
     /// The node failed (its flash, say).
@@ -90,6 +104,9 @@ pub enum Refusal {
 pub enum Response {
     /// Done; a put or delete that displaced a link says where the old copy was.
     Done { unlinked: Option<u64> },
+    /// An `if_absent` put or link found the key there (or deleted during the copy): nothing
+    /// was stored.
+    Present,
     /// An item of `len` bytes follows (the whole item, or the range asked for).
     Item { len: u64, part: Part },
     /// The item's description.
@@ -100,6 +117,10 @@ pub enum Response {
     Objects { objects: Vec<(String, u64)> },
     /// Bytes held per group.
     Usage { groups: Vec<(u64, u64)> },
+    /// A group's items (key, part, length) and links (key, group).
+    Dump { items: Vec<(String, Part, u64)>, links: Vec<(String, u64)> },
+    /// The etcd revision the node's view of the map is now at.
+    Synced { revision: i64 },
     /// The request failed.
     Refused(Refusal),
 }
@@ -135,10 +156,11 @@ mod tests {
             Request {
                 job: 3,
                 token: None,
-                op: Op::Put { group: 1, key: "a/b".into(), len: 1 << 33, part: Part::whole(1 << 33) },
+                op: Op::Put { group: 1, key: "a/b".into(), len: 1 << 33, part: Part::whole(1 << 33), if_absent: true },
             },
             Request { job: 3, token: None, op: Op::Get { group: 0, key: "k".into(), range: Some((1, 9)) } },
-            Request { job: 3, token: None, op: Op::Link { group: 0, key: "k".into(), at: 7 } },
+            Request { job: 3, token: None, op: Op::Link { group: 0, key: "k".into(), at: 7, if_absent: false } },
+            Request { job: 3, token: None, op: Op::Dump { group: 4 } },
         ];
         for request in requests {
             let bytes = encode(&request).unwrap_or_default();

@@ -34,6 +34,7 @@ use crate::alloc::{BlockMap, Hints, JobSpace};
 use crate::conn::{Nodes, Replica, lost};
 use crate::error::{Error, Result};
 use crate::etcd::Etcd;
+pub use crate::proto::Cond;
 use crate::proto::{Op, Part, Refusal, Response, check_key, chunk_key};
 
 /// Tries of one operation that meet a stale map or full groups.
@@ -102,9 +103,27 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// What a put to a group came to.
 enum Placed {
-    Done(Option<u64>),
+    Done { unlinked: Option<u64>, replaced: Option<Part> },
     Full,
     Stale,
+    Refused(String),
+}
+
+/// What the store says of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Its length.
+    pub len: u64,
+    /// Its version, new with every put (its e-tag).
+    pub version: u64,
+    /// When it was put, in milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+}
+
+impl From<Part> for Meta {
+    fn from(part: Part) -> Self {
+        Self { len: part.total, version: part.version, modified_ms: part.modified_ms }
+    }
 }
 
 /// What a read from a group came to.
@@ -202,7 +221,15 @@ impl StoreClient {
     // ---- objects ----
 
     /// Stores `bytes` at `key`, replacing what was there.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<Meta> {
+        self.put_if(key, bytes, Cond::Any).await
+    }
+
+    /// Stores `bytes` at `key` if `cond` holds ([`Cond::Absent`]: nothing is there;
+    /// [`Cond::Version`]: that version is), else [`Error::Precondition`]. The object appears
+    /// whole or not at all: its chunks go first, under keys of this version's own, and its
+    /// first chunk, which names the version, last.
+    pub async fn put_if(&self, key: &str, bytes: Bytes, cond: Cond) -> Result<Meta> {
         check_key(key).map_err(|reason| Error::Invalid { what: "a put".into(), reason })?;
         let chunk = self.chunk();
         let total = bytes.len() as u64;
@@ -210,99 +237,142 @@ impl StoreClient {
             what: format!("a put of {key:?}"),
             reason: format!("an object of {total} bytes is too large"),
         })?;
-        let part = |index| Part { index, count, total, chunk };
+        let version = rand::random::<u64>().max(1);
+        let modified_ms = unix_ms_now();
+        let part = |index| Part { index, count, total, chunk, version, modified_ms };
         let slice = |index: u32| {
             let start = u64::from(index) * chunk;
             bytes.slice(start as usize..(start + chunk).min(total) as usize)
         };
-        // The first chunk last: it says the object is whole.
         let rest: Vec<_> = futures::stream::iter(1..count)
-            .map(|i| self.put_item(chunk_key(key, i), part(i), slice(i)))
+            .map(|i| self.put_item(chunk_key(key, version, i), part(i), slice(i), Cond::Any))
             .buffer_unordered(CHUNKS_AT_ONCE)
             .collect()
             .await;
-        rest.into_iter().collect::<Result<()>>()?;
-        self.put_item(key.to_string(), part(0), slice(0)).await
+        let first = match rest.into_iter().collect::<Result<Vec<_>>>() {
+            Ok(_) => self.put_item(key.to_string(), part(0), slice(0), cond).await,
+            Err(e) => Err(e),
+        };
+        match first {
+            Ok(replaced) => {
+                if let Some(old) = replaced.filter(|old| old.version != version) {
+                    self.drop_chunks(key, old).await;
+                }
+                Ok(Meta::from(part(0)))
+            }
+            Err(e) => {
+                self.drop_chunks(key, part(0)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the chunks past the first of one version of an object (what fails leaves
+    /// bytes no key names, given back with the job).
+    async fn drop_chunks(&self, key: &str, part: Part) {
+        for i in 1..part.count {
+            let _ = self.delete_item(&chunk_key(key, part.version, i)).await;
+        }
     }
 
     /// The object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.get_with_meta(key).await?.1)
+    }
+
+    /// The object at `key` and its description.
+    pub async fn get_with_meta(&self, key: &str) -> Result<(Meta, Bytes)> {
         check_key(key).map_err(|reason| Error::Invalid { what: "a get".into(), reason })?;
-        let (part, first) = self.get_item(key, None).await?;
-        if part.count <= 1 {
-            return Ok(first);
-        }
-        let rest = self.get_chunks(key, (1..part.count).map(|i| (i, None)).collect()).await?;
-        let mut whole = BytesMut::with_capacity(part.total as usize);
-        whole.extend_from_slice(&first);
-        for bytes in rest {
-            whole.extend_from_slice(&bytes);
-        }
-        if whole.len() as u64 != part.total {
-            return Err(Error::Invalid {
-                what: format!("{}'s object {key:?}", self.job()),
-                reason: format!("its chunks hold {} of its {} bytes", whole.len(), part.total),
-            });
-        }
-        Ok(whole.freeze())
-    }
-
-    /// Bytes `start..end` of the object at `key`.
-    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let part = self.head_part(key).await?;
-        if range.start > range.end || range.end > part.total {
-            return Err(Error::Invalid {
-                what: format!("bytes {}..{} of {key:?}", range.start, range.end),
-                reason: format!("the object has {} bytes", part.total),
-            });
-        }
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let first = (range.start / part.chunk) as u32;
-        let last = ((range.end - 1) / part.chunk) as u32;
-        let wanted = (first..=last)
-            .map(|i| {
-                let base = u64::from(i) * part.chunk;
-                let start = range.start.max(base) - base;
-                let end = range.end.min(base + part.chunk) - base;
-                (i, Some((start, end)))
-            })
-            .collect();
-        let pieces = self.get_chunks(key, wanted).await?;
-        if pieces.len() == 1 {
-            return Ok(pieces.into_iter().next().unwrap_or_default());
-        }
-        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-        for piece in pieces {
-            out.extend_from_slice(&piece);
-        }
-        Ok(out.freeze())
-    }
-
-    /// The length of the object at `key`.
-    pub async fn head(&self, key: &str) -> Result<u64> {
-        Ok(self.head_part(key).await?.total)
-    }
-
-    /// Deletes the object at `key`.
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        let part = self.head_part(key).await?;
-        for i in (1..part.count).rev() {
-            match self.delete_item(&chunk_key(key, i)).await {
-                Ok(()) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+        for _ in 0..ATTEMPTS {
+            let (part, first) = self.get_item(key, None).await?;
+            if part.count <= 1 {
+                return Ok((Meta::from(part), first));
             }
+            let wanted = (1..part.count).map(|i| (i, None)).collect();
+            // A chunk gone: the object was replaced meanwhile; read the new one.
+            let rest = match self.get_chunks(key, part.version, wanted).await {
+                Err(Error::NotFound { .. }) => continue,
+                other => other?,
+            };
+            let mut whole = BytesMut::with_capacity(part.total as usize);
+            whole.extend_from_slice(&first);
+            for bytes in rest {
+                whole.extend_from_slice(&bytes);
+            }
+            if whole.len() as u64 != part.total {
+                return Err(Error::Invalid {
+                    what: format!("{}'s object {key:?}", self.job()),
+                    reason: format!("its chunks hold {} of its {} bytes", whole.len(), part.total),
+                });
+            }
+            return Ok((Meta::from(part), whole.freeze()));
         }
-        self.delete_item(key).await
+        Err(self.too_many(key))
     }
 
-    /// The job's objects whose keys start with `prefix`, and their lengths, in key order.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    /// Bytes `start..end` of the object at `key`, and its description.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        Ok(self.get_range_with_meta(key, range).await?.1)
+    }
+
+    /// Bytes `start..end` of the object at `key`, and its description.
+    pub async fn get_range_with_meta(&self, key: &str, range: std::ops::Range<u64>) -> Result<(Meta, Bytes)> {
+        for _ in 0..ATTEMPTS {
+            let part = self.head_part(key).await?;
+            if range.start > range.end || range.end > part.total {
+                return Err(Error::Invalid {
+                    what: format!("bytes {}..{} of {key:?}", range.start, range.end),
+                    reason: format!("the object has {} bytes", part.total),
+                });
+            }
+            if range.is_empty() {
+                return Ok((Meta::from(part), Bytes::new()));
+            }
+            let first = (range.start / part.chunk) as u32;
+            let last = ((range.end - 1) / part.chunk) as u32;
+            let wanted = (first..=last)
+                .map(|i| {
+                    let base = u64::from(i) * part.chunk;
+                    let start = range.start.max(base) - base;
+                    let end = range.end.min(base + part.chunk) - base;
+                    (i, Some((start, end)))
+                })
+                .collect();
+            let pieces = match self.get_chunks(key, part.version, wanted).await {
+                // Replaced meanwhile: read the new one.
+                Err(Error::NotFound { .. }) | Err(Error::Replaced) => continue,
+                other => other?,
+            };
+            let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+            for piece in pieces {
+                out.extend_from_slice(&piece);
+            }
+            return Ok((Meta::from(part), out.freeze()));
+        }
+        Err(self.too_many(key))
+    }
+
+    /// The description of the object at `key`.
+    pub async fn head(&self, key: &str) -> Result<Meta> {
+        Ok(Meta::from(self.head_part(key).await?))
+    }
+
+    /// Deletes the object at `key` ([`Error::NotFound`] if there is none).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key).map_err(|reason| Error::Invalid { what: "a delete".into(), reason })?;
+        let part = self.delete_item(key).await?.ok_or_else(|| self.not_found(key))?;
+        self.drop_chunks(key, part).await;
+        Ok(())
+    }
+
+    /// The job's objects whose keys start with `prefix`, and their descriptions, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Meta)>> {
         let mut objects = BTreeMap::new();
         for replica in self.nodes() {
             match self.call(&replica, Op::List { prefix: prefix.to_string() }, None).await?.0 {
-                Response::Objects { objects: some } => objects.extend(some),
+                Response::Objects { objects: some } => {
+                    objects.extend(some.into_iter().map(|(key, part)| (key, Meta::from(part))));
+                }
                 other => return Err(self.unexpected(&replica, "a list", other)),
             }
         }
@@ -340,26 +410,29 @@ impl StoreClient {
 
     // ---- items ----
 
-    async fn put_item(&self, key: String, part: Part, bytes: Bytes) -> Result<()> {
+    /// Puts one item at its home, or elsewhere with a link at its home when the home is full;
+    /// what it replaced.
+    async fn put_item(&self, key: String, part: Part, bytes: Bytes, cond: Cond) -> Result<Option<Part>> {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let home = map.home_of(self.job(), &key)?;
-            match self.put_to(&map, home, &key, part, &bytes).await? {
-                Placed::Done(unlinked) => {
+            match self.put_to(&map, home, &key, part, &bytes, cond).await? {
+                Placed::Done { unlinked, replaced } => {
                     if let Some(old) = unlinked {
                         self.forget_copy(&map, old, &key).await;
                     }
-                    return Ok(());
+                    return Ok(replaced);
                 }
-                Placed::Full => return self.put_elsewhere(&key, part, &bytes, home).await,
+                Placed::Full => return self.put_elsewhere(&key, part, &bytes, home, cond).await,
                 Placed::Stale => self.stale(attempt).await?,
+                Placed::Refused(reason) => return Err(self.precondition(&key, reason)),
             }
         }
         Err(self.too_many(&key))
     }
 
     /// Puts an item whose home is full into a later group, and links it at its home.
-    async fn put_elsewhere(&self, key: &str, part: Part, bytes: &Bytes, home: u64) -> Result<()> {
+    async fn put_elsewhere(&self, key: &str, part: Part, bytes: &Bytes, home: u64, cond: Cond) -> Result<Option<Part>> {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let full = lock(&self.full).clone();
@@ -368,12 +441,19 @@ impl StoreClient {
                 self.grow(&full).await?;
                 continue;
             };
-            match self.put_to(&map, at, key, part, bytes).await? {
-                Placed::Done(_) => return self.link(key, home, at).await,
+            match self.put_to(&map, at, key, part, bytes, Cond::Any).await? {
+                Placed::Done { .. } => {
+                    let linked = self.link(key, home, at, part, cond).await;
+                    if linked.is_err() {
+                        self.forget_copy(&map, at, key).await;
+                    }
+                    return linked;
+                }
                 Placed::Full => {
                     lock(&self.full).insert(at);
                 }
                 Placed::Stale => self.stale(attempt).await?,
+                Placed::Refused(reason) => return Err(self.precondition(key, reason)),
             }
         }
         Err(self.too_many(key))
@@ -391,18 +471,22 @@ impl StoreClient {
         self.refresh().await
     }
 
-    async fn link(&self, key: &str, home: u64, at: u64) -> Result<()> {
+    async fn link(&self, key: &str, home: u64, at: u64, part: Part, cond: Cond) -> Result<Option<Part>> {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let replicas = map.replicas(self.job(), home)?;
-            let op = Op::Link { group: home, key: key.to_string(), at, if_absent: false };
+            let op = Op::Link { group: home, key: key.to_string(), at, part, cond };
             let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
             let mut stale = false;
-            let mut unlinked = None;
+            let (mut unlinked, mut replaced) = (None, None);
             for (replica, answer) in replicas.iter().zip(answers) {
                 match answer.map_err(|e| with_keys(e, key))?.0 {
-                    Response::Done { unlinked: u } => unlinked = unlinked.or(u),
+                    Response::Done { unlinked: u, replaced: r } => {
+                        unlinked = unlinked.or(u);
+                        replaced = replaced.or(r);
+                    }
                     Response::Refused(Refusal::NotHeld { .. }) => stale = true,
+                    Response::Refused(Refusal::Precondition(reason)) => return Err(self.precondition(key, reason)),
                     other => return Err(self.unexpected(replica, "a link", other)),
                 }
             }
@@ -410,7 +494,7 @@ impl StoreClient {
                 if let Some(old) = unlinked.filter(|old| *old != at) {
                     self.forget_copy(&map, old, key).await;
                 }
-                return Ok(());
+                return Ok(replaced);
             }
             self.stale(attempt).await?;
         }
@@ -428,20 +512,30 @@ impl StoreClient {
         }
     }
 
-    async fn put_to(&self, map: &JobMap, group: u64, key: &str, part: Part, bytes: &Bytes) -> Result<Placed> {
+    async fn put_to(
+        &self,
+        map: &JobMap,
+        group: u64,
+        key: &str,
+        part: Part,
+        bytes: &Bytes,
+        cond: Cond,
+    ) -> Result<Placed> {
         let replicas = map.replicas(self.job(), group)?;
-        let op = Op::Put { group, key: key.to_string(), len: bytes.len() as u64, part, if_absent: false };
+        let op = Op::Put { group, key: key.to_string(), len: bytes.len() as u64, part, cond };
         let answers =
             futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), Some(bytes.clone())))).await;
-        let mut placed = Placed::Done(None);
+        let mut placed = Placed::Done { unlinked: None, replaced: None };
         for (replica, answer) in replicas.iter().zip(answers) {
             match answer.map_err(|e| with_keys(e, key))?.0 {
-                Response::Done { unlinked } => {
-                    if let Placed::Done(u) = &mut placed {
-                        *u = u.or(unlinked);
+                Response::Done { unlinked: u, replaced: r } => {
+                    if let Placed::Done { unlinked, replaced } = &mut placed {
+                        *unlinked = unlinked.or(u);
+                        *replaced = replaced.or(r);
                     }
                 }
                 Response::Refused(Refusal::Full { .. }) => placed = Placed::Full,
+                Response::Refused(Refusal::Precondition(reason)) => return Ok(Placed::Refused(reason)),
                 Response::Refused(Refusal::NotHeld { .. }) => {
                     if !matches!(placed, Placed::Full) {
                         placed = Placed::Stale;
@@ -487,9 +581,14 @@ impl StoreClient {
         Err(self.too_many(key))
     }
 
-    async fn get_chunks(&self, key: &str, wanted: Vec<(u32, Option<(u64, u64)>)>) -> Result<Vec<Bytes>> {
+    /// Chunks of `version` of the object at `key`; [`Error::Replaced`] if one is of another
+    /// version (the object was replaced meanwhile).
+    async fn get_chunks(&self, key: &str, version: u64, wanted: Vec<(u32, Option<(u64, u64)>)>) -> Result<Vec<Bytes>> {
         let results: Vec<Result<Bytes>> = futures::stream::iter(wanted)
-            .map(|(i, range)| async move { Ok(self.get_item(&chunk_key(key, i), range).await?.1) })
+            .map(|(i, range)| async move {
+                let (part, bytes) = self.get_item(&chunk_key(key, version, i), range).await?;
+                if part.version == version { Ok(bytes) } else { Err(Error::Replaced) }
+            })
             .buffered(CHUNKS_AT_ONCE)
             .collect()
             .await;
@@ -545,7 +644,11 @@ impl StoreClient {
                     }
                 }
                 Response::Meta { part } => Read::Meta(part),
-                Response::Linked { at } => Read::Linked(at),
+                Response::Linked { at, part } => match op {
+                    // A head needs no more than the link says.
+                    Op::Head { .. } => Read::Meta(part),
+                    _ => Read::Linked(at),
+                },
                 Response::Refused(Refusal::NotFound) => Read::Missing,
                 Response::Refused(Refusal::Deleted) => Read::Deleted,
                 Response::Refused(Refusal::NotHeld { .. }) => Read::Stale,
@@ -555,29 +658,38 @@ impl StoreClient {
         Err(with_keys(lost.unwrap_or_else(|| self.not_found(key)), key))
     }
 
-    async fn delete_item(&self, key: &str) -> Result<()> {
+    /// Deletes an item at its home (and where its link points); what was there, or `None` if
+    /// nothing was.
+    async fn delete_item(&self, key: &str) -> Result<Option<Part>> {
         for attempt in 0..ATTEMPTS {
             let map = self.map();
             let home = map.home_of(self.job(), key)?;
             let replicas = map.replicas(self.job(), home)?;
             // A home moving away may hold the key (or a link) the new block has not got yet:
             // the delete counts there too (the new block remembers it, so the copy skips it).
-            let mut moving = None;
+            let mut moving: Option<(Part, Option<u64>)> = None;
             if let Some(leaving) = map.leaving.get(&home) {
-                moving = match self.read_from(leaving, key, Op::Head { group: home, key: key.to_string() }).await {
-                    Ok(Read::Meta(_)) => Some(None),
-                    Ok(Read::Linked(at)) => Some(Some(at)),
+                let op = Op::Get { group: home, key: key.to_string(), range: Some((0, 0)) };
+                moving = match self.read_from(leaving, key, op).await {
+                    Ok(Read::Item(part, _)) => Some((part, None)),
+                    Ok(Read::Linked(at)) => {
+                        let head = Op::Head { group: at, key: key.to_string() };
+                        match self.read_from(map.replicas(self.job(), at)?, key, head).await {
+                            Ok(Read::Meta(part)) => Some((part, Some(at))),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
             }
             let op = Op::Delete { group: home, key: key.to_string() };
             let answers = futures::future::join_all(replicas.iter().map(|r| self.call(r, op.clone(), None))).await;
-            let (mut found, mut stale, mut unlinked) = (false, false, None);
+            let (mut stale, mut unlinked, mut replaced) = (false, None, None);
             for (replica, answer) in replicas.iter().zip(answers) {
                 match answer.map_err(|e| with_keys(e, key))?.0 {
-                    Response::Done { unlinked: u } => {
-                        found = true;
+                    Response::Done { unlinked: u, replaced: r } => {
                         unlinked = unlinked.or(u);
+                        replaced = replaced.or(r);
                     }
                     Response::Refused(Refusal::NotFound) => {}
                     Response::Refused(Refusal::NotHeld { .. }) => stale = true,
@@ -588,10 +700,10 @@ impl StoreClient {
                 self.stale(attempt).await?;
                 continue;
             }
-            if let Some(at) = unlinked.or(moving.flatten()) {
+            if let Some(at) = unlinked.or(moving.and_then(|(_, at)| at)) {
                 self.forget_copy(&map, at, key).await;
             }
-            return if found || moving.is_some() { Ok(()) } else { Err(self.not_found(key)) };
+            return Ok(replaced.or(moving.map(|(part, _)| part)));
         }
         Err(self.too_many(key))
     }
@@ -642,6 +754,10 @@ impl StoreClient {
             other => format!("unexpected answer {other:?}"),
         };
         Error::Refused { node: replica.node.clone(), what: format!("{what} for {}", self.job()), reason }
+    }
+
+    fn precondition(&self, key: &str, reason: String) -> Error {
+        Error::Precondition { job: self.job(), key: key.to_string(), reason }
     }
 
     fn not_found(&self, key: &str) -> Error {

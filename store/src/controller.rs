@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::etcd::{Compare, Etcd, KeptLease, Op as EtcdOp};
 use crate::member::{DRAINED, drain_key};
 use crate::moves::{self, Move};
-use crate::proto::{Op, Refusal, Response};
+use crate::proto::{Cond, Op, Refusal, Response};
 
 /// The leader's key.
 const LEADER: &str = "/baton/store/controller";
@@ -246,8 +246,8 @@ impl Controller {
         for copied in copied {
             count += usize::from(copied?);
         }
-        for (key, at) in links {
-            let op = Op::Link { group, key, at, if_absent: true };
+        for (key, at, part) in links {
+            let op = Op::Link { group, key, at, part, cond: Cond::Copy };
             let answer = self.nodes.call(job, &token, &to, op, None).await?.0;
             self.expect(&to, "a link", answer, |r| matches!(r, Response::Done { .. } | Response::Present))?;
         }
@@ -273,7 +273,7 @@ impl Controller {
         };
         let peer = format!("storage node {}", from.node);
         let bytes = baton_fabric::net::server::receive_exactly(&mut recv, &peer, len).await?;
-        let put = Op::Put { group, key, len, part, if_absent: true };
+        let put = Op::Put { group, key, len, part, cond: Cond::Copy };
         match self.nodes.call(job, token, to, put, Some(bytes)).await?.0 {
             Response::Done { .. } => Ok(true),
             Response::Present => Ok(false),

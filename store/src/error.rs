@@ -72,6 +72,19 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A conditional put's condition does not hold.
+    #[error("{job}'s object {key:?}: the put's condition does not hold: {reason}")]
+    Precondition {
+        /// The job.
+        job: baton_fabric::JobId,
+        /// The key.
+        key: String,
+        /// What is there.
+        reason: String,
+    },
+    /// An object was replaced while it was being read (read it again).
+    #[error("the object was replaced while it was read")]
+    Replaced,
     /// Keys were on storage nodes that are gone, with no other copy.
     #[error("{job}'s {keys:?} were on storage node {node}, which is gone ({reason}), and have no other copy")]
     Lost {

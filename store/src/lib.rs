@@ -9,7 +9,8 @@
 //!   all freed when a job ends or its lease lapses.
 //! - [`node`]: a storage node, holding jobs' objects in its blocks and serving them over QUIC
 //!   ([`proto`]).
-//! - [`client`]: a job's handle on the store: its block map cached, the nodes asked directly.
+//! - [`client`]: a job's handle on the store: its block map cached, the nodes asked directly;
+//!   [`objects`] makes it an `object_store::ObjectStore` (`baton://JOB/...`).
 //! - [`moves`] and [`controller`]: blocks moved off draining and lost nodes while jobs run, by
 //!   an elected controller that also asks for nodes when capacity runs low.
 
@@ -22,6 +23,7 @@ pub mod etcd;
 pub mod member;
 pub mod moves;
 pub mod node;
+pub mod objects;
 pub mod proto;
 #[cfg(feature = "testing")]
 pub mod testing;

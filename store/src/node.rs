@@ -32,7 +32,7 @@ use crate::alloc::{Block, Holder, Tier};
 use crate::error::{Error, Result};
 use crate::etcd::Etcd;
 use crate::member::{DRAINED, MEMBER_TTL, Membership, NodeInfo, ROOT, drain_key};
-use crate::proto::{MAX_KEY, MAX_REQUEST, Op, Part, Refusal, Request, Response};
+use crate::proto::{Cond, MAX_KEY, MAX_REQUEST, Op, Part, Refusal, Request, Response};
 
 /// Bytes per QUIC write of an item sent.
 const SEND_CHUNK: usize = 1 << 20;
@@ -115,8 +115,8 @@ struct Group {
     /// Bytes of items stored and being received.
     used: u64,
     items: HashMap<String, Item>,
-    /// Keys whose home this group is, stored in another group.
-    links: HashMap<String, u64>,
+    /// Keys whose home this group is, stored in another group: which, and what is there.
+    links: HashMap<String, (u64, Part)>,
     /// Keys deleted while a copy of the group is being made into this block, so that the copy
     /// does not bring them back.
     deleted: std::collections::HashSet<String>,
@@ -415,7 +415,7 @@ async fn writable(shared: &Arc<Shared>, job: JobId, group: u64) -> Result<View, 
 
 /// A stored item's key: an object's key, or a chunk's (`key\0n`).
 fn check_item_key(key: &str) -> std::result::Result<(), Refusal> {
-    if key.is_empty() || key.len() > MAX_KEY + 12 {
+    if key.is_empty() || key.len() > MAX_KEY + 32 {
         return Err(Refusal::Invalid(format!("a key of {} bytes", key.len())));
     }
     Ok(())
@@ -429,10 +429,10 @@ async fn handle(
     recv: &mut quinn::RecvStream,
 ) -> std::result::Result<(), Refusal> {
     let response = match &request.op {
-        Op::Put { group, key, len, part, if_absent } => {
+        Op::Put { group, key, len, part, cond } => {
             let job = authorize(shared, &request, Scopes::WRITE)?;
             check_item_key(key)?;
-            let put = Put { job, group: *group, key, len: *len, part: *part, if_absent: *if_absent };
+            let put = Put { job, group: *group, key, len: *len, part: *part, cond: *cond };
             receive(shared, peer, put, recv).await?
         }
         Op::Get { group, key, range } => {
@@ -440,7 +440,7 @@ async fn handle(
             held(shared, job, *group).await?;
             match find(shared, job, *group, key)? {
                 Found::Item(item) => return send_item(shared, peer, item, *range, send).await,
-                Found::Linked(at) => Response::Linked { at },
+                Found::Linked(at, part) => Response::Linked { at, part },
             }
         }
         Op::Head { group, key } => {
@@ -448,7 +448,7 @@ async fn handle(
             held(shared, job, *group).await?;
             match find(shared, job, *group, key)? {
                 Found::Item(item) => Response::Meta { part: item.part },
-                Found::Linked(at) => Response::Linked { at },
+                Found::Linked(at, part) => Response::Linked { at, part },
             }
         }
         Op::Delete { group, key } => {
@@ -466,47 +466,52 @@ async fn handle(
                 }
                 (item, g.links.remove(key))
             };
-            if item.is_none() && link.is_none() {
+            let replaced = item.as_ref().map(|i| i.part).or(link.map(|(_, part)| part));
+            if replaced.is_none() {
                 return Err(Refusal::NotFound);
             }
             drop_off_thread(item).await;
-            Response::Done { unlinked: link }
+            Response::Done { unlinked: link.map(|(at, _)| at), replaced }
         }
-        Op::Link { group, key, at, if_absent } => {
+        Op::Link { group, key, at, part, cond } => {
             let job = authorize(shared, &request, Scopes::WRITE)?;
             check_item_key(key)?;
             writable(shared, job, *group).await?;
             let linked = {
                 let mut state = lock(&shared.state);
                 let g = state.groups.entry((job, *group)).or_default();
-                if *if_absent && present(g, key) {
-                    None
-                } else {
+                if admits(g, key, *cond)? {
                     let item = g.items.remove(key);
                     if let Some(item) = &item {
                         g.used -= item.len();
                     }
-                    Some((item, g.links.insert(key.clone(), *at)))
+                    Some((item, g.links.insert(key.clone(), (*at, *part))))
+                } else {
+                    None
                 }
             };
             let Some((item, previous)) = linked else {
                 return reply(send, peer, &Response::Present).await;
             };
+            let replaced = item.as_ref().map(|i| i.part).or(previous.map(|(_, part)| part));
             drop_off_thread(item).await;
-            Response::Done { unlinked: previous.filter(|p| p != at) }
+            Response::Done { unlinked: previous.map(|(old, _)| old).filter(|old| old != at), replaced }
         }
         Op::List { prefix } => {
             let job = authorize(shared, &request, Scopes::READ)?;
             let state = lock(&shared.state);
-            let mut objects: Vec<(String, u64)> = state
+            let mut objects: Vec<(String, Part)> = state
                 .groups
                 .iter()
                 .filter(|((j, _), _)| *j == job)
-                .flat_map(|(_, g)| g.items.iter())
-                .filter(|(k, item)| item.part.index == 0 && k.starts_with(prefix.as_str()))
-                .map(|(k, item)| (k.clone(), item.part.total))
+                .flat_map(|(_, g)| {
+                    let items = g.items.iter().map(|(k, item)| (k, item.part));
+                    items.chain(g.links.iter().map(|(k, (_, part))| (k, *part)))
+                })
+                .filter(|(k, part)| part.index == 0 && k.starts_with(prefix.as_str()))
+                .map(|(k, part)| (k.clone(), part))
                 .collect();
-            objects.sort();
+            objects.sort_by(|a, b| a.0.cmp(&b.0));
             Response::Objects { objects }
         }
         Op::Dump { group } => {
@@ -516,7 +521,7 @@ async fn handle(
             let (mut items, mut links) = (Vec::new(), Vec::new());
             if let Some(g) = state.groups.get(&(job, *group)) {
                 items = g.items.iter().map(|(k, item)| (k.clone(), item.part, item.len())).collect();
-                links = g.links.iter().map(|(k, at)| (k.clone(), *at)).collect();
+                links = g.links.iter().map(|(k, (at, part))| (k.clone(), *at, *part)).collect();
             }
             Response::Dump { items, links }
         }
@@ -531,7 +536,7 @@ async fn handle(
                 return Err(Refusal::Invalid(format!("group {group} is not being copied into this node")));
             }
             lock(&shared.state).groups.entry((job, *group)).or_default().reserved = *bytes;
-            Response::Done { unlinked: None }
+            Response::Done { unlinked: None, replaced: None }
         }
         Op::Usage => {
             let job = authorize(shared, &request, Scopes::READ)?;
@@ -547,7 +552,7 @@ async fn handle(
 
 enum Found {
     Item(Item),
-    Linked(u64),
+    Linked(u64, Part),
 }
 
 fn find(shared: &Shared, job: JobId, group: u64, key: &str) -> std::result::Result<Found, Refusal> {
@@ -556,8 +561,8 @@ fn find(shared: &Shared, job: JobId, group: u64, key: &str) -> std::result::Resu
     if let Some(item) = g.items.get(key) {
         return Ok(Found::Item(item.clone()));
     }
-    if let Some(at) = g.links.get(key) {
-        return Ok(Found::Linked(*at));
+    if let Some((at, part)) = g.links.get(key) {
+        return Ok(Found::Linked(*at, *part));
     }
     Err(if g.deleted.contains(key) { Refusal::Deleted } else { Refusal::NotFound })
 }
@@ -575,12 +580,21 @@ struct Put<'a> {
     key: &'a str,
     len: u64,
     part: Part,
-    if_absent: bool,
+    cond: Cond,
 }
 
-/// Whether an `if_absent` put or link of `key` should be skipped.
-fn present(g: &Group, key: &str) -> bool {
-    g.items.contains_key(key) || g.links.contains_key(key) || g.deleted.contains(key)
+/// Whether a put or link of `key` under `cond` goes ahead (`false`: a copy's, skipped), or why
+/// its condition does not hold.
+fn admits(g: &Group, key: &str, cond: Cond) -> std::result::Result<bool, Refusal> {
+    let there = g.items.get(key).map(|i| i.part).or(g.links.get(key).map(|(_, part)| *part));
+    match (cond, there) {
+        (Cond::Any, _) | (Cond::Absent, None) => Ok(true),
+        (Cond::Absent, Some(part)) => Err(Refusal::Precondition(format!("version {:x} is there", part.version))),
+        (Cond::Version(v), Some(part)) if part.version == v => Ok(true),
+        (Cond::Version(_), Some(part)) => Err(Refusal::Precondition(format!("version {:x} is there", part.version))),
+        (Cond::Version(v), None) => Err(Refusal::Precondition(format!("no object, not version {v:x}"))),
+        (Cond::Copy, there) => Ok(there.is_none() && !g.deleted.contains(key)),
+    }
 }
 
 async fn receive(
@@ -589,7 +603,7 @@ async fn receive(
     put: Put<'_>,
     recv: &mut quinn::RecvStream,
 ) -> std::result::Result<Response, Refusal> {
-    let Put { job, group, key, len, part, if_absent } = put;
+    let Put { job, group, key, len, part, cond } = put;
     let tier = writable(shared, job, group).await?.tier;
     if part.index >= part.count || part.chunk == 0 {
         return Err(Refusal::Invalid(format!("chunk {} of {}", part.index, part.count)));
@@ -599,11 +613,11 @@ async fn receive(
     {
         let mut state = lock(&shared.state);
         let g = state.groups.entry((job, group)).or_default();
-        if if_absent && present(g, key) {
+        if !admits(g, key, cond)? {
             return Ok(Response::Present);
         }
         // A copy's items were the job's before the move: they take the room kept for them.
-        if if_absent {
+        if cond == Cond::Copy {
             g.reserved = g.reserved.saturating_sub(len);
         } else if g.used + g.reserved + len > shared.block_size {
             return Err(Refusal::Full { group, used: g.used + g.reserved, block_size: shared.block_size });
@@ -643,9 +657,16 @@ async fn receive(
             return Err(Refusal::NotHeld { group });
         }
         let g = state.groups.entry((job, group)).or_default();
-        if if_absent && present(g, key) {
-            g.used -= len;
-            return Ok(Response::Present);
+        match admits(g, key, cond) {
+            Ok(true) => {}
+            Ok(false) => {
+                g.used -= len;
+                return Ok(Response::Present);
+            }
+            Err(refusal) => {
+                g.used -= len;
+                return Err(refusal);
+            }
         }
         let old = g.items.insert(key.to_string(), Item { part, data });
         if let Some(old) = &old {
@@ -653,8 +674,9 @@ async fn receive(
         }
         (old, g.links.remove(key))
     };
+    let replaced = old.as_ref().map(|i| i.part).or(unlinked.map(|(_, part)| part));
     drop_off_thread(old).await;
-    Ok(Response::Done { unlinked })
+    Ok(Response::Done { unlinked: unlinked.map(|(at, _)| at), replaced })
 }
 
 async fn write_flash(shared: &Arc<Shared>, bytes: Bytes) -> Result<FlashFile> {

@@ -28,32 +28,50 @@ pub struct Part {
     pub total: u64,
     /// Bytes per chunk (the last may be shorter).
     pub chunk: u64,
+    /// The object's version (its e-tag), new with every put: a version's chunks have keys of
+    /// their own, so a put never mixes with the object it replaces.
+    pub version: u64,
+    /// When it was put, in milliseconds since the Unix epoch.
+    pub modified_ms: u64,
 }
 
 impl Part {
     /// The part of a one-chunk object of `len` bytes.
-    pub fn whole(len: u64) -> Self {
-        Self { index: 0, count: 1, total: len, chunk: len.max(1) }
+    pub fn whole(len: u64, version: u64, modified_ms: u64) -> Self {
+        Self { index: 0, count: 1, total: len, chunk: len.max(1), version, modified_ms }
     }
+}
+
+/// When a put or link may replace what is at its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cond {
+    /// Always.
+    Any,
+    /// Only if nothing is there (else [`Refusal::Precondition`]).
+    Absent,
+    /// Only if the object there has this version (else [`Refusal::Precondition`]).
+    Version(u64),
+    /// A move's copy: only if nothing is there and the key was not deleted since the move
+    /// began (else [`Response::Present`]); it takes the room kept for the copy.
+    Copy,
 }
 
 /// What a request asks of a storage node. Every operation acts on one group of the job's
 /// blocks, which the node must hold a block of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Store the `len` bytes that follow at `key` in `group`, replacing what was there — or,
-    /// `if_absent`, only if nothing is there and the key was not deleted while a copy of the
-    /// group is being made (the copy's own puts).
-    Put { group: u64, key: String, len: u64, part: Part, if_absent: bool },
+    /// Store the `len` bytes that follow at `key` in `group`, replacing what was there if
+    /// `cond` allows.
+    Put { group: u64, key: String, len: u64, part: Part, cond: Cond },
     /// Send the item at `key` in `group`, or bytes `range` (start, end) of it.
     Get { group: u64, key: String, range: Option<(u64, u64)> },
     /// Say what is at `key` in `group`.
     Head { group: u64, key: String },
     /// Delete what is at `key` in `group`.
     Delete { group: u64, key: String },
-    /// Record that `key`, whose home is `group`, is stored in group `at` (`if_absent`: as for
-    /// a put).
-    Link { group: u64, key: String, at: u64, if_absent: bool },
+    /// Record that `key`, whose home is `group`, is stored in group `at` as `part`, if `cond`
+    /// allows.
+    Link { group: u64, key: String, at: u64, part: Part, cond: Cond },
     /// List the objects whose first chunk this node holds for the job (with a key prefix).
     List { prefix: String },
     /// The bytes this node holds for the job, per group.
@@ -88,6 +106,8 @@ pub enum Refusal {
     NotHeld { group: u64 },
     /// The group's block has no room for `len` more bytes.
     Full { group: u64, used: u64, block_size: u64 },
+    /// The put's or link's condition does not hold (what is there).
+    Precondition(String),
     /// Nothing is stored at the key.
     NotFound,
     /// The key was deleted while a copy of the group is being made into this block (the block
@@ -102,33 +122,34 @@ pub enum Refusal {
 /// A node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// Done; a put or delete that displaced a link says where the old copy was.
-    Done { unlinked: Option<u64> },
+    /// Done; a put, link or delete that displaced a link says where the old copy was, and what
+    /// object it replaced (so that its other chunks can go).
+    Done { unlinked: Option<u64>, replaced: Option<Part> },
     /// An `if_absent` put or link found the key there (or deleted during the copy): nothing
     /// was stored.
     Present,
     /// An item of `len` bytes follows (the whole item, or the range asked for).
     Item { len: u64, part: Part },
+    /// The key's data is in group `at`; `part` describes it.
+    Linked { at: u64, part: Part },
     /// The item's description.
     Meta { part: Part },
-    /// The key's data is in group `at`.
-    Linked { at: u64 },
-    /// Objects (keys and lengths).
-    Objects { objects: Vec<(String, u64)> },
+    /// Objects whose data or link this node holds: their keys and descriptions.
+    Objects { objects: Vec<(String, Part)> },
     /// Bytes held per group.
     Usage { groups: Vec<(u64, u64)> },
-    /// A group's items (key, part, length) and links (key, group).
-    Dump { items: Vec<(String, Part, u64)>, links: Vec<(String, u64)> },
+    /// A group's items (key, part, length) and links (key, group, part).
+    Dump { items: Vec<(String, Part, u64)>, links: Vec<(String, u64, Part)> },
     /// The etcd revision the node's view of the map is now at.
     Synced { revision: i64 },
     /// The request failed.
     Refused(Refusal),
 }
 
-/// The key chunk `index` of the object at `key` is stored under (`\0` never appears in an
-/// object's key).
-pub fn chunk_key(key: &str, index: u32) -> String {
-    if index == 0 { key.to_string() } else { format!("{key}\0{index}") }
+/// The key chunk `index` of `version` of the object at `key` is stored under (`\0` never
+/// appears in an object's key).
+pub fn chunk_key(key: &str, version: u64, index: u32) -> String {
+    if index == 0 { key.to_string() } else { format!("{key}\0{version:x}\0{index}") }
 }
 
 /// Checks an object's key: not empty, at most [`MAX_KEY`] bytes, no `\0`.
@@ -156,10 +177,20 @@ mod tests {
             Request {
                 job: 3,
                 token: None,
-                op: Op::Put { group: 1, key: "a/b".into(), len: 1 << 33, part: Part::whole(1 << 33), if_absent: true },
+                op: Op::Put {
+                    group: 1,
+                    key: "a/b".into(),
+                    len: 1 << 33,
+                    part: Part::whole(1 << 33, 7, 9),
+                    cond: Cond::Version(7),
+                },
             },
             Request { job: 3, token: None, op: Op::Get { group: 0, key: "k".into(), range: Some((1, 9)) } },
-            Request { job: 3, token: None, op: Op::Link { group: 0, key: "k".into(), at: 7, if_absent: false } },
+            Request {
+                job: 3,
+                token: None,
+                op: Op::Link { group: 0, key: "k".into(), at: 7, part: Part::whole(1, 2, 3), cond: Cond::Copy },
+            },
             Request { job: 3, token: None, op: Op::Dump { group: 4 } },
         ];
         for request in requests {
@@ -173,8 +204,9 @@ mod tests {
 
     #[test]
     fn chunk_keys_never_collide_with_object_keys() {
-        assert_eq!(chunk_key("a", 0), "a");
-        assert!(check_key(&chunk_key("a", 1)).is_err());
+        assert_eq!(chunk_key("a", 5, 0), "a");
+        assert!(check_key(&chunk_key("a", 5, 1)).is_err());
+        assert_ne!(chunk_key("a", 5, 1), chunk_key("a", 6, 1));
         assert!(check_key("").is_err());
         assert!(check_key(&"x".repeat(MAX_KEY + 1)).is_err());
         assert!(check_key("tpch/lineitem/part-0.parquet").is_ok());

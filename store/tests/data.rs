@@ -10,70 +10,27 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use baton_fabric::JobId;
-use baton_fabric::net::TlsDir;
 use baton_fabric::net::token::{Audience, Scopes, unix_ms_now};
-use baton_fabric::net::transport::Limits;
 use baton_store::Error;
 use baton_store::alloc::{BlockMap, Hints, Tier};
 use baton_store::client::StoreClient;
-use baton_store::etcd::Etcd;
-use baton_store::node::{NodeConfig, StorageNode};
-use baton_store::testing::EtcdServer;
+use baton_store::testing::TestStore;
 use bytes::Bytes;
 
 const MIB: u64 = 1 << 20;
 const TTL: Duration = Duration::from_secs(2);
 
-struct Store {
-    _etcd_server: EtcdServer,
-    etcd: Etcd,
-    tls: TlsDir,
-    nodes: Vec<Option<StorageNode>>,
-    _dir: tempfile::TempDir,
+/// Three storage nodes, each lending `memory` and `flash` blocks of 1 MiB.
+async fn store(memory: u64, flash: u64) -> TestStore {
+    TestStore::start(&["a", "b", "c"], memory, flash).await.unwrap()
 }
 
-/// Three storage nodes of 1 MiB blocks, each lending `memory` and `flash` MiB.
-async fn store(memory: u64, flash: u64) -> Store {
-    let server = EtcdServer::start().await.unwrap();
-    let etcd = server.client().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let tls = TlsDir::new(dir.path().join("tls"));
-    tls.generate(&["127.0.0.1".into()]).unwrap();
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        let config = NodeConfig {
-            name: name.into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: tls.clone(),
-            limits: Limits::default(),
-            block_size: MIB,
-            memory: memory * MIB,
-            flash: flash * MIB,
-            flash_dir: dir.path().join(format!("flash-{name}")),
-            sync_every: Duration::from_millis(200),
-        };
-        nodes.push(Some(StorageNode::start(&etcd, &config).await.unwrap()));
-    }
-    Store { _etcd_server: server, etcd, tls, nodes, _dir: dir }
-}
-
-impl Store {
-    fn node(&self, name: &str) -> &StorageNode {
-        self.nodes.iter().flatten().find(|n| n.info().name == name).unwrap()
-    }
-
-    /// Bytes every node holds for `job`.
-    fn held(&self, job: JobId) -> u64 {
-        self.nodes.iter().flatten().flat_map(|n| n.usage()).filter(|(j, _, _)| *j == job).map(|(_, _, b)| b).sum()
-    }
-
-    /// Waits until no node holds anything for `job`.
-    async fn drained_of(&self, job: JobId) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.held(job) > 0 {
-            assert!(Instant::now() < deadline, "nodes still hold {} bytes of {job}", self.held(job));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+/// Waits until no node holds anything for `job`.
+async fn drained_of(store: &TestStore, job: JobId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.held(job) > 0 {
+        assert!(Instant::now() < deadline, "nodes still hold {} bytes of {job}", store.held(job));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -106,7 +63,7 @@ async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto
     for (i, len) in sizes.iter().enumerate() {
         let key = format!("edge/{i:03}");
         assert_eq!(client.get(&key).await.unwrap(), object(i as u64, *len), "{key}");
-        assert_eq!(client.head(&key).await.unwrap(), *len as u64);
+        assert_eq!(client.head(&key).await.unwrap().len, *len as u64);
     }
     let big = object(99, 3 << 20);
     assert_eq!(client.get("big").await.unwrap(), big);
@@ -117,7 +74,7 @@ async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto
     assert!(client.get_range("big", 0..(3 << 20) + 1).await.is_err());
     let listed = client.list("edge/").await.unwrap();
     assert_eq!(listed.len(), sizes.len());
-    assert!(listed.iter().zip(&sizes).all(|((_, len), size)| *len == *size as u64), "{listed:?}");
+    assert!(listed.iter().zip(&sizes).all(|((_, meta), size)| meta.len == *size as u64), "{listed:?}");
     assert_eq!(client.list("").await.unwrap().len(), sizes.len() + 1);
 
     // The job grew past the memory of every node, onto flash, on every node.
@@ -151,7 +108,7 @@ async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto
 
     // Ending the job: nothing left on any node.
     client.close().await.unwrap();
-    store.drained_of(job).await;
+    drained_of(&store, job).await;
     assert!(BlockMap::read(&store.etcd).await.unwrap().held.is_empty());
 }
 
@@ -191,7 +148,7 @@ async fn blocks_one_job_gives_back_serve_the_next_and_a_lapsed_lease_leaves_noth
     // The second job's driver dies: its lease lapses, and every node lets its bytes go.
     assert!(store.held(b) > 0);
     drop(second);
-    store.drained_of(b).await;
+    drained_of(&store, b).await;
     assert!(BlockMap::read(&store.etcd).await.unwrap().of(b).is_empty());
     first.close().await.unwrap();
 }
@@ -216,7 +173,7 @@ async fn two_copies_survive_a_lost_node_and_one_copy_names_it() {
     // Every object is on two nodes.
     let usage = safe.usage().await.unwrap();
     assert_eq!(usage.values().sum::<u64>(), 2 * 30 * 50_000, "{usage:?}");
-    assert!(store.node("b").usage().iter().any(|(j, _, _)| *j == JobId(2)));
+    assert!(store.node("b").unwrap().usage().iter().any(|(j, _, _)| *j == JobId(2)));
 
     // Node b stops serving without a word.
     store.nodes[1] = None;

@@ -11,55 +11,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_fabric::JobId;
-use baton_fabric::net::TlsDir;
 use baton_fabric::net::token::{Audience, Scopes, unix_ms_now};
-use baton_fabric::net::transport::Limits;
 use baton_store::alloc::{BlockMap, Hints};
 use baton_store::client::StoreClient;
 use baton_store::controller::{Controller, ControllerConfig};
-use baton_store::etcd::Etcd;
 use baton_store::member::{DRAINED, drain_key};
 use baton_store::moves;
-use baton_store::node::{NodeConfig, StorageNode};
-use baton_store::testing::EtcdServer;
+use baton_store::testing::TestStore;
 use bytes::Bytes;
 
 const MIB: u64 = 1 << 20;
 const TTL: Duration = Duration::from_secs(5);
 
-struct Store {
-    _etcd_server: EtcdServer,
-    etcd: Etcd,
-    tls: TlsDir,
-    nodes: Vec<Option<StorageNode>>,
-    _dir: tempfile::TempDir,
+async fn store(names: &[&str], memory: u64) -> TestStore {
+    TestStore::start(names, memory, 0).await.unwrap()
 }
 
-async fn store(names: &[&str], memory: u64) -> Store {
-    let server = EtcdServer::start().await.unwrap();
-    let etcd = server.client().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let tls = TlsDir::new(dir.path().join("tls"));
-    tls.generate(&["127.0.0.1".into()]).unwrap();
-    let mut nodes = Vec::new();
-    for name in names {
-        let config = NodeConfig {
-            name: name.to_string(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: tls.clone(),
-            limits: Limits::default(),
-            block_size: MIB,
-            memory: memory * MIB,
-            flash: 0,
-            flash_dir: dir.path().join(format!("flash-{name}")),
-            sync_every: Duration::from_millis(200),
-        };
-        nodes.push(Some(StorageNode::start(&etcd, &config).await.unwrap()));
-    }
-    Store { _etcd_server: server, etcd, tls, nodes, _dir: dir }
-}
-
-fn controller(store: &Store, name: &str) -> Controller {
+fn controller(store: &TestStore, name: &str) -> Controller {
     let config = ControllerConfig {
         name: name.into(),
         tls: store.tls.clone(),

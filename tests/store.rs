@@ -73,13 +73,19 @@ fn status_until(etcd: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
+/// A real etcd, its URL, a directory, and the cluster's TLS material in it.
+async fn setup() -> (EtcdServer, String, tempfile::TempDir, std::path::PathBuf) {
     let server = EtcdServer::start().await.unwrap();
     let etcd = server.url().to_string();
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
     ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    (server, etcd, dir, tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
+    let (server, etcd, dir, tls) = setup().await;
     let empty = ok(&baton(&["store", "status", "--etcd", &etcd]));
     assert!(empty.contains("no storage nodes"), "{empty}");
     let mut s1 = storage_node(dir.path(), "s1", &etcd, &tls);
@@ -115,11 +121,7 @@ async fn storage_nodes_join_the_store_in_etcd_and_a_killed_one_leaves_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_in_node_processes_survive_a_sigkill_with_two_copies_and_name_the_node_with_one() {
-    let server = EtcdServer::start().await.unwrap();
-    let etcd = server.url().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let (server, etcd, dir, tls) = setup().await;
     let mut nodes: Vec<Proc> = ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls)).collect();
     status_until(&etcd, "three nodes should join", |t| t.contains("3 storage nodes"));
     let client = server.client().unwrap();
@@ -177,11 +179,7 @@ fn controller(etcd: &str, tls: &Path, name: &str, extra: &[&str]) -> Proc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_job_is_followed_by_another_which_drains_and_provisions() {
-    let server = EtcdServer::start().await.unwrap();
-    let etcd = server.url().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let tls_path = dir.path().join("tls");
-    ok(&baton(&["certs", "--out", tls_path.to_str().unwrap()]));
+    let (server, etcd, dir, tls_path) = setup().await;
     let mut nodes: Vec<Proc> =
         ["s1", "s2", "s3"].iter().map(|n| storage_node(dir.path(), n, &etcd, &tls_path)).collect();
     status_until(&etcd, "three nodes should join", |t| t.contains("3 storage nodes"));
@@ -249,11 +247,7 @@ async fn a_controller_killed_mid_job_is_followed_by_another_which_drains_and_pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_node_that_loses_etcd_past_its_lease_stops() {
-    let mut server = EtcdServer::start().await.unwrap();
-    let etcd = server.url().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    ok(&baton(&["certs", "--out", tls.to_str().unwrap()]));
+    let (mut server, etcd, dir, tls) = setup().await;
     let mut node = storage_node(dir.path(), "s1", &etcd, &tls);
     status_until(&etcd, "the node should join", |t| t.contains("s1"));
     server.kill();
@@ -266,6 +260,68 @@ async fn a_storage_node_that_loses_etcd_past_its_lease_stops() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_on_a_cluster_passes_its_shuffle_through_the_elastic_store() {
+    let (_server, etcd, dir, tls) = setup().await;
+    let d = dir.path();
+    let _stores: Vec<Proc> = ["s1", "s2"].iter().map(|n| storage_node(d, n, &etcd, &tls)).collect();
+    status_until(&etcd, "two storage nodes should join", |t| t.contains("2 storage nodes"));
+    // One host on 127.0.0.1: its node and a worker.
+    let free = |kind: &str| match kind {
+        "udp" => std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+        _ => std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+    };
+    let node_addr = format!("127.0.0.1:{}", free("udp"));
+    let home = d.join("host");
+    let _node = support::node_command(&home, &tls)
+        .args(["--memory", "64MiB", "--listen", &node_addr])
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .unwrap();
+    let worker_addr = format!("127.0.0.1:{}", free("tcp"));
+    let _worker = Command::new(BATON)
+        .args(["worker", "--listen", &worker_addr, "--tls-dir", tls.to_str().unwrap(), "--scratch"])
+        .arg(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .unwrap();
+    let cluster = d.join("cluster.toml");
+    std::fs::write(
+        &cluster,
+        format!(
+            "tls_dir = {:?}\n[store]\netcd = {etcd:?}\nmemory = \"128MiB\"\n[[host]]\nname = \"h\"\nnode = \"{node_addr}\"\nsocket = {:?}\nworkers = [\"http://{worker_addr}\"]\n",
+            tls.to_str().unwrap(),
+            home.join("node.sock").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(BATON).args(["cluster", "status", "--cluster"]).arg(&cluster).output().unwrap().status.success()
+    {
+        assert!(Instant::now() < deadline, "the host did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = ok(&Command::new(BATON).args(["cluster", "status", "--cluster"]).arg(&cluster).output().unwrap());
+    assert!(status.contains("2 storage nodes") && status.contains("elastic store"), "{status}");
+    ok(&baton(&["gensort", d.join("in.dat").to_str().unwrap(), "--records", "200000"]));
+    let sorted = Command::new(BATON)
+        .current_dir(d)
+        .args(["sort", "in.dat", "-o", "out", "--cluster", "cluster.toml", "--path", "remote-store", "--validate"])
+        .args(["--mappers", "4", "--reducers", "4"])
+        .env("BATON_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&sorted.stdout), String::from_utf8_lossy(&sorted.stderr));
+    assert!(sorted.status.success(), "{said}");
+    assert!(said.contains("remote-store"), "{said}");
+    // The job ended: the store holds none of its blocks.
+    let after = ok(&baton(&["store", "status", "--etcd", &etcd]));
+    assert!(!after.contains("job-"), "{after}");
 }
 
 #[test]

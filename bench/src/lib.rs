@@ -12,5 +12,6 @@ pub mod plan;
 pub mod soak;
 pub mod sort;
 pub mod stats;
+pub mod store;
 pub mod tpch;
 pub mod worker;

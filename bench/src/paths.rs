@@ -219,7 +219,7 @@ async fn measure(path: Option<&dyn DataPath>, object: &Bytes, size: u64, quick: 
     Ok(seconds)
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 => format!("{} MiB", b >> 20),
         b => format!("{} KiB", b >> 10),

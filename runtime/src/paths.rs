@@ -45,6 +45,14 @@ pub enum PathSpec {
         /// The cluster's TLS material (its CA is trusted).
         tls_dir: PathBuf,
     },
+    /// The elastic store whose state is in the etcd at `etcd`: the job's namespace there, its
+    /// storage nodes reached over QUIC (the remote store of many nodes).
+    Elastic {
+        /// The store's etcd (`http://host:2379`).
+        etcd: String,
+        /// The cluster's TLS material (its CA is trusted).
+        tls_dir: PathBuf,
+    },
     /// An object store by URL (file://, s3://).
     ObjectStore {
         /// The store's URL.
@@ -66,7 +74,7 @@ impl PathSpec {
     pub fn kind(&self) -> Path {
         match self {
             PathSpec::VmLocal { .. } => Path::VmLocal,
-            PathSpec::Remote { .. } => Path::RemoteStore,
+            PathSpec::Remote { .. } | PathSpec::Elastic { .. } => Path::RemoteStore,
             PathSpec::ObjectStore { .. } => Path::ObjectStore,
             PathSpec::HostNode => Path::Direct,
             PathSpec::RdmaMap { .. } | PathSpec::HostRdma => Path::RdmaMap,
@@ -84,6 +92,7 @@ impl PathSpec {
             PathSpec::ObjectStore { url } => {
                 format!("object-store ({}://)", url.split("://").next().unwrap_or("?"))
             }
+            PathSpec::Elastic { .. } => "remote-store (elastic)".into(),
             other => other.kind().name().to_string(),
         }
     }
@@ -97,6 +106,7 @@ impl PathSpec {
                 Arc::new(path)
             }
             PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
+            PathSpec::Elastic { etcd, tls_dir } => elastic::open(etcd, tls_dir, token).await?,
             PathSpec::RdmaMap { addr, tls_dir } => rdma::open(*addr, tls_dir, token).await?,
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         })
@@ -111,6 +121,7 @@ impl PathSpec {
                 path.open_job(job, ttl).await?;
             }
             PathSpec::ObjectStore { .. } => {}
+            PathSpec::Elastic { etcd, .. } => elastic::open_job(etcd, job, ttl).await?,
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         }
         Ok(())
@@ -125,8 +136,66 @@ impl PathSpec {
                 path.end_job(job).await?
             }
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
+            PathSpec::Elastic { etcd, tls_dir } => elastic::end_job(etcd, tls_dir, job, token).await?,
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         })
+    }
+}
+
+/// The elastic store's path: the job's namespace as an object store, under the object-store
+/// path's keys.
+mod elastic {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use baton_fabric::net::TlsDir;
+    use baton_fabric::path::object_store::ObjectStorePath;
+    use baton_fabric::{DataPath, JobId};
+    use baton_store::alloc::{Hints, JobSpace};
+    use baton_store::client::StoreClient;
+    use baton_store::etcd::Etcd;
+    use baton_store::objects::BatonObjectStore;
+
+    use crate::error::{Error, Result};
+
+    fn store_error(e: baton_store::Error) -> Error {
+        Error::BadJob { reason: format!("the elastic store: {e}") }
+    }
+
+    /// The job's namespace, for the job `token` is for.
+    pub(super) async fn open(etcd: &str, tls_dir: &std::path::Path, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
+        let token = super::parse_token(
+            token.ok_or_else(|| Error::BadJob { reason: "the elastic store's path needs the job's token".into() })?,
+        )?;
+        let etcd = Etcd::new(etcd).map_err(store_error)?;
+        let client = StoreClient::attach(&etcd, &TlsDir::new(tls_dir), token.job, token).await.map_err(store_error)?;
+        let store = BatonObjectStore::new(Arc::new(client));
+        Ok(Arc::new(ObjectStorePath::new(Arc::new(store), object_store::path::Path::default())))
+    }
+
+    /// Opens the job's namespace, or renews its lease.
+    pub(super) async fn open_job(etcd: &str, job: JobId, ttl: Duration) -> Result<()> {
+        let etcd = Etcd::new(etcd).map_err(store_error)?;
+        if !JobSpace::renew(&etcd, job).await.map_err(store_error)? {
+            JobSpace::open_renewed(&etcd, job, Hints::default(), ttl).await.map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the job: every block it holds is given back. The bytes it held.
+    pub(super) async fn end_job(etcd: &str, tls_dir: &std::path::Path, job: JobId, token: Option<&str>) -> Result<u64> {
+        let client = Etcd::new(etcd).map_err(store_error)?;
+        let mut held = 0;
+        if let Some(token) = token {
+            let token = super::parse_token(token)?;
+            if let Ok(store) = StoreClient::attach(&client, &TlsDir::new(tls_dir), job, token).await {
+                held = store.usage().await.map(|u| u.values().sum()).unwrap_or(0);
+            }
+        }
+        if !JobSpace::end(&client, job).await.map_err(store_error)? {
+            return Err(Error::Fabric(baton_fabric::Error::UnknownJob { job }));
+        }
+        Ok(held)
     }
 }
 
@@ -223,6 +292,8 @@ fn parse_token(text: &str) -> Result<Token> {
 #[derive(Debug, Default)]
 pub struct PathCache {
     open: Mutex<HashMap<PathSpec, Opened>>,
+    /// Paths that serve one job each (the elastic store's namespaces), by job.
+    per_job: Mutex<HashMap<(PathSpec, JobId), Arc<dyn DataPath>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +316,26 @@ impl PathCache {
     /// The opened path for `spec`, opening it on first use; `token` is added to a node's
     /// connection (tokens are per job, a connection serves many jobs).
     pub async fn get(&self, spec: &PathSpec, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
+        if let PathSpec::Elastic { .. } = spec {
+            let job = match token {
+                Some(token) => parse_token(token)?.job,
+                None => return spec.open(None).await,
+            };
+            let mut per_job = self.per_job.lock().await;
+            if let Some(path) = per_job.get(&(spec.clone(), job)) {
+                return Ok(path.clone());
+            }
+            let path = spec.open(token).await?;
+            // A warm worker serves job after job: it keeps the namespaces of a few.
+            if per_job.len() >= 16 {
+                let old: Vec<_> = per_job.keys().filter(|(_, j)| *j != job).take(8).cloned().collect();
+                for key in old {
+                    per_job.remove(&key);
+                }
+            }
+            per_job.insert((spec.clone(), job), path.clone());
+            return Ok(path);
+        }
         let mut open = self.open.lock().await;
         let opened = match open.get(spec) {
             Some(opened) => opened.clone(),
@@ -285,6 +376,7 @@ impl PathCache {
     /// Forgets every opened path (after a fault, to reconnect).
     pub async fn clear(&self) {
         self.open.lock().await.clear();
+        self.per_job.lock().await.clear();
     }
 }
 

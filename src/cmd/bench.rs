@@ -40,6 +40,16 @@ enum Workload {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// The elastic store on loopback: 1 KiB and 1 MiB puts and gets against Redis 7 (started
+    /// by the benchmark), two jobs multiplexed on one store, a node drained under load. Needs
+    /// etcd and redis-server (Debian: etcd-server, redis-server).
+    Store {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Requests in flight at once, for both systems.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
     /// Sort of gensort input: the planned job, the object-store-only job and one process.
     Sort {
         /// Sizes to sort, in GiB.
@@ -196,6 +206,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = baton_bench::paths::run(&options).await?;
             let markdown = baton_bench::paths::markdown(&report);
             write_reports(&out, "paths", serde_json::to_string_pretty(&report)?, &markdown)
+        }
+        Workload::Store { run: RunArgs { quick, out, work_dir }, clients } => {
+            if !quick {
+                warn_if_debug();
+            }
+            let options = baton_bench::store::StoreOptions {
+                quick,
+                work_dir: std::path::absolute(&work_dir)?,
+                exe: std::env::current_exe()?,
+                clients,
+            };
+            let report = baton_bench::store::run(&options).await?;
+            write_reports(&out, "store", serde_json::to_string_pretty(&report)?, &baton_bench::store::markdown(&report))
         }
         Workload::Direct { run: RunArgs { quick, out, work_dir } } => {
             if !quick {

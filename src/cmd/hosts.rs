@@ -110,7 +110,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 );
             }
             if let Some(store) = &file.store {
-                println!("store  node {}  namespace {}", store.node, store.namespace.as_deref().unwrap_or("-"));
+                let at = match (&store.node, &store.etcd) {
+                    (_, Some(etcd)) => format!("etcd {etcd}"),
+                    (Some(node), None) => format!("node {node}"),
+                    (None, None) => "-".into(),
+                };
+                println!("store  {at}  namespace {}", store.namespace.as_deref().unwrap_or("-"));
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
             let objects = match &s3 {
@@ -198,13 +203,31 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
             }
             if let Some(store) = &file.store {
-                let answer = async { DirectPath::connect(store.node, &tls).await?.hello().await };
-                match answer.await {
-                    Ok((version, _)) => {
-                        println!("{:<6} {:<21} up, protocol {version} (remote store)", "store", store.node)
-                    }
+                let answer =
+                    match (&store.node, &store.etcd) {
+                        (_, Some(etcd)) => async {
+                            let map = baton_store::alloc::BlockMap::read(&baton_store::etcd::Etcd::new(etcd)?).await?;
+                            let (memory, flash) = map.free_blocks();
+                            Ok::<_, anyhow::Error>(format!(
+                                "up: {} storage nodes, {memory} memory and {flash} flash blocks free (elastic store)",
+                                map.nodes.len()
+                            ))
+                        }
+                        .await,
+                        (Some(node), None) => {
+                            async {
+                                let (version, _) = DirectPath::connect(*node, &tls).await?.hello().await?;
+                                Ok::<_, anyhow::Error>(format!("up, protocol {version} (remote store)"))
+                            }
+                            .await
+                        }
+                        (None, None) => Err(anyhow::anyhow!("it names neither a node nor an etcd")),
+                    };
+                let name = store.node.map_or_else(|| store.etcd.clone().unwrap_or_default(), |n| n.to_string());
+                match answer {
+                    Ok(text) => println!("{:<6} {:<21} {text}", "store", name),
                     Err(e) => {
-                        println!("{:<6} {:<21} unreachable: {e}", "store", store.node);
+                        println!("{:<6} {:<21} unreachable: {e}", "store", name);
                         down.push("the store".into());
                     }
                 }

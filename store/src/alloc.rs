@@ -336,6 +336,37 @@ impl JobSpace {
         Ok(space)
     }
 
+    /// Opens `job` like [`JobSpace::open`], but with a lease that only [`JobSpace::renew`]
+    /// renews: for a driver that keeps its jobs alive from a loop of its own (and whose jobs
+    /// lapse when it dies). Its homes are spread over every member when the hints ask for less.
+    pub async fn open_renewed(etcd: &Etcd, job: JobId, mut hints: Hints, ttl: Duration) -> Result<()> {
+        let map = BlockMap::read(etcd).await?;
+        hints.bytes = hints.bytes.max(map.nodes.len() as u64 * map.block_size());
+        let space = Self::open(etcd, job, hints, ttl).await?;
+        if let JobLease::Kept(lease) = space.lease {
+            // The lease outlives the renewals it had: the caller renews it from now on.
+            lease.detach();
+        }
+        Ok(())
+    }
+
+    /// Renews `job`'s lease; `false` if the job is not open (never opened, ended, lapsed).
+    pub async fn renew(etcd: &Etcd, job: JobId) -> Result<bool> {
+        match etcd.get(&job_key(job)).await? {
+            Some(kv) => etcd.keep_alive(kv.lease).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Ends `job` wherever it was opened: its record and blocks go now. `false` if it was not
+    /// open.
+    pub async fn end(etcd: &Etcd, job: JobId) -> Result<bool> {
+        match etcd.get(&job_key(job)).await? {
+            Some(kv) => etcd.revoke(kv.lease).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Attaches to `job`, opened elsewhere: its hints and lease are read from the store.
     pub async fn attach(etcd: &Etcd, job: JobId) -> Result<Self> {
         let kv = etcd.get(&job_key(job)).await?.ok_or_else(|| Error::Config {

@@ -103,36 +103,28 @@ impl Nodes {
         if let Some(since) = lock(&self.dead).get(&replica.node).map(Instant::elapsed).filter(|t| *t < DEAD_FOR) {
             return Err(lost(job, replica, format!("it did not answer {} s ago", since.as_secs())));
         }
-        let answer = self.send(job, token, replica, op, body).await;
+        let answer = async {
+            let connection = self.connection(job, replica).await?;
+            let peer = format!("storage node {}", replica.node);
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(job, replica, e.to_string()))?;
+            let request = Request { job: job.0, token: Some(token.clone()), op };
+            wire::send(&mut send, &peer, &request).await.map_err(|e| lost(job, replica, e.to_string()))?;
+            // A node that refuses a put stops reading its body: its answer says why.
+            let sent = match body {
+                Some(body) => send.write_chunk(body).await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            let _ = send.finish();
+            match wire::recv::<Response>(&mut recv, &peer).await {
+                Ok(Some(response)) => Ok((response, recv)),
+                Ok(None) => Err(lost(job, replica, sent.err().unwrap_or_else(|| "it closed the stream".into()))),
+                Err(e) => Err(lost(job, replica, e.to_string())),
+            }
+        }
+        .await;
         if answer.is_err() {
             lock(&self.dead).insert(replica.node.clone(), Instant::now());
         }
         answer
-    }
-
-    async fn send(
-        &self,
-        job: JobId,
-        token: &WireToken,
-        replica: &Replica,
-        op: Op,
-        body: Option<Bytes>,
-    ) -> Result<(Response, quinn::RecvStream)> {
-        let connection = self.connection(job, replica).await?;
-        let peer = format!("storage node {}", replica.node);
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(job, replica, e.to_string()))?;
-        let request = Request { job: job.0, token: Some(token.clone()), op };
-        wire::send(&mut send, &peer, &request).await.map_err(|e| lost(job, replica, e.to_string()))?;
-        // A node that refuses a put stops reading its body: its answer says why.
-        let sent = match body {
-            Some(body) => send.write_chunk(body).await.map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
-        let _ = send.finish();
-        match wire::recv::<Response>(&mut recv, &peer).await {
-            Ok(Some(response)) => Ok((response, recv)),
-            Ok(None) => Err(lost(job, replica, sent.err().unwrap_or_else(|| "it closed the stream".into()))),
-            Err(e) => Err(lost(job, replica, e.to_string())),
-        }
     }
 }

@@ -319,6 +319,11 @@ impl KeptLease {
         !self.task.is_finished()
     }
 
+    /// Stops renewing and leaves the lease to lapse unless someone else renews it.
+    pub fn detach(self) {
+        self.task.abort();
+    }
+
     /// Stops renewing and revokes it: its keys go now.
     pub async fn end(self) -> Result<()> {
         self.task.abort();

@@ -223,11 +223,14 @@ pub async fn probe(
         hosts.push(HostProbe { name: host.name.clone(), quic, local });
     }
     if let Some(store) = &file.store {
-        let node = DirectPath::connect(store.node, &tls).await?;
-        node.add_token(token);
-        node.open_job(job, Duration::from_secs(600)).await?;
-        let timing = time_path(&node, job, size).await;
-        let _ = node.end_job(job).await;
+        let spec = store.spec(&file.tls_dir);
+        let text = token.to_string();
+        spec.open_job(job, Some(&text), Duration::from_secs(600)).await?;
+        let timing = match spec.open(Some(&text)).await {
+            Ok(path) => time_path(path.as_ref(), job, size).await,
+            Err(e) => Err(e),
+        };
+        let _ = spec.end_job(job, Some(&text)).await;
         samples.extend(timing?.samples(Path::RemoteStore, size, "probe store"));
     }
     if let Some(url) = &file.objects {

@@ -390,7 +390,7 @@ fn store_host(
     state.pids.push(pid);
     save(&options.dir, state)?;
     wait_for_socket(&home.join("node.sock"), &format!("the store host (namespace {ns})"), pid)?;
-    Ok(super::Store { node: addr, memory: options.memory, nic_gbps: gbps, namespace: Some(ns) })
+    Ok(super::Store { node: Some(addr), etcd: None, memory: options.memory, nic_gbps: gbps, namespace: Some(ns) })
 }
 
 /// Starts a node in namespace `ns` listening on `addr`, its socket, flash and log in `home`;

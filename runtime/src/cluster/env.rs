@@ -60,8 +60,16 @@ impl ClusterEnv {
             invokers.push((host.name.clone(), Box::new(http)));
         }
         if let Some(store) = &file.store {
-            reach(store.node, &tls).await.map_err(|reason| Error::BadJob {
-                reason: format!("the remote store's node {} does not answer: {reason}", store.node),
+            let answer = match (&store.node, &store.etcd) {
+                (_, Some(etcd)) => match baton_store::etcd::Etcd::new(etcd) {
+                    Ok(etcd) => etcd.revision().await.map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                (Some(node), None) => reach(*node, &tls).await,
+                (None, None) => Err("it names neither a node nor an etcd".into()),
+            };
+            answer.map_err(|reason| Error::BadJob {
+                reason: format!("{} does not answer: {reason}", store.describe()),
             })?;
         }
         let workers = file.hosts.iter().map(|h| h.workers.len()).sum();
@@ -119,11 +127,7 @@ impl Environment for ClusterEnv {
         match path {
             Path::VmLocal | Path::Direct => Some(PathSpec::HostNode),
             Path::ObjectStore => self.file.objects.clone().map(|url| PathSpec::ObjectStore { url }),
-            Path::RemoteStore => self
-                .file
-                .store
-                .as_ref()
-                .map(|store| PathSpec::Remote { addr: store.node, tls_dir: self.file.tls_dir.clone() }),
+            Path::RemoteStore => self.file.store.as_ref().map(|store| store.spec(&self.file.tls_dir)),
             // Between hosts that all have RDMA, in a build that reads it.
             Path::RdmaMap if self.rdma() => Some(PathSpec::HostRdma),
             Path::RdmaMap => None,

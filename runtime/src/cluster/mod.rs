@@ -6,10 +6,11 @@
 //!                                     # at the same path on every host (workers trust its CA)
 //! objects = "s3://bucket/baton"       # the object store every host reaches (optional)
 //!
-//! [store]                             # a node every host reaches, lending its tiers to
-//! node = "10.0.0.9:7070"              # jobs: the remote-store path (optional)
-//! memory = "64GiB"
-//! nic_gbps = 25.0
+//! [store]                             # the remote-store path (optional): a node every host
+//! node = "10.0.0.9:7070"              # reaches, lending its tiers to jobs — or the elastic
+//! # etcd = "http://10.0.0.2:2379"     # store whose state is in this etcd (one of the two)
+//! memory = "64GiB"                    # what it lends in all
+//! nic_gbps = 25.0                     # its links' bandwidth in all
 //!
 //! [[host]]
 //! name = "h0"
@@ -66,12 +67,16 @@ pub struct ClusterFile {
 }
 
 /// The remote store of a cluster: a node of its own that jobs on every host write to and read
-/// from (the elastic store's nodes plug in here).
+/// from, or the elastic store of many nodes whose state is in an etcd.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
-    /// Its node's QUIC address.
-    pub node: SocketAddr,
+    /// Its node's QUIC address (one node).
+    #[serde(default)]
+    pub node: Option<SocketAddr>,
+    /// The elastic store's etcd (`http://host:2379`).
+    #[serde(default)]
+    pub etcd: Option<String>,
     /// What it lends of memory.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
@@ -81,6 +86,26 @@ pub struct Store {
     /// The network namespace it lives in, when it is an emulated host.
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+impl Store {
+    /// The path jobs reach it by.
+    pub fn spec(&self, tls_dir: &std::path::Path) -> crate::paths::PathSpec {
+        match (&self.node, &self.etcd) {
+            (_, Some(etcd)) => crate::paths::PathSpec::Elastic { etcd: etcd.clone(), tls_dir: tls_dir.to_path_buf() },
+            (Some(addr), None) => crate::paths::PathSpec::Remote { addr: *addr, tls_dir: tls_dir.to_path_buf() },
+            (None, None) => crate::paths::PathSpec::Elastic { etcd: String::new(), tls_dir: tls_dir.to_path_buf() },
+        }
+    }
+
+    /// What it is, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.node, &self.etcd) {
+            (_, Some(etcd)) => format!("the elastic store in {etcd}"),
+            (Some(node), None) => format!("the remote store's node {node}"),
+            (None, None) => "a store with neither node nor etcd".into(),
+        }
+    }
 }
 
 /// One host of a cluster.
@@ -185,11 +210,19 @@ impl ClusterFile {
             }
         }
         if let Some(store) = &self.store {
-            if store.node.ip().is_unspecified() || store.node.port() == 0 {
-                return Err(format!("store: node {} is not an address to reach", store.node));
-            }
-            if nodes.contains(&store.node) {
-                return Err(format!("store: node {} is a host's node too", store.node));
+            match (&store.node, &store.etcd) {
+                (Some(node), None) => {
+                    if node.ip().is_unspecified() || node.port() == 0 {
+                        return Err(format!("store: node {node} is not an address to reach"));
+                    }
+                    if nodes.contains(node) {
+                        return Err(format!("store: node {node} is a host's node too"));
+                    }
+                }
+                (None, Some(etcd)) => {
+                    baton_store::etcd::Etcd::new(etcd).map_err(|e| format!("store: {e}"))?;
+                }
+                _ => return Err("store: give either node (one node) or etcd (the elastic store)".into()),
             }
             if !store.nic_gbps.is_finite() || store.nic_gbps <= 0.0 {
                 return Err("store: nic_gbps must be positive".into());
@@ -208,10 +241,14 @@ impl ClusterFile {
             out.push_str(&format!("objects_gbps = {gbps:?}\n"));
         }
         if let Some(store) = &self.store {
-            out.push_str(&format!(
-                "\n[store]\nnode = \"{}\"\nmemory = {}\nnic_gbps = {:?}\n",
-                store.node, store.memory.0, store.nic_gbps
-            ));
+            out.push_str("\n[store]\n");
+            if let Some(node) = &store.node {
+                out.push_str(&format!("node = \"{node}\"\n"));
+            }
+            if let Some(etcd) = &store.etcd {
+                out.push_str(&format!("etcd = {etcd:?}\n"));
+            }
+            out.push_str(&format!("memory = {}\nnic_gbps = {:?}\n", store.memory.0, store.nic_gbps));
             if let Some(ns) = &store.namespace {
                 out.push_str(&format!("namespace = {ns:?}\n"));
             }
@@ -260,7 +297,18 @@ mod tests {
         assert_eq!(again.hosts[1].workers, vec!["http://10.0.0.6:7100".to_string()]);
         assert_eq!(again.hosts[1].socket.as_deref(), Some(Path::new("/run/b.sock")));
         let store = again.store.as_ref().unwrap();
-        assert_eq!((store.node.port(), store.nic_gbps), (7070, 2.5));
+        assert_eq!((store.node.map(|n| n.port()), store.nic_gbps), (Some(7070), 2.5));
+        assert!(matches!(store.spec(Path::new("t")), crate::paths::PathSpec::Remote { .. }));
+        // The elastic store, by its etcd.
+        let elastic = text.replace("node = \"10.0.0.9:7070\"", "etcd = \"http://10.0.0.2:2379\"");
+        std::fs::write(&path, &elastic).unwrap();
+        let file = ClusterFile::read(&path).unwrap();
+        let store = file.store.as_ref().unwrap();
+        assert!(
+            matches!(store.spec(Path::new("t")), crate::paths::PathSpec::Elastic { etcd, .. } if etcd == "http://10.0.0.2:2379")
+        );
+        std::fs::write(&path, file.to_toml()).unwrap();
+        assert_eq!(ClusterFile::read(&path).unwrap().store.unwrap().etcd.as_deref(), Some("http://10.0.0.2:2379"));
         for (text, says) in [
             (
                 "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.6:7070\"\n",
@@ -279,6 +327,14 @@ mod tests {
             (
                 "tls_dir = \"t\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\nworkers = [\"gopher://x\"]\n",
                 "gopher",
+            ),
+            (
+                "tls_dir = \"t\"\n[store]\nnode = \"10.0.0.9:7070\"\netcd = \"http://e:2379\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n",
+                "either node",
+            ),
+            (
+                "tls_dir = \"t\"\n[store]\netcd = \"e:2379\"\n[[host]]\nname = \"a\"\nnode = \"10.0.0.5:7070\"\n",
+                "http://",
             ),
         ] {
             let (_dir, path) = write(text);

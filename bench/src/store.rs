@@ -159,6 +159,7 @@ async fn storage_node(
         .env("BATON_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(baton_fabric::private::create_file(&home.join(format!("node-{}.log", std::process::id())))?)
         .spawn()
         .with_context(|| format!("starting {}", options.exe.display()))?;
     let node = Proc(child);

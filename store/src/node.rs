@@ -87,7 +87,13 @@ struct Shared {
     stats: NetStats,
     /// Set once the node was drained: it holds no block and the controller said so.
     drained: tokio::sync::watch::Sender<bool>,
+    /// Tokens whose signature checked, by signature: each request then checks only its claims
+    /// (an Ed25519 verification costs more than a small get).
+    verified: Mutex<HashMap<[u8; 64], Token>>,
 }
+
+/// Tokens a node remembers as verified (then it forgets them all and starts again).
+const VERIFIED: usize = 4096;
 
 /// What the node holds.
 #[derive(Debug, Default)]
@@ -195,6 +201,7 @@ impl StorageNode {
             syncs: AtomicU64::new(0),
             stats: NetStats::default(),
             drained: tokio::sync::watch::Sender::new(false),
+            verified: Mutex::default(),
         });
         let membership = Membership::join(etcd, &info, MEMBER_TTL).await?;
         sync(&shared).await?;
@@ -400,9 +407,16 @@ fn authorize(shared: &Shared, request: &Request, needed: Scopes) -> std::result:
     let job = JobId(request.job);
     let token = request.token.clone().ok_or_else(|| Refusal::Unauthorized(format!("no token for {job}")))?;
     let token = Token::try_from(token).map_err(|e| Refusal::Unauthorized(e.to_string()))?;
-    shared
-        .verifier
-        .verify(&token, job, needed, &shared.audiences, unix_ms_now())
+    let known = lock(&shared.verified).get(&token.signature).is_some_and(|t| *t == token);
+    if !known {
+        shared.verifier.verify_signature(&token).map_err(|e| Refusal::Unauthorized(format!("{job}: {e}")))?;
+        let mut verified = lock(&shared.verified);
+        if verified.len() >= VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.signature, token);
+    }
+    TokenPublicKey::verify_claims(&token, job, needed, &shared.audiences, unix_ms_now())
         .map_err(|e| Refusal::Unauthorized(format!("{job}: {e}")))?;
     Ok(job)
 }

@@ -208,11 +208,18 @@ async fn a_token_grants_its_own_job_and_scopes_only() {
     let other = signer.mint(JobId(2), later, Scopes::ALL, Audience::ANY);
     assert!(StoreClient::attach(&store.etcd, &store.tls, JobId(1), other).await.is_err());
     // A reader's token reads and cannot write.
-    let reader = signer.mint(JobId(1), later, Scopes::READ, Audience::ANY);
-    let reader = StoreClient::attach(&store.etcd, &store.tls, JobId(1), reader).await.unwrap();
+    let read_only = signer.mint(JobId(1), later, Scopes::READ, Audience::ANY);
+    let reader = StoreClient::attach(&store.etcd, &store.tls, JobId(1), read_only).await.unwrap();
     assert_eq!(reader.get("k").await.unwrap(), Bytes::from_static(b"secret"));
     let refused = reader.put("k", Bytes::from_static(b"mine")).await.unwrap_err();
     assert!(matches!(&refused, Error::Refused { reason, .. } if reason.contains("Unauthorized")), "{refused}");
+    // The nodes remember the reader's signature as checked: a token that reuses it with more
+    // scopes is still refused.
+    let mut forged = read_only;
+    forged.scopes = Scopes::ALL;
+    let forger = StoreClient::attach(&store.etcd, &store.tls, JobId(1), forged).await.unwrap();
+    let refused = forger.put("k", Bytes::from_static(b"mine")).await.unwrap_err();
+    assert!(matches!(&refused, Error::Refused { reason, .. } if reason.contains("signature")), "{refused}");
     // An expired token reads nothing.
     let expired = signer.mint(JobId(1), unix_ms_now() - 1, Scopes::ALL, Audience::ANY);
     let expired = StoreClient::attach(&store.etcd, &store.tls, JobId(1), expired).await.unwrap();

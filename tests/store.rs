@@ -46,18 +46,19 @@ impl Drop for Proc {
     }
 }
 
+/// `command` started quietly (warnings only, no output), killed when dropped.
+fn quiet(command: &mut Command) -> Proc {
+    command.env("BATON_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().map(Proc).unwrap()
+}
+
 /// A storage node named `name` on 127.0.0.1 joining the store in `etcd`.
 fn storage_node(dir: &Path, name: &str, etcd: &str, tls: &Path) -> Proc {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    support::node_command(&dir.join(name), tls)
-        .args(["--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd, "--store-name", name])
-        .env("BATON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Proc)
-        .unwrap()
+    quiet(
+        support::node_command(&dir.join(name), tls)
+            .args(["--memory", "64MiB", "--flash", "128MiB", "--block-size", "16MiB"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd, "--store-name", name]),
+    )
 }
 
 /// Waits until `baton store status` says what `done` wants; its last answer.
@@ -165,16 +166,12 @@ async fn objects_in_node_processes_survive_a_sigkill_with_two_copies_and_name_th
 
 /// A `baton store controller` process.
 fn controller(etcd: &str, tls: &Path, name: &str, extra: &[&str]) -> Proc {
-    Command::new(BATON)
-        .args(["store", "controller", "--etcd", etcd, "--name", name, "--every-ms", "100", "--tls-dir"])
-        .arg(tls)
-        .args(extra)
-        .env("BATON_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Proc)
-        .unwrap()
+    quiet(
+        Command::new(BATON)
+            .args(["store", "controller", "--etcd", etcd, "--name", name, "--every-ms", "100", "--tls-dir"])
+            .arg(tls)
+            .args(extra),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,21 +272,13 @@ async fn a_sort_on_a_cluster_passes_its_shuffle_through_the_elastic_store() {
     };
     let node_addr = format!("127.0.0.1:{}", free("udp"));
     let home = d.join("host");
-    let _node = support::node_command(&home, &tls)
-        .args(["--memory", "64MiB", "--listen", &node_addr])
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Proc)
-        .unwrap();
+    let _node = quiet(support::node_command(&home, &tls).args(["--memory", "64MiB", "--listen", &node_addr]));
     let worker_addr = format!("127.0.0.1:{}", free("tcp"));
-    let _worker = Command::new(BATON)
-        .args(["worker", "--listen", &worker_addr, "--tls-dir", tls.to_str().unwrap(), "--scratch"])
-        .arg(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Proc)
-        .unwrap();
+    let _worker = quiet(
+        Command::new(BATON)
+            .args(["worker", "--listen", &worker_addr, "--tls-dir", tls.to_str().unwrap(), "--scratch"])
+            .arg(d),
+    );
     let cluster = d.join("cluster.toml");
     std::fs::write(
         &cluster,

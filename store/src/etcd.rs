@@ -2,6 +2,11 @@
 //! in base64): what the elastic store keeps in etcd — membership under leases, the block map,
 //! jobs' leases, the controllers' election — needs puts, ranges, deletes, transactions and
 //! leases, and nothing else. etcd is the consensus engine; this is only its client.
+//!
+//! An etcd with authentication on (reachable beyond loopback, it must be) takes a user and a
+//! password from `BATON_ETCD_USER` and `BATON_ETCD_PASSWORD` — never from the URL, which the
+//! process table shows: the client authenticates once, sends the token etcd hands out with each
+//! request, and authenticates again when etcd says the token expired.
 
 use std::time::Duration;
 
@@ -21,10 +26,21 @@ use crate::error::{Error, Result};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An etcd endpoint: `http://host:port` (the client URL etcd advertises).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Etcd {
     url: String,
     authority: String,
+    /// A user and password, for an etcd with authentication on.
+    credentials: Option<(String, String)>,
+    /// The token etcd handed out for them.
+    token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.credentials.as_ref().map(|(user, _)| user.as_str());
+        f.debug_struct("Etcd").field("url", &self.url).field("user", &user).finish()
+    }
 }
 
 /// A key and its value, as a range returns it.
@@ -108,7 +124,26 @@ impl Etcd {
             return Err(bad("give host:port, without a path"));
         }
         let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:2379") };
-        Ok(Self { url: url.trim_end_matches('/').to_string(), authority })
+        if authority.contains('@') {
+            return Err(bad("give the user and password in BATON_ETCD_USER and BATON_ETCD_PASSWORD, not the URL"));
+        }
+        let credentials = match (std::env::var("BATON_ETCD_USER"), std::env::var("BATON_ETCD_PASSWORD")) {
+            (Ok(user), Ok(password)) if !user.is_empty() => Some((user, password)),
+            _ => None,
+        };
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            authority,
+            credentials,
+            token: std::sync::Arc::default(),
+        })
+    }
+
+    /// The same endpoint, authenticating as `user` with `password`.
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some((user.to_string(), password.to_string()));
+        self.token = std::sync::Arc::default();
+        self
     }
 
     /// Its URL.
@@ -116,7 +151,31 @@ impl Etcd {
         &self.url
     }
 
+    /// Sends a request, with the auth token when there are credentials (fetched, and fetched
+    /// again once when etcd says it expired).
     async fn call(&self, path: &str, body: Value) -> Result<Value> {
+        let Some((user, password)) = &self.credentials else { return self.send(path, body, None).await };
+        for fresh in [false, true] {
+            let cached = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let token = match cached {
+                Some(token) if !fresh => token,
+                _ => {
+                    let v =
+                        self.send("/v3/auth/authenticate", json!({ "name": user, "password": password }), None).await?;
+                    let token = v["token"].as_str().unwrap_or_default().to_string();
+                    *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+                    token
+                }
+            };
+            match self.send(path, body.clone(), Some(&token)).await {
+                Err(Error::Etcd { reason, .. }) if !fresh && reason.contains("auth token") => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Etcd { url: self.url.clone(), reason: format!("{path}: its auth token was refused twice") })
+    }
+
+    pub(crate) async fn send(&self, path: &str, body: Value, token: Option<&str>) -> Result<Value> {
         let unreachable = |reason: String| Error::Etcd { url: self.url.clone(), reason };
         let request = async {
             let stream = TcpStream::connect(&self.authority).await.map_err(|e| unreachable(e.to_string()))?;
@@ -124,18 +183,26 @@ impl Etcd {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             tokio::spawn(connection);
-            let request = Request::post(path)
-                .header("host", &self.authority)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| unreachable(e.to_string()))?;
+            let mut request =
+                Request::post(path).header("host", &self.authority).header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", token);
+            }
+            let request =
+                request.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| unreachable(e.to_string()))?;
             let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
             let status = response.status();
             let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| unreachable(format!("{path} answered {status} with no JSON: {e}")))?;
             if let Some(message) = value.get("error").or_else(|| value.get("message")).and_then(Value::as_str) {
-                return Err(Error::Etcd { url: self.url.clone(), reason: format!("{path}: {message}") });
+                let hint = if message.contains("user name is empty") {
+                    " (this etcd has authentication on: give a user and password in BATON_ETCD_USER and \
+                     BATON_ETCD_PASSWORD)"
+                } else {
+                    ""
+                };
+                return Err(Error::Etcd { url: self.url.clone(), reason: format!("{path}: {message}{hint}") });
             }
             if !status.is_success() {
                 return Err(unreachable(format!("{path} answered {status}")));

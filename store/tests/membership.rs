@@ -58,3 +58,22 @@ async fn an_etcd_that_does_not_answer_is_named() {
     let error = Etcd::new("127.0.0.1:2379").unwrap_err().to_string();
     assert!(error.contains("http://"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_with_authentication_takes_only_clients_with_credentials() {
+    let server = EtcdServer::start().await.unwrap();
+    server.enable_auth("s3cret").await.unwrap();
+    let anonymous = server.client().unwrap();
+    let refused = Membership::join(&anonymous, &node("a", 7001), Duration::from_secs(5)).await.unwrap_err();
+    assert!(refused.to_string().contains(server.url()) && refused.to_string().contains("BATON_ETCD_USER"), "{refused}");
+    let wrong = server.client().unwrap().with_credentials("root", "guess");
+    assert!(wrong.revision().await.unwrap_err().to_string().contains("authentication failed"));
+    let root = server.client().unwrap().with_credentials("root", "s3cret");
+    let a = Membership::join(&root, &node("a", 7001), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(members(&root).await.unwrap().len(), 1);
+    a.leave().await.unwrap();
+    assert!(members(&root).await.unwrap().is_empty());
+    // Credentials never come in the URL (the process table shows it).
+    let in_url = Etcd::new("http://root:s3cret@127.0.0.1:2379").unwrap_err();
+    assert!(in_url.to_string().contains("BATON_ETCD_USER"), "{in_url}");
+}

@@ -385,7 +385,9 @@ impl StoreClient {
     }
 
     /// Gives back the job's later groups that hold nothing on any copy (after deletes): their
-    /// blocks serve other jobs at once. The homes stay. Returns how many groups went.
+    /// blocks serve other jobs at once. The homes stay. Returns how many groups went. Call it
+    /// while no other process of the job writes: a put racing it could land in a group it gives
+    /// back (nothing marks a group closing first yet).
     pub async fn give_back_empty(&self) -> Result<usize> {
         let _one = self.growing.lock().await;
         self.refresh().await?;

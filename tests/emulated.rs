@@ -59,6 +59,7 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _down = DownOnPanic(d);
     let up = ok(&baton(
         d,
         &["cluster", "up", "--emulate", "2", "--nic", "1gbit", "--memory", "256MiB", "--workers", "0", "--dir", "c"],
@@ -113,6 +114,18 @@ fn pids(d: &Path) -> Vec<u32> {
         .unwrap()
 }
 
+/// Runs `cluster down` of emulation `c` in its directory when a test fails halfway, so that a
+/// failure leaves no namespace, link or process behind (before the directory goes).
+struct DownOnPanic<'a>(&'a Path);
+
+impl Drop for DownOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.0.join("c").exists() {
+            let _ = baton(self.0, &["cluster", "down", "--dir", "c"]);
+        }
+    }
+}
+
 /// `cluster down` of emulation `c` in `d` (id `id`): no namespace, link, process, shared memory
 /// or file of it is left.
 fn down_leaves_nothing(d: &Path, id: &str) {
@@ -162,6 +175,7 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _down = DownOnPanic(d);
     let up = ok(&baton(
         d,
         &[
@@ -265,6 +279,7 @@ fn an_up_that_fails_halfway_removes_what_it_made() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _down = DownOnPanic(d);
     // A "baton" whose nodes exit at once: up fails waiting for them, after making the bridge,
     // the namespaces and the links.
     let out = Command::new(BATON)
@@ -299,6 +314,7 @@ fn a_sort_survives_the_loss_of_a_hosts_node_mid_job() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _down = DownOnPanic(d);
     ok(&baton(d, &["cluster", "up", "--emulate", "3", "--memory", "512MiB", "--workers", "2", "--dir", "c"]));
     let id = emulation_id(d);
     ok(&baton(d, &["gensort", "in.dat", "--size", "96MiB"]));
@@ -361,6 +377,7 @@ fn the_object_store_and_the_remote_store_can_be_hosts_of_their_own_behind_capped
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _down = DownOnPanic(d);
     let up =
         baton(d, &["cluster", "up", "--emulate", "2", "--workers", "1", "--s3-host", "--store-host", "--dir", "c"]);
     let up = ok(&up);

@@ -39,6 +39,8 @@ fn remains(id: &str) -> Vec<String> {
             || name.starts_with(&format!("bv{id}h"))
             || name.starts_with(&format!("bv{id}s3"))
             || name.starts_with(&format!("bv{id}st"))
+            || name.starts_with(&format!("bv{id}e"))
+            || name.starts_with(&format!("bv{id}n"))
         {
             left.push(format!("link {name}"));
         }
@@ -136,7 +138,7 @@ fn down_leaves_nothing(d: &Path, id: &str) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} still runs: {stat}");
     }
-    for made in ["cluster.toml", "calibration.toml", "tls", "objects", "store"] {
+    for made in ["cluster.toml", "calibration.toml", "tls", "objects", "store", "elastic"] {
         assert!(!d.join("c").join(made).exists(), "{made} is left");
     }
 }
@@ -419,5 +421,63 @@ fn the_object_store_and_the_remote_store_can_be_hosts_of_their_own_behind_capped
     // Every byte of the shuffle went out of the store again (the reads), past its cap.
     let sent = tbf_sent(&format!("bv{id}st")) - before;
     assert!(sent >= 8 << 20, "the store host's tbf passed only {sent} bytes");
+    down_leaves_nothing(d, &id);
+}
+
+#[test]
+fn the_elastic_store_runs_in_hosts_of_its_own_behind_an_etcd_that_asks_who_is_there() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _down = DownOnPanic(d);
+    let up = ok(&baton(
+        d,
+        &["cluster", "up", "--emulate", "1", "--workers", "2", "--elastic-store", "2"]
+            .into_iter()
+            .chain(["--memory", "128MiB", "--store-block", "8MiB", "--dir", "c"])
+            .collect::<Vec<_>>(),
+    ));
+    let id = emulation_id(d);
+    let etcd = format!("http://10.77.{id}.7:2379");
+    assert!(up.contains(&format!("store  etcd {etcd}")), "{up}");
+    // etcd is reachable beyond loopback, so it lets in only who has the credentials.
+    let credentials = d.join("c/elastic/etcd.credentials");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&credentials).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let refused = baton(d, &["store", "status", "--etcd", &etcd]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("authentication"), "{refused:?}");
+    let text = std::fs::read_to_string(&credentials).unwrap();
+    let (user, password) = text.split_once(':').unwrap();
+    let status = Command::new(BATON)
+        .args(["store", "status", "--etcd", &etcd])
+        .env("BATON_ETCD_USER", user)
+        .env("BATON_ETCD_PASSWORD", password)
+        .output()
+        .unwrap();
+    let status = ok(&status);
+    assert!(
+        status.contains(&format!("10.77.{id}.240:7070")) && status.contains(&format!("10.77.{id}.241:7070")),
+        "{status}"
+    );
+    // A sort's shuffle goes through the storage hosts, across their capped links.
+    let cluster = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
+    assert!(cluster.contains("up: 2 storage nodes"), "{cluster}");
+    ok(&baton(d, &["gensort", "in.dat", "--size", "16MiB"]));
+    let sent = |d: &str| tbf_sent(&format!("bv{id}{d}"));
+    let before = [sent("n0"), sent("n1")];
+    let sort = baton(
+        d,
+        &["sort", "in.dat", "-o", "out", "--cluster", "c/cluster.toml", "--path", "remote-store", "--validate"],
+    );
+    let out = ok(&sort);
+    assert!(out.contains("remote-store (elastic)"), "{out}");
+    assert!(out.contains("globally sorted"), "{out}");
+    // Both storage hosts sent their part of the shuffle back out, all of it together.
+    let out_of = [sent("n0") - before[0], sent("n1") - before[1]];
+    assert!(out_of.iter().all(|&b| b >= 1 << 20), "each storage host's part: {out_of:?}");
+    assert!(out_of.iter().sum::<u64>() >= 16 << 20, "the storage hosts' tbf passed only {out_of:?} bytes");
     down_leaves_nothing(d, &id);
 }

@@ -52,6 +52,10 @@ pub enum PathSpec {
         etcd: String,
         /// The cluster's TLS material (its CA is trusted).
         tls_dir: PathBuf,
+        /// A private file with etcd's `user:password`, when its authentication is on (without
+        /// it: `BATON_ETCD_USER` and `BATON_ETCD_PASSWORD`, or none).
+        #[serde(default)]
+        credentials: Option<PathBuf>,
     },
     /// An object store by URL (file://, s3://).
     ObjectStore {
@@ -106,7 +110,9 @@ impl PathSpec {
                 Arc::new(path)
             }
             PathSpec::ObjectStore { url } => Arc::new(baton_connectors::object_store_path(url)?),
-            PathSpec::Elastic { etcd, tls_dir } => elastic::open(etcd, tls_dir, token).await?,
+            PathSpec::Elastic { etcd, tls_dir, credentials } => {
+                elastic::open(&elastic::etcd(etcd, credentials)?, tls_dir, token).await?
+            }
             PathSpec::RdmaMap { addr, tls_dir } => rdma::open(*addr, tls_dir, token).await?,
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         })
@@ -121,7 +127,9 @@ impl PathSpec {
                 path.open_job(job, ttl).await?;
             }
             PathSpec::ObjectStore { .. } => {}
-            PathSpec::Elastic { etcd, .. } => elastic::open_job(etcd, job, ttl).await?,
+            PathSpec::Elastic { etcd, credentials, .. } => {
+                elastic::open_job(&elastic::etcd(etcd, credentials)?, job, ttl).await?
+            }
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         }
         Ok(())
@@ -136,11 +144,15 @@ impl PathSpec {
                 path.end_job(job).await?
             }
             PathSpec::ObjectStore { url } => baton_connectors::object_store_path(url)?.purge_job(job).await?,
-            PathSpec::Elastic { etcd, tls_dir } => elastic::end_job(etcd, tls_dir, job, token).await?,
+            PathSpec::Elastic { etcd, tls_dir, credentials } => {
+                elastic::end_job(&elastic::etcd(etcd, credentials)?, tls_dir, job, token).await?
+            }
             PathSpec::HostNode | PathSpec::HostRdma => return Err(unresolved()),
         })
     }
 }
+
+pub(crate) use elastic::etcd as elastic_etcd;
 
 /// The elastic store's path: the job's namespace as an object store, under the object-store
 /// path's keys.
@@ -162,37 +174,48 @@ mod elastic {
         Error::BadJob { reason: format!("the elastic store: {e}") }
     }
 
+    /// A client of the store's etcd at `url`, with the credentials in the file if there is one.
+    pub(crate) fn etcd(url: &str, credentials: &Option<std::path::PathBuf>) -> Result<Etcd> {
+        let etcd = Etcd::new(url).map_err(store_error)?;
+        match credentials {
+            Some(file) => etcd.with_credentials_file(file).map_err(store_error),
+            None => Ok(etcd),
+        }
+    }
+
     /// The job's namespace, for the job `token` is for.
-    pub(super) async fn open(etcd: &str, tls_dir: &std::path::Path, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
+    pub(super) async fn open(etcd: &Etcd, tls_dir: &std::path::Path, token: Option<&str>) -> Result<Arc<dyn DataPath>> {
         let token = super::parse_token(
             token.ok_or_else(|| Error::BadJob { reason: "the elastic store's path needs the job's token".into() })?,
         )?;
-        let etcd = Etcd::new(etcd).map_err(store_error)?;
-        let client = StoreClient::attach(&etcd, &TlsDir::new(tls_dir), token.job, token).await.map_err(store_error)?;
+        let client = StoreClient::attach(etcd, &TlsDir::new(tls_dir), token.job, token).await.map_err(store_error)?;
         let store = BatonObjectStore::new(Arc::new(client));
         Ok(Arc::new(ObjectStorePath::new(Arc::new(store), object_store::path::Path::default())))
     }
 
     /// Opens the job's namespace, or renews its lease.
-    pub(super) async fn open_job(etcd: &str, job: JobId, ttl: Duration) -> Result<()> {
-        let etcd = Etcd::new(etcd).map_err(store_error)?;
-        if !JobSpace::renew(&etcd, job).await.map_err(store_error)? {
-            JobSpace::open_renewed(&etcd, job, Hints::default(), ttl).await.map_err(store_error)?;
+    pub(super) async fn open_job(etcd: &Etcd, job: JobId, ttl: Duration) -> Result<()> {
+        if !JobSpace::renew(etcd, job).await.map_err(store_error)? {
+            JobSpace::open_renewed(etcd, job, Hints::default(), ttl).await.map_err(store_error)?;
         }
         Ok(())
     }
 
     /// Ends the job: every block it holds is given back. The bytes it held.
-    pub(super) async fn end_job(etcd: &str, tls_dir: &std::path::Path, job: JobId, token: Option<&str>) -> Result<u64> {
-        let client = Etcd::new(etcd).map_err(store_error)?;
+    pub(super) async fn end_job(
+        etcd: &Etcd,
+        tls_dir: &std::path::Path,
+        job: JobId,
+        token: Option<&str>,
+    ) -> Result<u64> {
         let mut held = 0;
         if let Some(token) = token {
             let token = super::parse_token(token)?;
-            if let Ok(store) = StoreClient::attach(&client, &TlsDir::new(tls_dir), job, token).await {
+            if let Ok(store) = StoreClient::attach(etcd, &TlsDir::new(tls_dir), job, token).await {
                 held = store.usage().await.map(|u| u.values().sum()).unwrap_or(0);
             }
         }
-        if !JobSpace::end(&client, job).await.map_err(store_error)? {
+        if !JobSpace::end(etcd, job).await.map_err(store_error)? {
             return Err(Error::Fabric(baton_fabric::Error::UnknownJob { job }));
         }
         Ok(held)

@@ -47,6 +47,18 @@ enum Action {
         /// reaches over its capped link (the remote-store path).
         #[arg(long)]
         store_host: bool,
+        /// Give the cluster the elastic store (the remote-store path) with this many storage
+        /// nodes, each a host of its own lending --memory (and --store-flash), with etcd
+        /// (authentication on, its credentials in a private file the cluster file names) and
+        /// the store's controller in one more host.
+        #[arg(long, default_value_t = 0)]
+        elastic_store: usize,
+        /// Flash each storage node of the elastic store lends.
+        #[arg(long, default_value = "0")]
+        store_flash: ByteSize,
+        /// The elastic store's block size.
+        #[arg(long, default_value = "32MiB")]
+        store_block: ByteSize,
         /// The emulation's directory: its cluster file (cluster.toml), material and logs.
         #[arg(long, default_value = "baton-data/cluster")]
         dir: PathBuf,
@@ -81,7 +93,20 @@ enum Action {
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.action {
-        Action::Up { emulate: hosts, nic, memory, workers, worker_memory, s3_host, store_host, dir, node_exe } => {
+        Action::Up {
+            emulate: hosts,
+            nic,
+            memory,
+            workers,
+            worker_memory,
+            s3_host,
+            store_host,
+            elastic_store,
+            store_flash,
+            store_block,
+            dir,
+            node_exe,
+        } => {
             let dir = std::path::absolute(&dir)?;
             let exe = match node_exe {
                 Some(exe) => exe,
@@ -97,6 +122,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 worker_memory,
                 s3_host: s3.clone(),
                 store_host,
+                elastic_store,
+                store_flash,
+                store_block,
                 dir: dir.clone(),
             };
             let file = tokio::task::spawn_blocking(move || emulate::up(&options)).await??;
@@ -116,6 +144,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     (None, None) => "-".into(),
                 };
                 println!("store  {at}  namespace {}", store.namespace.as_deref().unwrap_or("-"));
+                if let Some(credentials) = &store.credentials {
+                    println!(
+                        "store  etcd's user:password is in {} (for `baton store`: export BATON_ETCD_USER=root BATON_ETCD_PASSWORD=...)",
+                        credentials.display()
+                    );
+                }
             }
             println!("cluster file: {}", dir.join("cluster.toml").display());
             let objects = match &s3 {
@@ -205,8 +239,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             if let Some(store) = &file.store {
                 let answer =
                     match (&store.node, &store.etcd) {
-                        (_, Some(etcd)) => async {
-                            let map = baton_store::alloc::BlockMap::read(&baton_store::etcd::Etcd::new(etcd)?).await?;
+                        (_, Some(_)) => async {
+                            let etcd = store.etcd_client()?.context("the store's etcd")?;
+                            let map = baton_store::alloc::BlockMap::read(&etcd).await?;
                             let (memory, flash) = map.free_blocks();
                             Ok::<_, anyhow::Error>(format!(
                                 "up: {} storage nodes, {memory} memory and {flash} flash blocks free (elastic store)",

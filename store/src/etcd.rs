@@ -146,6 +146,28 @@ impl Etcd {
         self
     }
 
+    /// The same endpoint, authenticating with the `user:password` in the file at `path` (a
+    /// private file a cluster keeps beside its TLS material; its text is never shown).
+    pub fn with_credentials_file(self, path: &std::path::Path) -> Result<Self> {
+        let bad = |reason: String| Error::Config { what: format!("etcd credentials {}", path.display()), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let (user, password) = text
+            .trim_end_matches(['\n', '\r'])
+            .split_once(':')
+            .filter(|(user, _)| !user.is_empty())
+            .ok_or_else(|| bad("not of the form user:password".into()))?;
+        Ok(self.with_credentials(user, password))
+    }
+
+    /// Turns authentication on: a `root` user with `password` may do everything, and a client
+    /// without credentials nothing. Asked of an etcd that has it off.
+    pub async fn enable_root_auth(&self, password: &str) -> Result<()> {
+        self.send("/v3/auth/role/add", json!({ "name": "root" }), None).await?;
+        self.send("/v3/auth/user/add", json!({ "name": "root", "password": password }), None).await?;
+        self.send("/v3/auth/user/grant", json!({ "user": "root", "role": "root" }), None).await?;
+        self.send("/v3/auth/enable", json!({}), None).await.map(drop)
+    }
+
     /// Its URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -78,11 +78,7 @@ impl EtcdServer {
     /// Turns authentication on: a `root` user with `password` may do everything, and a client
     /// without credentials nothing.
     pub async fn enable_auth(&self, password: &str) -> Result<()> {
-        let etcd = self.client()?;
-        etcd.send("/v3/auth/role/add", serde_json::json!({ "name": "root" }), None).await?;
-        etcd.send("/v3/auth/user/add", serde_json::json!({ "name": "root", "password": password }), None).await?;
-        etcd.send("/v3/auth/user/grant", serde_json::json!({ "user": "root", "role": "root" }), None).await?;
-        etcd.send("/v3/auth/enable", serde_json::json!({}), None).await.map(drop)
+        self.client()?.enable_root_auth(password).await
     }
 
     /// Stops it at once (SIGKILL), as a crash would; its data stays until it is dropped.

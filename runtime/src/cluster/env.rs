@@ -61,8 +61,9 @@ impl ClusterEnv {
         }
         if let Some(store) = &file.store {
             let answer = match (&store.node, &store.etcd) {
-                (_, Some(etcd)) => match baton_store::etcd::Etcd::new(etcd) {
-                    Ok(etcd) => etcd.revision().await.map(drop).map_err(|e| e.to_string()),
+                (_, Some(_)) => match store.etcd_client() {
+                    Ok(Some(etcd)) => etcd.revision().await.map(drop).map_err(|e| e.to_string()),
+                    Ok(None) => Err("it names no etcd".into()),
                     Err(e) => Err(e.to_string()),
                 },
                 (Some(node), None) => reach(*node, &tls).await,

@@ -77,6 +77,10 @@ pub struct Store {
     /// The elastic store's etcd (`http://host:2379`).
     #[serde(default)]
     pub etcd: Option<String>,
+    /// A private file with that etcd's `user:password`, when its authentication is on, at the
+    /// same path on every host (relative paths are relative to the cluster file).
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
     /// What it lends of memory.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
@@ -92,10 +96,25 @@ impl Store {
     /// The path jobs reach it by.
     pub fn spec(&self, tls_dir: &std::path::Path) -> crate::paths::PathSpec {
         match (&self.node, &self.etcd) {
-            (_, Some(etcd)) => crate::paths::PathSpec::Elastic { etcd: etcd.clone(), tls_dir: tls_dir.to_path_buf() },
+            (_, Some(etcd)) => crate::paths::PathSpec::Elastic {
+                etcd: etcd.clone(),
+                tls_dir: tls_dir.to_path_buf(),
+                credentials: self.credentials.clone(),
+            },
             (Some(addr), None) => crate::paths::PathSpec::Remote { addr: *addr, tls_dir: tls_dir.to_path_buf() },
-            (None, None) => crate::paths::PathSpec::Elastic { etcd: String::new(), tls_dir: tls_dir.to_path_buf() },
+            (None, None) => crate::paths::PathSpec::Elastic {
+                etcd: String::new(),
+                tls_dir: tls_dir.to_path_buf(),
+                credentials: None,
+            },
         }
+    }
+
+    /// A client of the elastic store's etcd, with its credentials when the file names them;
+    /// `None` for a store of one node.
+    pub fn etcd_client(&self) -> Result<Option<baton_store::etcd::Etcd>> {
+        let Some(url) = &self.etcd else { return Ok(None) };
+        crate::paths::elastic_etcd(url, &self.credentials).map(Some)
     }
 
     /// What it is, for messages.
@@ -175,8 +194,14 @@ impl ClusterFile {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
         let mut file: ClusterFile = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        let beside = |p: &Path| path.parent().unwrap_or(Path::new(".")).join(p);
         if file.tls_dir.is_relative() {
-            file.tls_dir = path.parent().unwrap_or(Path::new(".")).join(&file.tls_dir);
+            file.tls_dir = beside(&file.tls_dir);
+        }
+        if let Some(credentials) = file.store.as_mut().and_then(|s| s.credentials.as_mut())
+            && credentials.is_relative()
+        {
+            *credentials = beside(credentials);
         }
         file.check().map_err(|reason| bad(path, reason))?;
         Ok(file)
@@ -247,6 +272,9 @@ impl ClusterFile {
             }
             if let Some(etcd) = &store.etcd {
                 out.push_str(&format!("etcd = {etcd:?}\n"));
+            }
+            if let Some(credentials) = &store.credentials {
+                out.push_str(&format!("credentials = {:?}\n", credentials.display().to_string()));
             }
             out.push_str(&format!("memory = {}\nnic_gbps = {:?}\n", store.memory.0, store.nic_gbps));
             if let Some(ns) = &store.namespace {

@@ -9,6 +9,10 @@
 //! bridge `bt<id>`, namespaces `baton-<id>-h<i>`, subnet `10.77.<id>.0/24` (the bridge is `.1`,
 //! host `i` is `.10+i`). Needs root.
 
+mod elastic;
+
+pub use elastic::MAX_NODES as MAX_STORAGE_NODES;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,13 +52,21 @@ pub struct EmulateOptions {
     /// Give the cluster a remote store: a node in a host of its own (at `.8`, its link capped
     /// like the others) that every host reaches over QUIC.
     pub store_host: bool,
+    /// Give the cluster the elastic store with this many storage nodes (0: none), each a host
+    /// of its own (its link capped like the others), lending `memory` and `store_flash` in
+    /// blocks of `store_block`; etcd (authentication on) and the controller in one more.
+    pub elastic_store: usize,
+    /// Flash each storage node lends.
+    pub store_flash: ByteSize,
+    /// The elastic store's block size.
+    pub store_block: ByteSize,
     /// The emulation's directory (made; its cluster file is `cluster.toml` there).
     pub dir: PathBuf,
 }
 
 /// The files and directories `up` makes in the emulation's directory (besides `h<i>`), which
 /// `down` removes.
-const MADE: [&str; 6] = ["tls", "objects", "store", "cluster.toml", "calibration.toml", "s3.log"];
+const MADE: [&str; 7] = ["tls", "objects", "store", elastic::DIR, "cluster.toml", "calibration.toml", "s3.log"];
 
 /// What an emulation made, for [`down`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -116,6 +128,12 @@ pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
         .ok_or_else(|| failed("--nic", format!("{:?} is not a rate like 1gbit or 100mbit", options.nic)))?;
     if options.hosts == 0 || options.hosts > 200 {
         return Err(failed("--emulate", "give 1 to 200 hosts"));
+    }
+    if options.elastic_store > elastic::MAX_NODES {
+        return Err(failed("--elastic-store", format!("give 0 to {} storage nodes", elastic::MAX_NODES)));
+    }
+    if options.elastic_store > 0 && options.store_host {
+        return Err(failed("--elastic-store", "a cluster has one remote store: give --store-host or --elastic-store"));
     }
     if options.workers > 64 {
         return Err(failed("--workers", "give 0 to 64 workers per host"));
@@ -190,8 +208,13 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         Some(host) => Some(s3_host(options, host, state, id, &bridge, &objects)?),
         None => None,
     };
-    let store =
-        if options.store_host { Some(store_host(options, &cluster_tls, state, id, &bridge, gbps)?) } else { None };
+    let store = if options.store_host {
+        Some(store_host(options, &cluster_tls, state, id, &bridge, gbps)?)
+    } else if options.elastic_store > 0 {
+        Some(elastic::up(options, &cluster_tls, state, id, &bridge, gbps)?)
+    } else {
+        None
+    };
     let mut hosts = Vec::new();
     // The hosts' processes follow the S3 and store hosts' in the record.
     let first = state.pids.len();
@@ -390,7 +413,14 @@ fn store_host(
     state.pids.push(pid);
     save(&options.dir, state)?;
     wait_for_socket(&home.join("node.sock"), &format!("the store host (namespace {ns})"), pid)?;
-    Ok(super::Store { node: Some(addr), etcd: None, memory: options.memory, nic_gbps: gbps, namespace: Some(ns) })
+    Ok(super::Store {
+        node: Some(addr),
+        etcd: None,
+        credentials: None,
+        memory: options.memory,
+        nic_gbps: gbps,
+        namespace: Some(ns),
+    })
 }
 
 /// Starts a node in namespace `ns` listening on `addr`, its socket, flash and log in `home`;
@@ -462,7 +492,8 @@ pub fn down(dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string(state_path(dir)).map_err(|e| Error::io("read", state_path(dir), e))?;
     let state: State =
         toml::from_str(&text).map_err(|e| failed("cluster down", format!("{}: {e}", state_path(dir).display())))?;
-    for &pid in &state.pids {
+    // The last started first: the hosts' processes, then the stores' nodes, then etcd.
+    for &pid in state.pids.iter().rev() {
         stop(pid);
     }
     // Namespaces by record, and any of this id's left unrecorded (a crash between make and save).
@@ -491,6 +522,7 @@ pub fn down(dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir.join("tls"));
     let _ = std::fs::remove_dir_all(dir.join("objects"));
     let _ = std::fs::remove_dir_all(dir.join("store"));
+    let _ = std::fs::remove_dir_all(dir.join(elastic::DIR));
     let _ = std::fs::remove_file(dir.join("s3.log"));
     for i in 0..state.pids.len().max(state.namespaces.len()) {
         let _ = std::fs::remove_dir_all(dir.join(format!("h{i}")));

@@ -1,6 +1,7 @@
-//! The elastic store's benchmark, on loopback in one run: puts and gets of 1 KiB and 1 MiB
+//! The elastic store's benchmark, in one run: on loopback, puts and gets of 1 KiB and 1 MiB
 //! objects against Redis 7 with the same client concurrency, two jobs with staggered peaks
-//! sharing capacity (multiplexing), and a storage node drained while a job reads.
+//! sharing capacity (multiplexing), and a storage node drained while a job reads; then, on
+//! emulated hosts, throughput over 1, 2 and 4 storage nodes ([`scaling`]).
 //!
 //! Fairness: Redis runs as Debian's `redis-server` on 127.0.0.1 with persistence off (`--save
 //! ""`, no append-only file), as the store's nodes keep nothing on disk either; each of the
@@ -32,6 +33,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::stats::quantile;
+
+pub mod scaling;
 
 /// How to run it.
 #[derive(Clone, Debug)]
@@ -108,6 +111,8 @@ pub struct StoreReport {
     pub multiplexing: Multiplexing,
     /// The drain.
     pub drain: Drain,
+    /// Throughput over 1, 2 and 4 storage nodes on emulated hosts.
+    pub scaling: scaling::Scaling,
 }
 
 const MIB: u64 = 1 << 20;
@@ -428,7 +433,9 @@ pub async fn run(options: &StoreOptions) -> anyhow::Result<StoreReport> {
     let multiplexing = multiplexing(&etcd, &tls, options.quick).await?;
     let drain = drain(&etcd, &tls, options.quick, clients).await?;
     drop(nodes);
-    Ok(StoreReport { clients, rows, multiplexing, drain })
+    drop(server);
+    let scaling = scaling::run(options).await?;
+    Ok(StoreReport { clients, rows, multiplexing, drain, scaling })
 }
 
 /// Two jobs, each peaking at two thirds of the store, one after the other.
@@ -617,6 +624,7 @@ pub fn markdown(report: &StoreReport) -> String {
         d.read_mb_per_s_during,
         d.failed_reads
     ));
+    out.push_str(&scaling::markdown(&report.scaling, report.clients));
     out
 }
 

@@ -48,6 +48,8 @@ impl Drop for Emulation<'_> {
     fn drop(&mut self) {
         let _ =
             Command::new(self.exe).args(["cluster", "down", "--dir"]).arg(&self.dir).env("BATON_LOG", "warn").output();
+        // Empty once down has run (and left as it is if not).
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

@@ -288,4 +288,11 @@ fn a_worker_beyond_loopback_needs_its_clusters_key() {
     assert!(stderr.contains("--tls-dir") && stderr.contains("0.0.0.0"), "{stderr}");
     let out = Command::new(BATON).args(["worker", "--listen", "0.0.0.0:0", "--verify-key", "abc"]).output().unwrap();
     assert!(fails(out).contains("--verify-key"));
+    // With the key but over plain HTTP: its tasks and tokens would cross the network in clear.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    ok(Command::new(BATON).args(["certs", "--out"]).arg(&tls).output().unwrap());
+    let out = Command::new(BATON).args(["worker", "--listen", "0.0.0.0:0", "--tls-dir"]).arg(&tls).output().unwrap();
+    let stderr = fails(out);
+    assert!(stderr.contains("--https") && stderr.contains("--insecure-plain-http"), "{stderr}");
 }

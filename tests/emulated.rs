@@ -263,11 +263,20 @@ fn jobs_run_across_three_emulated_hosts_where_the_plan_places_them() {
     let status = ok(&baton(d, &["cluster", "status", "--cluster", "c/cluster.toml"]));
     assert_eq!(status.matches("workers: 2 of 2 answer;").count(), 3, "{status}");
     assert!(!status.contains("; 0 path requests made") && !status.contains("served: 0 requests"), "{status}");
+    // Workers serve HTTPS with their host's certificate: a client that trusts the cluster's CA
+    // gets in, and is refused the metrics without the key.
+    let client = baton_runtime::http::HttpClient::new(Some(&d.join("c/tls"))).unwrap();
+    let endpoint =
+        baton_runtime::http::Endpoint::parse(&format!("https://10.77.{id}.10:7100")).unwrap().with_client(client);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = runtime.block_on(endpoint.get("/metrics", std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!(status.as_u16(), 401);
+    // Plain HTTP gets no answer.
     let mut worker = std::net::TcpStream::connect(format!("10.77.{id}.10:7100")).unwrap();
     std::io::Write::write_all(&mut worker, b"GET /metrics HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut worker, &mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut worker, &mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1"), "{}", String::from_utf8_lossy(&answer));
 
     // Nodes and workers (3 + 6 processes) all go with the emulation.
     assert_eq!(pids(d).len(), 9);

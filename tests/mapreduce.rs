@@ -312,9 +312,14 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(scratch: &Path) -> Self {
+        Self::start_with(scratch, &[])
+    }
+
+    fn start_with(scratch: &Path, extra: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(BATON)
             .args(["worker", "--listen", "127.0.0.1:0", "--scratch", scratch.to_str().unwrap()])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -367,6 +372,53 @@ fn workers_started_by_hand_run_the_job_over_http() {
         }
     }
     same_as(&dir.path().join("out"), &dir.path().join("single").join("part-r-00000")).unwrap();
+}
+
+#[test]
+fn workers_behind_https_run_a_signed_job_and_a_driver_that_does_not_trust_them_gets_nothing_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A cluster's CA and key, and a host's certificate for 127.0.0.1 from it.
+    ok(&baton(d, &["certs", "--out", "cluster"]));
+    ok(&baton(d, &["certs", "--from", "cluster", "--name", "127.0.0.1", "--out", "host"]));
+    ok(&baton(d, &["gensort", "in.bin", "--records", "100000", "--seed", "5"]));
+    ok(&baton(d, &["sort", "in.bin", "--output", "single", "--single-process"]));
+    let host = d.join("host");
+    let workers = [0, 1].map(|_| WorkerProcess::start_with(d, &["--https", "--tls-dir", host.to_str().unwrap()]));
+    assert!(workers.iter().all(|w| w.url.starts_with("https://127.0.0.1:")), "{}", workers[0].url);
+    let endpoints = format!("{},{}", workers[0].url, workers[1].url);
+    let sort = |out: &str, extra: &[&str]| {
+        let mut args = vec!["sort", "in.bin", "--output", out, "--mappers", "3", "--reducers", "2"];
+        args.extend_from_slice(&["--endpoints", &endpoints, "--max-attempts", "1", "--summary-json"]);
+        args.push(if out == "out" { "summary.json" } else { "other.json" });
+        args.extend_from_slice(extra);
+        baton(d, &args)
+    };
+    // Signed with the cluster's key, over TLS checked against its CA: the job runs.
+    ok(&sort("out", &["--endpoints-tls-dir", "cluster"]));
+    same_as(&d.join("out"), &d.join("single").join("part-r-00000")).unwrap();
+    let pids = [workers[0].child.id(), workers[1].child.id()];
+    let s = summary(&d.join("summary.json"));
+    let ran: usize = s["reports"].as_array().unwrap().iter().map(|stage| stage.as_array().unwrap().len()).sum();
+    assert_eq!(ran, 5);
+    for stage in s["reports"].as_array().unwrap() {
+        for report in stage.as_array().unwrap() {
+            assert!(pids.contains(&(report["pid"].as_u64().unwrap() as u32)));
+        }
+    }
+    // A driver without the CA does not trust the workers' certificate, and says so.
+    let refused = sort("untrusted", &[]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    // A driver that trusts the CA but signs with another key gets the invocations refused.
+    ok(&baton(d, &["certs", "--out", "other"]));
+    std::fs::copy(d.join("cluster/ca.pem"), d.join("other/ca.pem")).unwrap();
+    let refused = sort("forged", &["--endpoints-tls-dir", "other"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("refused the invocation"), "{err}");
+    assert!(!d.join("forged").exists() || std::fs::read_dir(d.join("forged")).unwrap().next().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

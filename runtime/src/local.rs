@@ -40,6 +40,13 @@ pub struct LocalConfig {
     /// Workers already running, by URL: when given, tasks go to them over HTTP instead of to
     /// a pool this environment starts (they must reach this host's node and scratch store).
     pub endpoints: Vec<String>,
+    /// The TLS directory of the cluster the endpoints' workers belong to: invocations are
+    /// signed with its token key, and `https://` endpoints' certificates checked against its
+    /// CA (besides the system's roots).
+    pub endpoint_tls: Option<PathBuf>,
+    /// Invocations sent at once to each endpoint (more than one for a gateway that scales
+    /// its functions out).
+    pub endpoint_concurrency: usize,
     /// The object store for the object-store path (default: a `file://` directory of the run).
     pub objects: Option<String>,
     /// Where the node keeps VM-local objects (default: `/dev/shm`). A tmpfs mounted with
@@ -62,6 +69,8 @@ impl LocalConfig {
             exe,
             timeout: Duration::from_secs(600),
             endpoints: Vec::new(),
+            endpoint_tls: None,
+            endpoint_concurrency: 1,
             objects: None,
             shm_dir: None,
             registry: mapreduce::registry(),
@@ -121,7 +130,16 @@ impl LocalEnv {
             .ok_or_else(|| Error::BadJob { reason: "the embedded node does not listen on QUIC".into() })?;
         let scratch = run_dir.path().join("scratch");
         let invoker: Box<dyn Invoker> = match &config.exe {
-            _ if !config.endpoints.is_empty() => Box::new(HttpInvoker::new(&config.endpoints, config.timeout)?),
+            _ if !config.endpoints.is_empty() => {
+                let mut http =
+                    HttpInvoker::new(&config.endpoints, config.timeout)?.with_concurrency(config.endpoint_concurrency);
+                if let Some(dir) = &config.endpoint_tls {
+                    http = http
+                        .with_client(crate::http::HttpClient::new(Some(dir))?)
+                        .with_signer(Arc::new(TlsDir::new(dir).signer()?));
+                }
+                Box::new(http)
+            }
             Some(exe) => Box::new(
                 LocalPool::start(PoolConfig {
                     exe: exe.clone(),

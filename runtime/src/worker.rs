@@ -5,6 +5,9 @@
 //!   `503` while another invocation runs (one at a time, as a FaaS instance).
 //! - `GET /health`: `200 ok`.
 //!
+//! It serves HTTPS (HTTP/2 or HTTP/1.1) with its host's certificate, or plain HTTP/1.1 on
+//! loopback or behind a gateway that terminates TLS.
+//!
 //! A worker given its cluster's token public key ([`Worker::verifying`]) runs only invocations
 //! the driver signed (`x-baton-signature` over the body and `x-baton-expires`), checked before
 //! the task is decoded: an unsigned or expired one gets `401`, a bad signature `403`.
@@ -36,6 +39,9 @@ use crate::task::{Task, TaskFailure};
 
 /// Where a worker answers with its metrics.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest task description accepted.
 pub const MAX_TASK_BYTES: usize = 64 << 20;
@@ -73,20 +79,34 @@ impl Worker {
         })
     }
 
-    /// Serves invocations on `listener` until the process ends.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<()> {
+    /// Serves invocations on `listener` until the process ends: over TLS with `tls` (HTTP/2
+    /// or HTTP/1.1, as the client's ALPN asks), plain HTTP/1.1 without.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Result<()> {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         loop {
-            let (stream, _) = listener.accept().await.map_err(|e| Error::io("accept on", "worker socket", e))?;
+            let (stream, peer) = listener.accept().await.map_err(|e| Error::io("accept on", "worker socket", e))?;
             let _ = stream.set_nodelay(true);
             let worker = self.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let worker = worker.clone();
                     async move { Ok::<_, Infallible>(worker.handle(req).await) }
                 });
-                if let Err(e) =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                {
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let served = match acceptor {
+                    Some(acceptor) => {
+                        // A handshake that stalls holds only its own task, and not for long.
+                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                            Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
+                        };
+                        builder.serve_connection(TokioIo::new(stream), service).await
+                    }
+                    None => builder.http1_only().serve_connection(TokioIo::new(stream), service).await,
+                };
+                if let Err(e) = served {
                     tracing::debug!("worker connection ended: {e}");
                 }
             });
@@ -176,15 +196,19 @@ fn answer_failure(status: StatusCode, failed: &TaskFailure) -> Response<Full<Byt
     reply(status, Bytes::from(serde_json::to_vec(failed).unwrap_or_default()))
 }
 
-/// Binds `listen` and prints `listening on http://ADDR` on stdout (a pool reads it to learn a
-/// port the OS chose), then serves.
-pub async fn listen_and_serve(worker: Arc<Worker>, listen: SocketAddr) -> Result<()> {
+/// Binds `listen` and prints `listening on http[s]://ADDR` on stdout (a pool reads it to
+/// learn a port the OS chose), then serves: HTTPS with `tls`.
+pub async fn listen_and_serve(
+    worker: Arc<Worker>,
+    listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<()> {
     let listener = TcpListener::bind(listen).await.map_err(|e| Error::io("bind", listen.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("read the address of", listen.to_string(), e))?;
-    println!("listening on http://{addr}");
+    println!("listening on {}://{addr}", if tls.is_some() { "https" } else { "http" });
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    worker.serve(listener).await
+    worker.serve(listener, tls).await
 }
 
 /// Limits this process's data segment (heap and private mappings) to `bytes`, as a function

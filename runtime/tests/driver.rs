@@ -308,7 +308,7 @@ async fn workers_over_http_run_the_job() {
     for _ in 0..2 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         urls.push(format!("http://{}", listener.local_addr().unwrap()));
-        tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener));
+        tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener, None));
     }
     let invoker = HttpInvoker::new(&urls, std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(invoker.slots(), 2);
@@ -376,7 +376,7 @@ async fn a_worker_with_its_clusters_key_runs_only_invocations_signed_with_it() {
     let key = std::sync::Arc::new(TokenKey::generate().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Worker::verifying(registry(), s.dir.path(), key.public()).serve(listener));
+    tokio::spawn(Worker::verifying(registry(), s.dir.path(), key.public()).serve(listener, None));
     let endpoint = baton_runtime::http::Endpoint::parse(&url).unwrap();
     let wait = std::time::Duration::from_secs(5);
     // Even what is not a task is refused unsigned: nothing of it is decoded.
@@ -440,7 +440,7 @@ async fn a_panicking_operator_fails_its_task_once_and_the_worker_lives_on() {
     panicky.register("test.panics", Panics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Worker::new(panicky, s.dir.path()).serve(listener));
+    tokio::spawn(Worker::new(panicky, s.dir.path()).serve(listener, None));
     let http = HttpInvoker::new(&[url], std::time::Duration::from_secs(60)).unwrap();
     let job = JobSpec {
         name: "panics".into(),
@@ -471,7 +471,7 @@ async fn the_in_process_and_http_invokers_conform() {
     baton_runtime::invoker::conformance::run_all(s.env.invoker(), &s.env, s.dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener));
+    tokio::spawn(Worker::new(registry(), s.dir.path()).serve(listener, None));
     let http = HttpInvoker::new(&[url], std::time::Duration::from_secs(60)).unwrap();
     baton_runtime::invoker::conformance::run_all(&http, &s.env, s.dir.path()).await;
 }

@@ -180,6 +180,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             let tls = TlsDir::new(&file.tls_dir);
             // Workers show their metrics to holders of the cluster's key.
             let signer = tls.signer().ok();
+            let client = baton_runtime::http::HttpClient::new(Some(&file.tls_dir))?;
             let mut down = Vec::new();
             for host in &file.hosts {
                 let answer = match DirectPath::connect(host.node, &tls).await {
@@ -224,7 +225,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 }
                 let (mut up, mut made) = (0, 0.0);
                 for url in &host.workers {
-                    match worker_metrics(url, signer.as_ref()).await {
+                    match worker_metrics(url, &client, signer.as_ref()).await {
                         Ok(text) => {
                             up += 1;
                             made += total(&text, "baton_requests_total");
@@ -276,10 +277,14 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 /// A worker's metrics, asked with a request signed by the cluster's key.
-async fn worker_metrics(url: &str, signer: Option<&baton_fabric::net::TokenKey>) -> anyhow::Result<String> {
+async fn worker_metrics(
+    url: &str,
+    client: &baton_runtime::http::HttpClient,
+    signer: Option<&baton_fabric::net::TokenKey>,
+) -> anyhow::Result<String> {
     use baton_runtime::http::{EXPIRES_HEADER, SIGNATURE_HEADER};
     use baton_runtime::worker::METRICS_PATH;
-    let endpoint = baton_runtime::http::Endpoint::parse(url)?;
+    let endpoint = baton_runtime::http::Endpoint::parse(url)?.with_client(client.clone());
     let mut headers = Vec::new();
     if let Some(key) = signer {
         let expires = baton_fabric::net::token::unix_ms_now() + 60_000;

@@ -89,6 +89,14 @@ pub struct JobArgs {
     /// starting a pool.
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
+    /// The TLS directory of the cluster the --endpoints' workers trust: invocations are
+    /// signed with its token key, and https:// endpoints are checked against its CA.
+    #[arg(long, requires = "endpoints")]
+    endpoints_tls_dir: Option<PathBuf>,
+    /// Invocations sent at once to each of --endpoints (a gateway that scales functions out
+    /// takes many; a `baton worker` runs one at a time).
+    #[arg(long, default_value_t = 1, requires = "endpoints")]
+    endpoint_concurrency: usize,
     /// The object store the object-store path uses (default: a file:// directory of the run).
     #[arg(long)]
     objects: Option<String>,
@@ -326,8 +334,10 @@ async fn run_job(
     local.timeout = std::time::Duration::from_secs(args.task_timeout_s.max(1));
     local.objects = args.objects.clone();
     if !args.endpoints.is_empty() {
-        local.workers = args.endpoints.len();
+        local.workers = args.endpoints.len() * args.endpoint_concurrency.max(1);
         local.endpoints = args.endpoints.clone();
+        local.endpoint_tls = args.endpoints_tls_dir.clone();
+        local.endpoint_concurrency = args.endpoint_concurrency;
     }
     let env: Box<dyn Environment> = match &args.cluster {
         Some(file) => Box::new(

@@ -35,6 +35,15 @@ pub struct WorkerArgs {
     /// make this worker read and write what it can. For a network you fully trust only.
     #[arg(long)]
     insecure_unsigned_invocations: bool,
+    /// Serve HTTPS with the host's certificate in --tls-dir (node.pem, node.key: `baton certs
+    /// --from CLUSTER_TLS --name ADDRESS --out DIR`).
+    #[arg(long, requires = "tls_dir")]
+    https: bool,
+    /// Serve plain HTTP on an address beyond loopback: tasks and their tokens cross the
+    /// network in clear text. Only behind a gateway that terminates TLS next to the worker
+    /// (Knative's queue proxy, OpenFaaS's watchdog).
+    #[arg(long, conflicts_with = "https")]
+    insecure_plain_http: bool,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -57,6 +66,23 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if verifier.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!("running UNSIGNED invocations on {}: anyone who reaches it controls this worker", args.listen);
     }
+    let tls = match (&args.tls_dir, args.https) {
+        (Some(dir), true) => Some(std::sync::Arc::new(
+            TlsDir::new(dir).https_server_config().context("--https: the host's certificate in --tls-dir")?,
+        )),
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        if !args.insecure_plain_http {
+            anyhow::bail!(
+                "a worker listening on {} over plain HTTP shows its tasks and their tokens to anyone on the \
+                 network: give --https (with the host's certificate in --tls-dir), listen on 127.0.0.1, or, \
+                 behind a gateway that terminates TLS, --insecure-plain-http",
+                args.listen
+            );
+        }
+        tracing::warn!("serving PLAIN HTTP on {}: tasks and tokens cross the network in clear text", args.listen);
+    }
     let worker = match verifier {
         Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
         None => Worker::new(baton_sql::registry(), &args.scratch),
@@ -64,7 +90,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if args.exit_with_stdin {
         exit_when_stdin_closes();
     }
-    listen_and_serve(worker, args.listen).await?;
+    listen_and_serve(worker, args.listen, tls).await?;
     Ok(())
 }
 

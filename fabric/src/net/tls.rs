@@ -202,18 +202,42 @@ impl TlsDir {
             .map_err(|e| config("node.pem", e.to_string()))?;
         let key =
             PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
-        let mut crypto =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|e| config("tls", e.to_string()))?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .map_err(|e| config("node.pem", e.to_string()))?;
+        let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config("tls", e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| config("node.pem", e.to_string()))?;
         crypto.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicServerConfig::try_from(crypto).map_err(|e| config("tls", e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(Arc::new(limits.transport()));
         Ok(server)
+    }
+
+    /// The HTTPS server configuration of a worker on a host: the host's node certificate
+    /// (`node.pem`, `node.key`), TLS 1.2 and 1.3, HTTP/2 or HTTP/1.1 by ALPN.
+    pub fn https_server_config(&self) -> Result<rustls::ServerConfig> {
+        let certs = CertificateDer::pem_slice_iter(&self.read("node.pem")?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| config("node.pem", e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
+        let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config("tls", e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| config("node.pem", e.to_string()))?;
+        crypto.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(crypto)
+    }
+
+    /// The cluster CA's certificates (`ca.pem`), for clients that trust it.
+    pub fn ca_certificates(&self) -> Result<Vec<CertificateDer<'static>>> {
+        CertificateDer::pem_slice_iter(&self.read("ca.pem")?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| config("ca.pem", e.to_string()))
     }
 
     /// The QUIC client configuration that trusts this cluster's CA.
@@ -223,18 +247,26 @@ impl TlsDir {
             let cert = cert.map_err(|e| config("ca.pem", e.to_string()))?;
             roots.add(cert).map_err(|e| config("ca.pem", e.to_string()))?;
         }
-        let mut crypto =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|e| config("tls", e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+        let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| config("tls", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         crypto.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicClientConfig::try_from(crypto).map_err(|e| config("tls", e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(Arc::new(limits.transport()));
         Ok(client)
     }
+}
+
+/// ring's cipher suites, AES-128-GCM first: as strong as the others for this use, and the
+/// cheapest per byte with AES instructions (QUIC protects every packet with the suite the
+/// handshake picks).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// `names`, one per line.

@@ -42,6 +42,8 @@ impl ClusterEnv {
                 file.tls_dir.display()
             ),
         })?);
+        // Workers on the hosts serve HTTPS with certificates of the cluster's CA.
+        let client = crate::http::HttpClient::new(Some(&file.tls_dir))?;
         let mut paths = Vec::new();
         let mut invokers: Vec<(String, Box<dyn Invoker>)> = Vec::new();
         for host in &file.hosts {
@@ -56,7 +58,7 @@ impl ClusterEnv {
             let remote = PathSpec::Remote { addr: host.node, tls_dir: file.tls_dir.clone() };
             let local = host.socket.clone().map_or_else(|| remote.clone(), |socket| PathSpec::VmLocal { socket });
             paths.push(HostPaths { name: host.name.clone(), local, remote });
-            let http = HttpInvoker::new(&host.workers, timeout)?.with_signer(key.clone());
+            let http = HttpInvoker::new(&host.workers, timeout)?.with_client(client.clone()).with_signer(key.clone());
             invokers.push((host.name.clone(), Box::new(http)));
         }
         if let Some(store) = &file.store {

@@ -735,12 +735,15 @@ pub fn retry_backoff(job: JobId, stage: usize, partition: u32, attempt: u32) -> 
         return std::time::Duration::ZERO;
     }
     let ceiling_ms = (100u64 << (attempt - 1).min(6)).min(5_000);
-    let mut h = job.0 ^ (stage as u64).rotate_left(48) ^ u64::from(partition).rotate_left(24) ^ u64::from(attempt);
-    // splitmix64's finalizer: a well-spread hash of the four.
+    let h = spread(job.0 ^ (stage as u64).rotate_left(48) ^ u64::from(partition).rotate_left(24) ^ u64::from(attempt));
+    std::time::Duration::from_millis(ceiling_ms / 2 + h % (ceiling_ms / 2 + 1))
+}
+
+/// splitmix64's finalizer: a well-spread hash of `h`, for jitter that can be replayed.
+pub(crate) fn spread(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    std::time::Duration::from_millis(ceiling_ms / 2 + h % (ceiling_ms / 2 + 1))
+    h ^ (h >> 31)
 }
 
 /// Says on the edge's path that `output` is its producer's committed output, for consumers

@@ -11,29 +11,63 @@ use baton_fabric::net::TokenKey;
 use baton_fabric::net::token::unix_ms_now;
 
 use crate::error::{Error, Result};
-use crate::http::{EXPIRES_HEADER, Endpoint, SIGNATURE_HEADER};
+use crate::http::{EXPIRES_HEADER, Endpoint, HttpClient, SIGNATURE_HEADER};
 use crate::invoker::Invoker;
 use crate::task::{Task, TaskFailure, TaskReport};
 
-/// Invokes workers at a list of endpoints, one invocation per endpoint at a time.
+/// Invokes workers at a list of endpoints: `concurrency` invocations at once per endpoint (one
+/// for a `baton worker`, more for a gateway that scales functions out), each answered `429` or
+/// `503` retried after a backoff with jitter.
 #[derive(Debug)]
 pub struct HttpInvoker {
     endpoints: Vec<Endpoint>,
+    concurrency: usize,
     slots: Slots,
     timeout: Duration,
     signer: Option<Arc<TokenKey>>,
+    backoff: Backoff,
+}
+
+/// Retries of an invocation that a gateway turned away (`429`, `503`).
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// The first wait's ceiling; each later one doubles it, up to `max`.
+    pub base: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { attempts: 8, base: Duration::from_millis(50), max: Duration::from_secs(5) }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry `retry` (0 for the first) of `task`: between half and all of the
+    /// ceiling, by a hash of the task, so that invocations turned away together do not come
+    /// back together (as the driver's retries, [`crate::driver::retry_backoff`]).
+    pub fn wait(&self, task: &Task, retry: u32) -> Duration {
+        let ceiling = self.base.saturating_mul(1u32 << retry.min(16)).min(self.max);
+        let id = task.id;
+        let seed = task.job.0 ^ u64::from(id.stage.0).rotate_left(48) ^ u64::from(id.partition).rotate_left(24);
+        let fraction = (crate::driver::spread(seed ^ u64::from(retry)) >> 11) as f64 / (1u64 << 53) as f64;
+        ceiling.mul_f64(0.5 + fraction / 2.0)
+    }
 }
 
 impl HttpInvoker {
-    /// An invoker over `urls` (`http://host:port[/prefix]`); an invocation that takes longer
-    /// than `timeout` counts as a lost worker.
+    /// An invoker over `urls` (`http[s]://host:port[/prefix]`); an invocation that takes
+    /// longer than `timeout` counts as a lost worker.
     pub fn new(urls: &[String], timeout: Duration) -> Result<Self> {
         if urls.is_empty() {
             return Err(Error::BadJob { reason: "no worker endpoints given".into() });
         }
         let endpoints = urls.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>>>()?;
         let slots = Slots::new(endpoints.len());
-        Ok(Self { endpoints, slots, timeout, signer: None })
+        Ok(Self { endpoints, concurrency: 1, slots, timeout, signer: None, backoff: Backoff::default() })
     }
 
     /// Signs every invocation with `key` (workers that check invocations run only those
@@ -42,17 +76,46 @@ impl HttpInvoker {
         self.signer = Some(key);
         self
     }
+
+    /// Reaches the endpoints with `client` (one that trusts the cluster's CA).
+    pub fn with_client(mut self, client: HttpClient) -> Self {
+        self.endpoints = self.endpoints.into_iter().map(|e| e.with_client(client.clone())).collect();
+        self
+    }
+
+    /// Sends up to `n` invocations at once to each endpoint (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self.slots = Slots::new(self.endpoints.len() * self.concurrency);
+        self
+    }
+
+    /// Retries turned-away invocations as `backoff` says.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
 }
 
 #[async_trait]
 impl Invoker for HttpInvoker {
     fn slots(&self) -> usize {
-        self.endpoints.len()
+        self.endpoints.len() * self.concurrency
     }
 
     async fn invoke(&self, task: Task) -> Result<TaskReport> {
         let slot = self.slots.checkout().await;
-        let result = invoke_endpoint(&self.endpoints[slot.index], &task, self.timeout, self.signer.as_deref()).await;
+        let endpoint = &self.endpoints[slot.index % self.endpoints.len()];
+        let mut retry = 0;
+        let result = loop {
+            match invoke_endpoint(endpoint, &task, self.timeout, self.signer.as_deref()).await {
+                Err(Error::WorkerBusy { .. }) if retry + 1 < self.backoff.attempts => {
+                    tokio::time::sleep(self.backoff.wait(&task, retry)).await;
+                    retry += 1;
+                }
+                other => break other,
+            }
+        };
         self.slots.checkin(slot).await;
         result
     }
@@ -77,7 +140,10 @@ pub(crate) async fn invoke_endpoint(
     let protocol = |reason: String| Error::Protocol { endpoint: endpoint.to_string(), reason };
     match status {
         StatusCode::OK => serde_json::from_slice(&body).map_err(|e| protocol(format!("bad report: {e}"))),
-        StatusCode::SERVICE_UNAVAILABLE => Err(Error::WorkerBusy { endpoint: endpoint.to_string() }),
+        // Busy, or a gateway throttling: worth another try after a while.
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+            Err(Error::WorkerBusy { endpoint: endpoint.to_string() })
+        }
         StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_REQUEST => {
             let failure: TaskFailure =
                 serde_json::from_slice(&body).map_err(|e| protocol(format!("bad failure report ({status}): {e}")))?;
@@ -130,5 +196,117 @@ impl Slots {
     pub async fn checkin(&self, slot: Slot) {
         self.free.lock().await.push(slot.index);
         drop(slot.permit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::Response;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A gateway on 127.0.0.1 that answers `429` to the first `throttled` requests and then
+    /// `400` with a task failure; returns its URL and the requests it saw.
+    async fn gateway(throttled: u32) -> (String, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let seen = Arc::new(AtomicU32::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let (status, body) = if n < throttled {
+                                (StatusCode::TOO_MANY_REQUESTS, "slow down".to_string())
+                            } else {
+                                let failure = TaskFailure {
+                                    message: "the operator said no".into(),
+                                    retryable: false,
+                                    requests: Default::default(),
+                                };
+                                (StatusCode::BAD_REQUEST, serde_json::to_string(&failure).unwrap_or_default())
+                            };
+                            let mut response = Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() = status;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn task() -> Task {
+        Task {
+            job: baton_fabric::JobId(7),
+            token: None,
+            id: baton_fabric::TaskId { stage: baton_fabric::StageId(0), partition: 0, attempt: 0 },
+            partitions: 1,
+            op: "none".into(),
+            params: serde_json::Value::Null,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            memory_budget: 0,
+        }
+    }
+
+    const QUICK: Backoff = Backoff { attempts: 4, base: Duration::from_millis(2), max: Duration::from_millis(20) };
+
+    #[tokio::test]
+    async fn a_throttled_invocation_is_retried_until_the_gateway_answers() {
+        let (url, seen) = gateway(2).await;
+        let invoker = HttpInvoker::new(&[url], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+        let result = invoker.with_backoff(QUICK).invoke(task()).await;
+        // Two 429s, then the gateway's real answer, passed on as it is.
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        match result {
+            Err(Error::Task { message, retryable: false, .. }) => assert_eq!(message, "the operator said no"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_that_does_not_stop_gives_up_after_the_attempts_as_busy() {
+        let (url, seen) = gateway(u32::MAX).await;
+        let invoker = HttpInvoker::new(&[url], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+        let result = invoker.with_backoff(QUICK).invoke(task()).await;
+        assert_eq!(seen.load(Ordering::SeqCst), QUICK.attempts);
+        assert!(matches!(result, Err(Error::WorkerBusy { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn backoff_waits_grow_stay_under_their_ceiling_and_differ_between_tasks() {
+        let backoff = Backoff { attempts: 8, base: Duration::from_millis(10), max: Duration::from_millis(100) };
+        let tasks: Vec<Task> = (0..50)
+            .map(|p| {
+                let mut t = task();
+                t.id.partition = p;
+                t
+            })
+            .collect();
+        let waits: Vec<Duration> = tasks.iter().map(|t| backoff.wait(t, 2)).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_millis(20) && *w <= Duration::from_millis(40)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "no jitter");
+        assert!(tasks.iter().all(|t| backoff.wait(t, 12) <= Duration::from_millis(100)));
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_takes_as_many_invocations_at_once_as_asked() {
+        let urls = vec!["http://127.0.0.1:9".to_string(), "http://127.0.0.1:10".to_string()];
+        let invoker = HttpInvoker::new(&urls, Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(invoker.slots(), 2);
+        assert_eq!(invoker.with_concurrency(8).slots(), 16);
     }
 }

@@ -252,9 +252,11 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
                 .args(["worker", "--listen", &listen.to_string()])
                 .arg("--memory-limit")
                 .arg(options.worker_memory.0.to_string())
-                // It runs only what the cluster's drivers signed.
+                // It runs only what the cluster's drivers signed, over HTTPS with the host's
+                // certificate.
                 .arg("--tls-dir")
                 .arg(tls.dir())
+                .arg("--https")
                 .arg("--scratch")
                 .arg(&scratch);
             let pid = spawn_logged(&mut worker, &home.join(format!("worker-{w}.log")), "start a worker")?;
@@ -266,7 +268,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
             name: format!("h{i}"),
             node: addr,
             socket: Some(home.join("node.sock")),
-            workers: workers.iter().map(|(addr, _)| format!("http://{addr}")).collect(),
+            workers: workers.iter().map(|(addr, _)| format!("https://{addr}")).collect(),
             worker_memory: options.worker_memory,
             memory: options.memory,
             flash: ByteSize(16 << 30),
@@ -283,7 +285,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
         wait_for_socket(&dir.join(format!("h{i}")).join("node.sock"), &what, state.pids[first + i * per_host])?;
         for (w, url) in host.workers.iter().enumerate() {
             let addr: SocketAddr =
-                url.trim_start_matches("http://").parse().map_err(|e| failed("a worker's address", e))?;
+                url.trim_start_matches("https://").parse().map_err(|e| failed("a worker's address", e))?;
             wait_for_port(addr, &format!("worker {w} of {what}"), state.pids[first + i * per_host + 1 + w])?;
         }
     }

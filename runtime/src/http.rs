@@ -158,33 +158,70 @@ impl Endpoint {
 
     async fn send(
         &self,
-        mut request: reqwest::RequestBuilder,
+        request: reqwest::RequestBuilder,
         headers: &[(&str, String)],
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes)> {
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let lost = |e: reqwest::Error| Error::WorkerLost {
-            endpoint: self.to_string(),
-            reason: if e.is_timeout() {
-                format!("no answer within {:.1} s", timeout.as_secs_f64())
-            } else {
-                // The whole chain: "error sending request" alone says nothing of why.
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                reason
-            },
-        };
-        let response = request.timeout(timeout).send().await.map_err(lost)?;
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = response.bytes().await.map_err(lost)?;
-        Ok((status, body))
+        let answer = execute(request, headers, timeout, &self.to_string()).await?;
+        Ok((answer.status, answer.body))
     }
+}
+
+/// An answer: its status, headers and body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpClient {
+    /// POSTs `body` to `url` with `headers`; the whole answer.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<Answer> {
+        execute(self.inner.post(url).body(body), headers, timeout, url).await
+    }
+}
+
+/// Sends `request` with `headers`, within `timeout`; a failure to reach `name` or to hear from
+/// it in time is [`Error::WorkerLost`].
+async fn execute(
+    mut request: reqwest::RequestBuilder,
+    headers: &[(&str, String)],
+    timeout: Duration,
+    name: &str,
+) -> Result<Answer> {
+    for (header, value) in headers {
+        request = request.header(*header, value);
+    }
+    let lost = |e: reqwest::Error| Error::WorkerLost {
+        endpoint: name.to_string(),
+        reason: if e.is_timeout() {
+            format!("no answer within {:.1} s", timeout.as_secs_f64())
+        } else {
+            // The whole chain: "error sending request" alone says nothing of why.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            reason
+        },
+    };
+    let response = request.timeout(timeout).send().await.map_err(lost)?;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(lost)?;
+    Ok(Answer { status, headers, body })
 }
 
 impl std::fmt::Display for Endpoint {

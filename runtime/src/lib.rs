@@ -18,6 +18,7 @@ pub mod error;
 pub mod hosts;
 pub mod http;
 pub mod invoker;
+pub mod lambda;
 pub mod local;
 pub mod mapreduce;
 pub mod operator;

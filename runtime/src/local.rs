@@ -47,6 +47,8 @@ pub struct LocalConfig {
     /// Invocations sent at once to each endpoint (more than one for a gateway that scales
     /// its functions out).
     pub endpoint_concurrency: usize,
+    /// An AWS Lambda function to run tasks on instead (signed with `endpoint_tls`'s key).
+    pub lambda: Option<crate::invoker::LambdaConfig>,
     /// The object store for the object-store path (default: a `file://` directory of the run).
     pub objects: Option<String>,
     /// Where the node keeps VM-local objects (default: `/dev/shm`). A tmpfs mounted with
@@ -71,6 +73,7 @@ impl LocalConfig {
             endpoints: Vec::new(),
             endpoint_tls: None,
             endpoint_concurrency: 1,
+            lambda: None,
             objects: None,
             shm_dir: None,
             registry: mapreduce::registry(),
@@ -130,6 +133,14 @@ impl LocalEnv {
             .ok_or_else(|| Error::BadJob { reason: "the embedded node does not listen on QUIC".into() })?;
         let scratch = run_dir.path().join("scratch");
         let invoker: Box<dyn Invoker> = match &config.exe {
+            _ if config.lambda.is_some() => {
+                let lambda = config.lambda.as_ref().map(crate::invoker::LambdaInvoker::new).transpose()?;
+                let mut lambda = lambda.ok_or_else(|| Error::BadJob { reason: "no Lambda function".into() })?;
+                if let Some(dir) = &config.endpoint_tls {
+                    lambda = lambda.with_signer(Arc::new(TlsDir::new(dir).signer()?));
+                }
+                Box::new(lambda)
+            }
             _ if !config.endpoints.is_empty() => {
                 let mut http =
                     HttpInvoker::new(&config.endpoints, config.timeout)?.with_concurrency(config.endpoint_concurrency);
@@ -159,6 +170,11 @@ impl LocalEnv {
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
         let how = match (config.endpoints.len(), &config.exe) {
+            _ if config.lambda.is_some() => format!(
+                "Lambda function {} ({} at once)",
+                config.lambda.as_ref().map_or("?", |l| l.function.as_str()),
+                invoker.slots()
+            ),
             (0, Some(_)) => format!("{} worker processes", config.workers),
             (0, None) => format!("{} in-process slots", config.workers),
             (n, _) => format!("{n} workers over HTTP"),
@@ -172,7 +188,7 @@ impl LocalEnv {
             tls,
             objects,
             invoker,
-            pool: config.exe.is_some() || !config.endpoints.is_empty(),
+            pool: config.exe.is_some() || !config.endpoints.is_empty() || config.lambda.is_some(),
             cores,
             node_memory: config.node_memory,
             worker_memory: config.worker_memory,

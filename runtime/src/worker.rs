@@ -140,44 +140,57 @@ impl Worker {
                     Ok(body) => body.to_bytes(),
                     Err(e) => return failure(StatusCode::BAD_REQUEST, format!("cannot read the task: {e}"), false),
                 };
-                // Checked before the task is decoded: nothing of an unsigned one is run.
-                if let Some(verifier) = &self.verifier
-                    && let Err(e) = verifier.verify_invocation(&body, expires, signature.as_deref(), unix_ms_now())
-                {
-                    let status = match e {
-                        InvocationError::BadSignature => StatusCode::FORBIDDEN,
-                        InvocationError::Unsigned | InvocationError::Expired(_) => StatusCode::UNAUTHORIZED,
-                    };
-                    tracing::warn!("refused an invocation: {e}");
-                    return reply(status, Bytes::from(e.to_string()));
-                }
-                let task: Task = match serde_json::from_slice(&body) {
-                    Ok(task) => task,
-                    Err(e) => return failure(StatusCode::BAD_REQUEST, format!("not a task: {e}"), false),
-                };
-                let Ok(_permit) = self.busy.try_acquire() else {
-                    return failure(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
-                };
-                match run_task(&self.registry, self.paths.clone(), &self.scratch, task).await {
-                    Ok(report) => match serde_json::to_vec(&report) {
-                        Ok(json) => reply(StatusCode::OK, Bytes::from(json)),
-                        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
-                    },
-                    Err(e) => {
-                        if e.is_retryable() {
-                            // A fault on a path may have broken a cached connection.
-                            self.paths.clear().await;
-                        }
-                        let failed = TaskFailure {
-                            message: e.failure_message(),
-                            retryable: e.is_retryable(),
-                            requests: e.requests(),
-                        };
-                        answer_failure(StatusCode::INTERNAL_SERVER_ERROR, &failed)
-                    }
-                }
+                let (status, body) = self.invoke(&body, signature.as_deref(), expires).await;
+                reply(status, body)
             }
             _ => reply(StatusCode::NOT_FOUND, Bytes::from_static(b"POST /invoke or GET /health")),
+        }
+    }
+}
+
+impl Worker {
+    /// Runs the invocation whose task is `body`, signed with `signature` until `expires` —
+    /// checked before the task is decoded, so nothing of an unsigned one runs; the answer's
+    /// status and body, as `POST /invoke` gives them (the Lambda handler wraps the same).
+    pub async fn invoke(&self, body: &[u8], signature: Option<&str>, expires: Option<u64>) -> (StatusCode, Bytes) {
+        let failed = |status, message: String, retryable| {
+            let failure = TaskFailure { message, retryable, requests: Default::default() };
+            (status, Bytes::from(serde_json::to_vec(&failure).unwrap_or_default()))
+        };
+        if let Some(verifier) = &self.verifier
+            && let Err(e) = verifier.verify_invocation(body, expires, signature, unix_ms_now())
+        {
+            let status = match e {
+                InvocationError::BadSignature => StatusCode::FORBIDDEN,
+                InvocationError::Unsigned | InvocationError::Expired(_) => StatusCode::UNAUTHORIZED,
+            };
+            tracing::warn!("refused an invocation: {e}");
+            return (status, Bytes::from(e.to_string()));
+        }
+        if body.len() > MAX_TASK_BYTES {
+            return failed(StatusCode::BAD_REQUEST, format!("a task of {} bytes is too large", body.len()), false);
+        }
+        let task: Task = match serde_json::from_slice(body) {
+            Ok(task) => task,
+            Err(e) => return failed(StatusCode::BAD_REQUEST, format!("not a task: {e}"), false),
+        };
+        let Ok(_permit) = self.busy.try_acquire() else {
+            return failed(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
+        };
+        match run_task(&self.registry, self.paths.clone(), &self.scratch, task).await {
+            Ok(report) => match serde_json::to_vec(&report) {
+                Ok(json) => (StatusCode::OK, Bytes::from(json)),
+                Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+            },
+            Err(e) => {
+                if e.is_retryable() {
+                    // A fault on a path may have broken a cached connection.
+                    self.paths.clear().await;
+                }
+                let failure =
+                    TaskFailure { message: e.failure_message(), retryable: e.is_retryable(), requests: e.requests() };
+                (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from(serde_json::to_vec(&failure).unwrap_or_default()))
+            }
         }
     }
 }

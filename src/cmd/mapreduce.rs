@@ -75,28 +75,18 @@ pub struct JobArgs {
     #[arg(long, env = "BATON_SHM_DIR")]
     shm_dir: Option<PathBuf>,
     /// Run tasks in this process instead of worker processes.
-    #[arg(long, conflicts_with = "endpoints")]
+    #[arg(long, conflicts_with_all = ["endpoints", "lambda"])]
     in_process: bool,
     /// Run on the hosts of this cluster file (its nodes and workers; `baton cluster up
     /// --emulate N` writes one) instead of the embedded single host.
-    #[arg(long, conflicts_with_all = ["in_process", "endpoints", "workers", "objects", "shm_dir"])]
+    #[arg(long, conflicts_with_all = ["in_process", "endpoints", "lambda", "workers", "objects", "shm_dir"])]
     cluster: Option<PathBuf>,
     /// After the job, keep its edges' measured transfers with the cluster's calibration, so
     /// later plans start from them.
     #[arg(long, requires = "cluster")]
     calibrate: bool,
-    /// Send tasks to workers already running (`baton worker`) at these URLs instead of
-    /// starting a pool.
-    #[arg(long, value_delimiter = ',')]
-    endpoints: Vec<String>,
-    /// The TLS directory of the cluster the --endpoints' workers trust: invocations are
-    /// signed with its token key, and https:// endpoints are checked against its CA.
-    #[arg(long, requires = "endpoints")]
-    endpoints_tls_dir: Option<PathBuf>,
-    /// Invocations sent at once to each of --endpoints (a gateway that scales functions out
-    /// takes many; a `baton worker` runs one at a time).
-    #[arg(long, default_value_t = 1, requires = "endpoints")]
-    endpoint_concurrency: usize,
+    #[command(flatten)]
+    invoke: super::invoke::InvokeArgs,
     /// The object store the object-store path uses (default: a file:// directory of the run).
     #[arg(long)]
     objects: Option<String>,
@@ -333,12 +323,7 @@ async fn run_job(
     local.shm_dir = args.shm_dir.clone();
     local.timeout = std::time::Duration::from_secs(args.task_timeout_s.max(1));
     local.objects = args.objects.clone();
-    if !args.endpoints.is_empty() {
-        local.workers = args.endpoints.len() * args.endpoint_concurrency.max(1);
-        local.endpoints = args.endpoints.clone();
-        local.endpoint_tls = args.endpoints_tls_dir.clone();
-        local.endpoint_concurrency = args.endpoint_concurrency;
-    }
+    args.invoke.apply(&mut local)?;
     let env: Box<dyn Environment> = match &args.cluster {
         Some(file) => Box::new(
             ClusterEnv::connect(&ClusterFile::read(file)?, local.timeout).await?.calibrated(&Stored::load(file)?),

@@ -5,6 +5,7 @@ mod calibrate;
 mod cluster;
 mod demo;
 mod hosts;
+mod invoke;
 mod mapreduce;
 mod node;
 mod objects;
@@ -69,8 +70,11 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Generate a small TPC-H data set (or reuse it) and run a few queries on local workers.
     Quickstart(sql::QuickstartArgs),
-    /// Serve task invocations over HTTP, one at a time, like a function instance.
+    /// Serve task invocations over HTTP(S), one at a time, like a function instance.
     Worker(worker::WorkerArgs),
+    /// Serve task invocations as an AWS Lambda function (from the Lambda runtime API; a
+    /// provided.al2023 bootstrap runs this).
+    Lambda(worker::LambdaArgs),
     /// Run a benchmark.
     Bench(bench::BenchArgs),
     /// Run one producer or consumer (started by `demo` and `bench`).
@@ -109,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_metrics();
             worker::run(args).await
         }
+        Command::Lambda(args) => worker::lambda(args).await,
         Command::Sql(args) => until_stopped(sql::sql(args)).await,
         Command::Quickstart(args) => until_stopped(sql::quickstart(args)).await,
         Command::Tpch(args) => tokio::task::spawn_blocking(move || tpch::run(args)).await?,

@@ -76,7 +76,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto")]
     topology: String,
     /// Run tasks in this process instead of worker processes.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["endpoints", "lambda"])]
     in_process: bool,
     /// The object store for the object-store path (default: a directory of the run).
     #[arg(long)]
@@ -84,8 +84,10 @@ pub struct RunArgs {
     /// Run on the hosts of this cluster file (its nodes and workers; `baton cluster up
     /// --emulate N` writes one) instead of the embedded single host. Tables must be where
     /// every host reaches them (a shared directory, or an object store).
-    #[arg(long, conflicts_with_all = ["in_process", "workers", "objects", "shm_dir"])]
+    #[arg(long, conflicts_with_all = ["in_process", "endpoints", "lambda", "workers", "objects", "shm_dir"])]
     cluster: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    invoke: super::invoke::InvokeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +136,7 @@ impl RunArgs {
         local.worker_memory = self.worker_memory.0;
         local.objects = self.objects.clone();
         local.shm_dir = self.shm_dir.clone();
+        self.invoke.apply(&mut local)?;
         let partitions = self.partitions.unwrap_or(local.workers).max(1);
         Ok((Box::new(LocalEnv::start(&local).await?), partitions))
     }

@@ -111,3 +111,45 @@ fn exit_when_stdin_closes() {
         std::process::exit(0);
     });
 }
+
+#[derive(Debug, Args)]
+pub struct LambdaArgs {
+    /// Directory for spills and temporary files (Lambda's is /tmp).
+    #[arg(long, env = "BATON_WORKER_SCRATCH", default_value = "/tmp")]
+    scratch: PathBuf,
+    /// Run only invocations signed with the key whose public half this is (hex, a cluster's
+    /// token.pub).
+    #[arg(long, env = "BATON_WORKER_VERIFY_KEY", conflicts_with = "tls_dir")]
+    verify_key: Option<String>,
+    /// Run only invocations signed with this cluster's key (its token.pub).
+    #[arg(long, env = "BATON_WORKER_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Run unsigned invocations: anyone allowed to invoke the function can make it read and
+    /// write what its role allows.
+    #[arg(long)]
+    insecure_unsigned_invocations: bool,
+}
+
+/// `baton lambda`: the worker as an AWS Lambda function (a `provided.al2023` runtime's
+/// bootstrap runs it), serving invocations from the Lambda runtime API.
+pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
+    let verifier = match (&args.verify_key, &args.tls_dir) {
+        (Some(hex), _) => Some(hex.parse::<TokenPublicKey>().map_err(|e| anyhow::anyhow!("--verify-key: {e}"))?),
+        (None, Some(dir)) => Some(TlsDir::new(dir).verifier()?),
+        (None, None) => None,
+    };
+    let worker = match verifier {
+        Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
+        None if args.insecure_unsigned_invocations => {
+            tracing::warn!("running UNSIGNED invocations: whoever may invoke this function controls it");
+            Worker::new(baton_sql::registry(), &args.scratch)
+        }
+        None => anyhow::bail!(
+            "a Lambda worker runs only invocations its cluster's key signed: give BATON_WORKER_VERIFY_KEY (the \
+             cluster's token.pub in hex) or --tls-dir"
+        ),
+    };
+    baton_runtime::lambda::serve(worker).await?;
+    Ok(())
+}

@@ -137,16 +137,21 @@ pub(crate) async fn invoke_endpoint(
         headers.push((EXPIRES_HEADER, expires.to_string()));
     }
     let (status, body) = endpoint.post_with("/invoke", body, &headers, timeout).await?;
+    answer(&endpoint.to_string(), task, status, &body)
+}
+
+/// What a worker's answer to `task` (`status`, `body`, as `POST /invoke` gives them) means.
+pub(crate) fn answer(endpoint: &str, task: &Task, status: StatusCode, body: &[u8]) -> Result<TaskReport> {
     let protocol = |reason: String| Error::Protocol { endpoint: endpoint.to_string(), reason };
     match status {
-        StatusCode::OK => serde_json::from_slice(&body).map_err(|e| protocol(format!("bad report: {e}"))),
+        StatusCode::OK => serde_json::from_slice(body).map_err(|e| protocol(format!("bad report: {e}"))),
         // Busy, or a gateway throttling: worth another try after a while.
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
             Err(Error::WorkerBusy { endpoint: endpoint.to_string() })
         }
         StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_REQUEST => {
             let failure: TaskFailure =
-                serde_json::from_slice(&body).map_err(|e| protocol(format!("bad failure report ({status}): {e}")))?;
+                serde_json::from_slice(body).map_err(|e| protocol(format!("bad failure report ({status}): {e}")))?;
             Err(Error::Task {
                 task: task.id,
                 message: failure.message,
@@ -157,11 +162,11 @@ pub(crate) async fn invoke_endpoint(
         // The worker does not trust this driver: no retry will change that.
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Task {
             task: task.id,
-            message: format!("{endpoint} refused the invocation ({status}): {}", String::from_utf8_lossy(&body)),
+            message: format!("{endpoint} refused the invocation ({status}): {}", String::from_utf8_lossy(body)),
             retryable: false,
             requests: Default::default(),
         }),
-        other => Err(protocol(format!("answered {other}: {}", String::from_utf8_lossy(&body)))),
+        other => Err(protocol(format!("answered {other}: {}", String::from_utf8_lossy(body)))),
     }
 }
 

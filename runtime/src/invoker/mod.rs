@@ -1,10 +1,11 @@
 //! Invokers: how the driver runs a task on a function.
 //!
-//! One narrow trait, [`Invoker`], and three implementations:
+//! One narrow trait, [`Invoker`], and its implementations:
 //! - [`LocalPool`]: warm `baton worker` processes on this host, each with a memory limit and
 //!   one invocation at a time, like function instances (the embedded default);
 //! - [`HttpInvoker`]: a list of worker endpoint URLs (a FaaS platform's functions, or workers
 //!   started by hand on other hosts);
+//! - [`LambdaInvoker`]: an AWS Lambda function through the Invoke API;
 //! - [`InProcess`]: the operators run on this process's runtime (fast tests);
 //! - [`OnHosts`]: one of the above per host of a cluster, a task sent to the host the plan
 //!   placed it on.
@@ -12,13 +13,15 @@
 pub mod conformance;
 mod http;
 mod in_process;
+mod lambda;
 mod local_pool;
 mod on_hosts;
 
 use async_trait::async_trait;
 
-pub use http::HttpInvoker;
+pub use http::{Backoff, HttpInvoker};
 pub use in_process::InProcess;
+pub use lambda::{LambdaConfig, LambdaInvoker};
 pub use local_pool::{LocalPool, PoolConfig};
 pub use on_hosts::OnHosts;
 

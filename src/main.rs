@@ -5,7 +5,7 @@ mod cmd;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cmd::Cli::parse();
+    let cli = cmd::Cli::parse_from(arguments(std::env::args_os().collect()));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "warn,baton=info".into()),
@@ -28,6 +28,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The command line, or `baton lambda` when this binary is a Lambda function's `bootstrap`
+/// (as `cargo lambda build` names it) started with no arguments by the Lambda runtime.
+fn arguments(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let bootstrap = args.first().and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "bootstrap");
+    if bootstrap && args.len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        args.push("lambda".into());
+    }
+    args
+}
+
 /// An error and its causes on one line, each cause once: many errors already quote their
 /// source's text (an object store's quotes the OS error), which `{:#}` would print again.
 fn chain(e: &anyhow::Error) -> String {
@@ -47,6 +57,19 @@ fn chain(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bootstrap_run_by_lambda_is_the_lambda_worker_and_baton_stays_itself() {
+        let args = |list: &[&str]| list.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        // SAFETY: this test alone reads or writes AWS_LAMBDA_RUNTIME_API in this process.
+        unsafe { std::env::set_var("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001") };
+        assert_eq!(super::arguments(args(&["/var/task/bootstrap"])), args(&["/var/task/bootstrap", "lambda"]));
+        assert_eq!(super::arguments(args(&["/usr/bin/baton"])), args(&["/usr/bin/baton"]));
+        assert_eq!(super::arguments(args(&["bootstrap", "sort"])), args(&["bootstrap", "sort"]));
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("AWS_LAMBDA_RUNTIME_API") };
+        assert_eq!(super::arguments(args(&["bootstrap"])), args(&["bootstrap"]));
+    }
+
     #[test]
     fn an_error_chain_names_each_cause_once() {
         let os = std::io::Error::from_raw_os_error(30);

@@ -106,10 +106,26 @@ fn a_sort_and_a_tpch_query_run_on_lambda_functions_and_unsigned_work_is_refused(
     ok(&baton(d, &["sort", "in.dat", "--output", "single", "--single-process"]));
     let mut sort = vec!["sort", "in.dat", "--output", "out", "--mappers", "3", "--reducers", "2", "--validate"];
     sort.extend_from_slice(&lambda);
-    sort.extend_from_slice(&["--endpoints-tls-dir", "tls"]);
+    sort.extend_from_slice(&["--endpoints-tls-dir", "tls", "--summary-json", "first.json"]);
     let out = ok(&baton(d, &sort));
     assert!(out.contains("on Lambda function _ (2 at once)"), "{out}");
     assert!(out.contains("globally sorted"), "{out}");
+    // The functions' first invocations were cold starts, and the summary says so; a second job
+    // finds them warm.
+    let cold = |file: &str| -> (u64, bool) {
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join(file)).unwrap()).unwrap();
+        let stages = summary["stages"].as_array().unwrap();
+        let cold = stages.iter().map(|s| s["cold"].as_u64().unwrap()).sum();
+        (cold, stages.iter().any(|s| s["cold_start_ms"].as_f64().is_some()))
+    };
+    let (first, timed) = cold("first.json");
+    assert!((1..=2).contains(&first) && timed, "cold starts: {first}");
+    assert!(out.contains("starting in"), "{out}");
+    let mut again = sort.clone();
+    again[3] = "out2";
+    *again.last_mut().unwrap() = "second.json";
+    ok(&baton(d, &again));
+    assert_eq!(cold("second.json").0, 0);
     let parts: Vec<u8> = {
         let mut names: Vec<_> = std::fs::read_dir(d.join("out"))
             .unwrap()

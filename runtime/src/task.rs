@@ -176,6 +176,14 @@ pub struct TaskReport {
     /// Requests it made on each edge's path, counted as they were made.
     #[serde(default)]
     pub requests: EdgeRequests,
+    /// Whether this was its worker's first invocation (a cold start; a warm instance has
+    /// served one before).
+    #[serde(default)]
+    pub cold: bool,
+    /// Seconds from the driver's sending the invocation to its answer (the driver sets it):
+    /// beyond `seconds`, what reaching the function and starting it took.
+    #[serde(default)]
+    pub invoked_seconds: f64,
 }
 
 /// A failed invocation, as a worker reports it.

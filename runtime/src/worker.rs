@@ -54,6 +54,8 @@ pub struct Worker {
     scratch: PathBuf,
     busy: Semaphore,
     verifier: Option<TokenPublicKey>,
+    /// Whether it has run an invocation yet (the first is a cold start).
+    served: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -65,6 +67,7 @@ impl Worker {
             scratch: scratch.into(),
             busy: Semaphore::new(1),
             verifier: None,
+            served: Default::default(),
         })
     }
 
@@ -76,6 +79,7 @@ impl Worker {
             scratch: scratch.into(),
             busy: Semaphore::new(1),
             verifier: Some(verifier),
+            served: Default::default(),
         })
     }
 
@@ -177,8 +181,12 @@ impl Worker {
         let Ok(_permit) = self.busy.try_acquire() else {
             return failed(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
         };
+        let cold = !self.served.swap(true, std::sync::atomic::Ordering::Relaxed);
         match run_task(&self.registry, self.paths.clone(), &self.scratch, task).await {
-            Ok(report) => match serde_json::to_vec(&report) {
+            Ok(mut report) => match serde_json::to_vec(&{
+                report.cold = cold;
+                report
+            }) {
                 Ok(json) => (StatusCode::OK, Bytes::from(json)),
                 Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
             },

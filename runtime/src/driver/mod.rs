@@ -462,7 +462,12 @@ async fn run_stages(
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                (s, p, a, host, is_early, invoker.invoke_on(host, task).await)
+                let sent = Instant::now();
+                let result = invoker.invoke_on(host, task).await.map(|mut report| {
+                    report.invoked_seconds = sent.elapsed().as_secs_f64();
+                    report
+                });
+                (s, p, a, host, is_early, result)
             });
         }
         let Some((s, p, a, host, was_early, result)) = running.next().await else { break };

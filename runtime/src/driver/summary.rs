@@ -50,6 +50,16 @@ pub struct StageSummary {
     /// Tasks per host, when the job ran on hosts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, u32>,
+    /// Committed tasks whose invocation was their worker's first (cold starts).
+    #[serde(default)]
+    pub cold: u32,
+    /// The median start latency of those: an invocation's time seen by the driver beyond the
+    /// task's own, in ms.
+    #[serde(default)]
+    pub cold_start_ms: Option<f64>,
+    /// The same for warm invocations, in ms: what reaching a function costs without a start.
+    #[serde(default)]
+    pub warm_overhead_ms: Option<f64>,
 }
 
 /// One edge of a finished job.
@@ -121,8 +131,19 @@ impl StageSummary {
                 .map(|r| r.spilled_bytes + r.outputs.iter().map(|o| o.spilled_bytes).sum::<u64>())
                 .sum(),
             hosts: BTreeMap::new(),
+            cold: reports.iter().filter(|r| r.cold).count() as u32,
+            cold_start_ms: overhead_ms(reports.iter().filter(|r| r.cold)),
+            warm_overhead_ms: overhead_ms(reports.iter().filter(|r| !r.cold)),
         }
     }
+}
+
+/// The median of the invocations' time beyond their tasks' (ms); `None` without any timed.
+fn overhead_ms<'a>(reports: impl Iterator<Item = &'a TaskReport>) -> Option<f64> {
+    let mut ms: Vec<f64> =
+        reports.filter(|r| r.invoked_seconds > 0.0).map(|r| (r.invoked_seconds - r.seconds).max(0.0) * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    ms.get(ms.len() / 2).copied()
 }
 
 impl EdgeSummary {
@@ -177,19 +198,26 @@ impl fmt::Display for JobSummary {
         writeln!(f, "{} · {:.2} s", self.job, self.seconds)?;
         writeln!(
             f,
-            "  {:<12} {:>6} {:>9} {:>9} {:>12} {:>12}",
+            "  {:<12} {:>6} {:>9} {:>9} {:>12} {:>12}  cold starts",
             "stage", "tasks", "attempts", "seconds", "wrote", "spilled"
         )?;
         for s in &self.stages {
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+            let cold = match (s.cold, s.warm_overhead_ms) {
+                (0, None) => "-".to_string(),
+                (0, Some(_)) => format!("0 (warm: {} each)", ms(s.warm_overhead_ms)),
+                (n, _) => format!("{n}, starting in {} (warm: {})", ms(s.cold_start_ms), ms(s.warm_overhead_ms)),
+            };
             writeln!(
                 f,
-                "  {:<12} {:>6} {:>9} {:>9.2} {:>12} {:>12}",
+                "  {:<12} {:>6} {:>9} {:>9.2} {:>12} {:>12}  {}",
                 s.name,
                 s.tasks,
                 s.attempts,
                 s.seconds,
                 ByteSize(s.bytes_out).to_string(),
-                ByteSize(s.spilled_bytes).to_string()
+                ByteSize(s.spilled_bytes).to_string(),
+                cold
             )?;
         }
         writeln!(

@@ -119,7 +119,8 @@ impl Worker {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok")),
+            // `/_/health` is where OpenFaaS asks whether a function is ready.
+            (&Method::GET, "/health" | "/_/health") => reply(StatusCode::OK, Bytes::from_static(b"ok")),
             // What it counted, for whoever holds the cluster's key (signed like an invocation,
             // over the path's name).
             (&Method::GET, "/metrics") => {

@@ -251,6 +251,16 @@ fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
         .unwrap());
     ok(Command::new(BATON).args(["bench", "plan", "--repeats", "1", "--out", out_s]).output().unwrap());
     ok(Command::new(BATON)
+        .args(["bench", "invokers", "--quick", "--out", out_s, "--work-dir", work_s])
+        .output()
+        .unwrap());
+    let invokers: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("invokers.json")).unwrap()).unwrap();
+    let rows = invokers["rows"].as_array().unwrap();
+    // The pool and HTTPS always; Lambda's emulator where `cargo lambda` is (the report says if not).
+    assert_eq!(rows.len() + invokers["skipped"].as_array().unwrap().len(), 3, "{invokers}");
+    assert!(rows.iter().all(|r| r["p50_ms"].as_f64().unwrap() > 0.0 && r["sort_seconds"].as_f64().unwrap() > 0.0));
+    ok(Command::new(BATON)
         .args(["bench", "soak", "--jobs", "25", "--seconds", "300", "--out", out_s, "--work-dir", work_s])
         .current_dir(dir.path())
         .output()
@@ -269,7 +279,7 @@ fn the_benchmarks_run_in_smoke_mode_and_write_their_reports() {
     assert_eq!(direct["rows"].as_array().unwrap().len(), 3);
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["stages"], 100);
-    for name in ["paths.md", "direct.md", "plan.md", "soak.md"] {
+    for name in ["paths.md", "direct.md", "plan.md", "soak.md", "invokers.md"] {
         assert!(std::fs::read_to_string(out.join(name)).unwrap().contains('|'), "{name} has no table");
     }
 }

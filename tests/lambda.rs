@@ -42,7 +42,7 @@ fn start(d: &Path, tls: &Path, functions: usize) -> (u16, Vec<Proc>) {
     // It reads the workspace's manifest (cargo metadata) and builds nothing.
     let emulator = Command::new("cargo")
         .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -74,6 +74,8 @@ fn start(d: &Path, tls: &Path, functions: usize) -> (u16, Vec<Proc>) {
             .unwrap();
         procs.push(Proc(function));
     }
+    // Dropped functions first, so that none sees its emulator go.
+    procs.reverse();
     (port, procs)
 }
 

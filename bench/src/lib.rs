@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod data;
 pub mod direct;
 pub mod flight;
+pub mod invokers;
 pub mod paths;
 pub mod plan;
 pub mod soak;

@@ -50,6 +50,19 @@ enum Workload {
         #[arg(long, default_value_t = 16)]
         clients: usize,
     },
+    /// The invokers against each other: the local pool, workers over HTTPS and Lambda
+    /// functions under `cargo lambda`'s emulator — the overhead of one invocation (p50, p99)
+    /// and a sort end to end through each.
+    Invokers {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Bytes to sort (a quick run sorts 64 MiB).
+        #[arg(long, default_value = "1GiB")]
+        size: baton_planner::ByteSize,
+        /// Invocations timed per invoker.
+        #[arg(long, default_value_t = 1000)]
+        invocations: usize,
+    },
     /// Sort of gensort input: the planned job, the object-store-only job and one process.
     Sort {
         /// Sizes to sort, in GiB.
@@ -219,6 +232,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = baton_bench::store::run(&options).await?;
             write_reports(&out, "store", serde_json::to_string_pretty(&report)?, &baton_bench::store::markdown(&report))
+        }
+        Workload::Invokers { run: RunArgs { quick, out, work_dir }, size, invocations } => {
+            if !quick {
+                warn_if_debug();
+            }
+            let options = baton_bench::invokers::InvokersOptions {
+                quick,
+                work_dir: std::path::absolute(&work_dir)?,
+                exe: std::env::current_exe()?,
+                sort_bytes: if quick { 64 << 20 } else { size.0 },
+                invocations: if quick { 50 } else { invocations.max(1) },
+            };
+            let report = baton_bench::invokers::run(&options).await?;
+            let markdown = baton_bench::invokers::markdown(&report);
+            write_reports(&out, "invokers", serde_json::to_string_pretty(&report)?, &markdown)
         }
         Workload::Direct { run: RunArgs { quick, out, work_dir } } => {
             if !quick {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
+pub use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use baton_fabric::net::TokenKey;
@@ -61,6 +61,18 @@ impl LambdaInvoker {
     /// An invoker of `config.function`, with the AWS credentials in the environment
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
     pub fn new(config: &LambdaConfig) -> Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
+            return Err(Error::BadJob {
+                reason: "the Lambda invoker needs AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .into(),
+            });
+        };
+        Self::with_credentials(config, Credentials::new(key, secret, env("AWS_SESSION_TOKEN"), None, "environment"))
+    }
+
+    /// An invoker of `config.function` that signs with `credentials`.
+    pub fn with_credentials(config: &LambdaConfig, credentials: Credentials) -> Result<Self> {
         let bad = |reason: String| Error::BadJob { reason: format!("the Lambda invoker: {reason}") };
         let function = config.function.trim();
         if function.is_empty() || function.contains('/') || function.chars().any(char::is_whitespace) {
@@ -73,10 +85,6 @@ impl LambdaInvoker {
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
-        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
-            return Err(bad("needs AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()));
-        };
-        let credentials = Credentials::new(key, secret, env("AWS_SESSION_TOKEN"), None, "environment");
         let base = config.endpoint.clone().unwrap_or_else(|| format!("https://lambda.{region}.amazonaws.com"));
         let base = base.trim_end_matches('/');
         if !base.starts_with("https://") && !base.starts_with("http://") {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 pub use http::{Backoff, HttpInvoker};
 pub use in_process::InProcess;
-pub use lambda::{LambdaConfig, LambdaInvoker};
+pub use lambda::{Credentials, LambdaConfig, LambdaInvoker};
 pub use local_pool::{LocalPool, PoolConfig};
 pub use on_hosts::OnHosts;
 

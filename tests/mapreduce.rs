@@ -421,6 +421,54 @@ fn workers_behind_https_run_a_signed_job_and_a_driver_that_does_not_trust_them_g
     assert!(!d.join("forged").exists() || std::fs::read_dir(d.join("forged")).unwrap().next().is_none());
 }
 
+#[test]
+fn a_worker_with_roots_runs_tasks_inside_them_and_refuses_every_name_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let e = elsewhere.path();
+    ok(&baton(d, &["gensort", "in.bin", "--records", "20000", "--seed", "4"]));
+    ok(&baton(e, &["gensort", "in.bin", "--records", "20000", "--seed", "4"]));
+    let worker = WorkerProcess::start_with(d, &["--root", d.to_str().unwrap()]);
+    let sort = |input: &str, output: &str, extra: &[&str]| {
+        let mut args = vec!["sort", input, "--output", output, "--endpoints", &worker.url, "--max-attempts", "1"];
+        args.extend_from_slice(extra);
+        baton(d, &args)
+    };
+    // Inside: it runs.
+    ok(&sort("in.bin", "out", &["--validate"]));
+    // An input, an output or an object store outside: refused, naming it, and nothing written there.
+    let outside_in = e.join("in.bin").display().to_string();
+    let err = String::from_utf8_lossy(&sort(&outside_in, "out2", &[]).stderr).into_owned();
+    assert!(err.contains(&outside_in) && err.contains("outside the roots"), "{err}");
+    let outside_out = e.join("out").display().to_string();
+    let err = String::from_utf8_lossy(&sort("in.bin", &outside_out, &[]).stderr).into_owned();
+    assert!(err.contains("outside the roots") && err.contains(e.to_str().unwrap()), "{err}");
+    assert!(std::fs::read_dir(e.join("out")).map_or(true, |mut d| d.all(|f| f.unwrap().file_name() != "part-r-00000")));
+    let objects = format!("file://{}", e.join("objects").display());
+    let refused = sort("in.bin", "out3", &["--path", "object-store", "--objects", &objects]);
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success() && err.contains("outside the roots"), "{err}");
+    assert!(!e.join("objects").exists() || walk_files(&e.join("objects")) == 0, "a task wrote outside its roots");
+    // A query's tables too: one inside reads, one outside is refused naming its file.
+    for at in [d, e] {
+        std::fs::write(at.join("t.csv"), "a,b\n1,2\n3,4\n").unwrap();
+    }
+    let query = |table: &Path| {
+        let t = format!("t={}", table.display());
+        baton(d, &["sql", "SELECT sum(a) AS s FROM t", "--table", &t, "--endpoints", &worker.url, "--format", "csv"])
+    };
+    assert!(ok(&query(&d.join("t.csv"))).contains('4'));
+    let err = String::from_utf8_lossy(&query(&e.join("t.csv")).stderr).into_owned();
+    assert!(err.contains("outside the roots") && err.contains(e.join("t.csv").to_str().unwrap()), "{err}");
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { 1 }).sum())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_pool_conforms() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,7 @@ pub mod mapreduce;
 pub mod operator;
 pub mod paths;
 pub mod requests;
+pub mod roots;
 pub mod task;
 pub mod worker;
 

@@ -103,6 +103,7 @@ pub struct TaskContext {
     committed: Vec<Option<MapOutput>>,
     read: Arc<ReadCounter>,
     requests: Arc<EdgeCounters>,
+    roots: Option<Arc<crate::roots::Roots>>,
 }
 
 impl TaskContext {
@@ -117,6 +118,18 @@ impl TaskContext {
             committed,
             read: Arc::default(),
             requests: Arc::default(),
+            roots: None,
+        }
+    }
+
+    /// Whether the task may read or write `location` (a path or URL): under its worker's
+    /// roots, if the worker was given any. Operators ask before they open what a task names.
+    pub fn allow(&self, location: &str) -> Result<()> {
+        match &self.roots {
+            Some(roots) => {
+                roots.check(location).map_err(|reason| Error::BadParams { op: self.task.op.clone(), reason })
+            }
+            None => Ok(()),
         }
     }
 
@@ -138,6 +151,14 @@ impl TaskContext {
 
     /// The path `spec`, its requests counted as edge `edge`'s.
     async fn path(&self, spec: &crate::paths::PathSpec, edge: baton_fabric::EdgeId) -> Result<Arc<dyn DataPath>> {
+        // The places a path names on this host, or the store it names by URL. (A node over
+        // QUIC and the elastic store answer only with the cluster's certificate and the job's
+        // token.)
+        match spec {
+            crate::paths::PathSpec::ObjectStore { url } => self.allow(url)?,
+            crate::paths::PathSpec::VmLocal { socket } => self.allow(&socket.display().to_string())?,
+            _ => {}
+        }
         Ok(self.requests.count(edge, self.paths.get(spec, self.task.token.as_deref()).await?, spec.kind().name()))
     }
 
@@ -458,12 +479,24 @@ impl EdgeSource {
 
 /// Runs `task` with the operators of `registry`: what a worker does per invocation.
 pub async fn run_task(registry: &Registry, paths: Arc<PathCache>, scratch: &Path, task: Task) -> Result<TaskReport> {
+    run_task_within(registry, paths, scratch, None, task).await
+}
+
+/// [`run_task`], the task reading and writing only under `roots` (when given).
+pub async fn run_task_within(
+    registry: &Registry,
+    paths: Arc<PathCache>,
+    scratch: &Path,
+    roots: Option<Arc<crate::roots::Roots>>,
+    task: Task,
+) -> Result<TaskReport> {
     let start = Instant::now();
     task.check().map_err(|reason| Error::BadParams { op: task.op.clone(), reason })?;
     let op = registry.get(&task.op)?;
     // What the task was given to read from its input edges.
     let (id, name) = (task.id, task.op.clone());
     let mut ctx = TaskContext::new(task, paths, scratch);
+    ctx.roots = roots;
     let requests = ctx.requests.clone();
     // A failed task reports what it asked of its paths too.
     let failed = |e: Error| Error::Task {

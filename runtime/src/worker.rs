@@ -33,7 +33,7 @@ use baton_fabric::net::{InvocationError, TokenPublicKey};
 
 use crate::error::{Error, Result};
 use crate::http::{EXPIRES_HEADER, SIGNATURE_HEADER};
-use crate::operator::{Registry, run_task};
+use crate::operator::{Registry, run_task_within};
 use crate::paths::PathCache;
 use crate::task::{Task, TaskFailure};
 
@@ -56,6 +56,8 @@ pub struct Worker {
     verifier: Option<TokenPublicKey>,
     /// Whether it has run an invocation yet (the first is a cold start).
     served: std::sync::atomic::AtomicBool,
+    /// Where its tasks may read and write (anywhere its user may, without).
+    roots: Option<Arc<crate::roots::Roots>>,
 }
 
 impl Worker {
@@ -68,6 +70,7 @@ impl Worker {
             busy: Semaphore::new(1),
             verifier: None,
             served: Default::default(),
+            roots: None,
         })
     }
 
@@ -80,7 +83,17 @@ impl Worker {
             busy: Semaphore::new(1),
             verifier: Some(verifier),
             served: Default::default(),
+            roots: None,
         })
+    }
+
+    /// The same worker, its tasks reading and writing only under `roots` (and its scratch).
+    pub fn within(self: Arc<Self>, roots: &[String]) -> Result<Arc<Self>> {
+        let roots = crate::roots::Roots::new(roots, &self.scratch).map_err(|reason| Error::BadJob { reason })?;
+        let mut worker = Arc::try_unwrap(self)
+            .map_err(|_| Error::BadJob { reason: "a worker's roots are set before it serves".into() })?;
+        worker.roots = Some(Arc::new(roots));
+        Ok(Arc::new(worker))
     }
 
     /// Serves invocations on `listener` until the process ends: over TLS with `tls` (HTTP/2
@@ -183,7 +196,7 @@ impl Worker {
             return failed(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
         };
         let cold = !self.served.swap(true, std::sync::atomic::Ordering::Relaxed);
-        match run_task(&self.registry, self.paths.clone(), &self.scratch, task).await {
+        match run_task_within(&self.registry, self.paths.clone(), &self.scratch, self.roots.clone(), task).await {
             Ok(mut report) => match serde_json::to_vec(&{
                 report.cold = cold;
                 report

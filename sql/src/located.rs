@@ -86,6 +86,23 @@ pub(crate) fn without_indices(text: &str) -> String {
     out
 }
 
+/// Every file the scans in `plan` (and below it) read, in all their partitions.
+pub(crate) fn every_scanned_file(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut files = Vec::new();
+    if let Some(scan) =
+        plan.downcast_ref::<DataSourceExec>().and_then(|e| e.data_source().downcast_ref::<FileScanConfig>())
+    {
+        let store = scan.object_store_url.as_str();
+        for group in &scan.file_groups {
+            files.extend(group.iter().map(|f| format!("{store}{}", f.object_meta.location)));
+        }
+    }
+    for child in plan.children() {
+        files.extend(every_scanned_file(child));
+    }
+    files
+}
+
 /// The files a file scan reads for `partition` (`None` if `plan` is not a file scan).
 fn scanned_files(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Option<Vec<String>> {
     let scan = plan.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<FileScanConfig>()?;

@@ -91,6 +91,19 @@ impl Operator for StageTask {
         let task_ctx = session.task_ctx();
         let sources = (0..ctx.task().inputs.len()).map(|i| ctx.source(i)).collect::<baton_runtime::Result<_>>()?;
         let plan = crate::codec::decode(&bytes, &task_ctx, sources).map_err(|e| from_datafusion(ctx, e))?;
+        // Every table file it reads, under the worker's roots, with the settings of the store
+        // it is read through.
+        for store in &params.stores {
+            ctx.allow(store)?;
+        }
+        for file in crate::located::every_scanned_file(&plan) {
+            let settings = params.stores.iter().find_map(|s| {
+                let (base, query) = s.split_once('?')?;
+                let bucket = |u: &str| u.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                (bucket(base) == bucket(&file)).then(|| query.to_string())
+            });
+            ctx.allow(&settings.map_or(file.clone(), |q| format!("{file}?{q}")))?;
+        }
         let Some(writer) = plan.downcast_ref::<ExchangeWriter>() else {
             return Err(failed(ctx, format!("a stage's plan ends in {}, not an exchange writer", plan.name()), false));
         };

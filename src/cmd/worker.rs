@@ -44,6 +44,11 @@ pub struct WorkerArgs {
     /// (Knative's queue proxy, OpenFaaS's watchdog).
     #[arg(long, conflicts_with = "https")]
     insecure_plain_http: bool,
+    /// Let tasks read and write only under these directories and object-store prefixes
+    /// (s3://bucket/prefix; with the same ?settings), and the scratch directory: a task that
+    /// names anything else fails naming it. Repeat, or separate with commas.
+    #[arg(long = "root", env = "BATON_WORKER_ROOTS", value_delimiter = ',')]
+    roots: Vec<String>,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -87,6 +92,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
         None => Worker::new(baton_sql::registry(), &args.scratch),
     };
+    let worker = if args.roots.is_empty() {
+        if !args.listen.ip().is_loopback() {
+            tracing::warn!("no --root: tasks may read and write anything this worker's user may");
+        }
+        worker
+    } else {
+        worker.within(&args.roots)?
+    };
     if args.exit_with_stdin {
         exit_when_stdin_closes();
     }
@@ -128,6 +141,10 @@ pub struct LambdaArgs {
     /// write what its role allows.
     #[arg(long)]
     insecure_unsigned_invocations: bool,
+    /// Let tasks read and write only under these directories and object-store prefixes, and
+    /// the scratch directory (as `baton worker --root`).
+    #[arg(long = "root", env = "BATON_WORKER_ROOTS", value_delimiter = ',')]
+    roots: Vec<String>,
 }
 
 /// `baton lambda`: the worker as an AWS Lambda function (a `provided.al2023` runtime's
@@ -150,6 +167,7 @@ pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
              cluster's token.pub in hex) or --tls-dir"
         ),
     };
+    let worker = if args.roots.is_empty() { worker } else { worker.within(&args.roots)? };
     baton_runtime::lambda::serve(worker).await?;
     Ok(())
 }

@@ -25,6 +25,21 @@ pub struct Source {
     pub size: u64,
 }
 
+impl Source {
+    /// Where it is, as one path or URL (its store's location joined with its path; the
+    /// store's settings, a URL's query, kept at the end).
+    pub fn location(&self) -> String {
+        let (store, query) = self.store.split_once('?').map_or((self.store.as_str(), ""), |(s, q)| (s, q));
+        let joined = format!("{}/{}", store.trim_end_matches('/'), self.object.trim_start_matches('/'));
+        if query.is_empty() { joined } else { format!("{joined}?{query}") }
+    }
+}
+
+/// Asks `ctx` whether its task may read every one of `sources`.
+pub fn allowed(ctx: &crate::operator::TaskContext, sources: &[Source]) -> crate::error::Result<()> {
+    sources.iter().try_for_each(|s| ctx.allow(&s.location()))
+}
+
 /// A byte range of one source, read by one mapper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {

@@ -266,6 +266,7 @@ impl Operator for SortMap {
             .iter()
             .map(|h| unhex(h).ok_or_else(|| Error::BadParams { op: MAP.into(), reason: format!("bad boundary {h}") }))
             .collect::<Result<Vec<_>>>()?;
+        super::input::allowed(ctx, &params.sources)?;
         let reader = Reader::open(&params.sources)?;
         let schema = schema();
         let mut writer = ctx.writer(0, schema.clone(), Box::new(KeyRangePartitioner::new(boundaries))).await?;
@@ -329,6 +330,7 @@ impl Operator for SortReduce {
         drop(input);
         ctx.count_spilled(spilled);
         let name = part_name(partition);
+        ctx.allow(&params.output)?;
         let output = params.output.clone();
         // Sorting and writing are CPU and disk work: off the async threads, which the node's
         // service may share (tasks in process).

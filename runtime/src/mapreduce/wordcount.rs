@@ -120,6 +120,7 @@ impl Operator for WordCountMap {
     async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
         let params: WordCountParams = ctx.params()?;
         let pieces = params.splits.get(ctx.task().id.partition as usize).cloned().unwrap_or_default();
+        super::input::allowed(ctx, &params.sources)?;
         let reader = Reader::open(&params.sources)?;
         let mut counts = HashMap::new();
         for piece in pieces {
@@ -179,6 +180,7 @@ impl Operator for WordCountReduce {
         }
         let name = part_name(partition);
         let bytes = text.len() as u64;
+        ctx.allow(&params.output)?;
         Output::open(&params.output)?.put(&name, Bytes::from(text)).await?;
         ctx.count_out(counts.len() as u64, bytes);
         ctx.set_extra(serde_json::json!({ "file": name, "words": counts.len(), "total": total }));

@@ -9,21 +9,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use support::{BATON, ok};
 
-/// A child process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Whether `cargo lambda` is here (where CI installs it, it must be).
 fn emulator_present() -> bool {
     let present = Command::new("cargo").args(["lambda", "--version"]).output().is_ok_and(|o| o.status.success());
     if !present {
@@ -32,51 +22,6 @@ fn emulator_present() -> bool {
         eprintln!("SKIPPED: `cargo lambda` (pip install cargo-lambda) is not installed");
     }
     present
-}
-
-/// The emulator on a free port of 127.0.0.1, and `functions` `baton lambda` processes taking
-/// its invocations, trusting the cluster key in `tls`.
-fn start(d: &Path, tls: &Path, functions: usize) -> (u16, Vec<Proc>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut procs = Vec::new();
-    // It reads the workspace's manifest (cargo metadata) and builds nothing.
-    let emulator = Command::new("cargo")
-        .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
-        .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    procs.push(Proc(emulator));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the Lambda emulator did not start on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for i in 0..functions {
-        let scratch = d.join(format!("fn{i}"));
-        std::fs::create_dir_all(&scratch).unwrap();
-        let function = Command::new(BATON)
-            .args(["lambda", "--tls-dir"])
-            .arg(tls)
-            .arg("--scratch")
-            .arg(&scratch)
-            // What Lambda (here, the emulator, whose one function is `_`) gives a function.
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("BATON_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        procs.push(Proc(function));
-    }
-    // Dropped functions first, so that none sees its emulator go.
-    procs.reverse();
-    (port, procs)
 }
 
 /// `baton` in `d` with test AWS credentials (the emulator checks none; the invoker signs with
@@ -100,8 +45,8 @@ fn a_sort_and_a_tpch_query_run_on_lambda_functions_and_unsigned_work_is_refused(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(&baton(d, &["certs", "--out", "tls"]));
-    let (port, _procs) = start(d, &d.join("tls"), 2);
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let functions = baton_bench::invokers::lambda_functions(Path::new(BATON), &d.join("tls"), d, 2).unwrap().unwrap();
+    let endpoint = functions.endpoint.clone();
     let lambda = ["--lambda", "_", "--lambda-endpoint", &endpoint, "--lambda-concurrency", "2"];
     // A sort: the same bytes as one process's.
     ok(&baton(d, &["gensort", "in.dat", "--records", "100000", "--seed", "9"]));

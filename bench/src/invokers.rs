@@ -110,9 +110,36 @@ fn https_worker(options: &InvokersOptions, host: &Path, scratch: &Path) -> anyho
     Ok((proc, url))
 }
 
-/// The emulator on a free port and `WORKERS` `baton lambda` functions taking its invocations;
-/// `None` (and why) where `cargo lambda` is missing.
-fn lambda_functions(options: &InvokersOptions, tls: &Path) -> anyhow::Result<Result<(Vec<Proc>, String), String>> {
+/// `functions` `baton lambda` processes of `exe` taking invocations from `cargo lambda`'s
+/// emulator (its one function is `_`) on a free port of 127.0.0.1, trusting the cluster key in
+/// `tls`, spilling under `scratch`; stopped (the functions first) when dropped.
+#[derive(Debug)]
+pub struct LambdaFunctions {
+    procs: Vec<Proc>,
+    /// The Invoke API's URL.
+    pub endpoint: String,
+}
+
+impl std::fmt::Debug for Proc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {}", self.0.id())
+    }
+}
+
+impl Drop for LambdaFunctions {
+    fn drop(&mut self) {
+        // The functions first, so that none sees its emulator go.
+        while self.procs.pop().is_some() {}
+    }
+}
+
+/// Starts [`LambdaFunctions`]; why not (`Err` inside) where `cargo lambda` is missing.
+pub fn lambda_functions(
+    exe: &Path,
+    tls: &Path,
+    scratch: &Path,
+    functions: usize,
+) -> anyhow::Result<Result<LambdaFunctions, String>> {
     if !Command::new("cargo").args(["lambda", "--version"]).output().is_ok_and(|o| o.status.success()) {
         return Ok(
             Err("lambda (emulator): SKIPPED, `cargo lambda` is not installed (pip install cargo-lambda)".into()),
@@ -140,15 +167,16 @@ fn lambda_functions(options: &InvokersOptions, tls: &Path) -> anyhow::Result<Res
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    for i in 0..WORKERS {
-        let scratch = options.work_dir.join(format!("lambda-{i}"));
+    for i in 0..functions {
+        let scratch = scratch.join(format!("lambda-{i}"));
         std::fs::create_dir_all(&scratch)?;
         procs.push(Proc(
-            Command::new(&options.exe)
+            Command::new(exe)
                 .args(["lambda", "--tls-dir"])
                 .arg(tls)
                 .arg("--scratch")
                 .arg(&scratch)
+                // What Lambda (here, the emulator) gives a function.
                 .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
                 .env("AWS_LAMBDA_FUNCTION_NAME", "_")
                 .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
@@ -159,9 +187,7 @@ fn lambda_functions(options: &InvokersOptions, tls: &Path) -> anyhow::Result<Res
                 .spawn()?,
         ));
     }
-    // Dropped functions first, so that none sees its emulator go.
-    procs.reverse();
-    Ok(Ok((procs, format!("http://127.0.0.1:{port}"))))
+    Ok(Ok(LambdaFunctions { procs, endpoint: format!("http://127.0.0.1:{port}") }))
 }
 
 /// An invocation that does no work: an operator the worker does not have.
@@ -233,7 +259,7 @@ pub async fn run(options: &InvokersOptions) -> anyhow::Result<InvokersReport> {
     }
     let https =
         HttpInvoker::new(&urls, timeout)?.with_client(HttpClient::new(Some(&tls_dir))?).with_signer(key.clone());
-    let lambda = lambda_functions(options, &tls_dir)?;
+    let lambda = lambda_functions(&options.exe, &tls_dir, run.path(), WORKERS)?;
     let mut invokers: Vec<(String, Box<dyn Invoker>, Vec<String>)> = vec![
         ("local pool".into(), Box::new(pool), Vec::new()),
         (
@@ -242,8 +268,9 @@ pub async fn run(options: &InvokersOptions) -> anyhow::Result<InvokersReport> {
             vec!["--endpoints".into(), urls.join(","), "--endpoints-tls-dir".into(), tls_dir.display().to_string()],
         ),
     ];
-    let _lambda_procs = match lambda {
-        Ok((procs, endpoint)) => {
+    let _lambda = match lambda {
+        Ok(functions) => {
+            let endpoint = functions.endpoint.clone();
             let config = LambdaConfig {
                 function: "_".into(),
                 endpoint: Some(endpoint.clone()),
@@ -259,12 +286,12 @@ pub async fn run(options: &InvokersOptions) -> anyhow::Result<InvokersReport> {
                 .chain([WORKERS.to_string(), "--endpoints-tls-dir".into(), tls_dir.display().to_string()])
                 .collect();
             invokers.push(("lambda (emulator)".into(), Box::new(invoker), flags));
-            procs
+            Some(functions)
         }
         Err(why) => {
             eprintln!("{why}");
             skipped.push(why);
-            Vec::new()
+            None
         }
     };
 

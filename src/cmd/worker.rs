@@ -56,11 +56,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         limit_memory(limit.0)?;
     }
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let verifier = match (&args.verify_key, &args.tls_dir) {
-        (Some(hex), _) => Some(hex.parse::<TokenPublicKey>().map_err(|e| anyhow::anyhow!("--verify-key: {e}"))?),
-        (None, Some(dir)) => Some(TlsDir::new(dir).verifier()?),
-        (None, None) => None,
-    };
+    let verifier = verifier(args.verify_key.as_deref(), args.tls_dir.as_deref())?;
     if verifier.is_none() && !args.listen.ip().is_loopback() && !args.insecure_unsigned_invocations {
         anyhow::bail!(
             "a worker listening on {} would run anyone's invocations: give it its cluster's key \
@@ -107,6 +103,16 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key invocations must be signed with: from hex (`--verify-key`), or a cluster's
+/// `token.pub` (`--tls-dir`); none if neither is given.
+fn verifier(hex: Option<&str>, tls_dir: Option<&std::path::Path>) -> anyhow::Result<Option<TokenPublicKey>> {
+    Ok(match (hex, tls_dir) {
+        (Some(hex), _) => Some(hex.parse::<TokenPublicKey>().map_err(|e| anyhow::anyhow!("--verify-key: {e}"))?),
+        (None, Some(dir)) => Some(TlsDir::new(dir).verifier()?),
+        (None, None) => None,
+    })
+}
+
 /// Ends this process once standard input reaches its end (the parent closed or died).
 fn exit_when_stdin_closes() {
     std::thread::spawn(|| {
@@ -151,11 +157,7 @@ pub struct LambdaArgs {
 /// bootstrap runs it), serving invocations from the Lambda runtime API.
 pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let verifier = match (&args.verify_key, &args.tls_dir) {
-        (Some(hex), _) => Some(hex.parse::<TokenPublicKey>().map_err(|e| anyhow::anyhow!("--verify-key: {e}"))?),
-        (None, Some(dir)) => Some(TlsDir::new(dir).verifier()?),
-        (None, None) => None,
-    };
+    let verifier = verifier(args.verify_key.as_deref(), args.tls_dir.as_deref())?;
     let worker = match verifier {
         Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
         None if args.insecure_unsigned_invocations => {

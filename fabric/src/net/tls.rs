@@ -195,13 +195,19 @@ impl TlsDir {
         }
     }
 
-    /// The QUIC server configuration of a node.
-    pub fn server_config(&self, limits: &Limits) -> Result<quinn::ServerConfig> {
+    /// The node's certificate chain and key (`node.pem`, `node.key`).
+    fn node_identity(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let certs = CertificateDer::pem_slice_iter(&self.read("node.pem")?)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| config("node.pem", e.to_string()))?;
         let key =
             PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
+        Ok((certs, key))
+    }
+
+    /// The QUIC server configuration of a node.
+    pub fn server_config(&self, limits: &Limits) -> Result<quinn::ServerConfig> {
+        let (certs, key) = self.node_identity()?;
         let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config("tls", e.to_string()))?
@@ -218,11 +224,7 @@ impl TlsDir {
     /// The HTTPS server configuration of a worker on a host: the host's node certificate
     /// (`node.pem`, `node.key`), TLS 1.2 and 1.3, HTTP/2 or HTTP/1.1 by ALPN.
     pub fn https_server_config(&self) -> Result<rustls::ServerConfig> {
-        let certs = CertificateDer::pem_slice_iter(&self.read("node.pem")?)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| config("node.pem", e.to_string()))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(&self.read("node.key")?).map_err(|e| config("node.key", e.to_string()))?;
+        let (certs, key) = self.node_identity()?;
         let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| config("tls", e.to_string()))?

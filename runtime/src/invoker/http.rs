@@ -46,6 +46,25 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Runs `attempt` until it is not turned away as busy (`429`, `503`), or the attempts
+    /// run out, waiting between tries.
+    pub(crate) async fn retry_busy<F, Fut>(&self, task: &Task, mut attempt: F) -> Result<TaskReport>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<TaskReport>>,
+    {
+        let mut retry = 0;
+        loop {
+            match attempt().await {
+                Err(Error::WorkerBusy { .. }) if retry + 1 < self.attempts => {
+                    tokio::time::sleep(self.wait(task, retry)).await;
+                    retry += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The wait before retry `retry` (0 for the first) of `task`: between half and all of the
     /// ceiling, by a hash of the task, so that invocations turned away together do not come
     /// back together (as the driver's retries, [`crate::driver::retry_backoff`]).
@@ -106,16 +125,10 @@ impl Invoker for HttpInvoker {
     async fn invoke(&self, task: Task) -> Result<TaskReport> {
         let slot = self.slots.checkout().await;
         let endpoint = &self.endpoints[slot.index % self.endpoints.len()];
-        let mut retry = 0;
-        let result = loop {
-            match invoke_endpoint(endpoint, &task, self.timeout, self.signer.as_deref()).await {
-                Err(Error::WorkerBusy { .. }) if retry + 1 < self.backoff.attempts => {
-                    tokio::time::sleep(self.backoff.wait(&task, retry)).await;
-                    retry += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = self
+            .backoff
+            .retry_busy(&task, || invoke_endpoint(endpoint, &task, self.timeout, self.signer.as_deref()))
+            .await;
         self.slots.checkin(slot).await;
         result
     }

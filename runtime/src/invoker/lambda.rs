@@ -216,16 +216,7 @@ impl Invoker for LambdaInvoker {
 
     async fn invoke(&self, task: Task) -> Result<TaskReport> {
         let slot = self.slots.checkout().await;
-        let mut retry = 0;
-        let result = loop {
-            match self.invoke_once(&task).await {
-                Err(Error::WorkerBusy { .. }) if retry + 1 < self.backoff.attempts => {
-                    tokio::time::sleep(self.backoff.wait(&task, retry)).await;
-                    retry += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = self.backoff.retry_busy(&task, || self.invoke_once(&task)).await;
         self.slots.checkin(slot).await;
         result
     }

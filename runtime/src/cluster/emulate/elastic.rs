@@ -12,7 +12,7 @@ use baton_fabric::net::TlsDir;
 use baton_store::alloc::BlockMap;
 use baton_store::etcd::Etcd;
 
-use super::{EmulateOptions, NODE_PORT, State, alive, failed, in_namespace, link_namespace, save, spawn_logged};
+use super::{EmulateOptions, NODE_PORT, State, add_host, alive, failed, in_namespace, save, spawn_logged};
 use crate::error::Result;
 
 /// The most storage nodes an emulation has (`.240` to `.247`).
@@ -65,9 +65,7 @@ pub(super) fn up(
     // etcd, in a host of its own.
     let ns = format!("baton-{id}-etcd");
     let ip = Ipv4Addr::new(10, 77, id, 7);
-    state.namespaces.push(ns.clone());
-    save(&options.dir, state)?;
-    link_namespace(&ns, &format!("bv{id}e"), &format!("bv{id}ep"), ip, bridge, &options.nic)?;
+    add_host(options, state, &ns, &format!("bv{id}e"), ip, bridge)?;
     let url = format!("http://{ip}:{ETCD_PORT}");
     // Its peer port stays on the namespace's own loopback: this etcd is a cluster of one.
     let peer = "http://127.0.0.1:2380";
@@ -116,9 +114,7 @@ pub(super) fn up(
         let name = format!("n{j}");
         let ns = format!("baton-{id}-{name}");
         let ip = Ipv4Addr::new(10, 77, id, 240 + j as u8);
-        state.namespaces.push(ns.clone());
-        save(&options.dir, state)?;
-        link_namespace(&ns, &format!("bv{id}n{j}"), &format!("bv{id}n{j}p"), ip, bridge, &options.nic)?;
+        add_host(options, state, &ns, &format!("bv{id}n{j}"), ip, bridge)?;
         let node_home = home.join(&name);
         baton_fabric::private::ensure_dir(&node_home, "storage node directory")?;
         let tls = TlsDir::new(node_home.join("tls"));

@@ -221,10 +221,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     for i in 0..options.hosts {
         let ns = format!("baton-{id}-h{i}");
         let ip = Ipv4Addr::new(10, 77, id, 10 + i as u8);
-        let (outside, inside) = (format!("bv{id}h{i}"), format!("bv{id}h{i}p"));
-        state.namespaces.push(ns.clone());
-        save(dir, state)?;
-        link_namespace(&ns, &outside, &inside, ip, &bridge, &options.nic)?;
+        add_host(options, state, &ns, &format!("bv{id}h{i}"), ip, &bridge)?;
         // Its node, with its own certificate for its address.
         let home = dir.join(format!("h{i}"));
         baton_fabric::private::ensure_dir(&home, "host directory")?;
@@ -315,6 +312,22 @@ fn wait_for_socket(socket: &Path, host: &str, pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Records namespace `ns` (so that `down` removes it, whatever happens next), then makes it:
+/// linked to `bridge` by the veth pair `link` (outside) and `link` + `p` (inside), at `ip`, its
+/// link capped at `options.nic`.
+fn add_host(
+    options: &EmulateOptions,
+    state: &mut State,
+    ns: &str,
+    link: &str,
+    ip: Ipv4Addr,
+    bridge: &str,
+) -> Result<()> {
+    state.namespaces.push(ns.to_string());
+    save(&options.dir, state)?;
+    link_namespace(ns, link, &format!("{link}p"), ip, bridge, &options.nic)
+}
+
 /// Makes namespace `ns` with a veth pair (`outside` on the bridge, `inside` as its `eth0` at
 /// `ip`), its link capped both ways with `tbf` at `nic`.
 fn link_namespace(ns: &str, outside: &str, inside: &str, ip: Ipv4Addr, bridge: &str, nic: &str) -> Result<()> {
@@ -368,10 +381,7 @@ fn s3_host(
 ) -> Result<String> {
     let ns = format!("baton-{id}-s3");
     let ip = Ipv4Addr::new(10, 77, id, 9);
-    let (outside, inside) = (format!("bv{id}s3"), format!("bv{id}s3p"));
-    state.namespaces.push(ns.clone());
-    save(&options.dir, state)?;
-    link_namespace(&ns, &outside, &inside, ip, bridge, &options.nic)?;
+    add_host(options, state, &ns, &format!("bv{id}s3"), ip, bridge)?;
     let addr = SocketAddr::from((ip, 9000));
     let mut server = in_namespace(&ns, &options.exe);
     server.args(["bench", "s3-server", "--listen", &addr.to_string()]).arg("--root").arg(root);
@@ -399,9 +409,7 @@ fn store_host(
 ) -> Result<super::Store> {
     let ns = format!("baton-{id}-st");
     let ip = Ipv4Addr::new(10, 77, id, 8);
-    state.namespaces.push(ns.clone());
-    save(&options.dir, state)?;
-    link_namespace(&ns, &format!("bv{id}st"), &format!("bv{id}stp"), ip, bridge, &options.nic)?;
+    add_host(options, state, &ns, &format!("bv{id}st"), ip, bridge)?;
     let home = options.dir.join("store");
     baton_fabric::private::ensure_dir(&home, "store directory")?;
     let tls = TlsDir::new(home.join("tls"));

@@ -24,13 +24,8 @@ pub struct WorkerArgs {
     /// end with it however it ends (even SIGKILL) and never outlive the job.
     #[arg(long)]
     exit_with_stdin: bool,
-    /// Run only invocations signed with the key whose public half this is (hex, a cluster's
-    /// token.pub).
-    #[arg(long, env = "BATON_WORKER_VERIFY_KEY", conflicts_with = "tls_dir")]
-    verify_key: Option<String>,
-    /// Run only invocations signed with this cluster's key (its token.pub).
-    #[arg(long, env = "BATON_WORKER_TLS_DIR")]
-    tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Run unsigned invocations on an address beyond loopback: anyone who reaches the port can
     /// make this worker read and write what it can. For a network you fully trust only.
     #[arg(long)]
@@ -56,7 +51,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         limit_memory(limit.0)?;
     }
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let verifier = verifier(args.verify_key.as_deref(), args.tls_dir.as_deref())?;
+    let verifier = verifier(args.key.verify_key.as_deref(), args.key.tls_dir.as_deref())?;
     if verifier.is_none() && !args.listen.ip().is_loopback() && !args.insecure_unsigned_invocations {
         anyhow::bail!(
             "a worker listening on {} would run anyone's invocations: give it its cluster's key \
@@ -67,7 +62,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if verifier.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!("running UNSIGNED invocations on {}: anyone who reaches it controls this worker", args.listen);
     }
-    let tls = match (&args.tls_dir, args.https) {
+    let tls = match (&args.key.tls_dir, args.https) {
         (Some(dir), true) => Some(std::sync::Arc::new(
             TlsDir::new(dir).https_server_config().context("--https: the host's certificate in --tls-dir")?,
         )),
@@ -103,6 +98,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key a worker's invocations must be signed with.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Run only invocations signed with the key whose public half this is (hex, a cluster's
+    /// token.pub).
+    #[arg(long, env = "BATON_WORKER_VERIFY_KEY", conflicts_with = "tls_dir")]
+    verify_key: Option<String>,
+    /// Run only invocations signed with this cluster's key (its token.pub).
+    #[arg(long, env = "BATON_WORKER_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+}
+
 /// The key invocations must be signed with: from hex (`--verify-key`), or a cluster's
 /// `token.pub` (`--tls-dir`); none if neither is given.
 fn verifier(hex: Option<&str>, tls_dir: Option<&std::path::Path>) -> anyhow::Result<Option<TokenPublicKey>> {
@@ -136,13 +143,8 @@ pub struct LambdaArgs {
     /// Directory for spills and temporary files (Lambda's is /tmp).
     #[arg(long, env = "BATON_WORKER_SCRATCH", default_value = "/tmp")]
     scratch: PathBuf,
-    /// Run only invocations signed with the key whose public half this is (hex, a cluster's
-    /// token.pub).
-    #[arg(long, env = "BATON_WORKER_VERIFY_KEY", conflicts_with = "tls_dir")]
-    verify_key: Option<String>,
-    /// Run only invocations signed with this cluster's key (its token.pub).
-    #[arg(long, env = "BATON_WORKER_TLS_DIR")]
-    tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Run unsigned invocations: anyone allowed to invoke the function can make it read and
     /// write what its role allows.
     #[arg(long)]
@@ -157,7 +159,7 @@ pub struct LambdaArgs {
 /// bootstrap runs it), serving invocations from the Lambda runtime API.
 pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.scratch).with_context(|| format!("cannot create {}", args.scratch.display()))?;
-    let verifier = verifier(args.verify_key.as_deref(), args.tls_dir.as_deref())?;
+    let verifier = verifier(args.key.verify_key.as_deref(), args.key.tls_dir.as_deref())?;
     let worker = match verifier {
         Some(key) => Worker::verifying(baton_sql::registry(), &args.scratch, key),
         None if args.insecure_unsigned_invocations => {

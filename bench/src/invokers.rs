@@ -145,16 +145,18 @@ pub fn lambda_functions(
             Err("lambda (emulator): SKIPPED, `cargo lambda` is not installed (pip install cargo-lambda)".into()),
         );
     }
-    // The emulator reads a Cargo manifest (it builds nothing): this source tree's.
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !manifest.join("Cargo.toml").exists() {
-        return Ok(Err("lambda (emulator): SKIPPED, `cargo lambda watch` needs Baton's source tree".into()));
-    }
+    // The emulator reads a Cargo manifest (it builds nothing): the source tree this was built
+    // from, or the one it runs in.
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let Some(manifest) = [built_in, std::env::current_dir()?].into_iter().find(|d| d.join("Cargo.toml").exists())
+    else {
+        return Ok(Err("lambda (emulator): SKIPPED, `cargo lambda watch` needs Baton's source tree: run from it".into()));
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut procs = vec![Proc(
         Command::new("cargo")
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
-            .current_dir(manifest)
+            .current_dir(&manifest)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

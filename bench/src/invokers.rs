@@ -91,7 +91,7 @@ const AWS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "baton-bench"), ("AWS_SECR
 /// A `baton worker` over HTTPS on 127.0.0.1; its URL.
 fn https_worker(options: &InvokersOptions, host: &Path, scratch: &Path) -> anyhow::Result<(Proc, String)> {
     use std::io::BufRead;
-    std::fs::create_dir_all(scratch)?;
+    baton_fabric::private::create_dirs(scratch)?;
     let mut child = Command::new(&options.exe)
         .args(["worker", "--listen", "127.0.0.1:0", "--https", "--memory-limit", WORKER_MEMORY, "--tls-dir"])
         .arg(host)
@@ -150,7 +150,9 @@ pub fn lambda_functions(
     let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let Some(manifest) = [built_in, std::env::current_dir()?].into_iter().find(|d| d.join("Cargo.toml").exists())
     else {
-        return Ok(Err("lambda (emulator): SKIPPED, `cargo lambda watch` needs Baton's source tree: run from it".into()));
+        return Ok(Err(
+            "lambda (emulator): SKIPPED, `cargo lambda watch` needs Baton's source tree: run from it".into()
+        ));
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut procs = vec![Proc(
@@ -171,7 +173,7 @@ pub fn lambda_functions(
     }
     for i in 0..functions {
         let scratch = scratch.join(format!("lambda-{i}"));
-        std::fs::create_dir_all(&scratch)?;
+        baton_fabric::private::create_dirs(&scratch)?;
         procs.push(Proc(
             Command::new(exe)
                 .args(["lambda", "--tls-dir"])
@@ -208,7 +210,7 @@ fn nothing(i: usize) -> Task {
 }
 
 /// Runs `baton sort` with `extra` flags; its seconds from start to exit.
-fn sort(options: &InvokersOptions, input: &Path, out: &str, extra: &[String]) -> anyhow::Result<f64> {
+fn sort(options: &InvokersOptions, dir: &Path, input: &Path, out: &str, extra: &[String]) -> anyhow::Result<f64> {
     let mappers = (options.sort_bytes / (128 << 20)).max(2).to_string();
     let start = Instant::now();
     let done = Command::new(&options.exe)
@@ -217,7 +219,7 @@ fn sort(options: &InvokersOptions, input: &Path, out: &str, extra: &[String]) ->
         .args(["--output", out, "--mappers", &mappers, "--reducers", &mappers, "--path", "vm-local"])
         .args(["--worker-memory", WORKER_MEMORY, "--workers", &WORKERS.to_string()])
         .args(extra)
-        .current_dir(&options.work_dir)
+        .current_dir(dir)
         .envs(AWS)
         .env("BATON_LOG", "warn")
         .output()?;
@@ -225,7 +227,8 @@ fn sort(options: &InvokersOptions, input: &Path, out: &str, extra: &[String]) ->
     if !done.status.success() {
         bail!("sort {}: {}", extra.join(" "), String::from_utf8_lossy(&done.stderr));
     }
-    let _ = std::fs::remove_dir_all(options.work_dir.join(out));
+    // The output this run made, in its own directory.
+    let _ = std::fs::remove_dir_all(dir.join(out));
     Ok(seconds)
 }
 
@@ -327,7 +330,7 @@ pub async fn run(options: &InvokersOptions) -> anyhow::Result<InvokersReport> {
     for ((name, _, flags), mut ms) in invokers.iter().zip(samples) {
         ms.sort_by(f64::total_cmp);
         let out = format!("sorted-{}", name.split_whitespace().next().unwrap_or("x"));
-        let sort_seconds = sort(options, &input, &out, flags)?;
+        let sort_seconds = sort(options, run.path(), &input, &out, flags)?;
         rows.push(InvokerRow {
             invoker: name.clone(),
             invocations: ms.len(),

@@ -683,3 +683,64 @@ async fn sizes_a_task_names_are_bounded_before_anything_is_sized_by_them() {
         }
     }
 }
+
+/// Writes the file its parameters name: the mark that a task ran.
+#[derive(Debug)]
+struct Marks;
+
+#[async_trait]
+impl Operator for Marks {
+    async fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let path: String = ctx.params()?;
+        std::fs::write(&path, b"ran").map_err(|e| Error::io("write", &path, e))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_expired_and_foreign_invocations_run_nothing() {
+    use baton_fabric::net::TokenKey;
+    use baton_fabric::{StageId, TaskId};
+    let dir = tempfile::tempdir().unwrap();
+    let key = TokenKey::generate().unwrap();
+    let mut marking = registry();
+    marking.register("test.marks", Marks);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(Worker::verifying(marking, dir.path(), key.public()).serve(listener, None));
+    let endpoint = baton_runtime::http::Endpoint::parse(&url).unwrap();
+    let task = |job: u64, mark: &str| {
+        let task = baton_runtime::task::Task {
+            job: JobId(job),
+            token: None,
+            id: TaskId { stage: StageId(0), partition: 0, attempt: 0 },
+            partitions: 1,
+            op: "test.marks".into(),
+            params: serde_json::Value::String(dir.path().join(mark).display().to_string()),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            memory_budget: 1 << 20,
+        };
+        serde_json::to_vec(&task).unwrap()
+    };
+    let post = |body: Vec<u8>, signed_body: Vec<u8>, expires: u64, key: &TokenKey| {
+        let headers = vec![
+            ("x-baton-signature", key.sign_invocation(&signed_body, expires)),
+            ("x-baton-expires", expires.to_string()),
+        ];
+        let endpoint = endpoint.clone();
+        async move { endpoint.post_with("/invoke", body, &headers, std::time::Duration::from_secs(5)).await.unwrap().0 }
+    };
+    let later = baton_fabric::net::token::unix_ms_now() + 60_000;
+    // Tampered: signed for one mark, sent naming another (or another job): refused, nothing written.
+    assert_eq!(post(task(1, "b"), task(1, "a"), later, &key).await.as_u16(), 403);
+    assert_eq!(post(task(2, "a"), task(1, "a"), later, &key).await.as_u16(), 403);
+    // Expired, and signed by another cluster's key: refused, nothing written.
+    assert_eq!(post(task(1, "a"), task(1, "a"), later - 120_000, &key).await.as_u16(), 401);
+    assert_eq!(post(task(1, "a"), task(1, "a"), later, &TokenKey::generate().unwrap()).await.as_u16(), 403);
+    for mark in ["a", "b"] {
+        assert!(!dir.path().join(mark).exists(), "a refused invocation ran and wrote {mark}");
+    }
+    // The same invocation signed as it is sent runs, and writes its mark.
+    assert_eq!(post(task(1, "a"), task(1, "a"), later, &key).await.as_u16(), 200);
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"ran");
+}

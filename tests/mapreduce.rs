@@ -470,6 +470,50 @@ fn walk_files(dir: &Path) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_https_and_lambda_invokers_conform() {
+    use baton_runtime::invoker::{Credentials, HttpInvoker, LambdaConfig, LambdaInvoker};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut config = baton_runtime::local::LocalConfig::new(d.join("baton-data"), Some(BATON.into()));
+    config.workers = 1;
+    config.node_memory = 64 << 20;
+    let env = baton_runtime::local::LocalEnv::start(&config).await.unwrap();
+    let tls = baton_fabric::net::TlsDir::new(d.join("tls"));
+    tls.generate(&[]).unwrap();
+    tls.issue_node(&baton_fabric::net::TlsDir::new(d.join("host")), &["127.0.0.1".into()]).unwrap();
+    let key = std::sync::Arc::new(tls.signer().unwrap());
+    // Workers over HTTPS, trusted through the cluster's CA.
+    let host = d.join("host").display().to_string();
+    let workers = [0, 1].map(|_| WorkerProcess::start_with(d, &["--https", "--tls-dir", &host]));
+    let urls: Vec<String> = workers.iter().map(|w| w.url.clone()).collect();
+    let https = HttpInvoker::new(&urls, std::time::Duration::from_secs(60))
+        .unwrap()
+        .with_client(baton_runtime::http::HttpClient::new(Some(&d.join("tls"))).unwrap())
+        .with_signer(key.clone());
+    baton_runtime::invoker::conformance::run_all(&https, &env, d).await;
+    // Lambda functions under the emulator, where it is installed (SKIPPED said, otherwise).
+    match baton_bench::invokers::lambda_functions(Path::new(BATON), &d.join("tls"), d, 1).unwrap() {
+        Ok(functions) => {
+            let config = LambdaConfig {
+                function: "_".into(),
+                endpoint: Some(functions.endpoint.clone()),
+                region: None,
+                concurrency: 1,
+                timeout: std::time::Duration::from_secs(60),
+            };
+            let credentials = Credentials::new("baton-test", "baton-test", None, None, "test");
+            let lambda = LambdaInvoker::with_credentials(&config, credentials).unwrap().with_signer(key);
+            std::fs::create_dir_all(d.join("lambda-run")).unwrap();
+            baton_runtime::invoker::conformance::run_all(&lambda, &env, &d.join("lambda-run")).await;
+        }
+        Err(why) => {
+            assert!(std::env::var_os("BATON_REQUIRE_LAMBDA").is_none(), "{why}");
+            eprintln!("{why}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_pool_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = baton_runtime::local::LocalConfig::new(dir.path().join("baton-data"), Some(BATON.into()));

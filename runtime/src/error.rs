@@ -65,6 +65,8 @@ pub enum Error {
     WorkerBusy {
         /// The worker's address.
         endpoint: String,
+        /// How long it asked to be left alone (a gateway's `Retry-After`), if it said.
+        retry_after: Option<std::time::Duration>,
     },
     /// A worker answered with something that is not the protocol.
     #[error("worker {endpoint} broke the protocol: {reason}")]

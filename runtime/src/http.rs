@@ -137,8 +137,20 @@ impl Endpoint {
         headers: &[(&str, String)],
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes)> {
+        let answer = self.post_answer(path, body, headers, timeout).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// [`Endpoint::post_with`], the whole answer (its headers too).
+    pub async fn post_answer(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<Answer> {
         let request = self.client.inner.post(format!("{}{path}", self.base)).body(body);
-        self.send(request.header("content-type", "application/json"), headers, timeout).await
+        execute(request.header("content-type", "application/json"), headers, timeout, &self.to_string()).await
     }
 
     /// GETs `path` under the prefix.

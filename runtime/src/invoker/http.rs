@@ -56,8 +56,10 @@ impl Backoff {
         let mut retry = 0;
         loop {
             match attempt().await {
-                Err(Error::WorkerBusy { .. }) if retry + 1 < self.attempts => {
-                    tokio::time::sleep(self.wait(task, retry)).await;
+                Err(Error::WorkerBusy { retry_after, .. }) if retry + 1 < self.attempts => {
+                    // As long as the server asked (within reason), else the backoff's wait.
+                    let wait = retry_after.map_or_else(|| self.wait(task, retry), |after| after.min(MAX_RETRY_AFTER));
+                    tokio::time::sleep(wait).await;
                     retry += 1;
                 }
                 other => return other,
@@ -149,8 +151,22 @@ pub(crate) async fn invoke_endpoint(
         headers.push((SIGNATURE_HEADER, key.sign_invocation(&body, expires)));
         headers.push((EXPIRES_HEADER, expires.to_string()));
     }
-    let (status, body) = endpoint.post_with("/invoke", body, &headers, timeout).await?;
-    answer(&endpoint.to_string(), task, status, &body)
+    let answered = endpoint.post_answer("/invoke", body, &headers, timeout).await?;
+    match answer(&endpoint.to_string(), task, answered.status, &answered.body) {
+        Err(Error::WorkerBusy { endpoint, .. }) => {
+            Err(Error::WorkerBusy { endpoint, retry_after: retry_after(&answered.headers) })
+        }
+        other => other,
+    }
+}
+
+/// The longest `Retry-After` honoured: a server that asks for more is asked again sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A `Retry-After` of whole seconds, if the answer has one (an HTTP date is not read).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// What a worker's answer to `task` (`status`, `body`, as `POST /invoke` gives them) means.
@@ -160,7 +176,7 @@ pub(crate) fn answer(endpoint: &str, task: &Task, status: StatusCode, body: &[u8
         StatusCode::OK => serde_json::from_slice(body).map_err(|e| protocol(format!("bad report: {e}"))),
         // Busy, or a gateway throttling: worth another try after a while.
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-            Err(Error::WorkerBusy { endpoint: endpoint.to_string() })
+            Err(Error::WorkerBusy { endpoint: endpoint.to_string(), retry_after: None })
         }
         StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_REQUEST => {
             let failure: TaskFailure =
@@ -230,7 +246,7 @@ mod tests {
 
     /// A gateway on 127.0.0.1 that answers `429` to the first `throttled` requests and then
     /// `400` with a task failure; returns its URL and the requests it saw.
-    async fn gateway(throttled: u32) -> (String, Arc<AtomicU32>) {
+    async fn gateway(throttled: u32, retry_after: Option<u64>) -> (String, Arc<AtomicU32>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
         let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
         let seen = Arc::new(AtomicU32::new(0));
@@ -254,6 +270,11 @@ mod tests {
                             };
                             let mut response = Response::new(Full::new(Bytes::from(body)));
                             *response.status_mut() = status;
+                            if let (Some(seconds), true) = (retry_after, status == StatusCode::TOO_MANY_REQUESTS) {
+                                response
+                                    .headers_mut()
+                                    .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
+                            }
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
@@ -284,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_throttled_invocation_is_retried_until_the_gateway_answers() {
-        let (url, seen) = gateway(2).await;
+        let (url, seen) = gateway(2, None).await;
         let invoker = HttpInvoker::new(&[url], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         let result = invoker.with_backoff(QUICK).invoke(task()).await;
         // Two 429s, then the gateway's real answer, passed on as it is.
@@ -297,11 +318,23 @@ mod tests {
 
     #[tokio::test]
     async fn throttling_that_does_not_stop_gives_up_after_the_attempts_as_busy() {
-        let (url, seen) = gateway(u32::MAX).await;
+        let (url, seen) = gateway(u32::MAX, None).await;
         let invoker = HttpInvoker::new(&[url], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         let result = invoker.with_backoff(QUICK).invoke(task()).await;
         assert_eq!(seen.load(Ordering::SeqCst), QUICK.attempts);
         assert!(matches!(result, Err(Error::WorkerBusy { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_says_when_to_come_back_is_asked_again_then() {
+        let (url, seen) = gateway(1, Some(1)).await;
+        let invoker = HttpInvoker::new(&[url], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+        let start = std::time::Instant::now();
+        let result = invoker.with_backoff(QUICK).invoke(task()).await;
+        // QUICK's own waits are milliseconds: the second ask waited for the Retry-After.
+        assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        assert!(matches!(result, Err(Error::Task { retryable: false, .. })), "{result:?}");
     }
 
     #[test]

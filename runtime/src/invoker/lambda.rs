@@ -22,7 +22,7 @@ use hyper::StatusCode;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::invoker::Invoker;
-use crate::invoker::http::{Backoff, Slots, answer};
+use crate::invoker::http::{Backoff, Slots, answer, retry_after};
 use crate::lambda::{LambdaAnswer, LambdaInvocation, MAX_DURATION, MAX_PAYLOAD};
 use crate::task::{Task, TaskReport};
 
@@ -195,7 +195,9 @@ impl LambdaInvoker {
                 retryable: true,
                 requests: Default::default(),
             }),
-            (StatusCode::TOO_MANY_REQUESTS, _) => Err(Error::WorkerBusy { endpoint: name }),
+            (StatusCode::TOO_MANY_REQUESTS, _) => {
+                Err(Error::WorkerBusy { endpoint: name, retry_after: retry_after(&answered.headers) })
+            }
             (status, _) => Err(Error::Task {
                 task: task.id,
                 message: format!("{name}: the Invoke API answered {status}: {}", String::from_utf8_lossy(&body)),

@@ -166,6 +166,9 @@ impl<'a> Flight<'a> {
         let addr = crate::flight::start().await?;
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
+            .initial_stream_window_size(crate::flight::STREAM_WINDOW)
+            .initial_connection_window_size(crate::flight::CONNECTION_WINDOW)
+            .http2_adaptive_window(true)
             .connect()
             .await
             .context("cannot reach the Flight server")?;
@@ -201,7 +204,11 @@ impl Transport for Flight<'_> {
     }
 
     async fn put_large(&self, n: u32) -> anyhow::Result<()> {
-        self.put(format!("put-{n}"), self.payloads.large_batches.clone()).await
+        let name = format!("put-{n}");
+        self.put(name.clone(), self.payloads.large_batches.clone()).await?;
+        let drop = arrow_flight::Action::new(crate::flight::DROP, name);
+        FlightClient::new(self.channel.clone()).do_action(drop).await?.try_collect::<Vec<_>>().await?;
+        Ok(())
     }
 
     async fn get_small(&self) -> anyhow::Result<()> {

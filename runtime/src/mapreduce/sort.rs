@@ -141,7 +141,7 @@ pub async fn job(
     MapReduce { name: "sort", map: MAP, reduce: REDUCE }.job(&params, &reduce, mappers, reducers, path, topology)
 }
 
-/// Sorts `sources` in this process into `output`'s `part-r-00000` (the baseline).
+/// Sorts `sources` in this process, on every core, into `output`'s `part-r-00000` (the baseline).
 pub async fn single_process(sources: &[Source], output: &str) -> Result<Checksum> {
     check_sources(sources)?;
     let reader = Reader::open(sources)?;
@@ -153,7 +153,7 @@ pub async fn single_process(sources: &[Source], output: &str) -> Result<Checksum
     out.clear().await?;
     let runs: Vec<&[u8]> = files.iter().map(|f| &f[..]).collect();
     let mut part = out.create(&part_name(0), runs.iter().map(|r| r.len()).sum())?;
-    let sum = records::sort_to(&runs, &mut part).map_err(|e| Error::io("write", part_name(0), e))?;
+    let sum = records::par_sort_to(&runs, &mut part).map_err(|e| Error::io("write", part_name(0), e))?;
     drop(runs);
     drop(files);
     part.finish().await?;

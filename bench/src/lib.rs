@@ -4,6 +4,7 @@
 //! measured in the same run, as JSON and Markdown.
 
 pub mod cluster;
+pub mod cost;
 pub mod data;
 pub mod direct;
 pub mod flight;
@@ -14,5 +15,7 @@ pub mod soak;
 pub mod sort;
 pub mod stats;
 pub mod store;
+pub mod suite;
 pub mod tpch;
+pub mod wordcount;
 pub mod worker;

@@ -1,7 +1,9 @@
-//! The sort benchmark: `baton sort` of gensort input, four ways in one run — the planner's
-//! plan, every edge forced through the object store (file://), a single-process sort, and the
-//! direct path with reducers started as mappers end — and with `local_s3` a fifth: every edge
-//! through an object store that speaks S3 (s3s-fs, served on 127.0.0.1 by this process).
+//! The sort benchmark: `baton sort` of gensort input, five ways in one run — the planner's
+//! least-time plan, its least-cost plan, every edge forced through the object store (file://),
+//! a single-process sort on every core, and the direct path with reducers started as mappers
+//! end — and with `local_s3` a sixth: every edge through an object store that speaks S3
+//! (s3s-fs, served on 127.0.0.1 by this process). Each distributed run's dollars come from
+//! its summary's counts ([`crate::cost`]).
 //! Goal: the planned job at least 2x faster than the object-store-only job, and within 2x of
 //! the single-process sort.
 //!
@@ -24,8 +26,8 @@ use crate::stats::median;
 pub struct SortOptions {
     /// The `baton` binary.
     pub exe: PathBuf,
-    /// Input sizes in GiB.
-    pub sizes_gib: Vec<u64>,
+    /// Input sizes in bytes (whole records are sorted: the size rounded down to 100 bytes).
+    pub sizes: Vec<u64>,
     /// Runs of each variant (the median is reported).
     pub repeats: usize,
     /// Where inputs and outputs go (local disk).
@@ -45,13 +47,15 @@ pub struct Variant {
     pub seconds: Vec<f64>,
     /// The median.
     pub median_s: f64,
+    /// The dollars of its last run (none for the single process, which is no job).
+    pub dollars: Option<crate::cost::Cost>,
 }
 
 /// One size.
 #[derive(Clone, Debug, Serialize)]
 pub struct SizeReport {
-    /// GiB sorted.
-    pub gib: u64,
+    /// Bytes sorted.
+    pub bytes: u64,
     /// Map and reduce tasks of the distributed variants.
     pub tasks: u32,
     /// Planned, object-store only, single process, direct.
@@ -73,7 +77,7 @@ pub struct SortReport {
     pub sizes: Vec<SizeReport>,
 }
 
-fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, String)> {
+pub(crate) fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, String)> {
     let start = Instant::now();
     let out = Command::new(exe)
         .args(args)
@@ -87,6 +91,21 @@ fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Result<(f64, St
         bail!("baton {} failed: {stdout}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok((seconds, stdout))
+}
+
+/// Memory of each worker (a function's memory, for its dollars).
+const WORKER_MEMORY: u64 = 2 << 30;
+
+const S3_VARIANT: &str = "object-store only (S3 protocol, local server)";
+
+/// `1 GiB`, `64 MiB`, `1.50 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        if (gib - gib.round()).abs() < 0.01 { format!("{} GiB", gib.round()) } else { format!("{gib:.2} GiB") }
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// Runs the benchmark (on a thread that may block, inside a Tokio runtime when `local_s3`).
@@ -105,15 +124,19 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
         None => None,
     };
     let mut sizes = Vec::new();
-    for &gib in &options.sizes_gib {
-        let input = options.work_dir.join(format!("sort-{gib}gib.bin"));
-        let records = (gib << 30) / 100;
-        if std::fs::metadata(&input).map(|m| m.len()).ok() != Some(records * 100) {
+    for &bytes in &options.sizes {
+        let records = bytes / 100;
+        let bytes = records * 100;
+        let name = human_bytes(bytes);
+        let input = options.work_dir.join(format!("sort-{bytes}.bin"));
+        if std::fs::metadata(&input).map(|m| m.len()).ok() != Some(bytes) {
             let args = ["gensort".to_string(), input.display().to_string(), "--records".into(), records.to_string()];
             run_baton(&options.exe, &options.work_dir, &args)?;
         }
-        let tasks = (8 * gib).max(8) as u32;
+        // 8 tasks a GiB, at least 4 (and 8 from 256 MiB).
+        let tasks = ((bytes >> 27) as u32).max(if bytes >= 256 << 20 { 8 } else { 4 });
         let out = options.work_dir.join("sort-out");
+        let summary = options.work_dir.join("sort-summary.json");
         let common = |path: &str| {
             vec![
                 "sort".to_string(),
@@ -127,7 +150,11 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
                 "--path".into(),
                 path.into(),
                 "--node-memory".into(),
-                format!("{}GiB", 2 * gib + 1),
+                format!("{}MiB", 2 * (bytes >> 20) + 1024),
+                "--worker-memory".into(),
+                format!("{}MiB", WORKER_MEMORY >> 20),
+                "--summary-json".into(),
+                summary.display().to_string(),
             ]
         };
         let single = vec![
@@ -137,16 +164,19 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
             out.display().to_string(),
             "--single-process".into(),
         ];
+        let mut least_cost = common("auto");
+        least_cost.extend(["--objective".to_string(), "least-cost".into()]);
         let mut variants = vec![
             ("planned", common("auto")),
             ("object-store only (file://)", common("object-store")),
             ("single process", single),
             ("direct, reducers start early", common("direct")),
+            ("planned for least cost", least_cost),
         ];
         if let Some(url) = &s3_url {
             let mut s3 = common("object-store");
             s3.extend(["--objects".to_string(), url.clone()]);
-            variants.push(("object-store only (S3 protocol, local server)", s3));
+            variants.push((S3_VARIANT, s3));
         }
         let mut reports: Vec<Variant> = variants
             .iter()
@@ -155,29 +185,37 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
                 shuffle: String::new(),
                 seconds: Vec::new(),
                 median_s: 0.0,
+                dollars: None,
             })
             .collect();
         for _ in 0..options.repeats.max(1) {
-            for ((name, args), report) in variants.iter().zip(&mut reports) {
+            for ((variant, args), report) in variants.iter().zip(&mut reports) {
+                let _ = std::fs::remove_file(&summary);
                 let (s, stdout) = run_baton(&options.exe, &options.work_dir, args)?;
-                eprintln!("{gib} GiB · {name}: {s:.2} s");
+                eprintln!("{name} · {variant}: {s:.2} s");
                 report.seconds.push(s);
                 report.shuffle = stdout
                     .lines()
                     .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
                     .unwrap_or_else(|| "—".into());
+                if summary.exists() {
+                    report.dollars = Some(crate::cost::of_summary_file(&summary, WORKER_MEMORY)?);
+                }
             }
         }
+        let _ = std::fs::remove_file(&summary);
         for report in &mut reports {
             report.median_s = median(report.seconds.clone());
         }
         let _ = std::fs::remove_dir_all(&out);
+        let time = |name: &str| reports.iter().find(|r| r.name == name).map(|r| r.median_s);
+        let planned = time("planned").unwrap_or(f64::NAN);
         sizes.push(SizeReport {
-            gib,
+            bytes,
             tasks,
-            speedup_vs_object_store: reports[1].median_s / reports[0].median_s,
-            speedup_vs_s3: reports.get(4).map(|s3| s3.median_s / reports[0].median_s),
-            ratio_vs_single_process: reports[0].median_s / reports[2].median_s,
+            speedup_vs_object_store: time("object-store only (file://)").unwrap_or(f64::NAN) / planned,
+            speedup_vs_s3: time(S3_VARIANT).map(|s3| s3 / planned),
+            ratio_vs_single_process: planned / time("single process").unwrap_or(f64::NAN),
             variants: reports,
         });
     }
@@ -187,33 +225,34 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
 /// The report as Markdown.
 pub fn markdown(report: &SortReport) -> String {
     let mut md = format!(
-        "## Sort (gensort records), {} worker processes\n\n| size | tasks | variant | shuffle | median s | runs |\n|---|---:|---|---|---:|---|\n",
+        "## Sort (gensort records), {} worker processes\n\n| size | tasks | variant | shuffle | median s | runs | dollars (last run) |\n|---|---:|---|---|---:|---|---:|\n",
         report.workers
     );
     for s in &report.sizes {
         for v in &s.variants {
             let runs: Vec<String> = v.seconds.iter().map(|x| format!("{x:.2}")).collect();
             md.push_str(&format!(
-                "| {} GiB | {} | {} | {} | {:.2} | {} |\n",
-                s.gib,
+                "| {} | {} | {} | {} | {:.2} | {} | {} |\n",
+                human_bytes(s.bytes),
                 s.tasks,
                 v.name,
                 v.shuffle,
                 v.median_s,
-                runs.join(", ")
+                runs.join(", "),
+                v.dollars.map_or("—".into(), |d| format!("${:.6}", d.total()))
             ));
         }
     }
     md.push('\n');
     for s in &report.sizes {
         md.push_str(&format!(
-            "- {} GiB: planned is **{:.2}x** faster than object-store only (goal ≥ 2x) and **{:.2}x** the single-process time (goal ≤ 2x)\n",
-            s.gib, s.speedup_vs_object_store, s.ratio_vs_single_process
+            "- {}: planned is **{:.2}x** faster than object-store only (goal ≥ 2x) and **{:.2}x** the single-process time (goal ≤ 2x)\n",
+            human_bytes(s.bytes), s.speedup_vs_object_store, s.ratio_vs_single_process
         ));
         if let Some(x) = s.speedup_vs_s3 {
             md.push_str(&format!(
-                "- {} GiB: planned is **{x:.2}x** faster than object-store only over the S3 protocol (a local s3s-fs server on the same cores)\n",
-                s.gib
+                "- {}: planned is **{x:.2}x** faster than object-store only over the S3 protocol (a local s3s-fs server on the same cores)\n",
+                human_bytes(s.bytes)
             ));
         }
     }

@@ -13,6 +13,8 @@ pub struct Summary {
     pub p99_s: f64,
     /// Bytes per transfer divided by the median, in MB/s (10^6 bytes).
     pub mb_per_s: f64,
+    /// Every transfer's seconds, as measured (in order).
+    pub seconds: Vec<f64>,
 }
 
 /// The `q` quantile (0..=1) of `sorted` by nearest rank.
@@ -25,10 +27,17 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Summarizes transfers of `bytes` bytes that took `seconds` each.
-pub fn summarize(bytes: u64, mut seconds: Vec<f64>) -> Summary {
+pub fn summarize(bytes: u64, measured: Vec<f64>) -> Summary {
+    let mut seconds = measured.clone();
     seconds.sort_by(f64::total_cmp);
     let p50 = quantile(&seconds, 0.5);
-    Summary { samples: seconds.len(), p50_s: p50, p99_s: quantile(&seconds, 0.99), mb_per_s: bytes as f64 / p50 / 1e6 }
+    Summary {
+        samples: seconds.len(),
+        p50_s: p50,
+        p99_s: quantile(&seconds, 0.99),
+        mb_per_s: bytes as f64 / p50 / 1e6,
+        seconds: measured,
+    }
 }
 
 /// The median of `values`.

@@ -70,6 +70,11 @@ pub struct QueryReport {
     pub moved_bytes: u64,
     /// Paths its exchanges took (`vm-local ×3`).
     pub paths: String,
+    /// Every run's seconds: single-process DataFusion, Baton planned, Baton object-store only.
+    pub runs: [Vec<f64>; 3],
+    /// The dollars of the last planned run and of the last object-store-only run (its main
+    /// job's, from its counts: [`crate::cost`]).
+    pub dollars: [crate::cost::Cost; 2],
 }
 
 /// The whole run.
@@ -125,12 +130,15 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
         let mut object_store = Vec::new();
         let mut rows = None;
         let mut last = None;
+        let mut dollars = [crate::cost::Cost::default(); 2];
         for _ in 0..options.repeats.max(1) {
             let start = Instant::now();
             let got: usize = query::run_single(&baseline, sql).await?.iter().map(|b| b.num_rows()).sum();
             single.push(start.elapsed().as_secs_f64());
             let expected = *rows.get_or_insert(got);
-            for (path, times) in [(None, &mut planned), (Some(Path::ObjectStore), &mut object_store)] {
+            for (variant, (path, times)) in
+                [(None, &mut planned), (Some(Path::ObjectStore), &mut object_store)].into_iter().enumerate()
+            {
                 let options = QueryOptions { path, topology: None };
                 let start = Instant::now();
                 let run = query::run(&ctx, sql, &env, &options, Vec::new(), &env.job_config()?)
@@ -141,13 +149,15 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
                 if got != expected {
                     bail!("{name}: Baton returned {got} rows, DataFusion {expected}");
                 }
+                dollars[variant] = crate::cost::of_job(&run.summary, local.worker_memory);
                 if path.is_none() {
                     last = Some(run);
                 }
             }
         }
         let (rows, run) = (rows.unwrap_or(0), last.context("no planned run")?);
-        let (single_s, baton_s, object_store_s) = (median(single), median(planned), median(object_store));
+        let (single_s, baton_s, object_store_s) =
+            (median(single.clone()), median(planned.clone()), median(object_store.clone()));
         let mut paths: Vec<(String, usize)> = Vec::new();
         for e in &run.summary.edges {
             match paths.iter_mut().find(|(p, _)| *p == e.path) {
@@ -164,6 +174,8 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
             stages: run.summary.stages.len(),
             moved_bytes: run.summary.edges.iter().map(|e| e.bytes).sum(),
             paths: paths.iter().map(|(p, n)| format!("{p} ×{n}")).collect::<Vec<_>>().join(", "),
+            runs: [single, planned, object_store],
+            dollars,
         };
         eprintln!(
             "{name}: single {:.3} s, baton {:.3} s, object store {:.3} s",

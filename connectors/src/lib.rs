@@ -12,6 +12,8 @@
 //! refused there (a URL ends up in logs and task specs): credentials come from the environment.
 
 #[cfg(feature = "testing")]
+pub mod slowdown;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::sync::Arc;

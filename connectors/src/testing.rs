@@ -3,12 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
+
+pub use crate::slowdown::{Limiter, RateLimits, slow_down};
 
 /// The access key the server accepts.
 pub const KEY: &str = "baton-test-key";
@@ -42,14 +45,31 @@ pub fn open_url(addr: SocketAddr, prefix: &str) -> String {
 /// Serves `root` like [`start_s3`] (signed requests only) on `addr`: an S3 host of its own among
 /// emulated hosts.
 pub async fn start_s3_on(root: &Path, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    serve_on(root, true, addr).await
+    serve_on(root, true, addr, None).await
+}
+
+/// Like [`start_s3_on`], answering `503 SlowDown` past `limits` per prefix (S3's documented
+/// rates: [`RateLimits::S3`]); the limiter counts what it let through and refused.
+pub async fn start_limited_s3_on(
+    root: &Path,
+    addr: SocketAddr,
+    limits: RateLimits,
+) -> std::io::Result<(SocketAddr, Arc<Limiter>)> {
+    let limiter = Arc::new(Limiter::new(limits));
+    let addr = serve_on(root, true, addr, Some(limiter.clone())).await?;
+    Ok((addr, limiter))
 }
 
 async fn serve(root: &Path, auth: bool) -> std::io::Result<SocketAddr> {
-    serve_on(root, auth, ([127, 0, 0, 1], 0).into()).await
+    serve_on(root, auth, ([127, 0, 0, 1], 0).into(), None).await
 }
 
-async fn serve_on(root: &Path, auth: bool, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+async fn serve_on(
+    root: &Path,
+    auth: bool,
+    addr: SocketAddr,
+    limiter: Option<Arc<Limiter>>,
+) -> std::io::Result<SocketAddr> {
     std::fs::create_dir_all(root.join(BUCKET))?;
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     let mut builder = S3ServiceBuilder::new(fs);
@@ -63,7 +83,19 @@ async fn serve_on(root: &Path, auth: bool, addr: SocketAddr) -> std::io::Result<
         let http = ConnBuilder::new(TokioExecutor::new());
         loop {
             let Ok((socket, _)) = listener.accept().await else { continue };
-            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            let (service, limiter) = (service.clone(), limiter.clone());
+            let limited = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (service, limiter) = (service.clone(), limiter.clone());
+                async move {
+                    if let Some(limiter) = &limiter
+                        && !limiter.admit(req.method().as_str(), req.uri().path())
+                    {
+                        return Ok(slow_down(req.uri().path()));
+                    }
+                    hyper::service::Service::call(&service, req).await
+                }
+            });
+            let conn = http.serve_connection(TokioIo::new(socket), limited).into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;
             });

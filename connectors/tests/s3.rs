@@ -79,3 +79,52 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Past S3's rate the server answers `503 SlowDown` (as S3 does), and the object-store path
+/// backs off with jitter and retries (object_store's retry: 100 ms doubling, decorrelated
+/// jitter) until every request has gone through: nothing is lost, nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_rate_the_server_says_slow_down_and_the_path_retries_to_success() {
+    use baton_connectors::testing::RateLimits;
+    use baton_fabric::{DataPath, EdgeId, ObjectKey};
+    let root = tempfile::tempdir().unwrap();
+    let limits = RateLimits { writes_per_s: 40.0, reads_per_s: 40.0 };
+    let (addr, limiter) = testing::start_limited_s3_on(root.path(), ([127, 0, 0, 1], 0).into(), limits).await.unwrap();
+    // A flood of unsigned requests to one prefix: the first second's worth are let through
+    // (and refused for their missing signature), the rest get SlowDown.
+    let mut slow = 0;
+    for i in 0..80 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "PUT /{BUCKET}/flood/k{i} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut conn, &mut answer).await.unwrap();
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(answer.contains("<Code>SlowDown</Code>"), "{answer}");
+            slow += 1;
+        }
+    }
+    assert!(slow >= 30, "only {slow} of 80 requests past a rate of 40/s were slowed down");
+    // 120 puts and gets through Baton's path, 16 at a time, into one prefix.
+    let path = std::sync::Arc::new(s3_path(addr, "runs/slow"));
+    let refused_before = limiter.refused();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..120u32 {
+        let path = path.clone();
+        tasks.spawn(async move {
+            let key = ObjectKey::new(JobId(0x5d), EdgeId(1), i, 0);
+            let body = bytes::Bytes::from(format!("object {i}"));
+            path.put(&key, body.clone()).await.unwrap();
+            assert_eq!(path.get(&key).await.unwrap(), body);
+        });
+        if tasks.len() >= 16 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert!(limiter.refused() > refused_before, "the path's requests met the rate and were slowed down");
+}

@@ -2,6 +2,7 @@
 
 use crate::Path;
 use crate::ids::HostId;
+use crate::prices;
 
 /// A machine that runs functions (and a Baton node).
 #[derive(Clone, Debug, PartialEq)]
@@ -114,7 +115,7 @@ impl PathModel {
                 task_bandwidth: 300.0 * MB,
                 aggregate_bandwidth: 4.0 * 1.25 * GB,
                 latency_s: 200e-6,
-                price_per_byte_s: 0.0125 / GB / 3600.0,
+                price_per_byte_s: prices::MEMORY_STORE_PER_GB_HOUR / GB / 3600.0,
                 capacity: Some(64 * (1 << 30)),
                 ..base
             },
@@ -123,12 +124,12 @@ impl PathModel {
                 task_bandwidth: 90.0 * MB,
                 latency_s: 20e-3,
                 concurrency: 16,
-                write_rate_per_prefix: Some(3500.0),
-                read_rate_per_prefix: Some(5500.0),
+                write_rate_per_prefix: Some(prices::S3_WRITES_PER_PREFIX_S),
+                read_rate_per_prefix: Some(prices::S3_READS_PER_PREFIX_S),
                 prefixes: 16,
-                price_per_write: 0.005 / 1000.0,
-                price_per_read: 0.0004 / 1000.0,
-                price_per_byte_s: 0.023 / GB / (30.0 * 86400.0),
+                price_per_write: prices::S3_PER_WRITE,
+                price_per_read: prices::S3_PER_READ,
+                price_per_byte_s: prices::S3_PER_GB_MONTH / GB / (30.0 * 86400.0),
                 ..base
             },
             // One-sided reads of registered memory over a 100 Gbit/s NIC.
@@ -143,7 +144,7 @@ impl Default for FunctionModel {
             memory: 2 << 30,
             payload_cap: 6 << 20,
             duration_cap_s: 900.0,
-            price_per_gb_s: 0.0000166667,
+            price_per_gb_s: prices::LAMBDA_PER_GB_S,
             startup_s: 0.05,
         }
     }

@@ -37,6 +37,7 @@ mod explain;
 mod ids;
 mod plan;
 mod planner;
+pub mod prices;
 mod search;
 pub mod spec;
 mod topology;

@@ -30,6 +30,18 @@ impl Objective {
         }
     }
 
+    /// Parses `least-time`, `least-cost`, or `least-cost-within:SECONDS`.
+    pub fn parse(text: &str) -> Option<Objective> {
+        match text {
+            "least-time" => Some(Objective::LeastTime),
+            "least-cost" => Some(Objective::LeastCost),
+            other => {
+                let deadline_s: f64 = other.strip_prefix("least-cost-within:")?.parse().ok()?;
+                (deadline_s > 0.0 && deadline_s.is_finite()).then_some(Objective::LeastCostWithin { deadline_s })
+            }
+        }
+    }
+
     /// Words for explanations.
     pub fn describe(self) -> String {
         match self {
@@ -115,5 +127,20 @@ impl Plan {
     /// The plan of `stage`.
     pub fn stage(&self, stage: StageId) -> Option<&StagePlan> {
         self.stages.iter().find(|s| s.id == stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objectives_parse_by_name_and_bad_ones_do_not() {
+        assert_eq!(Objective::parse("least-time"), Some(Objective::LeastTime));
+        assert_eq!(Objective::parse("least-cost"), Some(Objective::LeastCost));
+        assert_eq!(Objective::parse("least-cost-within:30"), Some(Objective::LeastCostWithin { deadline_s: 30.0 }));
+        for bad in ["fastest", "least-cost-within:0", "least-cost-within:-1", "least-cost-within:inf", ""] {
+            assert_eq!(Objective::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -65,9 +65,9 @@ enum Workload {
     },
     /// Sort of gensort input: the planned job, the object-store-only job and one process.
     Sort {
-        /// Sizes to sort, in GiB.
-        #[arg(long, value_delimiter = ',', default_value = "1,4")]
-        sizes: Vec<u64>,
+        /// Sizes to sort.
+        #[arg(long, value_delimiter = ',', default_value = "1GiB,4GiB")]
+        sizes: Vec<baton_planner::ByteSize>,
         /// Runs of each variant (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -177,6 +177,58 @@ enum Workload {
         /// The directory served (its bucket is a directory in it).
         #[arg(long)]
         root: PathBuf,
+        /// Answer `503 SlowDown` past S3's documented request rates per prefix.
+        #[arg(long)]
+        s3_rates: bool,
+    },
+    /// The whole suite on a profile, the variants taking turns: this machine's limits, then
+    /// (local) paths, direct, store, sort, wordcount and TPC-H, or (emulated) the sort and
+    /// TPC-H across emulated hosts at each host count. Writes report.json, report.md and
+    /// plots/ (SVG and PNG) to --out.
+    Suite {
+        /// local (this machine) or emulated (hosts in network namespaces; needs root).
+        #[arg(long, default_value = "local", value_parser = ["local", "emulated"])]
+        profile: String,
+        /// The smallest sizes and one run of each: a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// Sizes to sort (emulated: the first).
+        #[arg(long, value_delimiter = ',', default_value = "1GiB,4GiB")]
+        sort_sizes: Vec<baton_planner::ByteSize>,
+        /// Text to count words in.
+        #[arg(long, default_value = "1GiB")]
+        text: baton_planner::ByteSize,
+        /// TPC-H scale factors (emulated: the first; 0: no TPC-H).
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        sf: Vec<f64>,
+        /// TPC-H queries, by number (default: all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+        /// Runs of each variant (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Host counts of the emulated profile.
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        hosts: Vec<usize>,
+        /// The EC2 instance type whose baseline bandwidth caps each emulated host's link.
+        #[arg(long, default_value = "c5n.2xlarge")]
+        instance: String,
+        /// Workers per emulated host.
+        #[arg(long, default_value_t = 2)]
+        workers_per_host: usize,
+        /// Directory for the report.
+        #[arg(long, default_value = "baton-data/bench/suite")]
+        out: PathBuf,
+        /// Directory on local disk for the runs' data (kept between runs: inputs, TPC-H).
+        #[arg(long, default_value = "baton-data/bench-work")]
+        work_dir: PathBuf,
+    },
+    /// The change of every figure from one suite report to another.
+    Compare {
+        /// The first report (before).
+        before: PathBuf,
+        /// The second report (after).
+        after: PathBuf,
     },
     /// Time to plan a 100-stage DAG with DoP up to 1000, under each objective.
     Plan {
@@ -265,7 +317,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             warn_if_debug();
             let options = baton_bench::sort::SortOptions {
                 exe: std::env::current_exe()?,
-                sizes_gib: sizes,
+                sizes: sizes.iter().map(|s| s.0).collect(),
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
                 local_s3,
@@ -321,16 +373,82 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 queries,
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
+                s3_rates: false,
             };
             let report = tokio::task::spawn_blocking(move || baton_bench::cluster::run(&options)).await??;
             let markdown = baton_bench::cluster::markdown(&report);
             write_reports(&out, "cluster", serde_json::to_string_pretty(&report)?, &markdown)
         }
-        Workload::S3Server { listen, root } => {
+        Workload::S3Server { listen, root, s3_rates } => {
+            use baton_connectors::testing::{RateLimits, start_limited_s3_on, start_s3_on};
             baton_fabric::private::ensure_dir(&root, "S3 server root")?;
-            let addr = baton_connectors::testing::start_s3_on(&root, listen).await?;
-            println!("serving {} over S3 on {addr}", root.display());
-            std::future::pending::<()>().await;
+            if !s3_rates {
+                let addr = start_s3_on(&root, listen).await?;
+                println!("serving {} over S3 on {addr}", root.display());
+                std::future::pending::<()>().await;
+            }
+            let (addr, limiter) = start_limited_s3_on(&root, listen, RateLimits::S3).await?;
+            println!("serving {} over S3 on {addr}, at S3's request rates per prefix", root.display());
+            // What the limiter did, every ten seconds that it did something (into the host's log).
+            let mut last = (0, 0);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                let now = (limiter.admitted(), limiter.refused());
+                if now != last {
+                    println!("requests admitted {}, answered 503 SlowDown {}", now.0, now.1);
+                    last = now;
+                }
+            }
+        }
+        Workload::Suite {
+            profile,
+            quick,
+            sort_sizes,
+            text,
+            sf,
+            queries,
+            repeats,
+            hosts,
+            instance,
+            workers_per_host,
+            out,
+            work_dir,
+        } => {
+            if !quick {
+                warn_if_debug();
+            }
+            let instance = baton_planner::prices::instance(&instance).with_context(|| {
+                let known: Vec<&str> = baton_planner::prices::INSTANCES.iter().map(|i| i.name).collect();
+                format!("unknown instance type {instance:?}: use one of {}", known.join(", "))
+            })?;
+            anyhow::ensure!(hosts.iter().all(|&h| h >= 1), "--hosts: every count must be at least 1");
+            let options = baton_bench::suite::SuiteOptions {
+                exe: std::env::current_exe()?,
+                profile: if profile == "emulated" {
+                    baton_bench::suite::Profile::Emulated
+                } else {
+                    baton_bench::suite::Profile::Local
+                },
+                out: std::path::absolute(&out)?,
+                work_dir: std::path::absolute(&work_dir)?,
+                quick,
+                sort_sizes: if quick { vec![16 << 20] } else { sort_sizes.iter().map(|s| s.0).collect() },
+                text_bytes: if quick { 4 << 20 } else { text.0 },
+                sfs: if quick { vec![0.01] } else { sf.into_iter().filter(|&s| s > 0.0).collect() },
+                queries: if quick && queries.is_empty() { vec![1, 3, 6] } else { queries },
+                repeats: if quick { 1 } else { repeats.max(1) },
+                hosts,
+                instance,
+                workers_per_host,
+            };
+            let report = baton_bench::suite::run(&options).await?;
+            println!("{}", report.markdown());
+            Ok(())
+        }
+        Workload::Compare { before, after } => {
+            let before = baton_bench::suite::report::Report::load(&before)?;
+            let after = baton_bench::suite::report::Report::load(&after)?;
+            println!("{}", baton_bench::suite::compare::compare(&before, &after).markdown());
             Ok(())
         }
         Workload::Plan { repeats, out } => {

@@ -9,7 +9,7 @@ use baton_fabric::node::ByteSize;
 use baton_fabric::path::direct::DirectPath;
 use baton_runtime::cluster::ClusterFile;
 use baton_runtime::cluster::calibrate::{self, Stored};
-use baton_runtime::cluster::emulate::{self, EmulateOptions};
+use baton_runtime::cluster::emulate::{self, EmulateOptions, S3Host};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -43,6 +43,10 @@ enum Action {
         /// the test credentials `cluster up` prints.
         #[arg(long)]
         s3_host: bool,
+        /// Make the S3 host enforce S3's documented request rates per key prefix (3,500
+        /// writes and 5,500 reads a second), answering `503 SlowDown` past them as S3 does.
+        #[arg(long, requires = "s3_host")]
+        s3_rate_limit: bool,
         /// Give the cluster a remote store: a node in a host of its own that every host
         /// reaches over its capped link (the remote-store path).
         #[arg(long)]
@@ -100,6 +104,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             workers,
             worker_memory,
             s3_host,
+            s3_rate_limit,
             store_host,
             elastic_store,
             store_flash,
@@ -112,7 +117,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 Some(exe) => exe,
                 None => std::env::current_exe()?,
             };
-            let s3 = s3_host.then(baton_bench::cluster::s3_host);
+            let s3 = s3_host.then(|| S3Host { rate_limited: s3_rate_limit, ..baton_bench::cluster::s3_host() });
             let options = EmulateOptions {
                 exe,
                 hosts,

@@ -61,6 +61,10 @@ pub struct JobArgs {
     /// 3-level or 4-level.
     #[arg(long, default_value = "auto")]
     topology: String,
+    /// What the planner minimizes: least-time, least-cost (predicted dollars: requests,
+    /// function GB-seconds, store rent), or least-cost-within:SECONDS.
+    #[arg(long, default_value = "least-time", value_parser = parse_objective)]
+    objective: baton_planner::Objective,
     /// Worker processes (default: one per core, at least 2).
     #[arg(long)]
     workers: Option<usize>,
@@ -352,7 +356,7 @@ async fn run_job(
     // producer's own host's node.
     let direct = forced_path == Some(Path::Direct);
     let plan_path = if direct && args.cluster.is_none() { Some(Path::RemoteStore) } else { forced_path };
-    let choice = choose(&env.cluster_model(), &shape, plan_path, forced_topology)?;
+    let choice = choose(&env.cluster_model(), &shape, args.objective, plan_path, forced_topology)?;
     // On a cluster a host's node keeps what its producers wrote, so wherever the plan puts an
     // edge on the nodes (VM-local, direct) its consumers start early and pull as producers end.
     let on_nodes = args.cluster.is_some() && matches!(choice.path, Path::Direct | Path::VmLocal);
@@ -447,4 +451,9 @@ fn transfers(summary: &JobSummary, job: &str) -> Vec<Sample> {
             }
         })
         .collect()
+}
+
+fn parse_objective(text: &str) -> Result<baton_planner::Objective, String> {
+    baton_planner::Objective::parse(text)
+        .ok_or_else(|| format!("{text:?}: use least-time, least-cost or least-cost-within:SECONDS"))
 }

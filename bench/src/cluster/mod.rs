@@ -41,6 +41,8 @@ pub struct ClusterOptions {
     pub repeats: usize,
     /// A directory for the run (the emulation, the input, the outputs; the TPC-H data, kept).
     pub work_dir: PathBuf,
+    /// Whether the S3 host enforces S3's request rates per prefix (`503 SlowDown` past them).
+    pub s3_rates: bool,
 }
 
 /// The ways every job runs: a name, and the `--path` it runs with (`auto`: the planner's).
@@ -72,6 +74,7 @@ pub fn s3_host() -> S3Host {
         bucket: baton_connectors::testing::BUCKET.into(),
         key: baton_connectors::testing::KEY.into(),
         secret: baton_connectors::testing::SECRET.into(),
+        rate_limited: false,
     }
 }
 
@@ -123,6 +126,8 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
         "--s3-host",
         "--store-host",
     ];
+    let rates = ["--s3-rate-limit"];
+    let up = if options.s3_rates { [&up[..], &rates[..]].concat() } else { up.to_vec() };
     baton(options, d, &up)?;
     let result = (|| -> anyhow::Result<ClusterReport> {
         let sort = sort::run(options, d)?;

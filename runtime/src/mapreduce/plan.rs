@@ -39,11 +39,12 @@ pub struct ShuffleChoice {
     pub topology: Topology,
 }
 
-/// Plans `shape` on `cluster` for the least time. `path` and `topology`, when given, override
+/// Plans `shape` on `cluster` under `objective`. `path` and `topology`, when given, override
 /// the planner's choices (the path by planning with only that path).
 pub fn choose(
     cluster: &ClusterModel,
     shape: &Shape,
+    objective: Objective,
     path: Option<Path>,
     topology: Option<Topology>,
 ) -> Result<ShuffleChoice> {
@@ -84,7 +85,7 @@ pub fn choose(
             pipelined: shape.pipelined,
         }],
     };
-    let plan = baton_planner::plan(&dag, &cluster, Objective::LeastTime)?;
+    let plan = baton_planner::plan(&dag, &cluster, objective)?;
     let chosen = plan.edges.first().map(|e| e.chosen);
     let (planned_path, planned_topology) =
         chosen.map_or((Path::ObjectStore, Topology::Coalesced), |c| (c.path, c.topology));
@@ -121,13 +122,20 @@ mod tests {
             reduce_per_byte_s: 8e-9,
             pipelined: false,
         };
-        let choice = choose(&cluster, &shape, None, None).unwrap();
+        let choice = choose(&cluster, &shape, Objective::LeastTime, None, None).unwrap();
         assert_eq!(choice.path, Path::VmLocal);
-        let forced = choose(&cluster, &shape, Some(Path::ObjectStore), Some(Topology::AllToAll)).unwrap();
+        let forced =
+            choose(&cluster, &shape, Objective::LeastTime, Some(Path::ObjectStore), Some(Topology::AllToAll)).unwrap();
         assert_eq!((forced.path, forced.topology), (Path::ObjectStore, Topology::AllToAll));
         // More tasks than cores run in waves on the one host: still VM-local, also when forced.
-        let forced =
-            choose(&cluster, &Shape { mappers: 64, reducers: 64, ..shape }, Some(Path::VmLocal), None).unwrap();
+        let forced = choose(
+            &cluster,
+            &Shape { mappers: 64, reducers: 64, ..shape },
+            Objective::LeastTime,
+            Some(Path::VmLocal),
+            None,
+        )
+        .unwrap();
         assert_eq!(forced.path, Path::VmLocal);
     }
 

@@ -360,6 +360,8 @@ pub struct S3Host {
     pub key: String,
     /// Its secret.
     pub secret: String,
+    /// Whether it answers `503 SlowDown` past S3's documented request rates per prefix.
+    pub rate_limited: bool,
 }
 
 impl S3Host {
@@ -385,6 +387,9 @@ fn s3_host(
     let addr = SocketAddr::from((ip, 9000));
     let mut server = in_namespace(&ns, &options.exe);
     server.args(["bench", "s3-server", "--listen", &addr.to_string()]).arg("--root").arg(root);
+    if host.rate_limited {
+        server.arg("--s3-rates");
+    }
     let pid = spawn_logged(&mut server, &options.dir.join("s3.log"), "start the S3 host")?;
     state.pids.push(pid);
     save(&options.dir, state)?;

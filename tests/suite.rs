@@ -1,0 +1,115 @@
+//! `baton bench suite` end to end at its smallest sizes: the local profile (and, as root, the
+//! emulated one on 2 hosts) writes a report that loads, has every part's figures with their
+//! samples, its limits, its dollars and non-empty plots; `bench compare` of a report with
+//! itself shows no change.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use baton_bench::suite::report::Report;
+use support::BATON;
+
+fn suite(dir: &Path, args: &[&str]) -> Report {
+    let out = Command::new(BATON)
+        .args(["bench", "suite", "--quick", "--out", "out", "--work-dir", "work"])
+        .args(args)
+        .current_dir(dir)
+        .env("BATON_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[1/") && stderr.contains("so far)"), "progress is shown: {stderr}");
+    Report::load(&dir.join("out/report.json")).unwrap()
+}
+
+fn assert_plots(dir: &Path, charts: &[&str]) {
+    for chart in charts {
+        let png = std::fs::read(dir.join(format!("out/plots/{chart}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{chart}.png");
+        assert!(png.len() > 5_000, "{chart}.png is {} bytes", png.len());
+        let svg = std::fs::read_to_string(dir.join(format!("out/plots/{chart}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.matches("<text").count() > 5, "{chart}.svg");
+    }
+}
+
+fn keys(report: &Report, prefix: &str) -> usize {
+    report.figures.iter().filter(|f| f.key.starts_with(prefix)).count()
+}
+
+#[test]
+fn the_local_suite_reports_every_part_with_limits_dollars_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = suite(dir.path(), &[]);
+    assert_eq!(report.profile, "local");
+    for limit in ["limits/memcpy", "limits/loopback-tcp"] {
+        let f = report.limits.iter().find(|f| f.key == limit).unwrap_or_else(|| panic!("{limit} missing"));
+        assert!(f.value > 0.0 && !f.samples.is_empty(), "{f:?}");
+    }
+    for part in ["paths/", "direct/", "sort/", "wordcount/", "tpch-sf0.01/", "dollars/"] {
+        assert!(keys(&report, part) > 0, "no {part} figures");
+    }
+    // Each sort variant ran, with a sample per run, and the throughput figures are related
+    // to their limit.
+    let sort: Vec<_> = report.figures.iter().filter(|f| f.key.starts_with("sort/")).collect();
+    assert_eq!(sort.len(), 5, "{sort:?}");
+    assert!(sort.iter().all(|f| f.samples.len() == 1 && f.value > 0.0));
+    let vm = report.figures.iter().find(|f| f.key.starts_with("paths/vm-local/")).unwrap();
+    assert!(vm.of_limit.as_ref().is_some_and(|(l, x)| l == "limits/memcpy" && *x > 0.0), "{vm:?}");
+    // Object-store requests cost more than VM-local passing does.
+    let dollars =
+        |name: &str| report.figures.iter().find(|f| f.key == format!("dollars/sort 16 MiB/{name}")).unwrap().value;
+    assert!(dollars("object-store only (file://)") > dollars("planned"));
+    // TPC-H's three queries in three variants.
+    assert_eq!(keys(&report, "tpch-sf0.01/q"), 9);
+    assert!(report.skipped.iter().any(|s| s.what.contains("peers")), "what did not run is said");
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("## This machine's limits") && md.contains("## sort"), "{md}");
+    assert_plots(dir.path(), &["path-throughput", "sort-size", "tpch-sf0.01", "dollars"]);
+    let compare = Command::new(BATON)
+        .args(["bench", "compare", "out/report.json", "out/report.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&compare.stdout);
+    assert!(compare.status.success() && text.contains(" 0 better, 0 worse"), "{text}");
+}
+
+#[test]
+fn the_emulated_suite_runs_on_two_hosts() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: the emulated profile needs root (network namespaces)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = suite(dir.path(), &["--profile", "emulated", "--hosts", "2", "--instance", "m6i.4xlarge"]);
+    assert_eq!(report.profile, "emulated");
+    assert!(report.settings["instance"].contains("m6i.4xlarge"));
+    // Four variants of the sort on 2 hosts, and TPC-H's queries in each.
+    assert_eq!(keys(&report, "cluster-sort/16 MiB/2 hosts/"), 4);
+    assert_eq!(keys(&report, "cluster-tpch-sf0.01/2 hosts/"), 3 * 4);
+    assert!(keys(&report, "edges/") > 0, "predicted against measured");
+    assert_plots(dir.path(), &["sort-hosts", "edges"]);
+}
+
+#[test]
+fn bad_suite_arguments_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BATON).args(args).current_dir(dir.path()).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["bench", "suite", "--quick", "--instance", "m9.huge", "--out", "o", "--work-dir", "w"]);
+    assert!(err.contains("unknown instance type \"m9.huge\"") && err.contains("c5n.2xlarge"), "{err}");
+    let err = run(&["bench", "suite", "--profile", "moon"]);
+    assert!(err.contains("moon"), "{err}");
+    std::fs::write(dir.path().join("bad.json"), "{\"schema\": 99}").unwrap();
+    let err = run(&["bench", "compare", "bad.json", "bad.json"]);
+    assert!(err.contains("schema 99"), "{err}");
+}

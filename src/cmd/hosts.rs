@@ -10,6 +10,7 @@ use baton_fabric::path::direct::DirectPath;
 use baton_runtime::cluster::ClusterFile;
 use baton_runtime::cluster::calibrate::{self, Stored};
 use baton_runtime::cluster::emulate::{self, EmulateOptions, S3Host};
+use baton_runtime::cluster::ssh;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -70,8 +71,21 @@ enum Action {
         #[arg(long, env = "BATON_EMULATE_EXE")]
         node_exe: Option<PathBuf>,
     },
-    /// Remove everything `up` made in DIR: nodes, namespaces, links, shared memory — also
-    /// after an `up` that failed halfway.
+    /// Deploy to hosts over ssh: copy this binary and each host's TLS material into a new
+    /// private directory on every host of the inventory, start a node and workers there
+    /// (HTTPS, running only what the cluster's key signed), and write the cluster file.
+    Deploy {
+        /// The inventory (TOML): the hosts, how to reach them, the object store they share.
+        #[arg(long)]
+        inventory: PathBuf,
+        /// The deployment's directory: its cluster file (cluster.toml), material and, after
+        /// `down`, the hosts' logs. New or empty.
+        #[arg(long, default_value = "baton-data/cluster")]
+        dir: PathBuf,
+    },
+    /// Remove everything `up` or `deploy` made in DIR: nodes, workers, namespaces, links,
+    /// shared memory, the hosts' directories (their logs come back to DIR/logs) — also after
+    /// one that failed halfway.
     Down {
         /// The emulation's directory.
         #[arg(long, default_value = "baton-data/cluster")]
@@ -167,6 +181,24 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             };
             // The planner starts from what the hosts' paths really do.
             probe_and_store(&file, &dir.join("cluster.toml"), 8 << 20, &objects).await
+        }
+        Action::Deploy { inventory, dir } => {
+            let dir = std::path::absolute(&dir)?;
+            let exe = std::env::current_exe()?;
+            let at = dir.clone();
+            let file = tokio::task::spawn_blocking(move || ssh::deploy(&inventory, &exe, &at)).await??;
+            for host in &file.hosts {
+                println!("{:<6} node {}  {} workers", host.name, host.node, host.workers.len());
+            }
+            println!("cluster file: {}", dir.join("cluster.toml").display());
+            Ok(())
+        }
+        Action::Down { dir } if ssh::is_deployment(&std::path::absolute(&dir)?) => {
+            let dir = std::path::absolute(&dir)?;
+            let at = dir.clone();
+            tokio::task::spawn_blocking(move || ssh::down(&at)).await??;
+            println!("stopped and removed from every host; their logs are in {}", dir.join("logs").display());
+            Ok(())
         }
         Action::Down { dir } => {
             let dir = std::path::absolute(&dir)?;

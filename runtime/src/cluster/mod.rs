@@ -31,6 +31,7 @@
 pub mod calibrate;
 pub mod emulate;
 mod env;
+pub mod ssh;
 
 pub use env::ClusterEnv;
 

@@ -177,6 +177,27 @@ fn a_sort_runs_on_two_hosts_deployed_over_ssh_and_down_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "processes left: {left:?}");
     assert!(!d.join("dep/cluster.toml").exists() && !d.join("dep/ssh.toml").exists());
+
+    // The suite's ssh profile on the same hosts: it deploys, runs the sort and TPC-H with
+    // their inputs uploaded to the inventory's store, and takes it all down again.
+    let out = Command::new(support::BATON)
+        .args(["bench", "suite", "--quick", "--profile", "ssh", "--inventory", "inventory.toml"])
+        .args(["--out", "suite", "--work-dir", "suite-work"])
+        .current_dir(d)
+        .env("BATON_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = baton_bench::suite::report::Report::load(&d.join("suite/report.json")).unwrap();
+    assert_eq!(report.profile, "ssh");
+    let count = |prefix: &str| report.figures.iter().filter(|f| f.key.starts_with(prefix)).count();
+    // No remote store over ssh: planned, object store and direct.
+    assert_eq!(count("cluster-sort/16 MiB/2 hosts/"), 3, "{:?}", report.figures);
+    assert_eq!(count("cluster-tpch-sf0.01/2 hosts/"), 3 * 3);
+    let runs: Vec<_> = std::fs::read_dir(d.join("remote")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(runs.is_empty(), "the suite's deployment left {runs:?} on the hosts");
 }
 
 #[test]

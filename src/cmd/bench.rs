@@ -186,9 +186,13 @@ enum Workload {
     /// TPC-H across emulated hosts at each host count. Writes report.json, report.md and
     /// plots/ (SVG and PNG) to --out.
     Suite {
-        /// local (this machine) or emulated (hosts in network namespaces; needs root).
-        #[arg(long, default_value = "local", value_parser = ["local", "emulated"])]
+        /// local (this machine), emulated (hosts in network namespaces; needs root) or ssh (the
+        /// hosts of --inventory, deployed over ssh).
+        #[arg(long, default_value = "local", value_parser = ["local", "emulated", "ssh"])]
         profile: String,
+        /// The ssh profile's inventory (see `baton cluster deploy`).
+        #[arg(long, required_if_eq("profile", "ssh"))]
+        inventory: Option<PathBuf>,
         /// The smallest sizes and one run of each: a smoke run.
         #[arg(long)]
         quick: bool,
@@ -374,6 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
                 s3_rates: false,
+                inventory: None,
             };
             let report = tokio::task::spawn_blocking(move || baton_bench::cluster::run(&options)).await??;
             let markdown = baton_bench::cluster::markdown(&report);
@@ -402,6 +407,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Workload::Suite {
             profile,
+            inventory,
             quick,
             sort_sizes,
             text,
@@ -424,11 +430,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::ensure!(hosts.iter().all(|&h| h >= 1), "--hosts: every count must be at least 1");
             let options = baton_bench::suite::SuiteOptions {
                 exe: std::env::current_exe()?,
-                profile: if profile == "emulated" {
-                    baton_bench::suite::Profile::Emulated
-                } else {
-                    baton_bench::suite::Profile::Local
+                profile: match profile.as_str() {
+                    "emulated" => baton_bench::suite::Profile::Emulated,
+                    "ssh" => baton_bench::suite::Profile::Ssh,
+                    _ => baton_bench::suite::Profile::Local,
                 },
+                inventory: inventory.map(std::path::absolute).transpose()?,
                 out: std::path::absolute(&out)?,
                 work_dir: std::path::absolute(&work_dir)?,
                 quick,

@@ -8,6 +8,7 @@
 //! The emulated hosts share this machine's cores: the link caps are real, the CPUs are not
 //! each host's own.
 
+pub mod shared;
 pub mod sort;
 pub mod tpch;
 
@@ -43,9 +44,13 @@ pub struct ClusterOptions {
     pub work_dir: PathBuf,
     /// Whether the S3 host enforces S3's request rates per prefix (`503 SlowDown` past them).
     pub s3_rates: bool,
+    /// Hosts deployed over ssh from this inventory instead of emulated ones (`hosts`, `nic`,
+    /// `workers` and `s3_rates` are then the inventory's business).
+    pub inventory: Option<PathBuf>,
 }
 
-/// The ways every job runs: a name, and the `--path` it runs with (`auto`: the planner's).
+/// The ways every job runs: a name, and the `--path` it runs with (`auto`: the planner's). Hosts
+/// over ssh have no remote store: they run all but that one.
 pub const VARIANTS: [(&str, &str); 4] = [
     ("planned", "auto"),
     ("object store only (S3 host)", "object-store"),
@@ -62,10 +67,22 @@ pub struct ClusterReport {
     pub nic: String,
     /// Workers per host.
     pub workers: usize,
+    /// The variants that ran, in order (their figures follow it).
+    pub variants: Vec<String>,
     /// The sort.
     pub sort: sort::SortReport,
     /// TPC-H, when it ran.
     pub tpch: Option<tpch::TpchReport>,
+}
+
+/// The variants a cluster runs: all of [`VARIANTS`], less the remote store where it has none.
+pub fn variants(has_store: bool) -> Vec<(&'static str, &'static str)> {
+    VARIANTS.iter().copied().filter(|(_, path)| has_store || *path != "remote-store").collect()
+}
+
+/// Runs `future` to its end from the harness's blocking thread.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Handle::try_current().context("the cluster benchmark needs a Tokio runtime")?.block_on(future))
 }
 
 /// The S3 host of emulated hosts: the test server's bucket and credentials.
@@ -87,7 +104,9 @@ fn baton(options: &ClusterOptions, dir: &Path, args: &[&str]) -> anyhow::Result<
         .args(args)
         .current_dir(dir)
         .env("BATON_LOG", "warn")
-        .envs(s3_host().environment())
+        // The S3 host's test credentials; hosts over ssh reach their store as the environment
+        // says (an instance role).
+        .envs(if options.inventory.is_none() { s3_host().environment().to_vec() } else { Vec::new() })
         .output()
         .with_context(|| format!("cannot run {}", options.exe.display()))?;
     if !out.status.success() {
@@ -100,7 +119,7 @@ fn baton(options: &ClusterOptions, dir: &Path, args: &[&str]) -> anyhow::Result<
 /// variant fails).
 pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if options.inventory.is_none() && unsafe { libc::geteuid() } != 0 {
         bail!("the cluster benchmark runs on emulated hosts, which need root (network namespaces)");
     }
     baton_fabric::private::ensure_dir(&options.work_dir, "work directory")?;
@@ -128,11 +147,30 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     ];
     let rates = ["--s3-rate-limit"];
     let up = if options.s3_rates { [&up[..], &rates[..]].concat() } else { up.to_vec() };
+    let (up, hosts) = match &options.inventory {
+        None => (up.iter().map(|s| s.to_string()).collect::<Vec<_>>(), options.hosts),
+        Some(inventory) => {
+            let inventory = inventory.to_string_lossy().into_owned();
+            let hosts = baton_runtime::cluster::ssh::Inventory::load(std::path::Path::new(&inventory))?.hosts.len();
+            let deploy = ["cluster", "deploy", "--inventory", &inventory, "--dir", "baton-data/cluster"];
+            (deploy.iter().map(|s| s.to_string()).collect::<Vec<_>>(), hosts)
+        }
+    };
+    let up: Vec<&str> = up.iter().map(AsRef::as_ref).collect();
     baton(options, d, &up)?;
     let result = (|| -> anyhow::Result<ClusterReport> {
-        let sort = sort::run(options, d)?;
-        let tpch = if options.sf > 0.0 { Some(tpch::run(options, d, &data)?) } else { None };
-        Ok(ClusterReport { hosts: options.hosts, nic: options.nic.clone(), workers: options.workers, sort, tpch })
+        let file = baton_runtime::cluster::ClusterFile::read(&d.join(CLUSTER))?;
+        let shared = match (&options.inventory, file.objects) {
+            (Some(_), Some(objects)) => shared::Shared::Objects(objects),
+            (Some(_), None) => bail!("the inventory names no object store"),
+            (None, _) => shared::Shared::Local,
+        };
+        let variants = variants(file.store.is_some());
+        let sort = sort::run(options, d, &shared, &variants)?;
+        let tpch = if options.sf > 0.0 { Some(tpch::run(options, d, &data, &shared, &variants)?) } else { None };
+        let nic = if options.inventory.is_some() { "the inventory's".to_string() } else { options.nic.clone() };
+        let variant_names = variants.iter().map(|(name, _)| name.to_string()).collect();
+        Ok(ClusterReport { hosts, nic, workers: options.workers, variants: variant_names, sort, tpch })
     })();
     let down = baton(options, d, &["cluster", "down", "--dir", "baton-data/cluster"]);
     let report = result?;

@@ -10,7 +10,8 @@ use std::path::Path;
 use baton_fabric::path::counted::Requests;
 use serde::Serialize;
 
-use super::{CLUSTER, ClusterOptions, VARIANTS, baton};
+use super::shared::Shared;
+use super::{CLUSTER, ClusterOptions, baton, block_on};
 use crate::stats::median;
 
 /// One way of running the sort.
@@ -56,28 +57,30 @@ pub struct SortReport {
 }
 
 /// Runs the sort's variants on the emulation in `d`, taking turns.
-pub fn run(options: &ClusterOptions, d: &Path) -> anyhow::Result<SortReport> {
+pub fn run(
+    options: &ClusterOptions,
+    d: &Path,
+    shared: &Shared,
+    variants: &[(&str, &str)],
+) -> anyhow::Result<SortReport> {
     let records = options.bytes / 100;
     baton(options, d, &["gensort", "in.bin", "--records", &records.to_string()])?;
+    let input = block_on(shared.publish(d, "in.bin", "in.bin"))??;
     let tasks = options.tasks.to_string();
     let sort = |path: &str, out: &str, extra: &[&str]| -> anyhow::Result<serde_json::Value> {
         let summary = format!("{out}.json");
-        let mut args = vec!["sort", "in.bin", "-o", out, "--cluster", CLUSTER, "--mappers", &tasks];
+        let output = shared.name(out);
+        let mut args = vec!["sort", &input, "-o", &output, "--cluster", CLUSTER, "--mappers", &tasks];
         args.extend(["--reducers", &tasks, "--path", path, "--validate", "--summary-json", &summary]);
         args.extend(extra);
         baton(options, d, &args)?;
         // Checked by --validate: gone, so that many runs of a large sort fit on the disk.
-        let output = d.join(out);
-        if output.is_dir() {
-            std::fs::remove_dir_all(&output)?
-        } else {
-            std::fs::remove_file(&output)?
-        }
+        block_on(shared.remove(d, out))??;
         Ok(serde_json::from_slice(&std::fs::read(d.join(&summary))?)?)
     };
     // Calibration from a job, as `--calibrate` keeps it (untimed).
     sort("auto", "out-warm-up", &["--calibrate"])?;
-    let mut variants: Vec<Variant> = VARIANTS
+    let mut variants: Vec<Variant> = variants
         .iter()
         .map(|(name, path)| Variant {
             name: name.to_string(),

@@ -9,6 +9,9 @@
 //!   instance type's baseline bandwidth ([`baton_planner::prices::INSTANCES`]): the sort and
 //!   TPC-H across them, planned against object-store-only, remote-store-only and all-direct,
 //!   for each host count asked for.
+//! - `ssh`: the hosts of an inventory ([`baton_runtime::cluster::ssh`]), deployed over ssh
+//!   (the binary copied, nodes and workers started, logs brought back, all removed after): the
+//!   same jobs, their inputs and outputs in the inventory's object store.
 
 pub mod compare;
 pub mod limits;
@@ -33,6 +36,8 @@ pub enum Profile {
     Local,
     /// Hosts in network namespaces on this machine.
     Emulated,
+    /// The hosts of an ssh inventory.
+    Ssh,
 }
 
 impl Profile {
@@ -41,6 +46,7 @@ impl Profile {
         match self {
             Profile::Local => "local",
             Profile::Emulated => "emulated",
+            Profile::Ssh => "ssh",
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct SuiteOptions {
     pub instance: Instance,
     /// Workers per emulated host.
     pub workers_per_host: usize,
+    /// The ssh profile's inventory.
+    pub inventory: Option<PathBuf>,
 }
 
 /// Counts the parts as they run and says how far the run has got.
@@ -133,6 +141,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
     let steps = match options.profile {
         Profile::Local => 6 + options.sfs.len(),
         Profile::Emulated => 1 + options.hosts.len(),
+        Profile::Ssh => 2,
     };
     let mut settings = BTreeMap::new();
     settings.insert("repeats".to_string(), options.repeats.to_string());
@@ -142,6 +151,9 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
         "tpch scale factors".to_string(),
         options.sfs.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
     );
+    if let Some(inventory) = &options.inventory {
+        settings.insert("inventory".to_string(), inventory.display().to_string());
+    }
     if options.profile == Profile::Emulated {
         settings
             .insert("hosts".to_string(), options.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "));
@@ -185,7 +197,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
     }
     match options.profile {
         Profile::Local => local(options, &mut run).await?,
-        Profile::Emulated => emulated(options, &mut run).await?,
+        Profile::Emulated | Profile::Ssh => emulated(options, &mut run).await?,
     }
     run.report.relate("paths/", limits::MEMCPY);
     run.report.relate("direct/", limits::LOOPBACK_TCP);
@@ -411,8 +423,19 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
             "the emulated profile sorts the first size and runs the first scale factor at each host count",
         );
     }
-    for &hosts in &options.hosts {
-        run.progress.next(&format!("{hosts} emulated {} hosts ({nic} links)", options.instance.name));
+    let ssh = options.profile == Profile::Ssh;
+    let counts = if ssh {
+        let inventory = options.inventory.as_deref().context("the ssh profile needs --inventory FILE")?;
+        vec![baton_runtime::cluster::ssh::Inventory::load(inventory)?.hosts.len()]
+    } else {
+        options.hosts.clone()
+    };
+    for hosts in counts {
+        if ssh {
+            run.progress.next(&format!("{hosts} hosts over ssh"));
+        } else {
+            run.progress.next(&format!("{hosts} emulated {} hosts ({nic} links)", options.instance.name));
+        }
         let cluster_options = crate::cluster::ClusterOptions {
             exe: options.exe.clone(),
             hosts,
@@ -425,6 +448,7 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
             repeats: options.repeats,
             work_dir: std::path::absolute(&options.work_dir)?,
             s3_rates: true,
+            inventory: if ssh { options.inventory.clone() } else { None },
         };
         let report = tokio::task::spawn_blocking(move || crate::cluster::run(&cluster_options)).await??;
         let name = human_bytes(bytes);
@@ -456,7 +480,7 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
             let chart = format!("tpch-sf{}-{hosts}-hosts", tpch.sf);
             for q in &tpch.queries {
                 let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
-                for ((variant, _), s) in crate::cluster::VARIANTS.iter().zip(&q.seconds) {
+                for (variant, s) in tpch.variants.iter().zip(&q.seconds) {
                     run.report.figures.push(
                         Figure::new(
                             &format!("cluster-tpch-sf{}/{hosts} hosts/{}/{variant}", tpch.sf, q.name),

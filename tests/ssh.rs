@@ -12,6 +12,7 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use baton_bench::cluster::shared::at;
 use baton_connectors::testing::{KEY, SECRET};
 use baton_runtime::cluster::ClusterFile;
 use object_store::ObjectStoreExt;
@@ -43,12 +44,15 @@ fn keygen(file: &Path) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The URL of `key` in the store at `objects` (its settings stay in the query).
-fn at(objects: &str, key: &str) -> String {
-    match objects.split_once('?') {
-        Some((base, query)) => format!("{}/{key}?{query}", base.trim_end_matches('/')),
-        None => format!("{}/{key}", objects.trim_end_matches('/')),
-    }
+/// `baton` in `dir`, reaching the S3 host with its test credentials.
+fn on_store(dir: &Path) -> Command {
+    let mut command = Command::new(support::BATON);
+    command
+        .current_dir(dir)
+        .env("BATON_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET);
+    command
 }
 
 #[test]
@@ -136,13 +140,9 @@ fn a_sort_runs_on_two_hosts_deployed_over_ssh_and_down_leaves_nothing() {
     let input = std::fs::read(d.join("in.bin")).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(store.put(&prefix.clone().join("in.bin"), input.into())).unwrap();
-    let sorted = Command::new(support::BATON)
+    let sorted = on_store(d)
         .args(["sort", &at(&objects, "in.bin"), "-o", &at(&objects, "sorted"), "--cluster", "dep/cluster.toml"])
         .args(["--mappers", "4", "--reducers", "4", "--validate", "--summary-json", "summary.json"])
-        .current_dir(d)
-        .env("BATON_LOG", "warn")
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .output()
         .unwrap();
     let stdout = ok(&sorted);
@@ -180,13 +180,9 @@ fn a_sort_runs_on_two_hosts_deployed_over_ssh_and_down_leaves_nothing() {
 
     // The suite's ssh profile on the same hosts: it deploys, runs the sort and TPC-H with
     // their inputs uploaded to the inventory's store, and takes it all down again.
-    let out = Command::new(support::BATON)
+    let out = on_store(d)
         .args(["bench", "suite", "--quick", "--profile", "ssh", "--inventory", "inventory.toml"])
         .args(["--out", "suite", "--work-dir", "suite-work"])
-        .current_dir(d)
-        .env("BATON_LOG", "warn")
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

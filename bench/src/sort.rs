@@ -94,7 +94,50 @@ pub(crate) fn run_baton(exe: &Path, dir: &Path, args: &[String]) -> anyhow::Resu
 }
 
 /// Memory of each worker (a function's memory, for its dollars).
-const WORKER_MEMORY: u64 = 2 << 30;
+pub(crate) const WORKER_MEMORY: u64 = 2 << 30;
+
+/// Runs each of `variants` (a name and `baton` arguments that write their summary to
+/// `summary`), taking turns, `repeats` times; each one's times, shuffle, median and the
+/// dollars of its last run.
+pub(crate) fn take_turns(
+    exe: &Path,
+    work_dir: &Path,
+    variants: &[(&str, Vec<String>)],
+    repeats: usize,
+    summary: &Path,
+    what: &str,
+) -> anyhow::Result<Vec<Variant>> {
+    let mut reports: Vec<Variant> = variants
+        .iter()
+        .map(|(name, _)| Variant {
+            name: name.to_string(),
+            shuffle: String::new(),
+            seconds: Vec::new(),
+            median_s: 0.0,
+            dollars: None,
+        })
+        .collect();
+    for _ in 0..repeats.max(1) {
+        for ((variant, args), report) in variants.iter().zip(&mut reports) {
+            let _ = std::fs::remove_file(summary);
+            let (s, stdout) = run_baton(exe, work_dir, args)?;
+            eprintln!("{what} · {variant}: {s:.2} s");
+            report.seconds.push(s);
+            report.shuffle = stdout
+                .lines()
+                .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
+                .unwrap_or_else(|| "—".into());
+            if summary.exists() {
+                report.dollars = Some(crate::cost::of_summary_file(summary, WORKER_MEMORY)?);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(summary);
+    for report in &mut reports {
+        report.median_s = median(report.seconds.clone());
+    }
+    Ok(reports)
+}
 
 const S3_VARIANT: &str = "object-store only (S3 protocol, local server)";
 
@@ -179,35 +222,7 @@ pub fn run(options: &SortOptions) -> anyhow::Result<SortReport> {
             s3.extend(["--objects".to_string(), url.clone()]);
             variants.push((S3_VARIANT, s3));
         }
-        let mut reports: Vec<Variant> = variants
-            .iter()
-            .map(|(name, _)| Variant {
-                name: name.to_string(),
-                shuffle: String::new(),
-                seconds: Vec::new(),
-                median_s: 0.0,
-                dollars: None,
-            })
-            .collect();
-        for _ in 0..options.repeats.max(1) {
-            for ((variant, args), report) in variants.iter().zip(&mut reports) {
-                let _ = std::fs::remove_file(&summary);
-                let (s, stdout) = run_baton(&options.exe, &options.work_dir, args)?;
-                eprintln!("{name} · {variant}: {s:.2} s");
-                report.seconds.push(s);
-                report.shuffle = stdout
-                    .lines()
-                    .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
-                    .unwrap_or_else(|| "—".into());
-                if summary.exists() {
-                    report.dollars = Some(crate::cost::of_summary_file(&summary, WORKER_MEMORY)?);
-                }
-            }
-        }
-        let _ = std::fs::remove_file(&summary);
-        for report in &mut reports {
-            report.median_s = median(report.seconds.clone());
-        }
+        let reports = take_turns(&options.exe, &options.work_dir, &variants, options.repeats, &summary, &name)?;
         let _ = std::fs::remove_dir_all(&out);
         let time = |name: &str| reports.iter().find(|r| r.name == name).map(|r| r.median_s);
         let planned = time("planned").unwrap_or(f64::NAN);

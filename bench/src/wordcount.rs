@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::sort::{Variant, human_bytes, run_baton};
-use crate::stats::median;
+use crate::sort::{Variant, WORKER_MEMORY, human_bytes, take_turns};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -35,8 +34,6 @@ pub struct WordCountReport {
     /// The variants.
     pub variants: Vec<Variant>,
 }
-
-const WORKER_MEMORY: u64 = 2 << 30;
 
 /// Writes `bytes` (about) of text to `file`: lines of words, the same for the same size.
 pub fn write_text(file: &Path, bytes: u64) -> anyhow::Result<()> {
@@ -101,34 +98,9 @@ pub fn run(options: &WordCountOptions) -> anyhow::Result<WordCountReport> {
         ("planned for least cost", args("auto", "least-cost")),
         ("object-store only (file://)", args("object-store", "least-time")),
     ];
-    let mut reports: Vec<Variant> = variants
-        .iter()
-        .map(|(name, _)| Variant {
-            name: name.to_string(),
-            shuffle: String::new(),
-            seconds: Vec::new(),
-            median_s: 0.0,
-            dollars: None,
-        })
-        .collect();
-    for _ in 0..options.repeats.max(1) {
-        for ((name, args), report) in variants.iter().zip(&mut reports) {
-            let _ = std::fs::remove_file(&summary);
-            let (s, stdout) = run_baton(&options.exe, &options.work_dir, args)?;
-            eprintln!("wordcount {} · {name}: {s:.2} s", human_bytes(options.bytes));
-            report.seconds.push(s);
-            report.shuffle = stdout
-                .lines()
-                .find_map(|l| l.split_once("shuffle via ").map(|(_, rest)| rest.to_string()))
-                .unwrap_or_else(|| "—".into());
-            report.dollars = Some(crate::cost::of_summary_file(&summary, WORKER_MEMORY)?);
-        }
-    }
-    let _ = std::fs::remove_file(&summary);
+    let what = format!("wordcount {}", human_bytes(options.bytes));
+    let reports = take_turns(&options.exe, &options.work_dir, &variants, options.repeats, &summary, &what)?;
     let _ = std::fs::remove_dir_all(&out);
-    for r in &mut reports {
-        r.median_s = median(r.seconds.clone());
-    }
     Ok(WordCountReport { bytes: options.bytes, tasks, variants: reports })
 }
 

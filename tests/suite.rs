@@ -77,6 +77,17 @@ fn the_local_suite_reports_every_part_with_limits_dollars_and_plots() {
         .unwrap();
     let text = String::from_utf8_lossy(&compare.stdout);
     assert!(compare.status.success() && text.contains(" 0 better, 0 worse"), "{text}");
+    let plot = Command::new(BATON)
+        .args(["bench", "plot", "out/report.json", "--out", "again"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(plot.status.success(), "{}", String::from_utf8_lossy(&plot.stderr));
+    assert_eq!(
+        std::fs::read(dir.path().join("again/sort-size.svg")).unwrap(),
+        std::fs::read(dir.path().join("out/plots/sort-size.svg")).unwrap(),
+        "the same report draws the same chart"
+    );
 }
 
 #[test]

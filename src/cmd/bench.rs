@@ -227,6 +227,14 @@ enum Workload {
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
     },
+    /// Draw a suite report's charts again (SVG and PNG) into a directory.
+    Plot {
+        /// The report.
+        report: PathBuf,
+        /// Where the charts go.
+        #[arg(long, default_value = "plots")]
+        out: PathBuf,
+    },
     /// The change of every figure from one suite report to another.
     Compare {
         /// The first report (before).
@@ -450,6 +458,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = baton_bench::suite::run(&options).await?;
             println!("{}", report.markdown());
+            Ok(())
+        }
+        Workload::Plot { report, out } => {
+            let report = baton_bench::suite::report::Report::load(&report)?;
+            for file in baton_bench::suite::plots::draw_all(&report, &out)? {
+                println!("{}", file.display());
+            }
             Ok(())
         }
         Workload::Compare { before, after } => {

@@ -143,12 +143,12 @@ fn draw<DB: DrawingBackend>(
             Style::Bars => {
                 let i = v.round();
                 if (v - i).abs() < 0.05 && i >= 0.0 && (i as usize) < categories.len() {
-                    format!("{}", categories[i as usize])
+                    short(categories[i as usize])
                 } else {
                     String::new()
                 }
             }
-            _ => format!("{v:.2}"),
+            _ => short(*v),
         }
     };
     let x_labels = if spec.style == Style::Bars { categories.len().max(1) } else { 10 };
@@ -208,6 +208,12 @@ fn draw<DB: DrawingBackend>(
     Ok(())
 }
 
+/// `1`, `0.5`, `0.01`: two decimals at most, no trailing zeros.
+fn short(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn human_bytes(bytes: f64) -> String {
     match bytes {
         b if b >= (1u64 << 30) as f64 => format!("{:.0} GiB", b / (1u64 << 30) as f64),
@@ -258,6 +264,14 @@ mod tests {
         let svg = std::fs::read_to_string(dir.path().join("tpch-sf1.svg")).unwrap();
         assert!(svg.contains("TPC-H sf1") && svg.contains("datafusion"), "titles and legends are drawn");
         assert!(svg.matches("<rect").count() >= 3, "three bars");
+    }
+
+    #[test]
+    fn axis_numbers_are_short() {
+        assert_eq!(short(0.9999999776), "1");
+        assert_eq!(short(4.0), "4");
+        assert_eq!(short(0.01), "0.01");
+        assert_eq!(short(2.5), "2.5");
     }
 
     fn image_size(png: &[u8]) -> (u32, u32) {

@@ -67,6 +67,16 @@ fn the_local_suite_reports_every_part_with_limits_dollars_and_plots() {
     // TPC-H's three queries in three variants.
     assert_eq!(keys(&report, "tpch-sf0.01/q"), 9);
     assert!(report.skipped.iter().any(|s| s.what.contains("peers")), "what did not run is said");
+    // The runs' own files are gone; what stays is the inputs, kept for the next run (and the
+    // empty directories the jobs ran in).
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_dir(e.path()).map_or(true, |mut d| d.next().is_some()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !(name.starts_with("sort-") || name.starts_with("text-") || name.starts_with("tpch-sf")))
+        .collect();
+    assert!(left.is_empty(), "left in the work directory: {left:?}");
     let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
     assert!(md.contains("## This machine's limits") && md.contains("## sort"), "{md}");
     assert_plots(dir.path(), &["path-throughput", "sort-size", "tpch-sf0.01", "dollars"]);

@@ -342,6 +342,10 @@ fn object(size: u64, seed: usize) -> Bytes {
 /// Runs the benchmark.
 pub async fn run(options: &StoreOptions) -> anyhow::Result<StoreReport> {
     baton_fabric::private::create_dirs(&options.work_dir)?;
+    // Everything of the run — material, nodes' homes and logs, Redis — in a directory of its
+    // own, removed when the run ends.
+    let run_dir = tempfile::Builder::new().prefix("store-").tempdir_in(&options.work_dir)?;
+    let options = &StoreOptions { work_dir: run_dir.path().to_path_buf(), ..options.clone() };
     let server = EtcdServer::start().await.context("starting etcd (Debian: apt-get install etcd-server)")?;
     let etcd = server.client()?;
     let tls_dir = options.work_dir.join(format!("tls-{}", std::process::id()));

@@ -104,8 +104,9 @@ struct Aligned {
 
 impl Aligned {
     fn new(len: usize, fill: u8) -> anyhow::Result<Self> {
+        anyhow::ensure!(len > 0, "an aligned buffer of no bytes");
         let layout = std::alloc::Layout::from_size_align(len, 4096)?;
-        // SAFETY: the layout's size is not zero (callers pass 4 MiB).
+        // SAFETY: the layout's size is not zero (checked above).
         let ptr = unsafe { std::alloc::alloc(layout) };
         anyhow::ensure!(!ptr.is_null(), "cannot allocate {len} bytes");
         // SAFETY: ptr is valid for len bytes, just allocated.

@@ -136,8 +136,7 @@ impl Run {
 pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
     baton_fabric::private::ensure_dir(&options.out, "report directory")?;
-    std::fs::create_dir_all(&options.work_dir)
-        .with_context(|| format!("cannot create {}", options.work_dir.display()))?;
+    baton_fabric::private::ensure_dir(&options.work_dir, "work directory")?;
     let steps = match options.profile {
         Profile::Local => 6 + options.sfs.len(),
         Profile::Emulated => 1 + options.hosts.len(),

@@ -8,14 +8,13 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::RecordBatch;
 use baton_fabric::JobId;
 use baton_planner::{Path as Route, Topology};
 use baton_runtime::local::{LocalConfig, LocalEnv};
+use baton_sql::compare::{self, Cell, same_rows, sorted};
 use baton_sql::query::{self, QueryOptions};
 use baton_sql::session;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::execution::context::SessionContext;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 use std::sync::Arc;
@@ -52,57 +51,8 @@ async fn session(dir: &Path) -> SessionContext {
     ctx
 }
 
-/// A value as compared: floats within a tolerance, everything else (decimals too) exactly.
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
-enum Cell {
-    Null,
-    Float(f64),
-    Text(String),
-}
-
 fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
-    let mut rows = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let row = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        Cell::Null
-                    } else if matches!(c.data_type(), DataType::Float32 | DataType::Float64) {
-                        Cell::Float(array_value_to_string(c, r).unwrap().parse().unwrap())
-                    } else {
-                        Cell::Text(array_value_to_string(c, r).unwrap())
-                    }
-                })
-                .collect();
-            rows.push(row);
-        }
-    }
-    rows
-}
-
-fn same_rows(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} rows vs {}", a.len(), b.len()));
-    }
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let same = x.len() == y.len()
-            && x.iter().zip(y).all(|(p, q)| match (p, q) {
-                (Cell::Float(p), Cell::Float(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
-                _ => p == q,
-            });
-        if !same {
-            return Err(format!("row {i}: {x:?} vs {y:?}"));
-        }
-    }
-    Ok(())
-}
-
-fn sorted(mut rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
-    rows.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    rows
+    compare::rows(batches).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

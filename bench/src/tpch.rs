@@ -5,9 +5,14 @@
 //! object-store-only exchange.
 //!
 //! The workers stay up for the whole run (warm functions); each query is timed from planning
-//! to its collected result, `repeats` times per variant (the three take turns), and the median
-//! is reported. The baseline is DataFusion with its default settings and a partition per
-//! worker, in this process. Every run's row count must agree with its.
+//! to its collected result, `repeats` times per variant (the variants take turns), and the
+//! median is reported. The baseline is DataFusion with its default settings, a partition per
+//! worker and a memory pool of all the workers' memory, in this process. Every run's result
+//! must equal its (the same rows, floats within a relative 1e-9: [`baton_sql::compare`]).
+//!
+//! With `peers` (a build with `--features peers`), datafusion-distributed and Ballista run
+//! each query too, their workers in processes of their own beside Baton's ([`crate::peers`]),
+//! and their results must equal Baton's.
 //!
 //! The object store is a `file://` directory of the run unless `objects` names another (an
 //! `s3://` bucket, with the usual `AWS_*` settings): on one machine `file://` is the page
@@ -23,7 +28,11 @@ use baton_planner::Path;
 use baton_runtime::local::{LocalConfig, LocalEnv};
 use baton_sql::query::{self, QueryOptions};
 use baton_sql::{session, tpch};
+use std::sync::Arc;
+
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
@@ -49,7 +58,27 @@ pub struct TpchOptions {
     /// Serve the object store over the S3 protocol from this process (s3s-fs over a directory
     /// of the run, on 127.0.0.1) instead.
     pub local_s3: bool,
+    /// Run the peers too (needs a build with `--features peers`).
+    pub peers: bool,
 }
+
+/// A peer's runs of one query.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerRuns {
+    /// The peer ([`PEERS`]).
+    pub name: String,
+    /// Median seconds.
+    pub seconds: f64,
+    /// Every run's seconds.
+    pub runs: Vec<f64>,
+}
+
+/// The peers a build can run.
+#[cfg(feature = "peers")]
+pub const PEERS: &[&str] = &crate::peers::NAMES;
+/// The peers a build can run (none without `--features peers`).
+#[cfg(not(feature = "peers"))]
+pub const PEERS: &[&str] = &[];
 
 /// One query.
 #[derive(Clone, Debug, Serialize)]
@@ -75,6 +104,8 @@ pub struct QueryReport {
     /// The dollars of the last planned run and of the last object-store-only run (its main
     /// job's, from its counts: [`crate::cost`]).
     pub dollars: [crate::cost::Cost; 2],
+    /// The peers' runs (none without them).
+    pub peers: Vec<PeerRuns>,
 }
 
 /// The whole run.
@@ -96,10 +127,15 @@ pub struct TpchReport {
     pub total_baton_s: f64,
     /// The object-store-only total.
     pub total_object_store_s: f64,
+    /// Each peer's total, in [`PEERS`]' order (none without them).
+    pub total_peers_s: Vec<(String, f64)>,
 }
 
 /// Runs the benchmark.
 pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
+    if options.peers && PEERS.is_empty() {
+        bail!("this baton was built without the peers: build it with `--features peers`");
+    }
     let data = options.work_dir.join(format!("tpch-sf{}", options.sf));
     let (sf, dir) = (options.sf, data.clone());
     tokio::task::spawn_blocking(move || tpch::ensure(sf, &dir)).await??;
@@ -117,9 +153,14 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     let tables = session::tpch_tables(&data)?;
     let ctx = SessionContext::new_with_config(session::config(options.workers));
     session::register(&ctx, &tables).await?;
-    // The baseline is DataFusion as it comes, with a partition per worker.
-    let baseline = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(options.workers));
+    // The baseline is DataFusion as it comes, with a partition per worker and all the workers'
+    // memory.
+    let pool = FairSpillPool::new((local.worker_memory as usize).saturating_mul(options.workers));
+    let runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).build_arc()?;
+    let baseline =
+        SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(options.workers), runtime);
     session::register(&baseline, &tables).await?;
+    let peers = if options.peers { Some(start_peers(options, &local, &tables).await?) } else { None };
     let mut queries = Vec::new();
     for (i, (name, sql)) in tpch::QUERIES.iter().enumerate() {
         if !options.queries.is_empty() && !options.queries.contains(&(i + 1)) {
@@ -128,14 +169,14 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
         let mut single = Vec::new();
         let mut planned = Vec::new();
         let mut object_store = Vec::new();
-        let mut rows = None;
+        let mut peer_runs: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
         let mut last = None;
         let mut dollars = [crate::cost::Cost::default(); 2];
+        let mut expected = Vec::new();
         for _ in 0..options.repeats.max(1) {
             let start = Instant::now();
-            let got: usize = query::run_single(&baseline, sql).await?.iter().map(|b| b.num_rows()).sum();
+            expected = query::run_single(&baseline, sql).await?;
             single.push(start.elapsed().as_secs_f64());
-            let expected = *rows.get_or_insert(got);
             for (variant, (path, times)) in
                 [(None, &mut planned), (Some(Path::ObjectStore), &mut object_store)].into_iter().enumerate()
             {
@@ -145,17 +186,20 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
                     .await
                     .with_context(|| format!("{name} on {}", path.map_or("the planned paths", |p| p.name())))?;
                 times.push(start.elapsed().as_secs_f64());
-                let got: usize = run.batches.iter().map(|b| b.num_rows()).sum();
-                if got != expected {
-                    bail!("{name}: Baton returned {got} rows, DataFusion {expected}");
+                if let Err(e) = baton_sql::compare::same_result(&run.batches, &expected) {
+                    bail!("{name}: Baton's result differs from DataFusion's: {e}");
                 }
                 dollars[variant] = crate::cost::of_job(&run.summary, local.worker_memory);
                 if path.is_none() {
                     last = Some(run);
                 }
             }
+            if let (Some(peers), Some(baton)) = (&peers, &last) {
+                run_peers(peers, name, sql, &baton.batches, &mut peer_runs).await?;
+            }
         }
-        let (rows, run) = (rows.unwrap_or(0), last.context("no planned run")?);
+        let rows = expected.iter().map(|b| b.num_rows()).sum();
+        let run = last.context("no planned run")?;
         let (single_s, baton_s, object_store_s) =
             (median(single.clone()), median(planned.clone()), median(object_store.clone()));
         let mut paths: Vec<(String, usize)> = Vec::new();
@@ -176,9 +220,16 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
             paths: paths.iter().map(|(p, n)| format!("{p} ×{n}")).collect::<Vec<_>>().join(", "),
             runs: [single, planned, object_store],
             dollars,
+            peers: PEERS
+                .iter()
+                .zip(peer_runs)
+                .filter(|(_, runs)| !runs.is_empty())
+                .map(|(name, runs)| PeerRuns { name: name.to_string(), seconds: median(runs.clone()), runs })
+                .collect(),
         };
+        let peers: String = report.peers.iter().map(|p| format!(", {} {:.3} s", p.name, p.seconds)).collect();
         eprintln!(
-            "{name}: single {:.3} s, baton {:.3} s, object store {:.3} s",
+            "{name}: single {:.3} s, baton {:.3} s, object store {:.3} s{peers}",
             report.single_s, report.baton_s, report.object_store_s
         );
         queries.push(report);
@@ -191,19 +242,91 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
         total_single_s: queries.iter().map(|q| q.single_s).sum(),
         total_baton_s: queries.iter().map(|q| q.baton_s).sum(),
         total_object_store_s: queries.iter().map(|q| q.object_store_s).sum(),
+        total_peers_s: PEERS
+            .iter()
+            .filter(|name| queries.iter().any(|q| q.peers.iter().any(|p| p.name == **name)))
+            .map(|name| {
+                let total = queries.iter().flat_map(|q| &q.peers).filter(|p| p.name == *name).map(|p| p.seconds).sum();
+                (name.to_string(), total)
+            })
+            .collect(),
         queries,
     })
 }
 
+#[cfg(feature = "peers")]
+type Peers = crate::peers::Peers;
+#[cfg(not(feature = "peers"))]
+type Peers = std::convert::Infallible;
+
+/// The peers, up beside the workers: a worker of each per Baton worker, on loopback.
+#[cfg(feature = "peers")]
+async fn start_peers(options: &TpchOptions, local: &LocalConfig, tables: &[session::Table]) -> anyhow::Result<Peers> {
+    let peers = crate::peers::PeersOptions {
+        exe: options.exe.clone(),
+        workers: vec![crate::peers::Place::loopback(); options.workers],
+        scheduler: crate::peers::Place::loopback(),
+        partitions: options.workers,
+        worker_memory: local.worker_memory,
+        work_dir: options.work_dir.clone(),
+    };
+    crate::peers::Peers::start(&peers, tables).await
+}
+
+#[cfg(not(feature = "peers"))]
+async fn start_peers(_: &TpchOptions, _: &LocalConfig, _: &[session::Table]) -> anyhow::Result<Peers> {
+    bail!("this baton was built without the peers")
+}
+
+/// Each peer runs `sql` once; its seconds go to `runs`, its result must equal Baton's.
+#[cfg(feature = "peers")]
+async fn run_peers(
+    peers: &Peers,
+    name: &str,
+    sql: &str,
+    baton: &[arrow_array::RecordBatch],
+    runs: &mut [Vec<f64>],
+) -> anyhow::Result<()> {
+    for ((peer, ctx), runs) in peers.sessions.iter().zip(runs) {
+        let start = Instant::now();
+        let got = query::run_single(ctx, sql).await.with_context(|| format!("{name} on {peer}"))?;
+        runs.push(start.elapsed().as_secs_f64());
+        if let Err(e) = baton_sql::compare::same_result(&got, baton) {
+            bail!("{name}: {peer}'s result differs from Baton's: {e}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "peers"))]
+async fn run_peers(
+    peers: &Peers,
+    _: &str,
+    _: &str,
+    _: &[arrow_array::RecordBatch],
+    _: &mut [Vec<f64>],
+) -> anyhow::Result<()> {
+    match *peers {}
+}
+
 /// The report as Markdown: a row per query, the totals, and the goals.
 pub fn markdown(r: &TpchReport) -> String {
+    let peers: Vec<&str> = r.total_peers_s.iter().map(|(n, _)| n.as_str()).collect();
+    let peer_heads: String = peers.iter().map(|p| format!(" {p} s |")).collect();
+    let peer_rules: String = peers.iter().map(|_| "---:|").collect();
     let mut md = format!(
-        "## TPC-H sf {}, {} worker processes, median of {} runs, object store {}\n\n| query | rows | DataFusion s | Baton s | object store only s | Baton / DataFusion | stages | moved | paths |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "## TPC-H sf {}, {} worker processes, median of {} runs, object store {}\n\n| query | rows | DataFusion s | Baton s | object store only s |{peer_heads} Baton / DataFusion | stages | moved | paths |\n|---|---:|---:|---:|---:|{peer_rules}---:|---:|---:|---|\n",
         r.sf, r.workers, r.repeats, r.objects
     );
     for q in &r.queries {
+        let peer_cells: String = peers
+            .iter()
+            .map(|name| {
+                q.peers.iter().find(|p| p.name == *name).map_or(" |".to_string(), |p| format!(" {:.3} |", p.seconds))
+            })
+            .collect();
         md.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {:.3} | {:.3} | {:.3} |{peer_cells} {:.2} | {} | {} | {} |\n",
             q.name,
             q.rows,
             q.single_s,
@@ -215,8 +338,9 @@ pub fn markdown(r: &TpchReport) -> String {
             q.paths
         ));
     }
+    let peer_totals: String = r.total_peers_s.iter().map(|(_, t)| format!(" **{t:.2}** |")).collect();
     md.push_str(&format!(
-        "| **total** | | **{:.2}** | **{:.2}** | **{:.2}** | **{:.2}** | | | |\n\n",
+        "| **total** | | **{:.2}** | **{:.2}** | **{:.2}** |{peer_totals} **{:.2}** | | | |\n\n",
         r.total_single_s,
         r.total_baton_s,
         r.total_object_store_s,
@@ -227,5 +351,8 @@ pub fn markdown(r: &TpchReport) -> String {
         r.total_baton_s / r.total_single_s.max(1e-9),
         r.total_object_store_s / r.total_baton_s.max(1e-9)
     ));
+    for (name, total) in &r.total_peers_s {
+        md.push_str(&format!("- Baton is **{:.2}x** faster than {name} in total\n", total / r.total_baton_s.max(1e-9)));
+    }
     md
 }

@@ -11,6 +11,7 @@
 //! - [`tpch`]: TPC-H data ([`tpch::generate`], `baton tpch gen`) and the 22 queries.
 
 pub mod codec;
+pub mod compare;
 pub mod error;
 pub mod exchange;
 mod located;

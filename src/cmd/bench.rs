@@ -105,6 +105,10 @@ enum Workload {
         /// (s3s-fs on 127.0.0.1, under the work dir).
         #[arg(long)]
         local_s3: bool,
+        /// Also run datafusion-distributed and Ballista, their workers beside Baton's, and
+        /// check their results equal Baton's (a build with `--features peers`).
+        #[arg(long)]
+        peers: bool,
         /// Directory for the JSON and Markdown reports.
         #[arg(long, default_value = "baton-data/bench")]
         out: PathBuf,
@@ -166,6 +170,31 @@ enum Workload {
         /// Directory on local disk for the run (and the TPC-H data, kept for later runs).
         #[arg(long, default_value = "baton-data/bench-work")]
         work_dir: PathBuf,
+    },
+    /// A peer's server process (a datafusion-distributed worker, a Ballista scheduler or
+    /// executor), started by the TPC-H benchmark: prints `listening ADDR`, serves until its
+    /// stdin closes.
+    #[cfg(feature = "peers")]
+    #[command(hide = true)]
+    PeerServe {
+        /// What it serves.
+        #[arg(value_parser = ["distributed-worker", "ballista-scheduler", "ballista-executor"])]
+        role: String,
+        /// The address to listen on (the port is chosen).
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// Its memory pool.
+        #[arg(long, default_value = "2GiB")]
+        memory: baton_planner::ByteSize,
+        /// Tasks at once (a Ballista executor's vcores).
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        /// The Ballista scheduler (an executor's).
+        #[arg(long, required_if_eq("role", "ballista-executor"))]
+        scheduler: Option<std::net::SocketAddr>,
+        /// Where a Ballista executor keeps its shuffle files.
+        #[arg(long, required_if_eq("role", "ballista-executor"))]
+        work_dir: Option<PathBuf>,
     },
     /// Serve a directory over the S3 protocol (s3s-fs), to clients signing with the benchmark's
     /// test credentials: the S3 host of emulated hosts (`cluster up --s3-host`).
@@ -337,7 +366,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
-        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, out, work_dir } => {
+        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, peers, out, work_dir } => {
             warn_if_debug();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let options = baton_bench::tpch::TpchOptions {
@@ -349,6 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 repeats,
                 objects,
                 local_s3,
+                peers,
             };
             let report = baton_bench::tpch::run(&options).await?;
             write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))
@@ -391,6 +421,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || baton_bench::cluster::run(&options)).await??;
             let markdown = baton_bench::cluster::markdown(&report);
             write_reports(&out, "cluster", serde_json::to_string_pretty(&report)?, &markdown)
+        }
+        #[cfg(feature = "peers")]
+        Workload::PeerServe { role, ip, memory, cores, scheduler, work_dir } => {
+            use baton_bench::peers::serve::{Role, ServeOptions, serve};
+            let role = match (role.as_str(), scheduler, work_dir) {
+                ("distributed-worker", _, _) => Role::DistributedWorker,
+                ("ballista-scheduler", _, _) => Role::BallistaScheduler,
+                (_, Some(scheduler), Some(work_dir)) => Role::BallistaExecutor { scheduler, work_dir },
+                _ => anyhow::bail!("a Ballista executor needs --scheduler and --work-dir"),
+            };
+            let options = ServeOptions { role, ip, memory: memory.0, cores };
+            tokio::task::spawn_blocking(move || serve(options)).await?
         }
         Workload::S3Server { listen, root, s3_rates } => {
             use baton_connectors::testing::{RateLimits, start_limited_s3_on, start_s3_on};

@@ -176,7 +176,7 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
             versions: Versions {
                 baton: env!("CARGO_PKG_VERSION").into(),
                 build: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
-                peers: false,
+                peers: !crate::tpch::PEERS.is_empty(),
             },
             limits: Vec::new(),
             figures: Vec::new(),
@@ -185,7 +185,14 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
         },
         progress: Progress { started, step: 0, steps },
     };
-    run.skip("TPC-H peers (datafusion-distributed, Ballista)", "not built into this suite yet");
+    if crate::tpch::PEERS.is_empty() {
+        run.skip("TPC-H peers (datafusion-distributed, Ballista)", "this baton was built without `--features peers`");
+    } else if options.profile != Profile::Local {
+        run.skip(
+            "TPC-H peers (datafusion-distributed, Ballista)",
+            "the peers run in the local profile (their workers beside Baton's on this machine)",
+        );
+    }
     run.progress.next("this machine's limits");
     let work = options.work_dir.clone();
     let quick = options.quick;
@@ -359,14 +366,19 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
             repeats: options.repeats,
             objects: None,
             local_s3: false,
+            peers: !crate::tpch::PEERS.is_empty(),
         })
         .await?;
         let chart = format!("tpch-sf{sf}");
+        // Every variant's runs of a query: Baton's, its baselines', the peers'.
+        let variants = |q: &crate::tpch::QueryReport| -> Vec<(String, Vec<f64>)> {
+            let own = ["single-process DataFusion", "baton planned", "baton object-store only"];
+            let own = own.iter().zip(&q.runs).map(|(v, runs)| (v.to_string(), runs.clone()));
+            own.chain(q.peers.iter().map(|p| (p.name.clone(), p.runs.clone()))).collect()
+        };
         for q in &tpch.queries {
             let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
-            for (variant, samples) in
-                ["single-process DataFusion", "baton planned", "baton object-store only"].iter().zip(&q.runs)
-            {
+            for (variant, samples) in &variants(q) {
                 run.report.figures.push(
                     Figure::new(
                         &format!("tpch-sf{sf}/{}/{variant}", q.name),
@@ -379,19 +391,29 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
                 );
             }
         }
-        let total = |i: usize| {
-            tpch.queries.iter().map(|q| q.runs[i].clone()).fold(vec![0.0; options.repeats.max(1)], |acc, runs| {
-                acc.iter().zip(runs.iter().chain(std::iter::repeat(&0.0))).map(|(a, b)| a + b).collect()
-            })
-        };
-        for (i, variant) in ["single-process DataFusion", "baton planned", "baton object-store only"].iter().enumerate()
-        {
+        // Each variant's total over the queries, run by run.
+        let mut totals: Vec<(String, Vec<f64>)> = Vec::new();
+        for q in &tpch.queries {
+            for (variant, runs) in variants(q) {
+                let sum = match totals.iter_mut().find(|(v, _)| *v == variant) {
+                    Some((_, sum)) => sum,
+                    None => {
+                        totals.push((variant, vec![0.0; options.repeats.max(1)]));
+                        &mut totals.last_mut().context("just pushed")?.1
+                    }
+                };
+                for (a, b) in sum.iter_mut().zip(&runs) {
+                    *a += b;
+                }
+            }
+        }
+        for (variant, samples) in totals {
             run.report.figures.push(Figure::new(
                 &format!("tpch-sf{sf}/total/{variant}"),
                 &format!("TPC-H sf{sf} all queries, {variant}"),
                 "s",
                 Better::Lower,
-                total(i),
+                samples,
             ));
         }
         for (i, variant) in ["baton planned", "baton object-store only"].iter().enumerate() {

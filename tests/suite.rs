@@ -24,7 +24,9 @@ fn suite(dir: &Path, args: &[&str]) -> Report {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[1/") && stderr.contains("so far)"), "progress is shown: {stderr}");
-    Report::load(&dir.join("out/report.json")).unwrap()
+    let report = Report::load(&dir.join("out/report.json")).unwrap();
+    assert!(report.failed.is_empty(), "parts failed: {:?}", report.failed);
+    report
 }
 
 fn assert_plots(dir: &Path, charts: &[&str]) {
@@ -113,7 +115,8 @@ fn the_emulated_suite_runs_on_two_hosts() {
     assert!(report.settings["instance"].contains("m6i.4xlarge"));
     // Four variants of the sort on 2 hosts, and TPC-H's queries in each.
     assert_eq!(keys(&report, "cluster-sort/16 MiB/2 hosts/"), 4);
-    assert_eq!(keys(&report, "cluster-tpch-sf0.01/2 hosts/"), 3 * 4);
+    assert_eq!(keys(&report, "cluster-tpch-sf0.01/2 hosts/q"), 3 * 4);
+    assert_eq!(keys(&report, "cluster-tpch-sf0.01/2 hosts/total/"), 4);
     assert!(keys(&report, "edges/") > 0, "predicted against measured");
     assert_plots(dir.path(), &["sort-hosts", "edges"]);
 }
@@ -130,6 +133,10 @@ fn bad_suite_arguments_are_clear_errors() {
     assert!(err.contains("unknown instance type \"m9.huge\"") && err.contains("c5n.2xlarge"), "{err}");
     let err = run(&["bench", "suite", "--profile", "moon"]);
     assert!(err.contains("moon"), "{err}");
+    let err = run(&["bench", "suite", "--quick", "--queries", "1,23", "--out", "o", "--work-dir", "w"]);
+    assert!(err.contains("there is no TPC-H query 23 (1 to 22)"), "{err}");
+    let err = run(&["bench", "tpch", "--queries", "0", "--work-dir", "w"]);
+    assert!(err.contains("there is no TPC-H query 0"), "{err}");
     std::fs::write(dir.path().join("bad.json"), "{\"schema\": 99}").unwrap();
     let err = run(&["bench", "compare", "bad.json", "bad.json"]);
     assert!(err.contains("schema 99"), "{err}");

@@ -10,7 +10,6 @@ pub mod direct;
 pub mod flight;
 pub mod invokers;
 pub mod paths;
-#[cfg(feature = "peers")]
 pub mod peers;
 pub mod plan;
 pub mod soak;

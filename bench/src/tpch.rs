@@ -73,12 +73,8 @@ pub struct PeerRuns {
     pub runs: Vec<f64>,
 }
 
-/// The peers a build can run.
-#[cfg(feature = "peers")]
-pub const PEERS: &[&str] = &crate::peers::NAMES;
-/// The peers a build can run (none without `--features peers`).
-#[cfg(not(feature = "peers"))]
-pub const PEERS: &[&str] = &[];
+/// The peers this build runs.
+pub use crate::peers::NAMES as PEERS;
 
 /// One query.
 #[derive(Clone, Debug, Serialize)]
@@ -133,8 +129,8 @@ pub struct TpchReport {
 
 /// Runs the benchmark.
 pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
-    if options.peers && PEERS.is_empty() {
-        bail!("this baton was built without the peers: build it with `--features peers`");
+    if options.peers {
+        crate::peers::available()?;
     }
     let data = options.work_dir.join(format!("tpch-sf{}", options.sf));
     let (sf, dir) = (options.sf, data.clone());
@@ -195,7 +191,14 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
                 }
             }
             if let (Some(peers), Some(baton)) = (&peers, &last) {
-                run_peers(peers, name, sql, &baton.batches, &mut peer_runs).await?;
+                for (i, (peer, seconds, got)) in
+                    peers.run(sql).await.with_context(|| name.to_string())?.into_iter().enumerate()
+                {
+                    if let Err(e) = baton_sql::compare::same_result(&got, &baton.batches) {
+                        bail!("{name}: {peer}'s result differs from Baton's: {e}");
+                    }
+                    peer_runs[i].push(seconds);
+                }
             }
         }
         let rows = expected.iter().map(|b| b.num_rows()).sum();
@@ -254,14 +257,12 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     })
 }
 
-#[cfg(feature = "peers")]
-type Peers = crate::peers::Peers;
-#[cfg(not(feature = "peers"))]
-type Peers = std::convert::Infallible;
-
 /// The peers, up beside the workers: a worker of each per Baton worker, on loopback.
-#[cfg(feature = "peers")]
-async fn start_peers(options: &TpchOptions, local: &LocalConfig, tables: &[session::Table]) -> anyhow::Result<Peers> {
+async fn start_peers(
+    options: &TpchOptions,
+    local: &LocalConfig,
+    tables: &[session::Table],
+) -> anyhow::Result<crate::peers::Peers> {
     let peers = crate::peers::PeersOptions {
         exe: options.exe.clone(),
         workers: vec![crate::peers::Place::loopback(); options.workers],
@@ -271,42 +272,6 @@ async fn start_peers(options: &TpchOptions, local: &LocalConfig, tables: &[sessi
         work_dir: options.work_dir.clone(),
     };
     crate::peers::Peers::start(&peers, tables).await
-}
-
-#[cfg(not(feature = "peers"))]
-async fn start_peers(_: &TpchOptions, _: &LocalConfig, _: &[session::Table]) -> anyhow::Result<Peers> {
-    bail!("this baton was built without the peers")
-}
-
-/// Each peer runs `sql` once; its seconds go to `runs`, its result must equal Baton's.
-#[cfg(feature = "peers")]
-async fn run_peers(
-    peers: &Peers,
-    name: &str,
-    sql: &str,
-    baton: &[arrow_array::RecordBatch],
-    runs: &mut [Vec<f64>],
-) -> anyhow::Result<()> {
-    for ((peer, ctx), runs) in peers.sessions.iter().zip(runs) {
-        let start = Instant::now();
-        let got = query::run_single(ctx, sql).await.with_context(|| format!("{name} on {peer}"))?;
-        runs.push(start.elapsed().as_secs_f64());
-        if let Err(e) = baton_sql::compare::same_result(&got, baton) {
-            bail!("{name}: {peer}'s result differs from Baton's: {e}");
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "peers"))]
-async fn run_peers(
-    peers: &Peers,
-    _: &str,
-    _: &str,
-    _: &[arrow_array::RecordBatch],
-    _: &mut [Vec<f64>],
-) -> anyhow::Result<()> {
-    match *peers {}
 }
 
 /// The report as Markdown: a row per query, the totals, and the goals.

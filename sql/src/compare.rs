@@ -93,15 +93,15 @@ mod tests {
 
     #[test]
     fn order_and_float_rounding_do_not_matter_but_values_do() {
-        let a = batch(vec![Some(1), None], vec![0.1 + 0.2, 2.0]);
-        let b = batch(vec![None, Some(1)], vec![2.0, 0.3]);
-        same_result(&[a.clone()], &[b.clone()]).unwrap();
-        assert!(same_rows(&rows(&[a.clone()]).unwrap(), &rows(&[b]).unwrap()).is_err(), "the order differs");
+        let a = [batch(vec![Some(1), None], vec![0.1 + 0.2, 2.0])];
+        let b = [batch(vec![None, Some(1)], vec![2.0, 0.3])];
+        same_result(&a, &b).unwrap();
+        assert!(same_rows(&rows(&a).unwrap(), &rows(&b).unwrap()).is_err(), "the order differs");
         let c = batch(vec![Some(2), None], vec![0.3, 2.0]);
-        assert!(same_result(&[a.clone()], &[c]).unwrap_err().contains("Text(\"1\")"));
+        assert!(same_result(&a, &[c]).unwrap_err().contains("Text(\"1\")"));
         let d = batch(vec![Some(1)], vec![0.3]);
-        assert_eq!(same_result(&[a.clone()], &[d]).unwrap_err(), "2 rows vs 1");
+        assert_eq!(same_result(&a, &[d]).unwrap_err(), "2 rows vs 1");
         let e = batch(vec![Some(1), None], vec![0.3001, 2.0]);
-        assert!(same_result(&[a], &[e]).is_err(), "a float off by more than the tolerance");
+        assert!(same_result(&a, &[e]).is_err(), "a float off by more than the tolerance");
     }
 }

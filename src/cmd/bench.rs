@@ -149,15 +149,15 @@ enum Workload {
         /// Workers per host.
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        /// How much to sort.
-        #[arg(long, default_value = "1GiB")]
-        size: baton_planner::ByteSize,
-        /// Map tasks (and reduce tasks).
-        #[arg(long, default_value_t = 16)]
-        tasks: u32,
-        /// TPC-H's scale factor (0: the sort alone).
-        #[arg(long, default_value_t = 1.0)]
-        sf: f64,
+        /// How much to sort: one sort per size.
+        #[arg(long, value_delimiter = ',', default_value = "1GiB")]
+        size: Vec<baton_planner::ByteSize>,
+        /// Map tasks (and reduce tasks) of every sort (default: 8 a GiB, at least 4 a host).
+        #[arg(long)]
+        tasks: Option<u32>,
+        /// TPC-H's scale factors (0: the sort alone).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        sf: Vec<f64>,
         /// TPC-H queries, by number, comma separated (default: all 22).
         #[arg(long, value_delimiter = ',')]
         queries: Vec<usize>,
@@ -225,13 +225,13 @@ enum Workload {
         /// The smallest sizes and one run of each: a smoke run.
         #[arg(long)]
         quick: bool,
-        /// Sizes to sort (emulated: the first).
+        /// Sizes to sort.
         #[arg(long, value_delimiter = ',', default_value = "1GiB,4GiB")]
         sort_sizes: Vec<baton_planner::ByteSize>,
         /// Text to count words in.
         #[arg(long, default_value = "1GiB")]
         text: baton_planner::ByteSize,
-        /// TPC-H scale factors (emulated: the first; 0: no TPC-H).
+        /// TPC-H scale factors (0: no TPC-H).
         #[arg(long, value_delimiter = ',', default_value = "1,10")]
         sf: Vec<f64>,
         /// TPC-H queries, by number (default: all 22).
@@ -289,6 +289,14 @@ fn write_reports(out: &std::path::Path, name: &str, json: String, markdown: &str
     println!("{markdown}");
     println!("reports: {0}/{name}.json, {0}/{name}.md", out.display());
     Ok(())
+}
+
+/// A clear error for a TPC-H query number that does not exist.
+fn known_queries(queries: &[usize]) -> anyhow::Result<()> {
+    match queries.iter().find(|&&n| !(1..=baton_sql::tpch::QUERIES.len()).contains(&n)) {
+        Some(n) => anyhow::bail!("there is no TPC-H query {n} (1 to {})", baton_sql::tpch::QUERIES.len()),
+        None => Ok(()),
+    }
 }
 
 fn warn_if_debug() {
@@ -367,6 +375,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
         Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, peers, out, work_dir } => {
+            known_queries(&queries)?;
             warn_if_debug();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let options = baton_bench::tpch::TpchOptions {
@@ -403,15 +412,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Workload::Cluster { hosts, nic, workers, size, tasks, sf, queries, repeats, out, work_dir } => {
+            known_queries(&queries)?;
             warn_if_debug();
             let options = baton_bench::cluster::ClusterOptions {
                 exe: std::env::current_exe()?,
                 hosts,
                 nic,
                 workers,
-                bytes: size.0,
-                tasks,
-                sf,
+                sorts: size
+                    .iter()
+                    .map(|s| (s.0, tasks.unwrap_or(((s.0 >> 27) as u32).max(4 * hosts as u32))))
+                    .collect(),
+                sfs: sf.into_iter().filter(|&s| s > 0.0).collect(),
                 queries,
                 repeats,
                 work_dir: std::path::absolute(&work_dir)?,
@@ -470,6 +482,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             out,
             work_dir,
         } => {
+            known_queries(&queries)?;
             if !quick {
                 warn_if_debug();
             }
@@ -500,6 +513,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = baton_bench::suite::run(&options).await?;
             println!("{}", report.markdown());
+            // The report has what ran; the run still fails for what did not.
+            let failed: Vec<&str> = report.failed.iter().map(|f| f.what.as_str()).collect();
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} part(s) of the suite failed ({}); the report has the rest",
+                failed.len(),
+                failed.join(", ")
+            );
             Ok(())
         }
         Workload::Plot { report, out } => {

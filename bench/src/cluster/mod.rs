@@ -30,12 +30,10 @@ pub struct ClusterOptions {
     pub nic: String,
     /// Workers per host.
     pub workers: usize,
-    /// Bytes to sort.
-    pub bytes: u64,
-    /// Map and reduce tasks.
-    pub tasks: u32,
-    /// TPC-H's scale factor (0: no TPC-H).
-    pub sf: f64,
+    /// The sorts: bytes, and map (and reduce) tasks.
+    pub sorts: Vec<(u64, u32)>,
+    /// TPC-H's scale factors (none: no TPC-H).
+    pub sfs: Vec<f64>,
     /// TPC-H queries to run, by number (all 22 when empty).
     pub queries: Vec<usize>,
     /// Runs of each variant (the median is reported).
@@ -69,10 +67,10 @@ pub struct ClusterReport {
     pub workers: usize,
     /// The variants that ran, in order (their figures follow it).
     pub variants: Vec<String>,
-    /// The sort.
-    pub sort: sort::SortReport,
-    /// TPC-H, when it ran.
-    pub tpch: Option<tpch::TpchReport>,
+    /// The sorts, a report per size.
+    pub sorts: Vec<sort::SortReport>,
+    /// TPC-H, a report per scale factor.
+    pub tpch: Vec<tpch::TpchReport>,
 }
 
 /// The variants a cluster runs: all of [`VARIANTS`], less the remote store where it has none.
@@ -123,10 +121,10 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
         bail!("the cluster benchmark runs on emulated hosts, which need root (network namespaces)");
     }
     baton_fabric::private::ensure_dir(&options.work_dir, "work directory")?;
-    // The TPC-H data set outlives the run (made once per scale factor).
-    let data = options.work_dir.join(format!("tpch-sf{}", options.sf));
-    if options.sf > 0.0 {
-        baton_sql::tpch::ensure(options.sf, &data)?;
+    // The TPC-H data sets outlive the run (made once per scale factor).
+    let data = |sf: f64| options.work_dir.join(format!("tpch-sf{sf}"));
+    for &sf in &options.sfs {
+        baton_sql::tpch::ensure(sf, &data(sf))?;
     }
     let dir = tempfile::Builder::new().prefix("cluster-").tempdir_in(&options.work_dir)?;
     let d = dir.path();
@@ -160,17 +158,23 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     baton(options, d, &up)?;
     let result = (|| -> anyhow::Result<ClusterReport> {
         let file = baton_runtime::cluster::ClusterFile::read(&d.join(CLUSTER))?;
-        let shared = match (&options.inventory, file.objects) {
+        let shared = match (&options.inventory, file.objects.clone()) {
             (Some(_), Some(objects)) => shared::Shared::Objects(objects),
             (Some(_), None) => bail!("the inventory names no object store"),
             (None, _) => shared::Shared::Local,
         };
         let variants = variants(file.store.is_some());
-        let sort = sort::run(options, d, &shared, &variants)?;
-        let tpch = if options.sf > 0.0 { Some(tpch::run(options, d, &data, &shared, &variants)?) } else { None };
+        let mut sorts = Vec::new();
+        for &(bytes, tasks) in &options.sorts {
+            sorts.push(sort::run(options, d, &shared, &variants, bytes, tasks)?);
+        }
+        let mut tpch = Vec::new();
+        for &sf in &options.sfs {
+            tpch.push(tpch::run(options, d, sf, &data(sf), &shared, &variants, &file)?);
+        }
         let nic = if options.inventory.is_some() { "the inventory's".to_string() } else { options.nic.clone() };
         let variant_names = variants.iter().map(|(name, _)| name.to_string()).collect();
-        Ok(ClusterReport { hosts, nic, workers: options.workers, variants: variant_names, sort, tpch })
+        Ok(ClusterReport { hosts, nic, workers: options.workers, variants: variant_names, sorts, tpch })
     })();
     let down = baton(options, d, &["cluster", "down", "--dir", "baton-data/cluster"]);
     let report = result?;
@@ -186,10 +190,13 @@ pub fn markdown(r: &ClusterReport) -> String {
          same cap. The hosts share this machine's cores.\n\n",
         r.hosts, r.nic, r.workers
     );
-    out.push_str(&sort::markdown(&r.sort));
-    if let Some(tpch) = &r.tpch {
+    for sort in &r.sorts {
+        out.push_str(&sort::markdown(sort));
         out.push('\n');
+    }
+    for tpch in &r.tpch {
         out.push_str(&tpch::markdown(tpch));
+        out.push('\n');
     }
     out
 }

@@ -62,11 +62,14 @@ pub fn run(
     d: &Path,
     shared: &Shared,
     variants: &[(&str, &str)],
+    bytes: u64,
+    tasks: u32,
 ) -> anyhow::Result<SortReport> {
-    let records = options.bytes / 100;
+    let records = bytes / 100;
     baton(options, d, &["gensort", "in.bin", "--records", &records.to_string()])?;
     let input = block_on(shared.publish(d, "in.bin", "in.bin"))??;
-    let tasks = options.tasks.to_string();
+    let task_count = tasks;
+    let tasks = tasks.to_string();
     let sort = |path: &str, out: &str, extra: &[&str]| -> anyhow::Result<serde_json::Value> {
         let summary = format!("{out}.json");
         let output = shared.name(out);
@@ -106,6 +109,11 @@ pub fn run(
             v.measured.push(edge["measured_s"].as_f64().unwrap_or_default());
         }
     }
+    // The input goes before the next size's is made: two large inputs need not fit at once.
+    block_on(shared.remove(d, "in.bin"))??;
+    if d.join("in.bin").exists() {
+        std::fs::remove_file(d.join("in.bin"))?;
+    }
     for v in &mut variants {
         v.median_s = median(v.seconds.clone());
         v.predicted_s = median(v.predicted.clone());
@@ -113,13 +121,7 @@ pub fn run(
     }
     let planned_over_object_store = variants[1].median_s / variants[0].median_s.max(1e-9);
     let planned_prediction_error = variants[0].measured_s / variants[0].predicted_s.max(1e-9) - 1.0;
-    Ok(SortReport {
-        bytes: options.bytes,
-        tasks: options.tasks,
-        variants,
-        planned_over_object_store,
-        planned_prediction_error,
-    })
+    Ok(SortReport { bytes, tasks: task_count, variants, planned_over_object_store, planned_prediction_error })
 }
 
 /// The sort's part as Markdown.

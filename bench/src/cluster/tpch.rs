@@ -1,16 +1,21 @@
 //! TPC-H across emulated hosts: each query in each variant (`baton sql --cluster`, the variants
 //! taking turns), timed from the driver's start to its written result; every variant's rows
-//! checked equal to the planned run's; each query's requests as counted.
+//! checked equal to the planned run's; each query's requests as counted. In a build with the
+//! peers, datafusion-distributed and Ballista run each query too, their workers on the same
+//! emulated hosts as Baton's ([`crate::peers`]), their results checked equal to the planned
+//! run's (timed from planning to the collected result: no driver process to start).
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use baton_fabric::path::counted::Requests;
+use baton_runtime::cluster::ClusterFile;
 use serde::Serialize;
 
 use super::shared::Shared;
 use super::{CLUSTER, ClusterOptions, baton, block_on};
+use crate::peers::{Peers, PeersOptions, Place};
 use crate::stats::median;
 
 /// One query.
@@ -25,6 +30,8 @@ pub struct QueryReport {
     /// Requests of its exchanges per variant, as counted (the last run's; its main job's, not
     /// its scalar subqueries').
     pub requests: Vec<u64>,
+    /// Median seconds per peer, in the report's `peers` order.
+    pub peer_seconds: Vec<f64>,
 }
 
 /// TPC-H's part of the report.
@@ -40,16 +47,30 @@ pub struct TpchReport {
     pub totals: Vec<f64>,
     /// Total requests per variant.
     pub total_requests: Vec<u64>,
+    /// The peers that ran (none without them, or over ssh).
+    pub peers: Vec<String>,
+    /// Total seconds per peer.
+    pub peer_totals: Vec<f64>,
 }
 
 /// Runs the queries on the emulation in `d`, over the data set in `data`.
 pub fn run(
     options: &ClusterOptions,
     d: &Path,
+    sf: f64,
     data: &Path,
     shared: &Shared,
     variants: &[(&str, &str)],
+    file: &ClusterFile,
 ) -> anyhow::Result<TpchReport> {
+    // The peers on the emulated hosts (not over ssh: their processes are not deployed there).
+    let peers = if options.inventory.is_none() && !crate::peers::NAMES.is_empty() {
+        Some(block_on(start_peers(options, file, data))??)
+    } else {
+        None
+    };
+    let peer_names: Vec<String> =
+        peers.as_ref().map_or(Vec::new(), |p| p.sessions().iter().map(|(n, _)| n.to_string()).collect());
     // The tables where the hosts reach them: the data set's directory, or its files uploaded
     // once per scale factor.
     let tables: Vec<String> = match shared {
@@ -57,7 +78,7 @@ pub fn run(
         Shared::Objects(_) => {
             let mut args = Vec::new();
             for table in baton_sql::tpch::TABLES {
-                let key = format!("tpch-sf{}/{table}.parquet", options.sf);
+                let key = format!("tpch-sf{sf}/{table}.parquet");
                 let file = data.join(format!("{table}.parquet"));
                 let name = if block_on(shared.has(d, &key))? {
                     shared.name(&key)
@@ -77,6 +98,7 @@ pub fn run(
         }
         let mut seconds = vec![Vec::new(); variants.len()];
         let mut requests = vec![0; variants.len()];
+        let mut peer_seconds = vec![Vec::new(); peer_names.len()];
         let mut rows = 0;
         for round in 0..options.repeats {
             let mut expected: Option<String> = None;
@@ -102,14 +124,59 @@ pub fn run(
                     s["edges"].as_array().map_or(0, |edges| edges.iter().map(|e| request_total(&e["requests"])).sum());
                 std::fs::remove_file(d.join(&csv))?;
             }
+            if let (Some(peers), Some(expected)) = (&peers, &expected) {
+                for (i, (peer, secs, got)) in block_on(peers.run(sql))??.into_iter().enumerate() {
+                    if !same_rows(expected, &to_csv(&got)?) {
+                        bail!("{name}: {peer}'s rows differ from the planned run's");
+                    }
+                    peer_seconds[i].push(secs);
+                }
+            }
         }
         let seconds = seconds.into_iter().map(median).collect();
-        queries.push(QueryReport { name: name.to_string(), rows, seconds, requests });
+        let peer_seconds = peer_seconds.into_iter().map(median).collect();
+        queries.push(QueryReport { name: name.to_string(), rows, seconds, requests, peer_seconds });
     }
     let totals = (0..variants.len()).map(|v| queries.iter().map(|q| q.seconds[v]).sum()).collect();
     let total_requests = (0..variants.len()).map(|v| queries.iter().map(|q| q.requests[v]).sum()).collect();
     let variants = variants.iter().map(|(name, _)| name.to_string()).collect();
-    Ok(TpchReport { sf: options.sf, variants, queries, totals, total_requests })
+    let peer_totals = (0..peer_names.len()).map(|p| queries.iter().map(|q| q.peer_seconds[p]).sum()).collect();
+    Ok(TpchReport { sf, variants, queries, totals, total_requests, peers: peer_names, peer_totals })
+}
+
+/// The peers, their workers where Baton's are: as many on each emulated host (in its network
+/// namespace, on its address), Ballista's scheduler on the first host.
+async fn start_peers(options: &ClusterOptions, file: &ClusterFile, data: &Path) -> anyhow::Result<Peers> {
+    let mut workers = Vec::new();
+    for host in &file.hosts {
+        let ip = host.node.ip();
+        let netns = baton_runtime::cluster::emulate::host_namespace(ip);
+        anyhow::ensure!(netns.is_some(), "{} at {ip} is not an emulated host", host.name);
+        workers.extend(std::iter::repeat_n(Place { ip, netns }, host.workers.len()));
+    }
+    let first = workers.first().cloned().context("the cluster has no workers")?;
+    let memory = file.hosts.first().map_or(2 << 30, |h| h.worker_memory.0);
+    let peers = PeersOptions {
+        exe: options.exe.clone(),
+        partitions: workers.len(),
+        workers,
+        scheduler: first,
+        worker_memory: memory,
+        work_dir: options.work_dir.clone(),
+    };
+    Peers::start(&peers, &baton_sql::session::tpch_tables(data)?).await
+}
+
+/// Batches as `baton sql --format csv` writes them.
+fn to_csv(batches: &[arrow_array::RecordBatch]) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+        for b in batches {
+            writer.write(b)?;
+        }
+    }
+    Ok(String::from_utf8(out)?)
 }
 
 /// Every request an edge's summary counted.
@@ -149,13 +216,20 @@ pub fn markdown(r: &TpchReport) -> String {
     for name in &r.variants {
         out.push_str(&format!(" {name} s | requests |"));
     }
+    for name in &r.peers {
+        out.push_str(&format!(" {name} s |"));
+    }
     out.push_str("\n| --- | ---: |");
     out.push_str(&" ---: | ---: |".repeat(r.variants.len()));
+    out.push_str(&" ---: |".repeat(r.peers.len()));
     out.push('\n');
     for q in &r.queries {
         out.push_str(&format!("| {} | {} |", q.name, q.rows));
         for (s, n) in q.seconds.iter().zip(&q.requests) {
             out.push_str(&format!(" {s:.2} | {n} |"));
+        }
+        for s in &q.peer_seconds {
+            out.push_str(&format!(" {s:.2} |"));
         }
         out.push('\n');
     }
@@ -163,12 +237,16 @@ pub fn markdown(r: &TpchReport) -> String {
     for (s, n) in r.totals.iter().zip(&r.total_requests) {
         out.push_str(&format!(" **{s:.2}** | **{n}** |"));
     }
+    for s in &r.peer_totals {
+        out.push_str(&format!(" **{s:.2}** |"));
+    }
     let planned = r.totals.first().copied().unwrap_or(0.0).max(1e-9);
     let ratios: Vec<String> = r
         .variants
         .iter()
         .zip(&r.totals)
         .skip(1)
+        .chain(r.peers.iter().zip(&r.peer_totals))
         .map(|(name, total)| format!("{name}'s time over planned: **{:.2}x**", total / planned))
         .collect();
     out.push_str(&format!("\n\n{}.\n", ratios.join("; ")));

@@ -110,6 +110,14 @@ impl Run {
         self.report.skipped.push(Skipped { what: what.into(), reason: reason.to_string() });
     }
 
+    /// Notes a part that failed; the suite goes on with the next.
+    fn settle(&mut self, what: &str, done: anyhow::Result<()>) {
+        if let Err(e) = done {
+            eprintln!("{what} failed: {e:#}");
+            self.report.failed.push(Skipped { what: what.into(), reason: format!("{e:#}") });
+        }
+    }
+
     fn part(&mut self, name: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
         self.report.parts.insert(name.into(), serde_json::to_value(value)?);
         Ok(())
@@ -181,16 +189,17 @@ pub async fn run(options: &SuiteOptions) -> anyhow::Result<Report> {
             limits: Vec::new(),
             figures: Vec::new(),
             skipped: Vec::new(),
+            failed: Vec::new(),
             parts: BTreeMap::new(),
         },
         progress: Progress { started, step: 0, steps },
     };
     if crate::tpch::PEERS.is_empty() {
         run.skip("TPC-H peers (datafusion-distributed, Ballista)", "this baton was built without `--features peers`");
-    } else if options.profile != Profile::Local {
+    } else if options.profile == Profile::Ssh {
         run.skip(
             "TPC-H peers (datafusion-distributed, Ballista)",
-            "the peers run in the local profile (their workers beside Baton's on this machine)",
+            "the peers run in the local and emulated profiles (their processes are not deployed over ssh)",
         );
     }
     run.progress.next("this machine's limits");
@@ -227,208 +236,246 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
     let work_dir = std::path::absolute(&options.work_dir)?;
 
     run.progress.next("paths");
-    let paths = crate::paths::run(&crate::paths::PathsOptions {
-        quick: options.quick,
-        exe: exe.clone(),
-        work_dir: work_dir.clone(),
-        shm_dir: "/dev/shm".into(),
-    })
-    .await?;
-    for row in &paths.throughput {
-        let size = human_bytes_small(row.size);
-        let samples = row.summary.seconds.iter().map(|s| row.size as f64 / s / 1e6).collect();
-        run.report.figures.push(
-            Figure::new(
-                &format!("paths/{}/{size}", row.path),
-                &format!("{} {size}", row.path),
+    let done = async {
+        let paths = crate::paths::run(&crate::paths::PathsOptions {
+            quick: options.quick,
+            exe: exe.clone(),
+            work_dir: work_dir.clone(),
+            shm_dir: "/dev/shm".into(),
+        })
+        .await?;
+        for row in &paths.throughput {
+            let size = human_bytes_small(row.size);
+            let samples = row.summary.seconds.iter().map(|s| row.size as f64 / s / 1e6).collect();
+            run.report.figures.push(
+                Figure::new(
+                    &format!("paths/{}/{size}", row.path),
+                    &format!("{} {size}", row.path),
+                    "MB/s",
+                    Better::Higher,
+                    samples,
+                )
+                .plotted("path-throughput", &row.path, row.size as f64),
+            );
+        }
+        run.part("paths", &paths)?;
+        Ok(())
+    }
+    .await;
+    run.settle("paths", done);
+
+    run.progress.next("direct path against Arrow Flight and raw TCP");
+    let done = async {
+        let direct =
+            crate::direct::run(&crate::direct::DirectOptions { quick: options.quick, work_dir: work_dir.clone() })
+                .await?;
+        for row in &direct.rows {
+            let samples = row.get.seconds.iter().map(|s| direct.large_bytes as f64 / s / 1e6).collect();
+            run.report.figures.push(Figure::new(
+                &format!("direct/{}/get", row.transport),
+                &format!("{}: get {}", row.transport, human_bytes_small(direct.large_bytes)),
                 "MB/s",
                 Better::Higher,
                 samples,
-            )
-            .plotted("path-throughput", &row.path, row.size as f64),
-        );
+            ));
+            run.report.figures.push(Figure::new(
+                &format!("direct-latency/{}/small", row.transport),
+                &format!("{}: {} round trip", row.transport, human_bytes_small(direct.small_bytes)),
+                "s",
+                Better::Lower,
+                row.small.seconds.clone(),
+            ));
+        }
+        run.part("direct", &direct)?;
+        Ok(())
     }
-    run.part("paths", &paths)?;
-
-    run.progress.next("direct path against Arrow Flight and raw TCP");
-    let direct =
-        crate::direct::run(&crate::direct::DirectOptions { quick: options.quick, work_dir: work_dir.clone() }).await?;
-    for row in &direct.rows {
-        let samples = row.get.seconds.iter().map(|s| direct.large_bytes as f64 / s / 1e6).collect();
-        run.report.figures.push(Figure::new(
-            &format!("direct/{}/get", row.transport),
-            &format!("{}: get {}", row.transport, human_bytes_small(direct.large_bytes)),
-            "MB/s",
-            Better::Higher,
-            samples,
-        ));
-        run.report.figures.push(Figure::new(
-            &format!("direct-latency/{}/small", row.transport),
-            &format!("{}: {} round trip", row.transport, human_bytes_small(direct.small_bytes)),
-            "s",
-            Better::Lower,
-            row.small.seconds.clone(),
-        ));
-    }
-    run.part("direct", &direct)?;
+    .await;
+    run.settle("direct", done);
 
     run.progress.next("elastic store against Redis");
-    match which(&["etcd", "redis-server"]) {
-        Err(missing) => run.skip("store", format!("{missing} is not installed (Debian: etcd-server, redis-server)")),
-        Ok(()) => {
-            let store = crate::store::run(&crate::store::StoreOptions {
-                quick: options.quick,
-                work_dir: work_dir.clone(),
-                exe: exe.clone(),
-                clients: 16,
-            })
-            .await?;
-            for row in &store.rows {
-                let size = human_bytes_small(row.size);
-                run.report.figures.push(Figure::new(
-                    &format!("store/{}/{}/{size}", row.system, row.op),
-                    &format!("{} {} {size}", row.system, row.op),
-                    "MB/s",
-                    Better::Higher,
-                    vec![row.mb_per_s],
-                ));
+    let done = async {
+        match which(&["etcd", "redis-server"]) {
+            Err(missing) => {
+                run.skip("store", format!("{missing} is not installed (Debian: etcd-server, redis-server)"))
             }
-            if let Some(why) = &store.scaling.skipped {
-                run.skip("store scaling over emulated hosts", why);
+            Ok(()) => {
+                let store = crate::store::run(&crate::store::StoreOptions {
+                    quick: options.quick,
+                    work_dir: work_dir.clone(),
+                    exe: exe.clone(),
+                    clients: 16,
+                })
+                .await?;
+                for row in &store.rows {
+                    let size = human_bytes_small(row.size);
+                    run.report.figures.push(Figure::new(
+                        &format!("store/{}/{}/{size}", row.system, row.op),
+                        &format!("{} {} {size}", row.system, row.op),
+                        "MB/s",
+                        Better::Higher,
+                        vec![row.mb_per_s],
+                    ));
+                }
+                if let Some(why) = &store.scaling.skipped {
+                    run.skip("store scaling over emulated hosts", why);
+                }
+                run.part("store", &store)?;
             }
-            run.part("store", &store)?;
         }
+        Ok(())
     }
+    .await;
+    run.settle("store", done);
 
     run.progress.next("sort");
-    let sort_options = crate::sort::SortOptions {
-        exe: exe.clone(),
-        sizes: options.sort_sizes.clone(),
-        repeats: options.repeats,
-        work_dir: work_dir.clone(),
-        local_s3: false,
-    };
-    let sort = tokio::task::spawn_blocking(move || crate::sort::run(&sort_options)).await??;
-    for size in &sort.sizes {
-        let name = human_bytes(size.bytes);
-        let gib = size.bytes as f64 / (1u64 << 30) as f64;
-        for v in &size.variants {
-            run.report.figures.push(
-                Figure::new(
-                    &format!("sort/{name}/{}", v.name),
-                    &format!("sort {name}, {}", v.name),
-                    "s",
-                    Better::Lower,
-                    v.seconds.clone(),
-                )
-                .plotted("sort-size", &v.name, gib),
-            );
-            run.dollars(
-                &format!("sort {name}/{}", v.name),
-                &format!("sort {name}, {}", v.name),
-                v.dollars,
-                Some((&v.name, gib)),
-            );
-        }
-    }
-    run.part("sort", &sort)?;
-
-    run.progress.next("wordcount");
-    let wc_options = crate::wordcount::WordCountOptions {
-        exe: exe.clone(),
-        bytes: options.text_bytes,
-        repeats: options.repeats,
-        work_dir: work_dir.clone(),
-    };
-    let wc = tokio::task::spawn_blocking(move || crate::wordcount::run(&wc_options)).await??;
-    let name = human_bytes(wc.bytes);
-    for v in &wc.variants {
-        run.report.figures.push(Figure::new(
-            &format!("wordcount/{name}/{}", v.name),
-            &format!("wordcount {name}, {}", v.name),
-            "s",
-            Better::Lower,
-            v.seconds.clone(),
-        ));
-        run.dollars(&format!("wordcount {name}/{}", v.name), &format!("wordcount {name}, {}", v.name), v.dollars, None);
-    }
-    run.part("wordcount", &wc)?;
-
-    for &sf in &options.sfs {
-        run.progress.next(&format!("TPC-H at scale factor {sf}"));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let tpch = crate::tpch::run(&crate::tpch::TpchOptions {
+    let done = async {
+        let sort_options = crate::sort::SortOptions {
             exe: exe.clone(),
-            sf,
-            work_dir: work_dir.clone(),
-            workers: cores.max(2),
-            queries: options.queries.clone(),
+            sizes: options.sort_sizes.clone(),
             repeats: options.repeats,
-            objects: None,
+            work_dir: work_dir.clone(),
             local_s3: false,
-            peers: !crate::tpch::PEERS.is_empty(),
-        })
-        .await?;
-        let chart = format!("tpch-sf{sf}");
-        // Every variant's runs of a query: Baton's, its baselines', the peers'.
-        let variants = |q: &crate::tpch::QueryReport| -> Vec<(String, Vec<f64>)> {
-            let own = ["single-process DataFusion", "baton planned", "baton object-store only"];
-            let own = own.iter().zip(&q.runs).map(|(v, runs)| (v.to_string(), runs.clone()));
-            own.chain(q.peers.iter().map(|p| (p.name.clone(), p.runs.clone()))).collect()
         };
-        for q in &tpch.queries {
-            let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
-            for (variant, samples) in &variants(q) {
+        let sort = tokio::task::spawn_blocking(move || crate::sort::run(&sort_options)).await??;
+        for size in &sort.sizes {
+            let name = human_bytes(size.bytes);
+            let gib = size.bytes as f64 / (1u64 << 30) as f64;
+            for v in &size.variants {
                 run.report.figures.push(
                     Figure::new(
-                        &format!("tpch-sf{sf}/{}/{variant}", q.name),
-                        &format!("TPC-H sf{sf} {} {variant}", q.name),
+                        &format!("sort/{name}/{}", v.name),
+                        &format!("sort {name}, {}", v.name),
                         "s",
                         Better::Lower,
-                        samples.clone(),
+                        v.seconds.clone(),
                     )
-                    .plotted(&chart, variant, number),
+                    .plotted("sort-size", &v.name, gib),
+                );
+                run.dollars(
+                    &format!("sort {name}/{}", v.name),
+                    &format!("sort {name}, {}", v.name),
+                    v.dollars,
+                    Some((&v.name, gib)),
                 );
             }
         }
-        // Each variant's total over the queries, run by run.
-        let mut totals: Vec<(String, Vec<f64>)> = Vec::new();
-        for q in &tpch.queries {
-            for (variant, runs) in variants(q) {
-                let sum = match totals.iter_mut().find(|(v, _)| *v == variant) {
-                    Some((_, sum)) => sum,
-                    None => {
-                        totals.push((variant, vec![0.0; options.repeats.max(1)]));
-                        &mut totals.last_mut().context("just pushed")?.1
-                    }
-                };
-                for (a, b) in sum.iter_mut().zip(&runs) {
-                    *a += b;
-                }
-            }
-        }
-        for (variant, samples) in totals {
+        run.part("sort", &sort)?;
+        Ok(())
+    }
+    .await;
+    run.settle("sort", done);
+
+    run.progress.next("wordcount");
+    let done = async {
+        let wc_options = crate::wordcount::WordCountOptions {
+            exe: exe.clone(),
+            bytes: options.text_bytes,
+            repeats: options.repeats,
+            work_dir: work_dir.clone(),
+        };
+        let wc = tokio::task::spawn_blocking(move || crate::wordcount::run(&wc_options)).await??;
+        let name = human_bytes(wc.bytes);
+        for v in &wc.variants {
             run.report.figures.push(Figure::new(
-                &format!("tpch-sf{sf}/total/{variant}"),
-                &format!("TPC-H sf{sf} all queries, {variant}"),
+                &format!("wordcount/{name}/{}", v.name),
+                &format!("wordcount {name}, {}", v.name),
                 "s",
                 Better::Lower,
-                samples,
+                v.seconds.clone(),
             ));
-        }
-        for (i, variant) in ["baton planned", "baton object-store only"].iter().enumerate() {
-            let mut cost = Cost::default();
-            for q in &tpch.queries {
-                cost.add(q.dollars[i]);
-            }
             run.dollars(
-                &format!("tpch-sf{sf}/{variant}"),
-                &format!("TPC-H sf{sf} all queries, {variant}"),
-                Some(cost),
+                &format!("wordcount {name}/{}", v.name),
+                &format!("wordcount {name}, {}", v.name),
+                v.dollars,
                 None,
             );
         }
-        run.part(&format!("tpch-sf{sf}"), &tpch)?;
+        run.part("wordcount", &wc)?;
+        Ok(())
+    }
+    .await;
+    run.settle("wordcount", done);
+
+    for &sf in &options.sfs {
+        run.progress.next(&format!("TPC-H at scale factor {sf}"));
+        let done = async {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let tpch = crate::tpch::run(&crate::tpch::TpchOptions {
+                exe: exe.clone(),
+                sf,
+                work_dir: work_dir.clone(),
+                workers: cores.max(2),
+                queries: options.queries.clone(),
+                repeats: options.repeats,
+                objects: None,
+                local_s3: false,
+                peers: !crate::tpch::PEERS.is_empty(),
+            })
+            .await?;
+            let chart = format!("tpch-sf{sf}");
+            // Every variant's runs of a query: Baton's, its baselines', the peers'.
+            let variants = |q: &crate::tpch::QueryReport| -> Vec<(String, Vec<f64>)> {
+                let own = ["single-process DataFusion", "baton planned", "baton object-store only"];
+                let own = own.iter().zip(&q.runs).map(|(v, runs)| (v.to_string(), runs.clone()));
+                own.chain(q.peers.iter().map(|p| (p.name.clone(), p.runs.clone()))).collect()
+            };
+            for q in &tpch.queries {
+                let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
+                for (variant, samples) in &variants(q) {
+                    run.report.figures.push(
+                        Figure::new(
+                            &format!("tpch-sf{sf}/{}/{variant}", q.name),
+                            &format!("TPC-H sf{sf} {} {variant}", q.name),
+                            "s",
+                            Better::Lower,
+                            samples.clone(),
+                        )
+                        .plotted(&chart, variant, number),
+                    );
+                }
+            }
+            // Each variant's total over the queries, run by run.
+            let mut totals: Vec<(String, Vec<f64>)> = Vec::new();
+            for q in &tpch.queries {
+                for (variant, runs) in variants(q) {
+                    let sum = match totals.iter_mut().find(|(v, _)| *v == variant) {
+                        Some((_, sum)) => sum,
+                        None => {
+                            totals.push((variant, vec![0.0; options.repeats.max(1)]));
+                            &mut totals.last_mut().context("just pushed")?.1
+                        }
+                    };
+                    for (a, b) in sum.iter_mut().zip(&runs) {
+                        *a += b;
+                    }
+                }
+            }
+            for (variant, samples) in totals {
+                run.report.figures.push(Figure::new(
+                    &format!("tpch-sf{sf}/total/{variant}"),
+                    &format!("TPC-H sf{sf} all queries, {variant}"),
+                    "s",
+                    Better::Lower,
+                    samples,
+                ));
+            }
+            for (i, variant) in ["baton planned", "baton object-store only"].iter().enumerate() {
+                let mut cost = Cost::default();
+                for q in &tpch.queries {
+                    cost.add(q.dollars[i]);
+                }
+                run.dollars(
+                    &format!("tpch-sf{sf}/{variant}"),
+                    &format!("TPC-H sf{sf} all queries, {variant}"),
+                    Some(cost),
+                    None,
+                );
+            }
+            run.part(&format!("tpch-sf{sf}"), &tpch)?;
+            Ok(())
+        }
+        .await;
+        run.settle(&format!("TPC-H at scale factor {sf}"), done);
     }
     Ok(())
 }
@@ -436,14 +483,6 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
 async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
     // A whole number of Mbit/s, as tc writes rates.
     let nic = format!("{}mbit", (options.instance.baseline_gbit * 1000.0).round() as u64);
-    let bytes = options.sort_sizes.first().copied().unwrap_or(1 << 30);
-    let sf = options.sfs.first().copied().unwrap_or(0.0);
-    if options.sort_sizes.len() > 1 || options.sfs.len() > 1 {
-        run.skip(
-            "emulated sizes beyond the first",
-            "the emulated profile sorts the first size and runs the first scale factor at each host count",
-        );
-    }
     let ssh = options.profile == Profile::Ssh;
     let counts = if ssh {
         let inventory = options.inventory.as_deref().context("the ssh profile needs --inventory FILE")?;
@@ -457,65 +496,89 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
         } else {
             run.progress.next(&format!("{hosts} emulated {} hosts ({nic} links)", options.instance.name));
         }
-        let cluster_options = crate::cluster::ClusterOptions {
-            exe: options.exe.clone(),
-            hosts,
-            nic: nic.clone(),
-            workers: options.workers_per_host,
-            bytes,
-            tasks: ((bytes >> 27) as u32).max(4 * hosts as u32),
-            sf,
-            queries: options.queries.clone(),
-            repeats: options.repeats,
-            work_dir: std::path::absolute(&options.work_dir)?,
-            s3_rates: true,
-            inventory: if ssh { options.inventory.clone() } else { None },
-        };
-        let report = tokio::task::spawn_blocking(move || crate::cluster::run(&cluster_options)).await??;
-        let name = human_bytes(bytes);
-        for v in &report.sort.variants {
-            run.report.figures.push(
-                Figure::new(
-                    &format!("cluster-sort/{name}/{hosts} hosts/{}", v.name),
-                    &format!("sort {name} on {hosts} hosts, {}", v.name),
-                    "s",
-                    Better::Lower,
-                    v.seconds.clone(),
-                )
-                .plotted("sort-hosts", &v.name, hosts as f64),
-            );
-            for (i, (p, m)) in v.predicted.iter().zip(&v.measured).enumerate() {
-                run.report.figures.push(
-                    Figure::new(
-                        &format!("edges/{hosts} hosts/{}/run {i}", v.name),
-                        &format!("sort shuffle on {hosts} hosts, {}: measured s (run {i})", v.name),
-                        "s",
-                        Better::Lower,
-                        vec![*m],
-                    )
-                    .plotted("edges", &format!("{} ({hosts} hosts)", v.name), *p),
-                );
-            }
-        }
-        if let Some(tpch) = &report.tpch {
-            let chart = format!("tpch-sf{}-{hosts}-hosts", tpch.sf);
-            for q in &tpch.queries {
-                let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
-                for (variant, s) in tpch.variants.iter().zip(&q.seconds) {
+        let done = async {
+            let cluster_options = crate::cluster::ClusterOptions {
+                exe: options.exe.clone(),
+                hosts,
+                nic: nic.clone(),
+                workers: options.workers_per_host,
+                // 8 map and 8 reduce tasks a GiB, at least 4 a host.
+                sorts: options.sort_sizes.iter().map(|&b| (b, ((b >> 27) as u32).max(4 * hosts as u32))).collect(),
+                sfs: options.sfs.clone(),
+                queries: options.queries.clone(),
+                repeats: options.repeats,
+                work_dir: std::path::absolute(&options.work_dir)?,
+                s3_rates: true,
+                inventory: if ssh { options.inventory.clone() } else { None },
+            };
+            let report = tokio::task::spawn_blocking(move || crate::cluster::run(&cluster_options)).await??;
+            for sort in &report.sorts {
+                let name = human_bytes(sort.bytes);
+                for v in &sort.variants {
                     run.report.figures.push(
                         Figure::new(
-                            &format!("cluster-tpch-sf{}/{hosts} hosts/{}/{variant}", tpch.sf, q.name),
-                            &format!("TPC-H sf{} {} on {hosts} hosts, {variant}", tpch.sf, q.name),
+                            &format!("cluster-sort/{name}/{hosts} hosts/{}", v.name),
+                            &format!("sort {name} on {hosts} hosts, {}", v.name),
                             "s",
                             Better::Lower,
-                            vec![*s],
+                            v.seconds.clone(),
                         )
-                        .plotted(&chart, variant, number),
+                        .plotted("sort-hosts", &format!("{}, {name}", v.name), hosts as f64),
                     );
+                    for (i, (p, m)) in v.predicted.iter().zip(&v.measured).enumerate() {
+                        run.report.figures.push(
+                            Figure::new(
+                                &format!("edges/{name}/{hosts} hosts/{}/run {i}", v.name),
+                                &format!("sort {name} shuffle on {hosts} hosts, {}: measured s (run {i})", v.name),
+                                "s",
+                                Better::Lower,
+                                vec![*m],
+                            )
+                            .plotted(
+                                "edges",
+                                &format!("{}, {name} ({hosts} hosts)", v.name),
+                                *p,
+                            ),
+                        );
+                    }
                 }
             }
+            for tpch in &report.tpch {
+                let chart = format!("tpch-sf{}-{hosts}-hosts", tpch.sf);
+                for q in &tpch.queries {
+                    let number: f64 = q.name.trim_start_matches('q').parse().unwrap_or(0.0);
+                    for (variant, s) in
+                        tpch.variants.iter().zip(&q.seconds).chain(tpch.peers.iter().zip(&q.peer_seconds))
+                    {
+                        run.report.figures.push(
+                            Figure::new(
+                                &format!("cluster-tpch-sf{}/{hosts} hosts/{}/{variant}", tpch.sf, q.name),
+                                &format!("TPC-H sf{} {} on {hosts} hosts, {variant}", tpch.sf, q.name),
+                                "s",
+                                Better::Lower,
+                                vec![*s],
+                            )
+                            .plotted(&chart, variant, number),
+                        );
+                    }
+                }
+                for (variant, total) in
+                    tpch.variants.iter().zip(&tpch.totals).chain(tpch.peers.iter().zip(&tpch.peer_totals))
+                {
+                    run.report.figures.push(Figure::new(
+                        &format!("cluster-tpch-sf{}/{hosts} hosts/total/{variant}", tpch.sf),
+                        &format!("TPC-H sf{} all queries on {hosts} hosts, {variant}", tpch.sf),
+                        "s",
+                        Better::Lower,
+                        vec![*total],
+                    ));
+                }
+            }
+            run.part(&format!("cluster-{hosts}-hosts"), &report)?;
+            Ok(())
         }
-        run.part(&format!("cluster-{hosts}-hosts"), &report)?;
+        .await;
+        run.settle(&format!("{hosts} hosts"), done);
     }
     Ok(())
 }

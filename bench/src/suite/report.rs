@@ -166,6 +166,9 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// What did not run.
     pub skipped: Vec<Skipped>,
+    /// The parts that failed, and their errors (the rest of the suite ran on).
+    #[serde(default)]
+    pub failed: Vec<Skipped>,
     /// Each part's own report, as that benchmark writes it (for detail beyond the figures).
     pub parts: BTreeMap<String, serde_json::Value>,
 }
@@ -234,6 +237,12 @@ impl Report {
             let figures: Vec<Figure> =
                 self.figures.iter().filter(|f| f.key.split('/').next() == Some(part)).cloned().collect();
             table(&mut md, &figures);
+        }
+        if !self.failed.is_empty() {
+            md.push_str("\n## Failed\n\n");
+            for s in &self.failed {
+                md.push_str(&format!("- {}: {}\n", s.what, s.reason));
+            }
         }
         if !self.skipped.is_empty() {
             md.push_str("\n## Not run\n\n");
@@ -316,6 +325,7 @@ pub(crate) mod tests {
                 Figure::new("paths/vm-local/1 MiB", "vm-local 1 MiB", "MB/s", Better::Higher, vec![5000.0]),
             ],
             skipped: vec![Skipped { what: "peers".into(), reason: "built without --features peers".into() }],
+            failed: vec![Skipped { what: "store".into(), reason: "etcd did not start".into() }],
             parts: BTreeMap::from([("sort".to_string(), serde_json::json!({"workers": 2}))]),
         };
         report.relate("paths/", super::super::limits::MEMCPY);
@@ -348,7 +358,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_markdown_has_a_table_per_part_and_what_did_not_run() {
+    fn the_markdown_has_a_table_per_part_what_failed_and_what_did_not_run() {
         let md = sample().markdown();
         for expected in [
             "## This machine's limits",
@@ -358,6 +368,8 @@ pub(crate) mod tests {
             "50%",
             "## Not run",
             "- peers: built without",
+            "## Failed",
+            "- store: etcd did not start",
         ] {
             assert!(md.contains(expected), "{expected} missing from\n{md}");
         }

@@ -116,6 +116,18 @@ fn save(dir: &Path, state: &State) -> Result<()> {
 }
 
 /// Starts `options.hosts` emulated hosts and writes their cluster file; returns it.
+/// The address and network namespace of emulation `id`'s host `i`.
+pub fn host_address(id: u8, i: usize) -> (Ipv4Addr, String) {
+    (Ipv4Addr::new(10, 77, id, 10 + i as u8), format!("baton-{id}-h{i}"))
+}
+
+/// The network namespace of the emulated host at `ip`, if it is one's.
+pub fn host_namespace(ip: std::net::IpAddr) -> Option<String> {
+    let std::net::IpAddr::V4(v4) = ip else { return None };
+    let [a, b, id, last] = v4.octets();
+    (a == 10 && b == 77 && last >= 10).then(|| host_address(id, usize::from(last - 10)).1)
+}
+
 pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -219,8 +231,7 @@ fn build(options: &EmulateOptions, state: &mut State, gbps: f64) -> Result<Clust
     // The hosts' processes follow the S3 and store hosts' in the record.
     let first = state.pids.len();
     for i in 0..options.hosts {
-        let ns = format!("baton-{id}-h{i}");
-        let ip = Ipv4Addr::new(10, 77, id, 10 + i as u8);
+        let (ip, ns) = host_address(id, i);
         add_host(options, state, &ns, &format!("bv{id}h{i}"), ip, &bridge)?;
         // Its node, with its own certificate for its address.
         let home = dir.join(format!("h{i}"));
@@ -571,5 +582,14 @@ mod tests {
         assert_eq!(gbps("2.5Gbit"), Some(2.5));
         assert_eq!(gbps("fast"), None);
         assert_eq!(gbps("0gbit"), None);
+    }
+
+    #[test]
+    fn a_hosts_namespace_follows_from_its_address() {
+        let (ip, ns) = host_address(3, 2);
+        assert_eq!((ip, ns.as_str()), (Ipv4Addr::new(10, 77, 3, 12), "baton-3-h2"));
+        assert_eq!(host_namespace(ip.into()), Some(ns));
+        assert_eq!(host_namespace(Ipv4Addr::new(10, 77, 3, 9).into()), None, "the S3 host is not a host");
+        assert_eq!(host_namespace(Ipv4Addr::LOCALHOST.into()), None);
     }
 }

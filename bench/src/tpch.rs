@@ -71,6 +71,9 @@ pub struct PeerRuns {
     pub seconds: f64,
     /// Every run's seconds.
     pub runs: Vec<f64>,
+    /// CPU seconds the peer's own processes (workers, scheduler) used over all its runs: the
+    /// work it did outside the benchmark's process.
+    pub worker_cpu_s: f64,
 }
 
 /// The peers this build runs.
@@ -166,6 +169,7 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
         let mut planned = Vec::new();
         let mut object_store = Vec::new();
         let mut peer_runs: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
+        let mut peer_cpu = vec![0.0; PEERS.len()];
         let mut last = None;
         let mut dollars = [crate::cost::Cost::default(); 2];
         let mut expected = Vec::new();
@@ -191,13 +195,13 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
                 }
             }
             if let (Some(peers), Some(baton)) = (&peers, &last) {
-                for (i, (peer, seconds, got)) in
-                    peers.run(sql).await.with_context(|| name.to_string())?.into_iter().enumerate()
-                {
-                    if let Err(e) = baton_sql::compare::same_result(&got, &baton.batches) {
-                        bail!("{name}: {peer}'s result differs from Baton's: {e}");
+                let runs = peers.run(sql).await.with_context(|| name.to_string())?;
+                for (i, run) in runs.into_iter().enumerate() {
+                    if let Err(e) = baton_sql::compare::same_result(&run.batches, &baton.batches) {
+                        bail!("{name}: {}'s result differs from Baton's: {e}", run.name);
                     }
-                    peer_runs[i].push(seconds);
+                    peer_runs[i].push(run.seconds);
+                    peer_cpu[i] += run.worker_cpu_s;
                 }
             }
         }
@@ -226,8 +230,14 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
             peers: PEERS
                 .iter()
                 .zip(peer_runs)
-                .filter(|(_, runs)| !runs.is_empty())
-                .map(|(name, runs)| PeerRuns { name: name.to_string(), seconds: median(runs.clone()), runs })
+                .zip(peer_cpu)
+                .filter(|((_, runs), _)| !runs.is_empty())
+                .map(|((name, runs), worker_cpu_s)| PeerRuns {
+                    name: name.to_string(),
+                    seconds: median(runs.clone()),
+                    runs,
+                    worker_cpu_s,
+                })
                 .collect(),
         };
         let peers: String = report.peers.iter().map(|p| format!(", {} {:.3} s", p.name, p.seconds)).collect();
@@ -317,7 +327,12 @@ pub fn markdown(r: &TpchReport) -> String {
         r.total_object_store_s / r.total_baton_s.max(1e-9)
     ));
     for (name, total) in &r.total_peers_s {
-        md.push_str(&format!("- Baton is **{:.2}x** faster than {name} in total\n", total / r.total_baton_s.max(1e-9)));
+        let cpu: f64 =
+            r.queries.iter().flat_map(|q| &q.peers).filter(|p| p.name == *name).map(|p| p.worker_cpu_s).sum();
+        md.push_str(&format!(
+            "- Baton is **{:.2}x** faster than {name} in total (its worker processes used {cpu:.1} CPU s over all runs)\n",
+            total / r.total_baton_s.max(1e-9)
+        ));
     }
     md
 }

@@ -125,11 +125,11 @@ pub fn run(
                 std::fs::remove_file(d.join(&csv))?;
             }
             if let (Some(peers), Some(expected)) = (&peers, &expected) {
-                for (i, (peer, secs, got)) in block_on(peers.run(sql))??.into_iter().enumerate() {
-                    if !same_rows(expected, &to_csv(&got)?) {
-                        bail!("{name}: {peer}'s rows differ from the planned run's");
+                for (i, run) in block_on(peers.run(sql))??.into_iter().enumerate() {
+                    if !same_rows(expected, &to_csv(&run.batches)?) {
+                        bail!("{name}: {}'s rows differ from the planned run's", run.name);
                     }
-                    peer_seconds[i].push(secs);
+                    peer_seconds[i].push(run.seconds);
                 }
             }
         }

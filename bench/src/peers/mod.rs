@@ -96,16 +96,36 @@ impl Peers {
     pub fn sessions(&self) -> &[(&'static str, datafusion::prelude::SessionContext)] {
         match *self {}
     }
+
+    /// Each peer's processes' CPU seconds.
+    pub fn cpu_seconds(&self) -> Vec<f64> {
+        match *self {}
+    }
+}
+
+/// One peer's run of a query.
+#[derive(Debug)]
+pub struct PeerRun {
+    /// The peer.
+    pub name: &'static str,
+    /// Seconds from planning to the collected result.
+    pub seconds: f64,
+    /// CPU seconds its processes (workers, scheduler) used meanwhile.
+    pub worker_cpu_s: f64,
+    /// The result.
+    pub batches: Vec<RecordBatch>,
 }
 
 impl Peers {
-    /// Runs `sql` on each peer in turn: its name, seconds and result.
-    pub async fn run(&self, sql: &str) -> anyhow::Result<Vec<(&'static str, f64, Vec<RecordBatch>)>> {
+    /// Runs `sql` on each peer in turn.
+    pub async fn run(&self, sql: &str) -> anyhow::Result<Vec<PeerRun>> {
         let mut runs = Vec::new();
-        for (peer, ctx) in self.sessions() {
+        for (i, (peer, ctx)) in self.sessions().iter().enumerate() {
+            let cpu = self.cpu_seconds()[i];
             let start = Instant::now();
-            let got = baton_sql::query::run_single(ctx, sql).await.with_context(|| format!("on {peer}"))?;
-            runs.push((*peer, start.elapsed().as_secs_f64(), got));
+            let batches = baton_sql::query::run_single(ctx, sql).await.with_context(|| format!("on {peer}"))?;
+            let seconds = start.elapsed().as_secs_f64();
+            runs.push(PeerRun { name: peer, seconds, worker_cpu_s: self.cpu_seconds()[i] - cpu, batches });
         }
         Ok(runs)
     }

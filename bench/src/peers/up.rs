@@ -18,7 +18,8 @@ use super::{NAMES, PeersOptions, Place};
 /// The peers, up: a session for each, over the same tables. Dropping it kills their processes.
 pub struct Peers {
     sessions: Vec<(&'static str, SessionContext)>,
-    children: Vec<Child>,
+    /// Each process, with the index of its peer in [`NAMES`].
+    children: Vec<(usize, Child)>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,6 +35,18 @@ impl Peers {
         &self.sessions
     }
 
+    /// The CPU seconds each peer's processes have used so far, in [`NAMES`]' order: what its
+    /// workers (and scheduler) did, as against its coordinator in this process.
+    pub fn cpu_seconds(&self) -> Vec<f64> {
+        let mut seconds = vec![0.0; NAMES.len()];
+        for (peer, child) in &self.children {
+            if let Some(pid) = child.id() {
+                seconds[*peer] += cpu_seconds(pid);
+            }
+        }
+        seconds
+    }
+
     /// Starts every peer process, waits for them to listen, and registers `tables` in a session
     /// of each.
     pub async fn start(options: &PeersOptions, tables: &[Table]) -> anyhow::Result<Peers> {
@@ -45,12 +58,12 @@ impl Peers {
         let mut urls = Vec::new();
         for place in &options.workers {
             let (child, addr) = spawn(options, place, &["distributed-worker", "--memory", &memory]).await?;
-            children.push(child);
+            children.push((0, child));
             urls.push(url::Url::parse(&format!("http://{addr}"))?);
         }
         // Ballista's scheduler, then its executors.
         let (child, scheduler) = spawn(options, &options.scheduler, &["ballista-scheduler"]).await?;
-        children.push(child);
+        children.push((1, child));
         let mut executors = Vec::new();
         for (i, place) in options.workers.iter().enumerate() {
             let work = dir.path().join(format!("executor-{i}"));
@@ -67,7 +80,7 @@ impl Peers {
                 "1",
             ];
             let (child, addr) = spawn(options, place, &args).await?;
-            children.push(child);
+            children.push((1, child));
             executors.push(addr);
         }
         for addr in &executors {
@@ -119,6 +132,19 @@ impl datafusion_distributed::WorkerResolver for Workers {
     fn get_urls(&self) -> Result<Vec<url::Url>, datafusion::error::DataFusionError> {
         Ok(self.0.clone())
     }
+}
+
+/// The user and system CPU seconds of process `pid` (0 when it is gone). `ip netns exec`
+/// execs the peer in its own process, so the pid is the peer's.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
 }
 
 /// Starts `baton bench peer-serve ROLE …` at `place`; the child and the address it printed.

@@ -20,7 +20,7 @@ fn the_peers_run_tpch_beside_baton_with_the_same_results_and_leave_nothing() {
             "bench",
             "tpch",
             "--sf",
-            "0.01",
+            "0.1",
             "--queries",
             "1,3,6,13,18",
             "--repeats",
@@ -28,6 +28,8 @@ fn the_peers_run_tpch_beside_baton_with_the_same_results_and_leave_nothing() {
             "--workers",
             "2",
             "--peers",
+            "--peer-scan-bytes",
+            "1MiB",
             "--out",
             "out",
             "--work-dir",
@@ -49,6 +51,17 @@ fn the_peers_run_tpch_beside_baton_with_the_same_results_and_leave_nothing() {
         }
     }
     assert_eq!(report["total_peers_s"].as_array().unwrap().len(), 2);
+    // Each peer's own processes did work: the queries ran on its workers, not only in the
+    // benchmark's process.
+    for peer in ["datafusion-distributed", "Ballista"] {
+        let cpu: f64 = queries
+            .iter()
+            .flat_map(|q| q["peers"].as_array().unwrap())
+            .filter(|p| p["name"] == peer)
+            .map(|p| p["worker_cpu_s"].as_f64().unwrap())
+            .sum();
+        assert!(cpu > 0.05, "{peer}'s workers used {cpu} CPU seconds");
+    }
     let md = std::fs::read_to_string(dir.path().join("out/tpch.md")).unwrap();
     assert!(md.contains("datafusion-distributed s") && md.contains("faster than Ballista"), "{md}");
     // The peers' processes and their directory are gone.

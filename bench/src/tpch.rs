@@ -60,6 +60,8 @@ pub struct TpchOptions {
     pub local_s3: bool,
     /// Run the peers too (needs a build with `--features peers`).
     pub peers: bool,
+    /// datafusion-distributed's scan bytes per task (none: its default).
+    pub peer_scan_bytes: Option<u64>,
 }
 
 /// A peer's runs of one query.
@@ -278,6 +280,7 @@ async fn start_peers(
         workers: vec![crate::peers::Place::loopback(); options.workers],
         scheduler: crate::peers::Place::loopback(),
         partitions: options.workers,
+        scan_bytes_per_task: options.peer_scan_bytes,
         worker_memory: local.worker_memory,
         work_dir: options.work_dir.clone(),
     };

@@ -109,6 +109,10 @@ enum Workload {
         /// check their results equal Baton's (a build with `--features peers`).
         #[arg(long)]
         peers: bool,
+        /// datafusion-distributed's scan bytes per task (default: its own, 16 MiB; smaller
+        /// spreads small tables over the workers).
+        #[arg(long, requires = "peers")]
+        peer_scan_bytes: Option<baton_planner::ByteSize>,
         /// Directory for the JSON and Markdown reports.
         #[arg(long, default_value = "baton-data/bench")]
         out: PathBuf,
@@ -374,7 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
-        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, peers, out, work_dir } => {
+        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, peers, peer_scan_bytes, out, work_dir } => {
             known_queries(&queries)?;
             warn_if_debug();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -388,6 +392,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 objects,
                 local_s3,
                 peers,
+                peer_scan_bytes: peer_scan_bytes.map(|b| b.0),
             };
             let report = baton_bench::tpch::run(&options).await?;
             write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))

@@ -159,6 +159,7 @@ async fn start_peers(options: &ClusterOptions, file: &ClusterFile, data: &Path) 
     let peers = PeersOptions {
         exe: options.exe.clone(),
         partitions: workers.len(),
+        scan_bytes_per_task: None,
         workers,
         scheduler: first,
         worker_memory: memory,

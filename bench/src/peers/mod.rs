@@ -65,6 +65,9 @@ pub struct PeersOptions {
     pub scheduler: Place,
     /// Partitions per stage (Baton's).
     pub partitions: usize,
+    /// Scan bytes per task of datafusion-distributed's planner (none: its default, 16 MiB;
+    /// smaller spreads small tables over more workers).
+    pub scan_bytes_per_task: Option<u64>,
     /// Each worker's memory, bytes (Baton's).
     pub worker_memory: u64,
     /// A directory of the run (Ballista's shuffle files; removed with the peers).

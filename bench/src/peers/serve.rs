@@ -115,7 +115,14 @@ async fn serve_role(options: &ServeOptions) -> anyhow::Result<()> {
             use ballista_scheduler::config::SchedulerConfig;
             let port = free_port(options.ip)?;
             let addr = SocketAddr::new(options.ip, port);
-            let config = SchedulerConfig { bind_host: options.ip.to_string(), bind_port: port, ..Default::default() };
+            // Executors report to the scheduler at its external host: its own address, not
+            // `localhost`, which on another host is that host.
+            let config = SchedulerConfig {
+                bind_host: options.ip.to_string(),
+                external_host: options.ip.to_string(),
+                bind_port: port,
+                ..Default::default()
+            };
             let cluster = BallistaCluster::new_from_config(&config).await?;
             announce(addr);
             ballista_scheduler::scheduler_process::start_server(cluster, addr, Arc::new(config))

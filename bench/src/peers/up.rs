@@ -86,7 +86,7 @@ impl Peers {
         for addr in &executors {
             wait_listening(*addr, "a Ballista executor").await?;
         }
-        let distributed = distributed_session(options, urls);
+        let distributed = distributed_session(options, urls)?;
         session::register(&distributed, tables).await?;
         let ballista = ballista_session(options, scheduler).await?;
         session::register(&ballista, tables).await?;
@@ -97,20 +97,21 @@ impl Peers {
 /// The coordinator's session: DataFusion's defaults with the distributed planner, the workers
 /// resolved from their list, Baton's partitions, and a pool of one worker's memory for the
 /// head stage it runs.
-fn distributed_session(options: &PeersOptions, urls: Vec<url::Url>) -> SessionContext {
+fn distributed_session(options: &PeersOptions, urls: Vec<url::Url>) -> anyhow::Result<SessionContext> {
     use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(options.worker_memory as usize)))
-        .build_arc();
+        .build_arc()?;
     let mut builder = SessionStateBuilder::new()
         .with_default_features()
         .with_config(SessionConfig::new().with_target_partitions(options.partitions.max(1)))
+        .with_runtime_env(runtime)
         .with_distributed_worker_resolver(Workers(urls))
         .with_distributed_planner();
-    if let Ok(runtime) = runtime {
-        builder = builder.with_runtime_env(runtime);
+    if let Some(bytes) = options.scan_bytes_per_task {
+        builder = builder.with_distributed_file_scan_config_bytes_per_partition(bytes as usize)?;
     }
-    SessionContext::new_with_state(builder.build())
+    Ok(SessionContext::new_with_state(builder.build()))
 }
 
 /// Ballista's client: a remote session on the scheduler with Baton's partitions.
@@ -161,7 +162,7 @@ async fn spawn(options: &PeersOptions, place: &Place, args: &[&str]) -> anyhow::
         .args(["bench", "peer-serve"])
         .args(args)
         .args(["--ip", &place.ip.to_string()])
-        .env("BATON_LOG", "warn")
+        .env("BATON_LOG", std::env::var("BATON_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

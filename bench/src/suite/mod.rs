@@ -410,6 +410,7 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
                 objects: None,
                 local_s3: false,
                 peers: !crate::tpch::PEERS.is_empty(),
+                peer_scan_bytes: None,
             })
             .await?;
             let chart = format!("tpch-sf{sf}");

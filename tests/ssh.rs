@@ -191,7 +191,8 @@ fn a_sort_runs_on_two_hosts_deployed_over_ssh_and_down_leaves_nothing() {
     let count = |prefix: &str| report.figures.iter().filter(|f| f.key.starts_with(prefix)).count();
     // No remote store over ssh: planned, object store and direct.
     assert_eq!(count("cluster-sort/16 MiB/2 hosts/"), 3, "{:?}", report.figures);
-    assert_eq!(count("cluster-tpch-sf0.01/2 hosts/"), 3 * 3);
+    assert_eq!(count("cluster-tpch-sf0.01/2 hosts/q"), 3 * 3);
+    assert_eq!(count("cluster-tpch-sf0.01/2 hosts/total/"), 3);
     let runs: Vec<_> = std::fs::read_dir(d.join("remote")).unwrap().flatten().map(|e| e.path()).collect();
     assert!(runs.is_empty(), "the suite's deployment left {runs:?} on the hosts");
 }

@@ -60,6 +60,9 @@ pub struct TpchOptions {
     pub local_s3: bool,
     /// Run the peers too (needs a build with `--features peers`).
     pub peers: bool,
+    /// Each worker's memory (the peers' workers get as much, DataFusion alone all of it);
+    /// none: the local default, 2 GiB.
+    pub worker_memory: Option<u64>,
     /// datafusion-distributed's scan bytes per task (none: its default).
     pub peer_scan_bytes: Option<u64>,
 }
@@ -142,6 +145,9 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
     tokio::task::spawn_blocking(move || tpch::ensure(sf, &dir)).await??;
     let mut local = LocalConfig::new(options.work_dir.join("runs"), Some(options.exe.clone()));
     local.workers = options.workers;
+    if let Some(memory) = options.worker_memory {
+        local.worker_memory = memory;
+    }
     local.objects = options.objects.clone();
     // The local S3 server's directory goes with the run (s3s-fs keeps a metadata file for
     // every object it ever held, deleted or not).

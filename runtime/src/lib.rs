@@ -19,6 +19,7 @@ pub mod hosts;
 pub mod http;
 pub mod invoker;
 pub mod lambda;
+pub mod lifeline;
 pub mod local;
 pub mod mapreduce;
 pub mod operator;

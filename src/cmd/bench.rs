@@ -113,6 +113,10 @@ enum Workload {
         /// spreads small tables over the workers).
         #[arg(long, requires = "peers")]
         peer_scan_bytes: Option<baton_planner::ByteSize>,
+        /// Each worker's memory limit (default 2GiB; the peers' workers get as much,
+        /// DataFusion alone all of it).
+        #[arg(long)]
+        worker_memory: Option<baton_planner::ByteSize>,
         /// Directory for the JSON and Markdown reports.
         #[arg(long, default_value = "baton-data/bench")]
         out: PathBuf,
@@ -153,6 +157,9 @@ enum Workload {
         /// Workers per host.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Each worker's memory limit.
+        #[arg(long, default_value = "1GiB")]
+        worker_memory: baton_planner::ByteSize,
         /// How much to sort: one sort per size.
         #[arg(long, value_delimiter = ',', default_value = "1GiB")]
         size: Vec<baton_planner::ByteSize>,
@@ -253,6 +260,9 @@ enum Workload {
         /// Workers per emulated host.
         #[arg(long, default_value_t = 2)]
         workers_per_host: usize,
+        /// Each worker's memory limit (TPC-H at scale factor 10 wants 4GiB).
+        #[arg(long, default_value = "2GiB")]
+        worker_memory: baton_planner::ByteSize,
         /// Directory for the report.
         #[arg(long, default_value = "baton-data/bench/suite")]
         out: PathBuf,
@@ -378,7 +388,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || baton_bench::sort::run(&options)).await??;
             write_reports(&out, "sort", serde_json::to_string_pretty(&report)?, &baton_bench::sort::markdown(&report))
         }
-        Workload::Tpch { sf, workers, queries, repeats, objects, local_s3, peers, peer_scan_bytes, out, work_dir } => {
+        Workload::Tpch {
+            sf,
+            workers,
+            queries,
+            repeats,
+            objects,
+            local_s3,
+            peers,
+            peer_scan_bytes,
+            worker_memory,
+            out,
+            work_dir,
+        } => {
             known_queries(&queries)?;
             warn_if_debug();
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -393,6 +415,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 local_s3,
                 peers,
                 peer_scan_bytes: peer_scan_bytes.map(|b| b.0),
+                worker_memory: worker_memory.map(|b| b.0),
             };
             let report = baton_bench::tpch::run(&options).await?;
             write_reports(&out, "tpch", serde_json::to_string_pretty(&report)?, &baton_bench::tpch::markdown(&report))
@@ -416,7 +439,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Workload::Cluster { hosts, nic, workers, size, tasks, sf, queries, repeats, out, work_dir } => {
+        Workload::Cluster { hosts, nic, workers, worker_memory, size, tasks, sf, queries, repeats, out, work_dir } => {
             known_queries(&queries)?;
             warn_if_debug();
             let options = baton_bench::cluster::ClusterOptions {
@@ -424,6 +447,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 hosts,
                 nic,
                 workers,
+                worker_memory: worker_memory.0,
                 sorts: size
                     .iter()
                     .map(|s| (s.0, tasks.unwrap_or(((s.0 >> 27) as u32).max(4 * hosts as u32))))
@@ -484,6 +508,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             hosts,
             instance,
             workers_per_host,
+            worker_memory,
             out,
             work_dir,
         } => {
@@ -515,6 +540,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 hosts,
                 instance,
                 workers_per_host,
+                worker_memory: worker_memory.0,
             };
             let report = baton_bench::suite::run(&options).await?;
             println!("{}", report.markdown());

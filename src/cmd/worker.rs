@@ -123,16 +123,7 @@ fn verifier(hex: Option<&str>, tls_dir: Option<&std::path::Path>) -> anyhow::Res
 /// Ends this process once standard input reaches its end (the parent closed or died).
 fn exit_when_stdin_closes() {
     std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            match std::io::Read::read(&mut stdin, &mut sink) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
+        baton_runtime::lifeline::wait_for_stdin_to_close();
         tracing::info!("the process that started this worker is gone; exiting");
         std::process::exit(0);
     });

@@ -30,6 +30,8 @@ pub struct ClusterOptions {
     pub nic: String,
     /// Workers per host.
     pub workers: usize,
+    /// Each worker's memory limit (`cluster up --worker-memory`).
+    pub worker_memory: u64,
     /// The sorts: bytes, and map (and reduce) tasks.
     pub sorts: Vec<(u64, u32)>,
     /// TPC-H's scale factors (none: no TPC-H).
@@ -130,6 +132,7 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     let d = dir.path();
     let hosts = options.hosts.to_string();
     let workers = options.workers.to_string();
+    let worker_memory = options.worker_memory.to_string();
     // An `up` that fails undoes itself.
     let up = [
         "cluster",
@@ -140,6 +143,8 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
         &options.nic,
         "--workers",
         &workers,
+        "--worker-memory",
+        &worker_memory,
         "--s3-host",
         "--store-host",
     ];

@@ -65,19 +65,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
 /// Resolves when this process's stdin reaches its end (the process that started it is gone).
 async fn stdin_closed() {
-    let _ = tokio::task::spawn_blocking(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            match std::io::Read::read(&mut stdin, &mut sink) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(baton_runtime::lifeline::wait_for_stdin_to_close).await;
 }
 
 /// A port free on `ip` now (the peers bind their ports themselves).

@@ -80,6 +80,9 @@ pub struct SuiteOptions {
     pub instance: Instance,
     /// Workers per emulated host.
     pub workers_per_host: usize,
+    /// Each worker's memory limit (TPC-H's peers get as much per worker, DataFusion alone all
+    /// of it).
+    pub worker_memory: u64,
     /// The ssh profile's inventory.
     pub inventory: Option<PathBuf>,
 }
@@ -411,6 +414,7 @@ async fn local(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
                 local_s3: false,
                 peers: !crate::tpch::PEERS.is_empty(),
                 peer_scan_bytes: None,
+                worker_memory: Some(options.worker_memory),
             })
             .await?;
             let chart = format!("tpch-sf{sf}");
@@ -503,6 +507,7 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
                 hosts,
                 nic: nic.clone(),
                 workers: options.workers_per_host,
+                worker_memory: options.worker_memory,
                 // 8 map and 8 reduce tasks a GiB, at least 4 a host.
                 sorts: options.sort_sizes.iter().map(|&b| (b, ((b >> 27) as u32).max(4 * hosts as u32))).collect(),
                 sfs: options.sfs.clone(),

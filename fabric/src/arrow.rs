@@ -17,7 +17,8 @@ use bytes::Bytes;
 
 use crate::buffers::Pool;
 use crate::error::{Corruption, Error, Result, panic_message};
-use crate::frame::{FrameReader, FrameSink, PayloadKind};
+use crate::frame::{Frame, FrameReader, FrameSink, PayloadKind};
+use crate::frame_stream::FrameAssembler;
 
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -116,25 +117,85 @@ pub fn read_batches(what: impl std::fmt::Display, data: Bytes) -> Result<(Schema
 }
 
 fn decode_frames(what: &str, data: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let bad = |e: ArrowError| Error::corrupt(what, 0, Corruption::Arrow { message: e.to_string() });
     let mut decoder = StreamDecoder::new();
     let mut batches = Vec::new();
     for frame in FrameReader::new(what, data) {
-        let frame = frame?;
-        if frame.kind != PayloadKind::ArrowIpc {
-            let found = frame.kind.name();
-            return Err(Error::corrupt(what, 0, Corruption::WrongKind { expected: "arrow-ipc", found }));
+        decode_frame(what, &mut decoder, frame?, &mut batches)?;
+    }
+    Ok((end_stream(what, &mut decoder)?, batches))
+}
+
+fn arrow_error(what: &str, e: ArrowError) -> Error {
+    Error::corrupt(what, 0, Corruption::Arrow { message: e.to_string() })
+}
+
+/// Feeds one frame of an Arrow object to `decoder`, adding the batches it completes to `out`.
+fn decode_frame(what: &str, decoder: &mut StreamDecoder, frame: Frame, out: &mut Vec<RecordBatch>) -> Result<()> {
+    if frame.kind != PayloadKind::ArrowIpc {
+        let found = frame.kind.name();
+        return Err(Error::corrupt(what, 0, Corruption::WrongKind { expected: "arrow-ipc", found }));
+    }
+    let mut buffer = Buffer::from(frame.payload);
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer).map_err(|e| arrow_error(what, e))? {
+            out.push(batch);
         }
-        let mut buffer = Buffer::from(frame.payload);
-        while !buffer.is_empty() {
-            if let Some(batch) = decoder.decode(&mut buffer).map_err(bad)? {
-                batches.push(batch);
+    }
+    Ok(())
+}
+
+/// Checks that `decoder`'s stream ended whole and had a schema.
+fn end_stream(what: &str, decoder: &mut StreamDecoder) -> Result<SchemaRef> {
+    decoder.finish().map_err(|e| arrow_error(what, e))?;
+    decoder.schema().ok_or_else(|| arrow_error(what, ArrowError::IpcError("stream has no schema".into())))
+}
+
+/// Decodes Arrow objects (back to back, as a spilled writer leaves them) that arrive in pieces —
+/// ranged reads of a large object — so that a reader holds a piece and the batches it has not yet
+/// passed on, never the whole object. Checks are those of [`read_batches`].
+#[derive(Debug)]
+pub struct BatchAssembler {
+    what: String,
+    frames: FrameAssembler,
+    decoder: StreamDecoder,
+}
+
+impl BatchAssembler {
+    /// An assembler for the object(s) named `what` in errors.
+    pub fn new(what: impl std::fmt::Display) -> Self {
+        let what = what.to_string();
+        Self { frames: FrameAssembler::new(&what), what, decoder: StreamDecoder::new() }
+    }
+
+    /// Adds the next piece of bytes; returns the batches it completed.
+    pub fn push(&mut self, piece: Bytes) -> Result<Vec<RecordBatch>> {
+        self.frames.push(piece);
+        let mut batches = Vec::new();
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+            while let Some(frame) = self.frames.next_frame()? {
+                if frame.kind == PayloadKind::End {
+                    end_stream(&self.what, &mut self.decoder)?;
+                    self.decoder = StreamDecoder::new();
+                } else {
+                    decode_frame(&self.what, &mut self.decoder, frame, &mut batches)?;
+                }
+            }
+            Ok(())
+        }));
+        match decoded {
+            Ok(Ok(())) => Ok(batches),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let message = format!("decoder panicked: {}", panic_message(panic.as_ref()));
+                Err(Error::corrupt(&self.what, 0, Corruption::Arrow { message }))
             }
         }
     }
-    decoder.finish().map_err(bad)?;
-    let schema = decoder.schema().ok_or_else(|| bad(ArrowError::IpcError("stream has no schema".into())))?;
-    Ok((schema, batches))
+
+    /// Checks that the bytes ended where an object ends.
+    pub fn finish(mut self) -> Result<()> {
+        self.frames.finish()
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +260,40 @@ mod tests {
         let mut no_stream = Vec::new();
         crate::frame::encode_end(0, &mut no_stream);
         assert!(matches!(read_batches("t", no_stream.into()), Err(Error::Corrupt { .. })));
+    }
+    /// Every batch of `data` pushed in pieces of `size`, and how the bytes ended.
+    fn assemble(data: &Bytes, size: usize) -> Result<Vec<RecordBatch>> {
+        let mut assembler = BatchAssembler::new("pieces");
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let end = (at + size).min(data.len());
+            out.extend(assembler.push(data.slice(at..end))?);
+            at = end;
+        }
+        assembler.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn objects_in_pieces_decode_as_whole_ones() {
+        let (first, second) = (vec![batch(0, 10)], vec![batch(10, 300), batch(310, 5)]);
+        let mut out = Vec::new();
+        append_batches(&first[0].schema(), &first, &mut out).unwrap();
+        append_batches(&second[0].schema(), &second, &mut out).unwrap();
+        let out = Bytes::from(out);
+        let all: Vec<RecordBatch> = first.iter().chain(&second).cloned().collect();
+        for size in [1, 8, 100, 1000, out.len()] {
+            assert_eq!(assemble(&out, size).unwrap(), all, "pieces of {size}");
+        }
+        // Cut anywhere short of an object's end: an error, never batches passed off as all.
+        for cut in [1, 24, out.len() / 2, out.len() - 8] {
+            assert!(matches!(assemble(&out.slice(..cut), 64), Err(Error::Corrupt { .. })), "cut at {cut}");
+        }
+        let records = crate::frame::encode_records([&b"not arrow"[..]]);
+        assert!(matches!(assemble(&records, 16), Err(Error::Corrupt { .. })));
+        let mut no_stream = Vec::new();
+        crate::frame::encode_end(0, &mut no_stream);
+        assert!(matches!(assemble(&no_stream.into(), 16), Err(Error::Corrupt { .. })));
     }
 }

@@ -127,6 +127,42 @@ pub fn encode_records<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Bytes 
     out.into()
 }
 
+/// A frame header, checked: its magic, its own checksum, its version and its kind.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub(crate) kind: PayloadKind,
+    /// Payload bytes.
+    pub(crate) len: u64,
+    /// Payload bytes with their padding: what follows the header up to the next frame.
+    pub(crate) padded: u64,
+    /// The payload's CRC32C.
+    pub(crate) crc: u32,
+}
+
+impl Header {
+    pub(crate) fn parse(h: &[u8; HEADER_LEN]) -> std::result::Result<Header, Corruption> {
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let magic = word(0);
+        if magic != MAGIC {
+            return Err(Corruption::BadMagic { found: magic });
+        }
+        let (expected, actual) = (word(20), crc32c::crc32c(&h[0..20]));
+        if expected != actual {
+            return Err(Corruption::Checksum { expected, actual });
+        }
+        if h[4] != VERSION {
+            return Err(Corruption::UnsupportedVersion { version: h[4] });
+        }
+        let Some(kind) = PayloadKind::from_byte(h[5]) else {
+            return Err(Corruption::UnknownKind { kind: h[5] });
+        };
+        let mut len8 = [0u8; 8];
+        len8.copy_from_slice(&h[8..16]);
+        let len = u64::from_le_bytes(len8);
+        Ok(Header { kind, len, padded: len.saturating_add(padding(len) as u64), crc: word(16) })
+    }
+}
+
 /// Reads an object's frames in order, checking each before yielding it.
 ///
 /// `what` names the object in errors. After the first error the reader yields nothing more.
@@ -161,33 +197,15 @@ impl FrameReader {
             let available = rest.len() as u64;
             return Err(self.corrupt(Corruption::Truncated { needed: HEADER_LEN as u64, available }));
         }
-        let word = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
-        let magic = word(0);
-        if magic != MAGIC {
-            return Err(self.corrupt(Corruption::BadMagic { found: magic }));
-        }
-        let (expected, actual) = (word(20), crc32c::crc32c(&rest[0..20]));
-        if expected != actual {
-            return Err(self.corrupt(Corruption::Checksum { expected, actual }));
-        }
-        if rest[4] != VERSION {
-            let version = rest[4];
-            return Err(self.corrupt(Corruption::UnsupportedVersion { version }));
-        }
-        let Some(kind) = PayloadKind::from_byte(rest[5]) else {
-            let kind = rest[5];
-            return Err(self.corrupt(Corruption::UnknownKind { kind }));
+        let header = match Header::parse(rest[..HEADER_LEN].try_into().expect("HEADER_LEN bytes")) {
+            Ok(header) => header,
+            Err(corruption) => return Err(self.corrupt(corruption)),
         };
-        let mut len8 = [0u8; 8];
-        len8.copy_from_slice(&rest[8..16]);
-        let len = u64::from_le_bytes(len8);
-        let crc = word(16);
         let available = (rest.len() - HEADER_LEN) as u64;
-        let padded = len.saturating_add(padding(len) as u64);
-        if padded > available {
-            return Err(self.corrupt(Corruption::Truncated { needed: padded, available }));
+        if header.padded > available {
+            return Err(self.corrupt(Corruption::Truncated { needed: header.padded, available }));
         }
-        Ok((kind, len, padded, crc))
+        Ok((header.kind, header.len, header.padded, header.crc))
     }
 
     fn next_frame(&mut self) -> Result<Frame> {

@@ -13,6 +13,7 @@ pub mod buffers;
 pub mod conformance;
 pub mod error;
 pub mod frame;
+pub mod frame_stream;
 pub mod ids;
 pub mod lease;
 pub mod mapping;

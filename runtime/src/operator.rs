@@ -29,6 +29,7 @@
 //! ```
 
 use futures::FutureExt as _;
+use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -421,6 +422,12 @@ impl EdgeSource {
     /// Partition `partition` of `producer`'s committed output (waiting for it when the edge
     /// is pipelined and the producer was not done at launch), k-level tags dropped.
     pub async fn read(&self, producer: u32, partition: u32) -> Result<Vec<RecordBatch>> {
+        self.stream(producer, partition).await?.try_collect().await
+    }
+
+    /// [`EdgeSource::read`] as a stream of batches: a large partition arrives in pieces, so the
+    /// task holds the batches it has not yet consumed rather than the whole object.
+    pub async fn stream(&self, producer: u32, partition: u32) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let input = self.spec();
         let map = match input.maps.iter().find(|m| m.mapper == producer) {
             Some(map) => map.clone(),
@@ -444,13 +451,16 @@ impl EdgeSource {
         };
         let path = self.path(producer).await?;
         let target = Target { path, job: self.task.job, edge: input.edge };
-        let mut batches = ShuffleReader::new(target, partition).read_mapper(&map).await?;
+        let batches = ShuffleReader::new(target, partition).stream_mapper(&map)?;
         self.read.rows.fetch_add(info.rows, Ordering::Relaxed);
         self.read.bytes.fetch_add(info.bytes, Ordering::Relaxed);
-        if input.untag {
-            batches = batches.iter().map(KLevel::untag).collect::<baton_shuffle::Result<_>>()?;
-        }
-        Ok(batches)
+        let untag = input.untag;
+        Ok(batches
+            .map(move |batch| match untag {
+                true => Ok(KLevel::untag(&batch?)?),
+                false => Ok(batch?),
+            })
+            .boxed())
     }
 
     /// Waits until the driver publishes `producer`'s committed output.

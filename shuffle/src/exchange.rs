@@ -21,12 +21,13 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
 use arrow_select::coalesce::BatchCoalescer;
-use baton_fabric::arrow::{ArrowFrameWriter, append_batches, encoded_len_estimate, read_batches};
+use baton_fabric::arrow::{ArrowFrameWriter, BatchAssembler, append_batches, encoded_len_estimate, read_batches};
 use baton_fabric::buffers::Pool;
 use baton_fabric::frame::split_objects;
 use baton_fabric::path::ObjectWriter;
 use baton_fabric::{DataPath, EdgeId, JobId, ObjectKey};
 use baton_planner::Topology;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -443,49 +444,103 @@ fn batch_rows(partitions: usize) -> usize {
     (ROWS * 64 / partitions.max(1)).clamp(256, ROWS)
 }
 
+/// Bytes a reader asks for in one request by default: a larger partition is read in ranges of
+/// this size (large enough that a partition of a 1 GiB shuffle 8 × 8 is one request, small enough
+/// that two in flight stay well inside a function's memory).
+pub const READ_PIECE: u64 = 64 << 20;
+
 /// Reads one reducer's partition from every mapper.
 #[derive(Debug)]
 pub struct ShuffleReader {
     target: Target,
     reducer: u32,
+    piece: u64,
 }
 
 impl ShuffleReader {
     /// A reader for `reducer`'s partition.
     pub fn new(target: Target, reducer: u32) -> Self {
-        Self { target, reducer }
+        Self { target, reducer, piece: READ_PIECE }
+    }
+
+    /// The same reader, asking for at most `bytes` in one request (at least 1).
+    pub fn with_read_piece(mut self, bytes: u64) -> Self {
+        self.piece = bytes.max(1);
+        self
     }
 
     /// The reducer's batches from one mapper (none if its partition is empty): read one mapper
     /// at a time to hold only that much.
     pub async fn read_mapper(&self, output: &MapOutput) -> Result<Vec<RecordBatch>> {
+        self.stream_mapper(output)?.try_collect().await
+    }
+
+    /// The reducer's batches from one mapper as a stream. A partition of up to the read piece
+    /// ([`READ_PIECE`] by default) is read in one request; a larger one in ranges of that size, two in flight, each
+    /// decoded as it arrives: the reader holds about two pieces and the batches not yet taken,
+    /// never the whole object.
+    pub fn stream_mapper(&self, output: &MapOutput) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let Some(info) = output.partition(self.reducer) else {
             return Err(Error::Unsupported {
                 what: format!("reducer {} of a mapper with {} partitions", self.reducer, output.partitions.len()),
             });
         };
         if info.rows == 0 {
-            return Ok(Vec::new());
+            return Ok(futures::stream::empty().boxed());
         }
-        let (key, object) = match (output.layout, &info.range) {
-            (Layout::AllToAll, _) => {
-                let key = self.target.key(output.mapper, output.attempt, self.reducer);
-                (key, self.target.path.get(&key).await?)
-            }
+        let (key, range) = match (output.layout, &info.range) {
+            (Layout::AllToAll, _) => (self.target.key(output.mapper, output.attempt, self.reducer), None),
             (Layout::Coalesced, Some(range)) => {
-                let key = self.target.key(output.mapper, output.attempt, COALESCED);
-                (key, self.target.path.get_range(&key, range.clone()).await?)
+                (self.target.key(output.mapper, output.attempt, COALESCED), Some(range.clone()))
             }
             (Layout::Coalesced, None) => {
                 return Err(Error::Unsupported { what: "a coalesced partition without its byte range".into() });
             }
         };
-        // A writer that spilled left several objects back to back.
-        let mut batches = Vec::new();
-        for piece in split_objects(key, object)? {
-            batches.extend(read_batches(key, piece)?.1);
+        let path = self.target.path.clone();
+        let whole = range.clone().unwrap_or(0..info.bytes);
+        let piece = self.piece;
+        if whole.end - whole.start <= piece {
+            return Ok(futures::stream::once(async move {
+                let object = match range {
+                    None => path.get(&key).await?,
+                    Some(range) => path.get_range(&key, range).await?,
+                };
+                // A writer that spilled left several objects back to back.
+                let mut batches = Vec::new();
+                for piece in split_objects(key, object)? {
+                    batches.extend(read_batches(key, piece)?.1);
+                }
+                Ok::<_, Error>(futures::stream::iter(batches.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed());
         }
-        Ok(batches)
+        let pieces = (whole.start..whole.end).step_by(piece as usize).map(move |at| at..(at + piece).min(whole.end));
+        let fetches = futures::stream::iter(pieces)
+            .map(move |piece| {
+                let path = path.clone();
+                async move { path.get_range(&key, piece).await.map_err(Error::from) }
+            })
+            .buffered(2)
+            .boxed();
+        let state = (fetches, Some(BatchAssembler::new(key)), std::collections::VecDeque::new());
+        Ok(futures::stream::try_unfold(state, |(mut fetches, mut assembler, mut ready)| async move {
+            loop {
+                if let Some(batch) = ready.pop_front() {
+                    return Ok(Some((batch, (fetches, assembler, ready))));
+                }
+                let Some(decoding) = assembler.as_mut() else { return Ok(None) };
+                match fetches.next().await {
+                    Some(piece) => ready.extend(decoding.push(piece?)?),
+                    None => {
+                        assembler.take().map(BatchAssembler::finish).transpose()?;
+                        return Ok(None);
+                    }
+                }
+            }
+        })
+        .boxed())
     }
 
     /// The reducer's batches from every mapper, in mapper order.

@@ -215,3 +215,50 @@ async fn big_pieces_of_string_views_are_still_compacted() {
     }
     assert_eq!(seen, rows as usize);
 }
+
+/// A partition larger than a read piece is read in ranges of that size, each decoded as it
+/// comes (the objects of a spilled writer straddling the pieces), and a corrupt byte in the
+/// middle of it is an error, not fewer rows.
+#[tokio::test]
+async fn a_large_partition_is_read_in_pieces() {
+    use baton_fabric::path::counted::{Counted, RequestCounter};
+    use futures::TryStreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    const PIECE: u64 = 2 << 20;
+    let rows: i64 = 500_000;
+    for layout in [Layout::AllToAll, Layout::Coalesced] {
+        let counter = Arc::new(RequestCounter::default());
+        let tier: Arc<dyn DataPath> = Arc::new(MemoryTier::new(1 << 30));
+        let path: Arc<dyn DataPath> = Arc::new(Counted::new(tier.clone(), counter.clone(), "memory"));
+        let target = Target { path, job: JobId(3), edge: EdgeId(0) };
+        let partitioner = Box::new(HashPartitioner::new(&schema(), &[0], 1).unwrap());
+        let mut writer = ShuffleWriter::new(target.clone(), 0, schema(), partitioner, layout)
+            .with_memory_budget(1 << 20, dir.path());
+        for chunk in (0..rows).collect::<Vec<i64>>().chunks(50_000) {
+            writer.write(&batch(chunk.to_vec())).unwrap();
+        }
+        let output = writer.finish().await.unwrap();
+        assert!(output.spilled_bytes > 0, "{layout:?}: a 1 MiB budget must spill");
+        let bytes = output.partitions[0].bytes;
+        assert!(bytes > 2 * PIECE, "{layout:?}: the partition is only {bytes} bytes");
+        let before = counter.snapshot();
+        let reader = ShuffleReader::new(target.clone(), 0).with_read_piece(PIECE);
+        let batches: Vec<RecordBatch> = reader.stream_mapper(&output).unwrap().try_collect().await.unwrap();
+        let got = counter.snapshot();
+        assert_eq!(got.gets - before.gets, bytes.div_ceil(PIECE), "{layout:?}: one request per piece");
+        assert_eq!(got.bytes_got - before.bytes_got, bytes, "{layout:?}: every byte read once");
+        assert_eq!(keys(&batches), (0..rows).collect::<Vec<_>>(), "{layout:?}: rows lost or reordered");
+
+        // One flipped byte well inside the second piece.
+        let meta = tier.list(&KeyPrefix::edge(target.job, target.edge)).await.unwrap().remove(0);
+        let mut object = tier.get(&meta.key).await.unwrap().to_vec();
+        let at = output.partitions[0].range.as_ref().map_or(0, |r| r.start) + PIECE + 1000;
+        object[at as usize] ^= 0x40;
+        tier.delete(&meta.key).await.unwrap();
+        tier.put(&meta.key, object.into()).await.unwrap();
+        let read: Result<Vec<RecordBatch>, _> = reader.stream_mapper(&output).unwrap().try_collect().await;
+        let err = read.unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{layout:?}: {err}");
+    }
+}

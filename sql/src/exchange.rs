@@ -329,14 +329,14 @@ impl ExecutionPlan for ExchangeReader {
             let at = source.layout_partition(partition as u32).map_err(|e| DataFusionError::External(Box::new(e)))?;
             source.producers().map(|producer| (producer, at)).collect()
         };
+        // One producer at a time, each partition streamed in pieces as it is read.
         let stream = futures::stream::iter(reads)
             .then(move |(producer, p)| {
                 let source = source.clone();
-                async move { source.read(producer, p).await }
+                async move { source.stream(producer, p).await }
             })
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .map_err(|e| DataFusionError::External(Box::new(e)))
-            .try_flatten();
+            .try_flatten()
+            .map_err(|e| DataFusionError::External(Box::new(e)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
     }
 }

@@ -134,6 +134,13 @@ pub(crate) fn job_key(job: JobId) -> String {
     format!("{ROOT}jobs/{job}")
 }
 
+/// The number the job's next group takes, at `groups/<job>` under the job's lease: a group
+/// given back never lends its number to a later one (a node that has not yet let the old one
+/// go, or a client that remembers it full, would take one for the other).
+fn next_group_key(job: JobId) -> String {
+    format!("{ROOT}groups/{job}")
+}
+
 /// The store's blocks as the map says now: who holds what, what is free.
 #[derive(Clone, Debug, Default)]
 pub struct BlockMap {
@@ -410,7 +417,16 @@ impl JobSpace {
                 tokio::time::sleep(Duration::from_millis(rand::random_range(0..=ceiling_ms))).await;
             }
             let map = BlockMap::read(&self.etcd).await?;
-            let first = map.of(self.job).keys().next_back().map_or(0, |g| g + 1);
+            let counter_key = next_group_key(self.job);
+            let counter = self.etcd.get(&counter_key).await?;
+            let numbered = match &counter {
+                None => 0,
+                Some(kv) => std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| Error::Corrupt { key: counter_key.clone(), reason: "not a group number".into() })?,
+            };
+            let first = map.of(self.job).keys().next_back().map_or(0, |g| g + 1).max(numbered);
             let Some(chosen) = map.choose(groups, &self.hints, rand::random()) else {
                 let (memory, flash) = map.free_blocks();
                 return Err(Error::NoCapacity {
@@ -432,6 +448,12 @@ impl JobSpace {
                     ops.push(Op::Put(block.key(), value, self.lease.id()));
                 }
             }
+            compare.push(match &counter {
+                Some(kv) => Compare::ModRevision(counter_key.clone(), kv.mod_revision),
+                None => Compare::Absent(counter_key.clone()),
+            });
+            let next = first + chosen.len() as u64;
+            ops.push(Op::Put(counter_key, next.to_string().into_bytes(), self.lease.id()));
             // The job must still be open: a lapsed lease cannot take blocks.
             if !self.lease.alive() {
                 return Err(Error::Config { what: format!("job {}", self.job), reason: "its lease lapsed".into() });

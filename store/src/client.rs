@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::etcd::Etcd;
 pub use crate::proto::Cond;
 use crate::proto::{Op, Part, Refusal, Response, check_key, chunk_key};
+use crate::put::PutStream;
 
 /// Tries of one operation that meet a stale map or full groups.
 const ATTEMPTS: u32 = 16;
@@ -99,6 +100,11 @@ impl JobMap {
 /// FNV-1a: a hash that is the same in every process and build.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A new version for an object being put, and the time it is put.
+fn new_version() -> (u64, u64) {
+    (rand::random::<u64>().max(1), unix_ms_now())
 }
 
 /// What a put to a group came to.
@@ -237,31 +243,49 @@ impl StoreClient {
             what: format!("a put of {key:?}"),
             reason: format!("an object of {total} bytes is too large"),
         })?;
-        let version = rand::random::<u64>().max(1);
-        let modified_ms = unix_ms_now();
+        let (version, modified_ms) = new_version();
         let part = |index| Part { index, count, total, chunk, version, modified_ms };
         let slice = |index: u32| {
             let start = u64::from(index) * chunk;
             bytes.slice(start as usize..(start + chunk).min(total) as usize)
         };
-        let rest: Vec<_> = futures::stream::iter(1..count)
-            .map(|i| self.put_item(chunk_key(key, version, i), part(i), slice(i), Cond::Any))
-            .buffer_unordered(CHUNKS_AT_ONCE)
+        let rest = (1..count).map(|i| (part(i), slice(i))).collect();
+        if let Err(e) = self.put_chunks(key, rest, CHUNKS_AT_ONCE).await {
+            self.drop_chunks(key, part(0)).await;
+            return Err(e);
+        }
+        self.commit(key, part(0), slice(0), cond).await
+    }
+
+    /// An object written in pieces (a multipart upload), which appears when it is finished.
+    pub fn put_stream(self: &Arc<Self>, key: &str) -> Result<PutStream> {
+        let (version, modified_ms) = new_version();
+        PutStream::new(self.clone(), key, self.chunk(), version, modified_ms)
+    }
+
+    /// Stores chunks past the first of an object, `at_once` at a time.
+    pub(crate) async fn put_chunks(&self, key: &str, chunks: Vec<(Part, Bytes)>, at_once: usize) -> Result<()> {
+        let results: Vec<_> = futures::stream::iter(chunks)
+            .map(|(part, bytes)| self.put_item(chunk_key(key, part.version, part.index), part, bytes, Cond::Any))
+            .buffer_unordered(at_once)
             .collect()
             .await;
-        let first = match rest.into_iter().collect::<Result<Vec<_>>>() {
-            Ok(_) => self.put_item(key.to_string(), part(0), slice(0), cond).await,
-            Err(e) => Err(e),
-        };
-        match first {
+        results.into_iter().collect::<Result<Vec<_>>>().map(drop)
+    }
+
+    /// Stores the first chunk of an object whose other chunks are stored, if `cond` holds: the
+    /// object appears, and the chunks of the version it replaced go. On an error its own
+    /// chunks go instead.
+    pub(crate) async fn commit(&self, key: &str, first: Part, bytes: Bytes, cond: Cond) -> Result<Meta> {
+        match self.put_item(key.to_string(), first, bytes, cond).await {
             Ok(replaced) => {
-                if let Some(old) = replaced.filter(|old| old.version != version) {
+                if let Some(old) = replaced.filter(|old| old.version != first.version) {
                     self.drop_chunks(key, old).await;
                 }
-                Ok(Meta::from(part(0)))
+                Ok(Meta::from(first))
             }
             Err(e) => {
-                self.drop_chunks(key, part(0)).await;
+                self.drop_chunks(key, first).await;
                 Err(e)
             }
         }
@@ -269,7 +293,7 @@ impl StoreClient {
 
     /// Deletes the chunks past the first of one version of an object (what fails leaves
     /// bytes no key names, given back with the job).
-    async fn drop_chunks(&self, key: &str, part: Part) {
+    pub(crate) async fn drop_chunks(&self, key: &str, part: Part) {
         for i in 1..part.count {
             let _ = self.delete_item(&chunk_key(key, part.version, i)).await;
         }
@@ -385,29 +409,64 @@ impl StoreClient {
     }
 
     /// Gives back the job's later groups that hold nothing on any copy (after deletes): their
-    /// blocks serve other jobs at once. The homes stay. Returns how many groups went. Call it
-    /// while no other process of the job writes: a put racing it could land in a group it gives
-    /// back (nothing marks a group closing first yet).
+    /// blocks serve other jobs at once. The homes stay, and so do groups being moved. Returns
+    /// how many groups went. Each group is first sealed on every copy — a node grants that only
+    /// while the group holds nothing, stored or arriving, and then refuses puts into it as a full
+    /// block does — so a put racing the give-back, from this process or another of the job,
+    /// lands in another group and is never lost with the block.
     pub async fn give_back_empty(&self) -> Result<usize> {
         let _one = self.growing.lock().await;
         self.refresh().await?;
-        let usage = self.usage_by_group().await?;
         let map = self.map();
-        let empty: BTreeSet<u64> = map
-            .groups
-            .iter()
-            .filter(|(g, replicas)| {
-                !map.homes.contains(g)
-                    && replicas.iter().all(|r| usage.get(&r.node).and_then(|u| u.get(g)).copied().unwrap_or(0) == 0)
-            })
-            .map(|(g, _)| *g)
-            .collect();
-        if !empty.is_empty() {
-            self.space.shrink(&empty).await?;
-            lock(&self.full).retain(|g| !empty.contains(g));
-            self.refresh().await?;
+        let mut sealed: Vec<(u64, &[Replica])> = Vec::new();
+        let candidates = map.groups.iter().filter(|(g, _)| !map.homes.contains(g) && !map.leaving.contains_key(g));
+        for (group, replicas) in candidates {
+            match self.seal_all(*group, replicas).await {
+                Ok(true) => sealed.push((*group, replicas)),
+                Ok(false) => {}
+                Err(e) => {
+                    self.unseal(&sealed).await;
+                    return Err(e);
+                }
+            }
         }
+        if sealed.is_empty() {
+            return Ok(0);
+        }
+        let empty: BTreeSet<u64> = sealed.iter().map(|(g, _)| *g).collect();
+        if let Err(e) = self.space.shrink(&empty).await {
+            self.unseal(&sealed).await;
+            return Err(e);
+        }
+        lock(&self.full).retain(|g| !empty.contains(g));
+        self.refresh().await?;
         Ok(empty.len())
+    }
+
+    /// Seals `group` on every copy if it is empty on all: `false` (and nothing left sealed) if
+    /// one holds something.
+    async fn seal_all(&self, group: u64, replicas: &[Replica]) -> Result<bool> {
+        for (i, replica) in replicas.iter().enumerate() {
+            let refused = match self.call(replica, Op::Seal { group, sealed: true }, None).await {
+                Ok((Response::Done { .. }, _)) => continue,
+                Ok((Response::Refused(Refusal::Precondition(_)), _)) => None,
+                Ok((other, _)) => Some(self.unexpected(replica, "a seal", other)),
+                Err(e) => Some(e),
+            };
+            self.unseal(&[(group, &replicas[..i])]).await;
+            return refused.map_or(Ok(false), Err);
+        }
+        Ok(true)
+    }
+
+    /// Lets sealed groups take puts again (best effort: a node that does not answer keeps its
+    /// copy sealed, which only makes the group look full).
+    async fn unseal(&self, groups: &[(u64, &[Replica])]) {
+        for (group, replicas) in groups {
+            for replica in *replicas {
+                let _ = self.call(replica, Op::Seal { group: *group, sealed: false }, None).await;
+            }
+        }
     }
 
     // ---- items ----

@@ -10,7 +10,8 @@
 //! - [`node`]: a storage node, holding jobs' objects in its blocks and serving them over QUIC
 //!   ([`proto`]).
 //! - [`client`]: a job's handle on the store: its block map cached, the nodes asked directly;
-//!   [`objects`] makes it an `object_store::ObjectStore` (`baton://JOB/...`).
+//!   [`objects`] makes it an `object_store::ObjectStore` (`baton://JOB/...`); [`put`] writes
+//!   an object that arrives in pieces.
 //! - [`moves`] and [`controller`]: blocks moved off draining and lost nodes while jobs run, by
 //!   an elected controller that also asks for nodes when capacity runs low.
 
@@ -25,6 +26,7 @@ pub mod moves;
 pub mod node;
 pub mod objects;
 pub mod proto;
+pub mod put;
 #[cfg(feature = "testing")]
 pub mod testing;
 

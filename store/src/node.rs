@@ -128,6 +128,8 @@ struct Group {
     deleted: std::collections::HashSet<String>,
     /// Bytes kept for the copy still to come.
     reserved: u64,
+    /// Puts are refused: the job is giving the (empty) group back.
+    sealed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -394,6 +396,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Dump { .. } => "dump",
         Op::Sync => "sync",
         Op::Reserve { .. } => "reserve",
+        Op::Seal { .. } => "seal",
     }
 }
 
@@ -552,6 +555,21 @@ async fn handle(
             lock(&shared.state).groups.entry((job, *group)).or_default().reserved = *bytes;
             Response::Done { unlinked: None, replaced: None }
         }
+        Op::Seal { group, sealed } => {
+            let job = authorize(shared, &request, Scopes::WRITE)?;
+            held(shared, job, *group).await?;
+            let mut state = lock(&shared.state);
+            let g = state.groups.entry((job, *group)).or_default();
+            if *sealed && (g.used + g.reserved > 0 || !g.items.is_empty() || !g.links.is_empty()) {
+                return Err(Refusal::Precondition(format!(
+                    "group {group} holds {} bytes and {} links",
+                    g.used + g.reserved,
+                    g.links.len()
+                )));
+            }
+            g.sealed = *sealed;
+            Response::Done { unlinked: None, replaced: None }
+        }
         Op::Usage => {
             let job = authorize(shared, &request, Scopes::READ)?;
             let state = lock(&shared.state);
@@ -633,7 +651,8 @@ async fn receive(
         // A copy's items were the job's before the move: they take the room kept for them.
         if cond == Cond::Copy {
             g.reserved = g.reserved.saturating_sub(len);
-        } else if g.used + g.reserved + len > shared.block_size {
+        } else if g.sealed || g.used + g.reserved + len > shared.block_size {
+            // A sealed group is being given back: it takes nothing more.
             return Err(Refusal::Full { group, used: g.used + g.reserved, block_size: shared.block_size });
         }
         g.used += len;

@@ -5,7 +5,9 @@
 //! the object, which appears whole or not at all; `PutMode::Create` and `PutMode::Update` are
 //! conditional puts the storage nodes check, so racing writers never both win. The e-tag is
 //! the version; objects have no attributes or tags (a put with any is refused). A multipart
-//! upload keeps its parts in memory until it completes.
+//! upload stores each chunk of the object as soon as its parts fill it, and the object appears
+//! when it completes; an aborted one deletes what it stored (a chunk still in flight then goes
+//! with the job).
 
 use std::fmt;
 use std::ops::Range;
@@ -23,6 +25,7 @@ use object_store::{
 
 use crate::client::{Cond, Meta, StoreClient};
 use crate::error::Error;
+use crate::put::PutStream;
 
 const STORE: &str = "baton";
 
@@ -148,7 +151,8 @@ impl ObjectStore for BatonObjectStore {
                 implementer: STORE.into(),
             });
         }
-        Ok(Box::new(Upload { store: self.clone(), location: location.clone(), parts: Vec::new() }))
+        let put = self.client.put_stream(location.as_ref()).map_err(|e| error(location, e))?;
+        Ok(Box::new(Upload { location: location.clone(), put: Some(put) }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -262,34 +266,50 @@ impl ObjectStore for BatonObjectStore {
     }
 }
 
-/// A multipart upload: parts kept in order until it completes, then put as one object.
+/// A multipart upload: its parts cut into the store's chunks as they come, each chunk stored as
+/// soon as it is whole; completing stores the first chunk, and the object appears.
 #[derive(Debug)]
 struct Upload {
-    store: BatonObjectStore,
     location: Path,
-    parts: Vec<PutPayload>,
+    /// `None` once completed or aborted.
+    put: Option<PutStream>,
+}
+
+impl Upload {
+    fn ended(&self) -> object_store::Error {
+        object_store::Error::Generic {
+            store: STORE,
+            source: format!("the upload of {} was completed or aborted", self.location).into(),
+        }
+    }
 }
 
 #[async_trait]
 impl MultipartUpload for Upload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.parts.push(data);
-        Box::pin(futures::future::ready(Ok(())))
+        let Some(put) = self.put.as_mut() else {
+            return Box::pin(futures::future::ready(Err(self.ended())));
+        };
+        let stores: Vec<_> = data.iter().map(|bytes| put.write(bytes)).collect();
+        let location = self.location.clone();
+        Box::pin(async move {
+            for store in stores {
+                store.await.map_err(|e| error(&location, e))?;
+            }
+            Ok(())
+        })
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let len = self.parts.iter().map(PutPayload::content_length).sum();
-        let mut buf = BytesMut::with_capacity(len);
-        for part in self.parts.drain(..) {
-            for bytes in &part {
-                buf.extend_from_slice(bytes);
-            }
-        }
-        self.store.put_bytes(&self.location, buf.freeze(), PutOptions::default()).await
+        let mut put = self.put.take().ok_or_else(|| self.ended())?;
+        let meta = put.finish(Cond::Any).await.map_err(|e| error(&self.location, e))?;
+        Ok(PutResult { e_tag: Some(e_tag(meta.version)), version: None })
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        self.parts.clear();
+        if let Some(mut put) = self.put.take() {
+            put.abort().await;
+        }
         Ok(())
     }
 }

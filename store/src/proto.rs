@@ -84,6 +84,11 @@ pub enum Op {
     /// Keep `bytes` of `group`'s block for a copy being made into it: other writes get only
     /// the rest (the copy's own puts, `if_absent`, are never refused for room).
     Reserve { group: u64, bytes: u64 },
+    /// Refuse puts into `group` from now on (`sealed`), as a full block does — granted only
+    /// while the group holds nothing, stored or being received (else
+    /// [`Refusal::Precondition`]), so that the job can give the group back with no put racing
+    /// into it — or take puts again (`!sealed`).
+    Seal { group: u64, sealed: bool },
 }
 
 /// A request: the job, a token for it, the operation.

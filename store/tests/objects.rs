@@ -56,3 +56,41 @@ async fn the_fabric_conformance_suite_passes_through_the_object_store_path() {
     let path = ObjectStorePath::new(Arc::new(baton), object_store::path::Path::default());
     run_all(&path, JobId(7)).await;
 }
+
+/// A multipart upload stores each chunk as soon as its parts fill it (the client does not hold
+/// the object), the object appears only on completion, and an abort leaves nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_streams_its_chunks_and_appears_only_when_complete() {
+    let store = TestStore::start(&["a", "b"], 16, 0).await.unwrap();
+    let baton = job_store(&store, 9).await;
+    let stored = |baton: &BatonObjectStore| {
+        let client = baton.client().clone();
+        async move { client.usage().await.unwrap().values().sum::<u64>() }
+    };
+    let chunk = TEST_BLOCK / 4;
+    let part = |b: u8| bytes::Bytes::from(vec![b; (chunk + chunk / 4) as usize]);
+    let path: object_store::path::Path = "streamed".into();
+
+    let mut upload = baton.put_multipart(&path).await.unwrap();
+    for b in 1..=3 {
+        upload.put_part(part(b).into()).await.unwrap();
+    }
+    // 3¾ chunks written: the first is kept for the end, chunks 1 and 2 are whole and stored.
+    assert!(stored(&baton).await >= 2 * chunk, "the parts' chunks are not in the store yet");
+    assert!(matches!(baton.head(&path).await, Err(object_store::Error::NotFound { .. })), "visible before completion");
+    upload.complete().await.unwrap();
+    let back = baton.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(back, [part(1), part(2), part(3)].concat());
+    let with_object = stored(&baton).await;
+    assert!(with_object >= back.len() as u64, "{with_object}");
+
+    let mut aborted = baton.put_multipart(&"aborted".into()).await.unwrap();
+    for b in 4..=6 {
+        aborted.put_part(part(b).into()).await.unwrap();
+    }
+    assert!(stored(&baton).await >= with_object + 2 * chunk);
+    aborted.abort().await.unwrap();
+    assert_eq!(stored(&baton).await, with_object, "an aborted upload left chunks behind");
+    assert!(baton.put_multipart(&"aborted".into()).await.is_ok());
+    assert!(matches!(baton.head(&"aborted".into()).await, Err(object_store::Error::NotFound { .. })));
+}

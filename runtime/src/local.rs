@@ -235,11 +235,13 @@ impl LocalEnv {
         &self.objects
     }
 
-    /// A driver configuration for a new job: a fresh id and its token.
+    /// A driver configuration for a new job: a fresh id and its token, each task's budget its
+    /// share of a worker's memory.
     pub fn job_config(&self) -> Result<DriverConfig> {
         let id = crate::env::fresh_job_id();
         let mut config = DriverConfig::new(id);
         config.token = Some(self.token(id)?);
+        config.memory_budget = DriverConfig::task_budget(self.worker_memory);
         Ok(config)
     }
 

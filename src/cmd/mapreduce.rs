@@ -68,7 +68,8 @@ pub struct JobArgs {
     /// Worker processes (default: one per core, at least 2).
     #[arg(long)]
     workers: Option<usize>,
-    /// Memory limit of each worker process.
+    /// Memory limit of each worker process (a task buffers up to a quarter of it before
+    /// spilling).
     #[arg(long, default_value = "2GiB")]
     worker_memory: ByteSize,
     /// Memory the embedded node lends for VM-local and remote-store objects.
@@ -386,7 +387,6 @@ async fn run_job(
     );
     let mut config = env.job_config()?;
     config.max_attempts = args.max_attempts;
-    config.memory_budget = args.worker_memory.0 / 4;
     config.progress = Progress::auto();
     let staged = config.job.to_string();
     let staging = Output::staging_url(url, &staged);

@@ -60,7 +60,8 @@ pub struct RunArgs {
     /// Partitions per stage (DataFusion's target partitions; default: the workers).
     #[arg(long)]
     partitions: Option<usize>,
-    /// Memory limit of each worker process.
+    /// Memory limit of each worker process (a task buffers up to a quarter of it before
+    /// spilling).
     #[arg(long, default_value = "2GiB")]
     worker_memory: ByteSize,
     /// Where the embedded node keeps VM-local objects (default: /dev/shm; a tmpfs mounted with
@@ -187,7 +188,6 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut config = env.job_config()?;
-    config.memory_budget = args.run.worker_memory.0 / 4;
     config.progress = Progress::auto();
     let run = query::run(&ctx, &args.query, env.as_ref(), &options, stores, &config).await?;
     print(&run.schema, &run.batches, args.format, args.output.as_deref())?;

@@ -198,6 +198,9 @@ impl Environment for ClusterEnv {
         let mut config = DriverConfig::new(id);
         config.token = Some(self.token(id));
         config.hosts = Some(self.hosts.clone());
+        // A task may run on any host: its budget is its share of the smallest worker's memory.
+        let smallest = self.file.hosts.iter().map(|h| h.worker_memory.0).min().unwrap_or(2 << 30);
+        config.memory_budget = DriverConfig::task_budget(smallest);
         Ok(config)
     }
 

@@ -270,6 +270,12 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
+    /// How much of a worker's memory one of its tasks may buffer before spilling: a quarter
+    /// (the rest is its operators' own state, the batches in flight and the runtime's).
+    pub fn task_budget(worker_memory: u64) -> u64 {
+        worker_memory / 4
+    }
+
     /// Defaults for `job`: 4 attempts, 256 MiB per task, a 2-minute lease, no progress.
     pub fn new(job: JobId) -> Self {
         Self {

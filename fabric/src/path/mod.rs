@@ -55,15 +55,9 @@ pub trait DataPath: Send + Sync + std::fmt::Debug {
     /// so a writer need not hold the object); by default they are gathered in memory, off the
     /// async threads, and put.
     async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
-        let gathered = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let mut buffer = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
-            write(&mut buffer)?;
-            Ok(buffer)
-        })
-        .await
-        .map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })??;
+        let gathered = gather(size_hint, write).await?;
         let len = gathered.len() as u64;
-        self.put(key, gathered.into()).await?;
+        self.put(key, gathered).await?;
         Ok(len)
     }
 
@@ -82,6 +76,18 @@ pub trait DataPath: Send + Sync + std::fmt::Debug {
 
     /// Removes every object of `job`; returns the bytes freed.
     async fn purge_job(&self, job: JobId) -> Result<u64>;
+}
+
+/// The bytes `write` makes (about `size_hint` of them), gathered in memory off the async threads.
+pub async fn gather(size_hint: u64, write: ObjectWriter) -> Result<Bytes> {
+    let gathered = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let mut buffer = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
+        write(&mut buffer)?;
+        Ok(buffer)
+    })
+    .await
+    .map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })??;
+    Ok(gathered.into())
 }
 
 /// Bytes `range` of `object` (the object at `key`), or `BadRange`.

@@ -3,6 +3,15 @@
 //! This is the slow, cheap tier that is always there. Keys map to
 //! `<prefix>/job-<hex>/edge-<n>/<producer>-<consumer>`; a job's objects share a prefix so that
 //! ending the job deletes them with one listing.
+//!
+//! An object written by a writer (`put_with`) larger than [`STREAM_ABOVE`] is not gathered in
+//! memory: its bytes go to the store as a multipart upload to a staging name beside its key
+//! (in parts of [`PART`], a few in flight), which is then copied to the key only if nothing is
+//! there and deleted — so the object still appears whole or not at all, and the first writer
+//! of a key still wins (where the store cannot copy conditionally — S3 without a configured
+//! method — the key is looked up first, which two writers of one key at once could race; a
+//! task's keys carry its attempt, so only a duplicate of one attempt could). A staging object a
+//! killed writer left goes with its job.
 
 use std::sync::Arc;
 
@@ -14,7 +23,14 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
-use crate::path::{DataPath, ObjectMeta};
+use crate::path::{DataPath, ObjectMeta, ObjectWriter, gather};
+
+/// Objects a writer makes that are larger than this stream to the store in parts.
+pub const STREAM_ABOVE: u64 = 64 << 20;
+/// Bytes per part of a streamed object (S3 wants at least 5 MiB).
+pub const PART: usize = 16 << 20;
+/// Parts of one streamed object in flight, and parts the writer may run ahead of them.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Objects in an object store, under a prefix.
 #[derive(Debug, Clone)]
@@ -47,6 +63,65 @@ impl ObjectStorePath {
         rest.join("/").parse().ok()
     }
 
+    /// Streams the bytes `write` makes to a staging object, then moves it to `key` if nothing
+    /// is there.
+    async fn put_streamed(&self, key: &ObjectKey, write: ObjectWriter) -> Result<u64> {
+        let staging = self.join(&format!("{key}.staging-{}", staging_suffix()));
+        let upload = self.store.put_multipart(&staging).await.map_err(|e| self.map_err(key, e))?;
+        let mut upload = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let (parts, mut incoming) = tokio::sync::mpsc::channel::<Bytes>(PARTS_IN_FLIGHT);
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut sink = PartSink { parts, buffer: Vec::with_capacity(PART) };
+            let len = write(&mut sink)?;
+            std::io::Write::flush(&mut sink).map_err(|e| Error::io("stream", "an object's parts", e))?;
+            Ok(len)
+        });
+        let sent: std::result::Result<(), object_store::Error> = async {
+            while let Some(part) = incoming.recv().await {
+                upload.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                upload.write(&part);
+            }
+            Ok(())
+        }
+        .await;
+        // A failed upload stops taking parts: the writer's next one fails, and it ends.
+        drop(incoming);
+        let written = writer.await.map_err(|e| Error::Remote { message: format!("writer task failed: {e}") });
+        let len = match (sent, written) {
+            (Ok(()), Ok(Ok(len))) => len,
+            (Err(e), _) => {
+                let _ = upload.abort().await;
+                return Err(self.map_err(key, e));
+            }
+            (Ok(()), Ok(Err(e)) | Err(e)) => {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
+        upload.finish().await.map_err(|e| self.map_err(key, e))?;
+        let moved = self.move_if_absent(key, &staging).await;
+        let _ = self.store.delete(&staging).await;
+        moved.map(|()| len)
+    }
+
+    /// Copies the staging object to `key` if nothing is there. A store that cannot copy
+    /// conditionally (S3 without a configured method) is asked whether `key` is there first.
+    async fn move_if_absent(&self, key: &ObjectKey, staging: &StorePath) -> Result<()> {
+        let target = self.location(key);
+        match self.store.copy_if_not_exists(staging, &target).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                match self.store.head(&target).await {
+                    Ok(_) => return Err(Error::AlreadyExists { key: *key }),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.map_err(key, e)),
+                }
+                self.store.copy(staging, &target).await.map_err(|e| self.map_err(key, e))
+            }
+            Err(e) => Err(self.map_err(key, e)),
+        }
+    }
+
     fn map_err(&self, key: &ObjectKey, e: object_store::Error) -> Error {
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound { key: *key },
@@ -69,6 +144,16 @@ impl DataPath for ObjectStorePath {
             }),
             Err(e) => Err(self.map_err(key, e)),
         }
+    }
+
+    async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
+        if size_hint > STREAM_ABOVE {
+            return self.put_streamed(key, write).await;
+        }
+        let gathered = gather(size_hint, write).await?;
+        let len = gathered.len() as u64;
+        self.put(key, gathered).await?;
+        Ok(len)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
@@ -126,14 +211,55 @@ impl DataPath for ObjectStorePath {
     }
 
     async fn purge_job(&self, job: JobId) -> Result<u64> {
-        let objects = self.list(&KeyPrefix::job(job)).await?;
+        // Everything under the job's prefix, staging objects of killed writers too.
+        let under = self.join(&KeyPrefix::job(job).to_string());
+        let objects: Vec<object_store::ObjectMeta> = self.store.list(Some(&under)).try_collect().await?;
         let freed = objects.iter().map(|m| m.size).sum();
-        let locations: Vec<_> = objects.iter().map(|m| Ok(self.location(&m.key))).collect();
+        let locations: Vec<_> = objects.into_iter().map(|m| Ok(m.location)).collect();
         let locations = futures::stream::iter(locations).boxed();
         self.store.delete_stream(locations).try_for_each(|_| async { Ok(()) }).await.or_else(|e| match e {
             object_store::Error::NotFound { .. } => Ok(()),
             other => Err(Error::from(other)),
         })?;
         Ok(freed)
+    }
+}
+
+/// A suffix no other writer's staging object has: this process, the time, a counter.
+fn staging_suffix() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
+}
+
+/// A writer's sink that hands its bytes on in parts, waiting while the upload is behind.
+struct PartSink {
+    parts: tokio::sync::mpsc::Sender<Bytes>,
+    buffer: Vec<u8>,
+}
+
+impl PartSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART));
+        self.parts.blocking_send(part.into()).map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl std::io::Write for PartSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let take = (PART - self.buffer.len()).min(buf.len());
+        self.buffer.extend_from_slice(&buf[..take]);
+        if self.buffer.len() == PART {
+            self.send()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
     }
 }

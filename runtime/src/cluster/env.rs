@@ -180,11 +180,11 @@ impl Environment for ClusterEnv {
                     }
                 }
                 // One node behind one link: all the store's bytes share it, and it holds what
-                // it lends.
+                // it lends, memory and flash.
                 Path::RemoteStore => {
                     if let Some(store) = &self.file.store {
                         p.aggregate_bandwidth = store.nic_gbps * 1e9 / 8.0;
-                        p.capacity = Some(store.memory.0);
+                        p.capacity = Some(store.memory.0.saturating_add(store.flash.0));
                     }
                 }
                 _ => {}

@@ -10,6 +10,7 @@
 //! node = "10.0.0.9:7070"              # reaches, lending its tiers to jobs — or the elastic
 //! # etcd = "http://10.0.0.2:2379"     # store whose state is in this etcd (one of the two)
 //! memory = "64GiB"                    # what it lends in all
+//! flash = "512GiB"                    # (default 16 GiB: `baton node`'s default)
 //! nic_gbps = 25.0                     # its links' bandwidth in all
 //!
 //! [[host]]
@@ -85,6 +86,9 @@ pub struct Store {
     /// What it lends of memory.
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
+    /// What it lends of flash (objects past its memory go there).
+    #[serde(default = "default_flash")]
+    pub flash: ByteSize,
     /// Its network link, in Gbit/s: every byte through the store crosses it twice.
     #[serde(default = "default_nic")]
     pub nic_gbps: f64,
@@ -277,7 +281,10 @@ impl ClusterFile {
             if let Some(credentials) = &store.credentials {
                 out.push_str(&format!("credentials = {:?}\n", credentials.display().to_string()));
             }
-            out.push_str(&format!("memory = {}\nnic_gbps = {:?}\n", store.memory.0, store.nic_gbps));
+            out.push_str(&format!(
+                "memory = {}\nflash = {}\nnic_gbps = {:?}\n",
+                store.memory.0, store.flash.0, store.nic_gbps
+            ));
             if let Some(ns) = &store.namespace {
                 out.push_str(&format!("namespace = {ns:?}\n"));
             }

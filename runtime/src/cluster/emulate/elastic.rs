@@ -153,6 +153,7 @@ pub(super) fn up(
         etcd: Some(url),
         credentials: Some(credentials),
         memory: baton_fabric::node::ByteSize(options.memory.0 * count),
+        flash: baton_fabric::node::ByteSize(options.store_flash.0 * count),
         nic_gbps: gbps * count as f64,
         namespace: Some(ns),
     })

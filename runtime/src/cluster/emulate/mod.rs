@@ -444,6 +444,8 @@ fn store_host(
         etcd: None,
         credentials: None,
         memory: options.memory,
+        // What `baton node` lends of flash by default, as the store host's node runs.
+        flash: super::default_flash(),
         nic_gbps: gbps,
         namespace: Some(ns),
     })

@@ -461,7 +461,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let report = tokio::task::spawn_blocking(move || baton_bench::cluster::run(&options)).await??;
             let markdown = baton_bench::cluster::markdown(&report);
-            write_reports(&out, "cluster", serde_json::to_string_pretty(&report)?, &markdown)
+            write_reports(&out, "cluster", serde_json::to_string_pretty(&report)?, &markdown)?;
+            match report.failed.iter().map(|(what, _)| what.as_str()).collect::<Vec<_>>() {
+                failed if failed.is_empty() => Ok(()),
+                failed => anyhow::bail!("{} failed (the report says why and has the rest)", failed.join(", ")),
+            }
         }
         #[cfg(feature = "peers")]
         Workload::PeerServe { role, ip, memory, cores, scheduler, work_dir } => {

@@ -73,6 +73,8 @@ pub struct ClusterReport {
     pub sorts: Vec<sort::SortReport>,
     /// TPC-H, a report per scale factor.
     pub tpch: Vec<tpch::TpchReport>,
+    /// The sizes and scale factors that failed, and why: the others ran all the same.
+    pub failed: Vec<(String, String)>,
 }
 
 /// The variants a cluster runs: all of [`VARIANTS`], less the remote store where it has none.
@@ -169,17 +171,25 @@ pub fn run(options: &ClusterOptions) -> anyhow::Result<ClusterReport> {
             (None, _) => shared::Shared::Local,
         };
         let variants = variants(file.store.is_some());
+        // A size or scale factor that fails is noted; the rest still run.
+        let mut failed = Vec::new();
         let mut sorts = Vec::new();
         for &(bytes, tasks) in &options.sorts {
-            sorts.push(sort::run(options, d, &shared, &variants, bytes, tasks)?);
+            match sort::run(options, d, &shared, &variants, bytes, tasks) {
+                Ok(report) => sorts.push(report),
+                Err(e) => failed.push((format!("sort {}", crate::sort::human_bytes(bytes)), format!("{e:#}"))),
+            }
         }
         let mut tpch = Vec::new();
         for &sf in &options.sfs {
-            tpch.push(tpch::run(options, d, sf, &data(sf), &shared, &variants, &file)?);
+            match tpch::run(options, d, sf, &data(sf), &shared, &variants, &file) {
+                Ok(report) => tpch.push(report),
+                Err(e) => failed.push((format!("TPC-H at scale factor {sf}"), format!("{e:#}"))),
+            }
         }
         let nic = if options.inventory.is_some() { "the inventory's".to_string() } else { options.nic.clone() };
         let variant_names = variants.iter().map(|(name, _)| name.to_string()).collect();
-        Ok(ClusterReport { hosts, nic, workers: options.workers, variants: variant_names, sorts, tpch })
+        Ok(ClusterReport { hosts, nic, workers: options.workers, variants: variant_names, sorts, tpch, failed })
     })();
     let down = baton(options, d, &["cluster", "down", "--dir", "baton-data/cluster"]);
     let report = result?;
@@ -202,6 +212,12 @@ pub fn markdown(r: &ClusterReport) -> String {
     for tpch in &r.tpch {
         out.push_str(&tpch::markdown(tpch));
         out.push('\n');
+    }
+    if !r.failed.is_empty() {
+        out.push_str("## Failed\n\n");
+        for (what, reason) in &r.failed {
+            out.push_str(&format!("- {what}: {reason}\n"));
+        }
     }
     out
 }

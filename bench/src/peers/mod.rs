@@ -33,6 +33,12 @@ pub use up::Peers;
 /// The peers this build runs, as reports call them.
 #[cfg(feature = "peers")]
 pub const NAMES: &[&str] = &["datafusion-distributed", "Ballista"];
+/// The largest gRPC message Ballista's scheduler, executors and client take: 1 GiB, since a
+/// partition of TPC-H at scale factor 10 passes Ballista's 16 MiB default (Baton's exchanges
+/// have no such limit).
+#[cfg(feature = "peers")]
+const GRPC_MAX_MESSAGE: u32 = 1 << 30;
+
 /// The peers this build runs: none without `--features peers`.
 #[cfg(not(feature = "peers"))]
 pub const NAMES: &[&str] = &[];

@@ -109,6 +109,9 @@ async fn serve_role(options: &ServeOptions) -> anyhow::Result<()> {
                 bind_host: options.ip.to_string(),
                 external_host: options.ip.to_string(),
                 bind_port: port,
+                grpc_server_max_decoding_message_size: super::GRPC_MAX_MESSAGE,
+                grpc_server_max_encoding_message_size: super::GRPC_MAX_MESSAGE,
+                grpc_client_max_message_size: super::GRPC_MAX_MESSAGE,
                 ..Default::default()
             };
             let cluster = BallistaCluster::new_from_config(&config).await?;
@@ -132,6 +135,8 @@ async fn serve_role(options: &ServeOptions) -> anyhow::Result<()> {
                 work_dir: Some(work_dir.display().to_string()),
                 memory_pool_size: Some(options.memory),
                 print_thread_info: false,
+                grpc_max_decoding_message_size: super::GRPC_MAX_MESSAGE,
+                grpc_max_encoding_message_size: super::GRPC_MAX_MESSAGE,
                 ..Default::default()
             };
             announce(SocketAddr::new(options.ip, port));

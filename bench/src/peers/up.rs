@@ -113,7 +113,9 @@ fn distributed_session(options: &PeersOptions, urls: Vec<url::Url>) -> anyhow::R
 async fn ballista_session(options: &PeersOptions, scheduler: SocketAddr) -> anyhow::Result<SessionContext> {
     use ballista::prelude::SessionContextExt;
     use ballista_core::extension::SessionConfigExt;
-    let config = SessionConfig::new_with_ballista().with_target_partitions(options.partitions.max(1));
+    let config = SessionConfig::new_with_ballista()
+        .with_target_partitions(options.partitions.max(1))
+        .set_usize("ballista.client.grpc_max_message_size", super::GRPC_MAX_MESSAGE as usize);
     let state = SessionStateBuilder::new().with_default_features().with_config(config).build();
     SessionContext::remote_with_state(&format!("df://{scheduler}"), state)
         .await

@@ -518,6 +518,10 @@ async fn emulated(options: &SuiteOptions, run: &mut Run) -> anyhow::Result<()> {
                 inventory: if ssh { options.inventory.clone() } else { None },
             };
             let report = tokio::task::spawn_blocking(move || crate::cluster::run(&cluster_options)).await??;
+            for (what, reason) in &report.failed {
+                eprintln!("{hosts} hosts: {what} failed: {reason}");
+                run.report.failed.push(Skipped { what: format!("{hosts} hosts: {what}"), reason: reason.clone() });
+            }
             for sort in &report.sorts {
                 let name = human_bytes(sort.bytes);
                 for v in &sort.variants {

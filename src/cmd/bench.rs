@@ -260,7 +260,8 @@ enum Workload {
         /// Workers per emulated host.
         #[arg(long, default_value_t = 2)]
         workers_per_host: usize,
-        /// Each worker's memory limit (TPC-H at scale factor 10 wants 4GiB).
+        /// Each worker's memory limit (TPC-H at scale factor 10 on 2 workers wanted 8GiB in the
+        /// last run: Q18 through the object store).
         #[arg(long, default_value = "2GiB")]
         worker_memory: baton_planner::ByteSize,
         /// Directory for the report.

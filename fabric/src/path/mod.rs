@@ -55,10 +55,7 @@ pub trait DataPath: Send + Sync + std::fmt::Debug {
     /// so a writer need not hold the object); by default they are gathered in memory, off the
     /// async threads, and put.
     async fn put_with(&self, key: &ObjectKey, size_hint: u64, write: ObjectWriter) -> Result<u64> {
-        let gathered = gather(size_hint, write).await?;
-        let len = gathered.len() as u64;
-        self.put(key, gathered).await?;
-        Ok(len)
+        put_gathered(self, key, size_hint, write).await
     }
 
     /// Returns the object at `key`.
@@ -88,6 +85,20 @@ pub async fn gather(size_hint: u64, write: ObjectWriter) -> Result<Bytes> {
     .await
     .map_err(|e| Error::Remote { message: format!("writer task failed: {e}") })??;
     Ok(gathered.into())
+}
+
+/// [`DataPath::put_with`] by gathering the bytes in memory and putting them: the default, and
+/// what a path that streams large objects does with small ones.
+pub async fn put_gathered<P: DataPath + ?Sized>(
+    path: &P,
+    key: &ObjectKey,
+    size_hint: u64,
+    write: ObjectWriter,
+) -> Result<u64> {
+    let gathered = gather(size_hint, write).await?;
+    let len = gathered.len() as u64;
+    path.put(key, gathered).await?;
+    Ok(len)
 }
 
 /// Bytes `range` of `object` (the object at `key`), or `BadRange`.

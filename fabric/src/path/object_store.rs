@@ -23,7 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::error::{Error, Result};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
-use crate::path::{DataPath, ObjectMeta, ObjectWriter, gather};
+use crate::path::{DataPath, ObjectMeta, ObjectWriter, put_gathered};
 
 /// Objects a writer makes that are larger than this stream to the store in parts.
 pub const STREAM_ABOVE: u64 = 64 << 20;
@@ -150,10 +150,7 @@ impl DataPath for ObjectStorePath {
         if size_hint > STREAM_ABOVE {
             return self.put_streamed(key, write).await;
         }
-        let gathered = gather(size_hint, write).await?;
-        let len = gathered.len() as u64;
-        self.put(key, gathered).await?;
-        Ok(len)
+        put_gathered(self, key, size_hint, write).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

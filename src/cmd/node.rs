@@ -48,6 +48,15 @@ pub struct NodeArgs {
     /// Bytes per block of the store.
     #[arg(long, default_value = "32MiB")]
     block_size: ByteSize,
+    /// A storage node whose memory blocks are all held moves the memory block nobody has read
+    /// or written for longest to flash, once it has been idle this long, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    cold_after_ms: u64,
+    /// A storage node serves clients on its own host (same kernel, same network namespace)
+    /// over loopback TCP without TLS, each request still checked against the job's token; this
+    /// keeps them on QUIC with TLS like everyone else.
+    #[arg(long)]
+    no_same_host: bool,
 }
 
 impl NodeArgs {
@@ -115,6 +124,8 @@ async fn run_storage(args: NodeArgs) -> anyhow::Result<()> {
     // Before anything starts: a store that cannot be reached is a clear error now.
     etcd.revision().await.context("the store's etcd does not answer")?;
     let block_size = args.block_size;
+    let cold_after = std::time::Duration::from_millis(args.cold_after_ms);
+    let same_host = !args.no_same_host;
     // A storage node serves no local socket and no shared memory: only its memory, flash and
     // QUIC settings count.
     let config = args.config_unchecked()?;
@@ -134,6 +145,8 @@ async fn run_storage(args: NodeArgs) -> anyhow::Result<()> {
         flash: config.flash.0,
         flash_dir: config.flash_dir.clone(),
         sync_every: std::time::Duration::from_secs(1),
+        same_host,
+        cold_after,
     };
     let node = baton_store::node::StorageNode::start(&etcd, &store).await.context("cannot start the storage node")?;
     let info = node.info();

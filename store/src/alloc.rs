@@ -514,6 +514,7 @@ mod tests {
             block_size: 1 << 20,
             memory_blocks: memory,
             flash_blocks: flash,
+            local: None,
         }
     }
 

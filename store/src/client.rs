@@ -20,7 +20,6 @@
 //! With one copy, a read from a node that is gone is an error naming the node and the keys.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -31,9 +30,10 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::alloc::{BlockMap, Hints, JobSpace};
-use crate::conn::{Nodes, Replica, lost};
+use crate::conn::{Body, Nodes, Replica, lost};
 use crate::error::{Error, Result};
 use crate::etcd::Etcd;
+use crate::member::NodeInfo;
 pub use crate::proto::Cond;
 use crate::proto::{Op, Part, Refusal, Response, check_key, chunk_key};
 use crate::put::PutStream;
@@ -58,11 +58,11 @@ struct JobMap {
 
 impl JobMap {
     fn of(map: &BlockMap, job: JobId) -> Self {
-        let addrs: HashMap<&str, SocketAddr> = map.nodes.iter().map(|n| (n.name.as_str(), n.addr)).collect();
+        let infos: HashMap<&str, &NodeInfo> = map.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         let mut groups: BTreeMap<u64, Vec<(bool, Replica)>> = BTreeMap::new();
         let mut leaving: BTreeMap<u64, Vec<Replica>> = BTreeMap::new();
         for (block, holder) in map.held.iter().filter(|(_, h)| h.job == job) {
-            let replica = Replica { node: block.node.clone(), addr: addrs.get(block.node.as_str()).copied() };
+            let replica = Replica::of(&block.node, infos.get(block.node.as_str()).copied());
             if holder.moving_to.is_some() {
                 leaving.entry(holder.group).or_default().push(replica);
             } else {
@@ -190,6 +190,13 @@ impl StoreClient {
         };
         client.refresh().await?;
         Ok(client)
+    }
+
+    /// Talks to storage nodes on this host over loopback TCP (`true`, the default: the bytes
+    /// never leave the host, and the job's token is checked all the same) or over QUIC with TLS,
+    /// as to any other node (`false`).
+    pub fn set_same_host(&self, on: bool) {
+        self.nodes.set_same_host(on);
     }
 
     /// The job.
@@ -685,7 +692,7 @@ impl StoreClient {
         replicas.sort_by_key(|r| r.addr.is_none() || self.nodes.is_dead(&r.node));
         let mut lost = None;
         for replica in replicas {
-            let (response, mut recv) = match self.call(replica, op.clone(), None).await {
+            let (response, body) = match self.call(replica, op.clone(), None).await {
                 Ok(answer) => answer,
                 Err(e @ Error::Lost { .. }) => {
                     lost = Some(e);
@@ -696,7 +703,7 @@ impl StoreClient {
             return Ok(match response {
                 Response::Item { len, part } => {
                     let peer = format!("storage node {}", replica.node);
-                    match baton_fabric::net::server::receive_exactly(&mut recv, &peer, len).await {
+                    match body.item(&peer, len).await {
                         Ok(bytes) => Read::Item(part, bytes),
                         Err(e) => {
                             lost = Some(self.lost(replica, e.to_string()));
@@ -801,7 +808,7 @@ impl StoreClient {
         self.refresh().await
     }
 
-    async fn call(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, quinn::RecvStream)> {
+    async fn call(&self, replica: &Replica, op: Op, body: Option<Bytes>) -> Result<(Response, Body)> {
         self.nodes.call(self.job(), &self.token, replica, op, body).await
     }
 

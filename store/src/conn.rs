@@ -1,9 +1,10 @@
 //! Requests to storage nodes over QUIC: one endpoint, a connection per node kept open, and
-//! nodes that did not answer skipped for a while.
+//! nodes that did not answer skipped for a while; to a node on the client's own host, over
+//! loopback TCP instead ([`crate::same_host`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_fabric::JobId;
@@ -12,9 +13,12 @@ use baton_fabric::net::token::WireToken;
 use baton_fabric::net::transport::Limits;
 use baton_fabric::node::wire;
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
+use crate::member::NodeInfo;
 use crate::proto::{Op, Request, Response};
+use crate::same_host::{Conn, Pool};
 
 /// How long a storage node may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +27,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node found gone is not asked again (its copies are asked instead, and reads
 /// with no other copy fail at once rather than wait for it).
 const DEAD_FOR: Duration = Duration::from_secs(10);
+/// How long a node on the same host may take to answer a request, or to send an item (it has
+/// no keep-alives to show it is there, as QUIC has).
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A copy of a group: a block on a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +37,48 @@ pub(crate) struct Replica {
     pub(crate) node: String,
     /// `None`: the node is no longer a member.
     pub(crate) addr: Option<SocketAddr>,
+    /// Where it serves clients on this host, if it runs on this host.
+    pub(crate) local: Option<SocketAddr>,
+}
+
+impl Replica {
+    /// The copy on `node`, as the membership describes the node (`None`: not a member).
+    pub(crate) fn of(node: &str, info: Option<&NodeInfo>) -> Self {
+        Replica {
+            node: node.to_string(),
+            addr: info.map(|n| n.addr),
+            local: info.and_then(|n| n.local.as_ref()?.reachable()),
+        }
+    }
+}
+
+/// What may follow a node's answer: the item a get asked for.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Quic(quinn::RecvStream),
+    Local(Conn),
+    Empty,
+}
+
+impl Body {
+    /// Reads the item of `len` bytes that follows an answer.
+    pub(crate) async fn item(self, peer: &str, len: u64) -> baton_fabric::Result<Bytes> {
+        let gone = |reason: String| baton_fabric::Error::PeerGone { endpoint: peer.to_string(), reason };
+        match self {
+            Body::Quic(mut recv) => baton_fabric::net::server::receive_exactly(&mut recv, peer, len).await,
+            Body::Local(mut conn) => {
+                match tokio::time::timeout(LOCAL_TIMEOUT, crate::same_host::read_exactly(&mut conn.stream, len)).await {
+                    Ok(Ok(bytes)) => {
+                        conn.release();
+                        Ok(bytes)
+                    }
+                    Ok(Err(e)) => Err(gone(e.to_string())),
+                    Err(_) => Err(gone(format!("no item within {} s", LOCAL_TIMEOUT.as_secs()))),
+                }
+            }
+            Body::Empty => Err(gone("no item followed its answer".into())),
+        }
+    }
 }
 
 /// Connections to storage nodes.
@@ -38,6 +87,10 @@ pub(crate) struct Nodes {
     endpoint: quinn::Endpoint,
     tls: quinn::ClientConfig,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Connections to nodes on this host.
+    local: Arc<Pool>,
+    /// Whether nodes on this host are asked over loopback TCP (else over QUIC like the rest).
+    same_host: std::sync::atomic::AtomicBool,
     /// Nodes found gone, and when.
     dead: Mutex<HashMap<String, Instant>>,
 }
@@ -58,12 +111,25 @@ impl Nodes {
         let limits = Limits { idle_timeout: IDLE_TIMEOUT, ..Limits::default() };
         let endpoint = baton_fabric::net::transport::endpoint(([0, 0, 0, 0], 0).into(), None, &limits)
             .map_err(|e| Error::Io { what: "a QUIC endpoint".into(), source: e })?;
-        Ok(Self { endpoint, tls: tls.client_config(&limits)?, connections: Mutex::default(), dead: Mutex::default() })
+        Ok(Self {
+            endpoint,
+            tls: tls.client_config(&limits)?,
+            connections: Mutex::default(),
+            local: Arc::default(),
+            same_host: std::sync::atomic::AtomicBool::new(true),
+            dead: Mutex::default(),
+        })
     }
 
     /// Closes every connection.
     pub(crate) fn close(&self) {
         self.endpoint.close(0u32.into(), b"done");
+        self.local.clear();
+    }
+
+    /// Asks nodes on this host over loopback TCP (`true`, the default) or over QUIC.
+    pub(crate) fn set_same_host(&self, on: bool) {
+        self.same_host.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether `node` did not answer a little while ago.
@@ -99,15 +165,23 @@ impl Nodes {
         replica: &Replica,
         op: Op,
         body: Option<Bytes>,
-    ) -> Result<(Response, quinn::RecvStream)> {
+    ) -> Result<(Response, Body)> {
         if let Some(since) = lock(&self.dead).get(&replica.node).map(Instant::elapsed).filter(|t| *t < DEAD_FOR) {
             return Err(lost(job, replica, format!("it did not answer {} s ago", since.as_secs())));
+        }
+        let request = Request { job: job.0, token: Some(token.clone()), op };
+        let same_host = self.same_host.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(local) = replica.local.filter(|_| same_host) {
+            let answer = self.call_local(job, replica, local, &request, body).await;
+            if answer.is_err() {
+                lock(&self.dead).insert(replica.node.clone(), Instant::now());
+            }
+            return answer;
         }
         let answer = async {
             let connection = self.connection(job, replica).await?;
             let peer = format!("storage node {}", replica.node);
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(job, replica, e.to_string()))?;
-            let request = Request { job: job.0, token: Some(token.clone()), op };
             wire::send(&mut send, &peer, &request).await.map_err(|e| lost(job, replica, e.to_string()))?;
             // A node that refuses a put stops reading its body: its answer says why.
             let sent = match body {
@@ -116,7 +190,7 @@ impl Nodes {
             };
             let _ = send.finish();
             match wire::recv::<Response>(&mut recv, &peer).await {
-                Ok(Some(response)) => Ok((response, recv)),
+                Ok(Some(response)) => Ok((response, Body::Quic(recv))),
                 Ok(None) => Err(lost(job, replica, sent.err().unwrap_or_else(|| "it closed the stream".into()))),
                 Err(e) => Err(lost(job, replica, e.to_string())),
             }
@@ -126,5 +200,45 @@ impl Nodes {
             lock(&self.dead).insert(replica.node.clone(), Instant::now());
         }
         answer
+    }
+
+    /// [`Nodes::call`] to a node on this host: on a connection from the pool (a fresh one if a
+    /// pooled one fails: the node may have closed it).
+    async fn call_local(
+        &self,
+        job: JobId,
+        replica: &Replica,
+        addr: SocketAddr,
+        request: &Request,
+        body: Option<Bytes>,
+    ) -> Result<(Response, Body)> {
+        let peer = format!("storage node {} (same host)", replica.node);
+        for fresh in [false, true] {
+            let (mut conn, reused) = match self.local.take(addr, fresh).await {
+                Ok(taken) => taken,
+                Err(e) => return Err(lost(job, replica, format!("cannot connect to {addr}: {e}"))),
+            };
+            let exchange = async {
+                wire::send(&mut conn.stream, &peer, request).await.map_err(|e| e.to_string())?;
+                if let Some(body) = &body {
+                    conn.stream.write_all(body).await.map_err(|e| e.to_string())?;
+                }
+                wire::recv::<Response>(&mut conn.stream, &peer).await.map_err(|e| e.to_string())
+            };
+            let reason = match tokio::time::timeout(LOCAL_TIMEOUT, exchange).await {
+                Ok(Ok(Some(response @ Response::Item { .. }))) => return Ok((response, Body::Local(conn))),
+                Ok(Ok(Some(response))) => {
+                    conn.release();
+                    return Ok((response, Body::Empty));
+                }
+                Ok(Ok(None)) => "it closed the connection".to_string(),
+                Ok(Err(e)) => e,
+                Err(_) => format!("no answer within {} s", LOCAL_TIMEOUT.as_secs()),
+            };
+            if !reused {
+                return Err(lost(job, replica, reason));
+            }
+        }
+        Err(lost(job, replica, "no connection answered".into()))
     }
 }

@@ -213,7 +213,7 @@ impl Controller {
     }
 
     fn replica(map: &BlockMap, node: &str) -> Replica {
-        Replica { node: node.to_string(), addr: map.nodes.iter().find(|n| n.name == node).map(|n| n.addr) }
+        Replica::of(node, map.nodes.iter().find(|n| n.name == node))
     }
 
     /// Copies what the move's source holds of the group into the new block (each item only if
@@ -264,7 +264,7 @@ impl Controller {
         key: String,
     ) -> Result<bool> {
         let get = Op::Get { group, key: key.clone(), range: None };
-        let (answer, mut recv) = self.nodes.call(job, token, from, get, None).await?;
+        let (answer, body) = self.nodes.call(job, token, from, get, None).await?;
         let (len, part) = match answer {
             Response::Item { len, part } => (len, part),
             // Deleted (or replaced by a link) since the dump.
@@ -272,7 +272,7 @@ impl Controller {
             other => return Err(unexpected(from, "a get", other)),
         };
         let peer = format!("storage node {}", from.node);
-        let bytes = baton_fabric::net::server::receive_exactly(&mut recv, &peer, len).await?;
+        let bytes = body.item(&peer, len).await?;
         let put = Op::Put { group, key, len, part, cond: Cond::Copy };
         match self.nodes.call(job, token, to, put, Some(bytes)).await?.0 {
             Response::Done { .. } => Ok(true),

@@ -8,7 +8,7 @@
 //! - [`alloc`]: blocks reserved for jobs from their hints, grown and shrunk while they run,
 //!   all freed when a job ends or its lease lapses.
 //! - [`node`]: a storage node, holding jobs' objects in its blocks and serving them over QUIC
-//!   ([`proto`]).
+//!   ([`proto`]), and over loopback TCP to clients on its own host ([`same_host`]).
 //! - [`client`]: a job's handle on the store: its block map cached, the nodes asked directly;
 //!   [`objects`] makes it an `object_store::ObjectStore` (`baton://JOB/...`); [`put`] writes
 //!   an object that arrives in pieces.
@@ -27,6 +27,7 @@ pub mod node;
 pub mod objects;
 pub mod proto;
 pub mod put;
+pub mod same_host;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -29,6 +29,9 @@ pub struct NodeInfo {
     pub memory_blocks: u64,
     /// Blocks of flash it lends.
     pub flash_blocks: u64,
+    /// Where it serves clients on its own host, without TLS ([`crate::same_host`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<crate::same_host::SameHost>,
 }
 
 /// The value of a drain's key once the node holds no block: the node then leaves.
@@ -119,6 +122,7 @@ mod tests {
             block_size: 32 << 20,
             memory_blocks: 4,
             flash_blocks: 0,
+            local: None,
         };
         assert!(good.check().is_ok());
         for (bad, says) in [

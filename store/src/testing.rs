@@ -108,12 +108,35 @@ pub struct TestStore {
     _dir: tempfile::TempDir,
 }
 
+/// How a [`TestStore`]'s nodes behave.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeOptions {
+    /// A memory block cold this long moves to flash when the node's memory blocks are all held
+    /// (by default a day: never, in a test).
+    pub cold_after: Duration,
+    /// Clients in this process reach the nodes over loopback TCP (by default not: over QUIC,
+    /// as clients on other hosts do).
+    pub same_host: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { cold_after: Duration::from_secs(24 * 3600), same_host: false }
+    }
+}
+
 /// Bytes per block of a [`TestStore`].
 pub const TEST_BLOCK: u64 = 1 << 20;
 
 impl TestStore {
-    /// Nodes named `names`, each lending `memory` and `flash` blocks.
+    /// Nodes named `names`, each lending `memory` and `flash` blocks, with
+    /// [`NodeOptions::default`].
     pub async fn start(names: &[&str], memory: u64, flash: u64) -> Result<Self> {
+        Self::start_with(names, memory, flash, NodeOptions::default()).await
+    }
+
+    /// Nodes like [`TestStore::start`]'s, with `options`.
+    pub async fn start_with(names: &[&str], memory: u64, flash: u64, options: NodeOptions) -> Result<Self> {
         let server = EtcdServer::start().await?;
         let etcd = server.client()?;
         let dir =
@@ -132,6 +155,8 @@ impl TestStore {
                 flash: flash * TEST_BLOCK,
                 flash_dir: dir.path().join(format!("flash-{name}")),
                 sync_every: Duration::from_millis(200),
+                same_host: options.same_host,
+                cold_after: options.cold_after,
             };
             nodes.push(Some(crate::node::StorageNode::start(&etcd, &config).await?));
         }

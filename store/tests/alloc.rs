@@ -28,6 +28,7 @@ async fn three_nodes(etcd: &Etcd) -> Vec<Membership> {
             block_size: MIB,
             memory_blocks: 4,
             flash_blocks: 4,
+            local: None,
         };
         nodes.push(Membership::join(etcd, &info, Duration::from_secs(30)).await.unwrap());
     }

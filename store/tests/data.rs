@@ -14,7 +14,7 @@ use baton_fabric::net::token::{Audience, Scopes, unix_ms_now};
 use baton_store::Error;
 use baton_store::alloc::{BlockMap, Hints, Tier};
 use baton_store::client::StoreClient;
-use baton_store::testing::TestStore;
+use baton_store::testing::{NodeOptions, TestStore};
 use bytes::Bytes;
 
 const MIB: u64 = 1 << 20;
@@ -45,7 +45,18 @@ fn hints(bytes: u64) -> Hints {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto_flash() {
-    let store = store(4, 4).await;
+    spread_and_grow(NodeOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_the_nodes_host_do_the_same_over_loopback_tcp() {
+    spread_and_grow(NodeOptions { same_host: true, ..NodeOptions::default() }).await;
+}
+
+/// Objects spread over three nodes and read back, a job growing onto flash, deletes and
+/// replacements; over QUIC, or (with `options.same_host`) over loopback TCP.
+async fn spread_and_grow(options: NodeOptions) {
+    let store = TestStore::start_with(&["a", "b", "c"], 4, 4, options).await.unwrap();
     let job = JobId(1);
     // Three homes, one per node; the job will hold far more than that.
     let client = StoreClient::open(&store.etcd, &store.tls, job, hints(3 * MIB), TTL).await.unwrap();
@@ -106,10 +117,75 @@ async fn objects_spread_over_three_nodes_read_back_intact_and_the_job_grows_onto
         assert!(matches!(client.put(bad, Bytes::new()).await.unwrap_err(), Error::Invalid { .. }));
     }
 
+    // Every node served its requests the one way.
+    for node in store.nodes.iter().flatten() {
+        let local = node.same_host_requests();
+        assert_eq!(local > 0, options.same_host, "{}: {local} requests over loopback TCP", node.info().name);
+    }
+
     // Ending the job: nothing left on any node.
     client.close().await.unwrap();
     drained_of(&store, job).await;
     assert!(BlockMap::read(&store.etcd).await.unwrap().held.is_empty());
+}
+
+/// The tier of `job`'s blocks, as the map says.
+async fn tiers_of(store: &TestStore, job: JobId) -> Vec<Tier> {
+    let map = BlockMap::read(&store.etcd).await.unwrap();
+    map.of(job).values().flatten().map(|b| b.tier).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_its_memory_full_moves_the_coldest_block_to_flash_and_loses_nothing() {
+    // One node of 2 memory and 4 flash blocks; a block unread and unwritten for 400 ms is cold.
+    let options = NodeOptions { cold_after: Duration::from_millis(400), ..NodeOptions::default() };
+    let store = TestStore::start_with(&["a"], 2, 4, options).await.unwrap();
+    let node = || store.node("a").unwrap();
+    let (cold, hot) = (JobId(1), JobId(2));
+    let cold_client = StoreClient::open(&store.etcd, &store.tls, cold, hints(MIB), TTL).await.unwrap();
+    let hot_client = StoreClient::open(&store.etcd, &store.tls, hot, hints(MIB), TTL).await.unwrap();
+    assert_eq!(tiers_of(&store, cold).await, [Tier::Memory]);
+    assert_eq!(tiers_of(&store, hot).await, [Tier::Memory]);
+    let objects: Vec<(String, Bytes)> = (0..6).map(|i| (format!("o{i}"), object(i, 100_000 + i as usize))).collect();
+    for (key, bytes) in &objects {
+        cold_client.put(key, bytes.clone()).await.unwrap();
+        hot_client.put(key, bytes.clone()).await.unwrap();
+    }
+    let both: u64 = 2 * objects.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    assert_eq!(node().tiers(), (both, 0));
+
+    // The node's memory blocks are both held: once the cold job's block has gone unused for
+    // long enough it goes to flash, while the hot job, read all along, keeps its memory.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tiers_of(&store, cold).await != [Tier::Flash] || node().tiers().0 > both / 2 {
+        assert!(Instant::now() < deadline, "never moved: {:?}, {:?}", tiers_of(&store, cold).await, node().tiers());
+        for (key, bytes) in &objects {
+            assert_eq!(hot_client.get(key).await.unwrap(), *bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tiers_of(&store, hot).await, [Tier::Memory]);
+    assert_eq!(node().tiers(), (both / 2, both / 2), "the cold job's items are files now");
+
+    // Its clients notice nothing: every object reads back, whole and by range, and takes
+    // writes (to flash now).
+    for (key, bytes) in &objects {
+        assert_eq!(cold_client.get(key).await.unwrap(), *bytes, "{key}");
+        assert_eq!(cold_client.get_range(key, 10..1000).await.unwrap(), bytes.slice(10..1000));
+    }
+    cold_client.put("late", object(7, 5000)).await.unwrap();
+    assert_eq!(cold_client.get("late").await.unwrap(), object(7, 5000));
+    assert_eq!(node().tiers(), (both / 2, both / 2 + 5000));
+
+    // The memory it freed serves the next job that asks for memory.
+    let next = StoreClient::open(&store.etcd, &store.tls, JobId(3), hints(MIB), TTL).await.unwrap();
+    assert_eq!(tiers_of(&store, JobId(3)).await, [Tier::Memory]);
+    next.close().await.unwrap();
+    // Ending the cold job deletes its files too.
+    cold_client.close().await.unwrap();
+    drained_of(&store, cold).await;
+    assert_eq!(node().tiers(), (both / 2, 0));
+    hot_client.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ fn node(name: &str, port: u16) -> NodeInfo {
         block_size: 32 << 20,
         memory_blocks: 8,
         flash_blocks: 16,
+        local: None,
     }
 }
 

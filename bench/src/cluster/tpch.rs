@@ -1,9 +1,11 @@
 //! TPC-H across emulated hosts: each query in each variant (`baton sql --cluster`, the variants
-//! taking turns), timed from the driver's start to its written result; every variant's rows
-//! checked equal to the planned run's; each query's requests as counted. In a build with the
-//! peers, datafusion-distributed and Ballista run each query too, their workers on the same
-//! emulated hosts as Baton's ([`crate::peers`]), their results checked equal to the planned
-//! run's (timed from planning to the collected result: no driver process to start).
+//! taking turns, each round starting with the next one, so that none always goes first),
+//! timed from the driver's start to its written result; every variant's rows checked equal to
+//! the round's first run's; each query's requests as counted. In a build with the peers,
+//! datafusion-distributed and Ballista run each query too (after Baton's variants in even
+//! rounds, before them in odd ones), their workers on the same emulated hosts as Baton's
+//! ([`crate::peers`]), timed from planning to the collected result (no driver process to
+//! start). A peer whose rows differ from Baton's is reported so, beside its time.
 
 use std::path::Path;
 use std::time::Instant;
@@ -32,6 +34,9 @@ pub struct QueryReport {
     pub requests: Vec<u64>,
     /// Median seconds per peer, in the report's `peers` order.
     pub peer_seconds: Vec<f64>,
+    /// Per peer: whether its rows differed from Baton's in some run.
+    #[serde(default)]
+    pub peer_rows_differ: Vec<bool>,
 }
 
 /// TPC-H's part of the report.
@@ -99,10 +104,18 @@ pub fn run(
         let mut seconds = vec![Vec::new(); variants.len()];
         let mut requests = vec![0; variants.len()];
         let mut peer_seconds = vec![Vec::new(); peer_names.len()];
+        let mut peer_rows_differ = vec![false; peer_names.len()];
         let mut rows = 0;
         for round in 0..options.repeats {
-            let mut expected: Option<String> = None;
-            for (v, (variant, path)) in variants.iter().enumerate() {
+            let mut expected: Option<(String, &str)> = None;
+            let peers_first = round % 2 == 1;
+            let mut peer_runs = match (&peers, peers_first) {
+                (Some(peers), true) => Some(block_on(peers.run(sql))??),
+                _ => None,
+            };
+            for k in 0..variants.len() {
+                let v = (k + round) % variants.len();
+                let (variant, path) = variants[v];
                 let (csv, summary) = (format!("{name}-{path}-{round}.csv"), format!("{name}-{path}-{round}.json"));
                 let args = ["sql", sql, "--cluster", CLUSTER, "--path", path, "--format", "csv"];
                 let start = Instant::now();
@@ -112,10 +125,10 @@ pub fn run(
                 match &expected {
                     None => {
                         rows = got.lines().count().saturating_sub(1);
-                        expected = Some(got);
+                        expected = Some((got, variant));
                     }
-                    Some(first) if !same_rows(first, &got) => {
-                        bail!("{name}: the {variant} run's rows differ from the planned run's")
+                    Some((first, by)) if !same_rows(first, &got) => {
+                        bail!("{name}: the {variant} run's rows differ from the {by} run's")
                     }
                     Some(_) => {}
                 }
@@ -124,10 +137,14 @@ pub fn run(
                     s["edges"].as_array().map_or(0, |edges| edges.iter().map(|e| request_total(&e["requests"])).sum());
                 std::fs::remove_file(d.join(&csv))?;
             }
-            if let (Some(peers), Some(expected)) = (&peers, &expected) {
-                for (i, run) in block_on(peers.run(sql))??.into_iter().enumerate() {
+            if let (Some(peers), false) = (&peers, peers_first) {
+                peer_runs = Some(block_on(peers.run(sql))??);
+            }
+            if let (Some(runs), Some((expected, _))) = (peer_runs, &expected) {
+                for (i, run) in runs.into_iter().enumerate() {
                     if !same_rows(expected, &to_csv(&run.batches)?) {
-                        bail!("{name}: {}'s rows differ from the planned run's", run.name);
+                        eprintln!("{name}: {}'s rows differ from Baton's", run.name);
+                        peer_rows_differ[i] = true;
                     }
                     peer_seconds[i].push(run.seconds);
                 }
@@ -135,7 +152,7 @@ pub fn run(
         }
         let seconds = seconds.into_iter().map(median).collect();
         let peer_seconds = peer_seconds.into_iter().map(median).collect();
-        queries.push(QueryReport { name: name.to_string(), rows, seconds, requests, peer_seconds });
+        queries.push(QueryReport { name: name.to_string(), rows, seconds, requests, peer_seconds, peer_rows_differ });
     }
     let totals = (0..variants.len()).map(|v| queries.iter().map(|q| q.seconds[v]).sum()).collect();
     let total_requests = (0..variants.len()).map(|v| queries.iter().map(|q| q.requests[v]).sum()).collect();
@@ -210,8 +227,8 @@ fn same_rows(a: &str, b: &str) -> bool {
 pub fn markdown(r: &TpchReport) -> String {
     let mut out = format!(
         "## TPC-H at scale factor {}\n\nEach query timed from the driver's start to its written result (median of the \
-         runs); every variant's rows equal the planned run's; requests of each query's exchanges as counted.\n\n| query \
-         | rows |",
+         runs); every variant's rows equal; requests of each query's exchanges as counted; † a peer's rows differed \
+         from Baton's.\n\n| query | rows |",
         r.sf
     );
     for name in &r.variants {
@@ -229,8 +246,9 @@ pub fn markdown(r: &TpchReport) -> String {
         for (s, n) in q.seconds.iter().zip(&q.requests) {
             out.push_str(&format!(" {s:.2} | {n} |"));
         }
-        for s in &q.peer_seconds {
-            out.push_str(&format!(" {s:.2} |"));
+        for (i, s) in q.peer_seconds.iter().enumerate() {
+            let mark = if q.peer_rows_differ.get(i).copied().unwrap_or(false) { " †" } else { "" };
+            out.push_str(&format!(" {s:.2}{mark} |"));
         }
         out.push('\n');
     }

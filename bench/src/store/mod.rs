@@ -5,9 +5,11 @@
 //!
 //! Fairness: Redis runs as Debian's `redis-server` on 127.0.0.1 with persistence off (`--save
 //! ""`, no append-only file), as the store's nodes keep nothing on disk either; each of the
-//! `clients` tasks has a Redis connection of its own (plain RESP `SET`/`GET`, one request in
-//! flight per connection), and the store's client the same number of requests in flight over
-//! its QUIC connections. Both servers are separate processes on the same machine; the store
+//! `clients` tasks has a Redis connection of its own (plain RESP `SET`/`GET` over loopback TCP,
+//! one request in flight per connection), and the store's client the same number of requests
+//! in flight: over loopback TCP as a client on the node's host talks to it (`baton`), and over
+//! QUIC with TLS as a client on another host does (`baton-quic`). Both servers are separate
+//! processes on the same machine; the store
 //! has one storage node for the comparison, as Redis is one server. The objects are made once,
 //! before the clock starts; each variant runs three times, the variants taking turns, and the
 //! run of median throughput is reported.
@@ -310,6 +312,10 @@ where
     })
 }
 
+/// The store's variants against Redis: its client on the storage node's host (loopback TCP,
+/// no TLS), and over QUIC with TLS, as a client on another host talks to it.
+const SYSTEMS: [(&str, bool); 2] = [("baton", true), ("baton-quic", false)];
+
 /// Runs of each variant in the comparison with Redis; the median run is reported.
 const REPEATS: usize = 3;
 
@@ -377,26 +383,31 @@ pub async fn run(options: &StoreOptions) -> anyhow::Result<StoreReport> {
         let mut runs = Vec::new();
         // The variants take turns, so that what drifts on the machine falls on both.
         for _ in 0..repeats {
-            let (c, o) = (client.clone(), objects.clone());
-            runs.push(
-                measure("baton", "put", size, ops, clients, move |_, i| {
-                    let (c, o) = (c.clone(), o.clone());
-                    async move { Ok(c.put(&format!("k{}", i % keys), o[i % keys].clone()).await.map(drop)?) }
-                })
-                .await?,
-            );
-            let c = client.clone();
-            runs.push(
-                measure("baton", "get", size, ops, clients, move |_, i| {
-                    let c = c.clone();
-                    async move {
-                        let bytes = c.get(&format!("k{}", i % keys)).await?;
-                        anyhow::ensure!(bytes.len() as u64 == size, "a get of {} bytes", bytes.len());
-                        Ok(())
-                    }
-                })
-                .await?,
-            );
+            // The store's client on the node's host (loopback TCP), then as from another
+            // host (QUIC with TLS).
+            for (system, same_host) in SYSTEMS {
+                client.set_same_host(same_host);
+                let (c, o) = (client.clone(), objects.clone());
+                runs.push(
+                    measure(system, "put", size, ops, clients, move |_, i| {
+                        let (c, o) = (c.clone(), o.clone());
+                        async move { Ok(c.put(&format!("k{}", i % keys), o[i % keys].clone()).await.map(drop)?) }
+                    })
+                    .await?,
+                );
+                let c = client.clone();
+                runs.push(
+                    measure(system, "get", size, ops, clients, move |_, i| {
+                        let c = c.clone();
+                        async move {
+                            let bytes = c.get(&format!("k{}", i % keys)).await?;
+                            anyhow::ensure!(bytes.len() as u64 == size, "a get of {} bytes", bytes.len());
+                            Ok(())
+                        }
+                    })
+                    .await?,
+                );
+            }
             let (c, o) = (connections.clone(), objects.clone());
             runs.push(
                 measure("redis", "put", size, ops, clients, move |client, i| {
@@ -582,30 +593,15 @@ async fn drain(etcd: &Etcd, tls: &TlsDir, quick: bool, clients: usize) -> anyhow
 /// The report as Markdown.
 pub fn markdown(report: &StoreReport) -> String {
     let mut out = format!(
-        "## The elastic store against Redis 7 on loopback ({} requests in flight, median of the runs)\n\n\
-         | size | op | Baton ops/s | Baton MB/s | p50 ms | p99 ms | Redis ops/s | Redis MB/s | p50 ms | p99 ms | Baton/Redis |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "## The elastic store against Redis 7 on loopback ({} requests in flight, median of the runs)\n",
         report.clients
     );
-    for row in report.rows.iter().filter(|r| r.system == "baton") {
-        let Some(redis) = report.rows.iter().find(|r| r.system == "redis" && r.op == row.op && r.size == row.size)
-        else {
-            continue;
-        };
-        out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2}x |\n",
-            crate::paths::human(row.size),
-            row.op,
-            row.ops_per_s,
-            row.mb_per_s,
-            row.p50_ms,
-            row.p99_ms,
-            redis.ops_per_s,
-            redis.mb_per_s,
-            redis.p50_ms,
-            redis.p99_ms,
-            row.ops_per_s / redis.ops_per_s
-        ));
+    for (system, said) in [
+        ("baton", "The store's client on the storage node's host (loopback TCP, the job's token checked, no TLS)"),
+        ("baton-quic", "The same client over QUIC with TLS, as a client on another host talks to the node"),
+    ] {
+        out.push_str(&format!("\n{said}:\n\n"));
+        out.push_str(&against_redis(report, system));
     }
     let m = &report.multiplexing;
     out.push_str(&format!(
@@ -629,6 +625,35 @@ pub fn markdown(report: &StoreReport) -> String {
         d.failed_reads
     ));
     out.push_str(&scaling::markdown(&report.scaling, report.clients));
+    out
+}
+
+/// One variant of the store against Redis, a row per size and operation.
+fn against_redis(report: &StoreReport, system: &str) -> String {
+    let mut out = String::from(
+        "| size | op | Baton ops/s | Baton MB/s | p50 ms | p99 ms | Redis ops/s | Redis MB/s | p50 ms | p99 ms | Baton/Redis |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in report.rows.iter().filter(|r| r.system == system) {
+        let Some(redis) = report.rows.iter().find(|r| r.system == "redis" && r.op == row.op && r.size == row.size)
+        else {
+            continue;
+        };
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2}x |\n",
+            crate::paths::human(row.size),
+            row.op,
+            row.ops_per_s,
+            row.mb_per_s,
+            row.p50_ms,
+            row.p99_ms,
+            redis.ops_per_s,
+            redis.mb_per_s,
+            redis.p50_ms,
+            redis.p99_ms,
+            row.ops_per_s / redis.ops_per_s
+        ));
+    }
     out
 }
 

@@ -10,7 +10,11 @@
 //! group back — the node deletes what it held for them at its next look at the map.
 //!
 //! A memory block's items live in memory; a flash block's in files of their own (0600, in a
-//! directory the node made, removed with it).
+//! directory the node made, removed with it). A node whose memory blocks are all held moves its
+//! coldest memory block to flash ([`demote`]).
+
+mod demote;
+mod io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::etcd::Etcd;
 use crate::member::{DRAINED, MEMBER_TTL, Membership, NodeInfo, ROOT, drain_key};
 use crate::proto::{Cond, MAX_KEY, MAX_REQUEST, Op, Part, Refusal, Request, Response};
+use io::{Rx, Tx};
 
 /// Bytes per QUIC write of an item sent.
 const SEND_CHUNK: usize = 1 << 20;
@@ -58,6 +63,12 @@ pub struct NodeConfig {
     pub flash_dir: PathBuf,
     /// How often it reads the block map when nothing asks it to.
     pub sync_every: Duration,
+    /// Whether it also serves clients on its own host over loopback TCP, without TLS
+    /// ([`crate::same_host`]).
+    pub same_host: bool,
+    /// How long a memory block must have gone unread and unwritten before the node may move it
+    /// to flash to free memory ([`demote`]).
+    pub cold_after: Duration,
 }
 
 /// A running storage node. Dropped, it stops serving and its membership lapses; [`StorageNode::leave`]
@@ -78,6 +89,10 @@ struct Shared {
     verifier: TokenPublicKey,
     audiences: Vec<Audience>,
     block_size: u64,
+    /// Its blocks per tier.
+    memory_blocks: u64,
+    flash_blocks: u64,
+    cold_after: Duration,
     flash: Option<OwnedDir>,
     next_file: AtomicU64,
     state: Mutex<State>,
@@ -85,6 +100,8 @@ struct Shared {
     syncing: tokio::sync::Mutex<()>,
     syncs: AtomicU64,
     stats: NetStats,
+    /// Requests served to clients on this host, over loopback TCP.
+    same_host_requests: AtomicU64,
     /// Set once the node was drained: it holds no block and the controller said so.
     drained: tokio::sync::watch::Sender<bool>,
     /// Tokens whose signature checked, by signature: each request then checks only its claims
@@ -102,6 +119,10 @@ struct State {
     revision: i64,
     /// Its blocks in the map: each (job, group) it holds a block of.
     held: HashMap<(JobId, u64), View>,
+    /// Each held block's key and value in the map, and its lease (what a demotion rewrites).
+    keys: HashMap<(JobId, u64), demote::MapEntry>,
+    /// When each held group was last read or written (or first seen in the map).
+    touched: HashMap<(JobId, u64), Instant>,
     /// What is stored in them.
     groups: HashMap<(JobId, u64), Group>,
 }
@@ -181,14 +202,30 @@ impl StorageNode {
             .map_err(|e| Error::Io { what: format!("listen on {}", config.listen), source: e })?;
         let addr = endpoint.local_addr().map_err(|e| Error::Io { what: "the local address".into(), source: e })?;
         let block_size = config.block_size.max(1);
-        let info = NodeInfo {
+        let mut info = NodeInfo {
             name: config.name.clone(),
             addr,
             block_size,
             memory_blocks: config.memory / block_size,
             flash_blocks: config.flash / block_size,
+            local: None,
         };
         info.check()?;
+        // Clients on this host: loopback only, and only where the host can be named.
+        let mut local = None;
+        if config.same_host
+            && let Some(host) = crate::same_host::this_host()
+        {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .map_err(|e| Error::Io { what: "listen on 127.0.0.1 for clients on this host".into(), source: e })?;
+            let port = listener
+                .local_addr()
+                .map_err(|e| Error::Io { what: "the same-host listener's address".into(), source: e })?
+                .port();
+            info.local = Some(crate::same_host::SameHost { host: host.to_string(), port });
+            local = Some(listener);
+        }
         let flash = if info.flash_blocks > 0 { Some(OwnedDir::create(&config.flash_dir, "flash_dir")?) } else { None };
         let shared = Arc::new(Shared {
             name: config.name.clone(),
@@ -196,12 +233,16 @@ impl StorageNode {
             verifier,
             audiences,
             block_size,
+            memory_blocks: info.memory_blocks,
+            flash_blocks: info.flash_blocks,
+            cold_after: config.cold_after,
             flash,
             next_file: AtomicU64::new(0),
             state: Mutex::default(),
             syncing: tokio::sync::Mutex::new(()),
             syncs: AtomicU64::new(0),
             stats: NetStats::default(),
+            same_host_requests: AtomicU64::new(0),
             drained: tokio::sync::watch::Sender::new(false),
             verified: Mutex::default(),
         });
@@ -209,7 +250,11 @@ impl StorageNode {
         sync(&shared).await?;
         let follow = tokio::spawn(follow(shared.clone(), config.sync_every));
         let serve = tokio::spawn(accept(endpoint.clone(), shared.clone()));
-        Ok(Self { endpoint, shared, info, membership: Some(membership), tasks: vec![follow, serve] })
+        let mut tasks = vec![follow, serve];
+        if let Some(listener) = local {
+            tasks.push(tokio::spawn(io::accept_local(listener, shared.clone())));
+        }
+        Ok(Self { endpoint, shared, info, membership: Some(membership), tasks })
     }
 
     /// How it appears in the membership.
@@ -223,6 +268,19 @@ impl StorageNode {
         let mut usage: Vec<_> = state.groups.iter().map(|((job, group), g)| (*job, *group, g.used)).collect();
         usage.sort();
         usage
+    }
+
+    /// Bytes of items it holds in memory and on flash.
+    pub fn tiers(&self) -> (u64, u64) {
+        let state = lock(&self.shared.state);
+        let (mut memory, mut flash) = (0, 0);
+        for item in state.groups.values().flat_map(|g| g.items.values()) {
+            match &item.data {
+                Data::Memory(b) => memory += b.len() as u64,
+                Data::Flash(f) => flash += f.len,
+            }
+        }
+        (memory, flash)
     }
 
     /// Resolves once the node has been drained (`baton store drain`): it holds no block, and
@@ -242,6 +300,11 @@ impl StorageNode {
                 return;
             }
         }
+    }
+
+    /// Requests it served to clients on its own host, over loopback TCP.
+    pub fn same_host_requests(&self) -> u64 {
+        self.shared.same_host_requests.load(Ordering::Relaxed)
     }
 
     /// Bytes received and sent.
@@ -274,7 +337,12 @@ async fn follow(shared: Arc<Shared>, every: Duration) {
         tick.tick().await;
         if let Err(e) = sync(&shared).await {
             tracing::warn!("storage node {}: cannot read the block map: {e}", shared.name);
+            continue;
         }
+        if let Err(e) = demote::relieve(&shared).await {
+            tracing::warn!("storage node {}: cannot move a cold block to flash: {e}", shared.name);
+        }
+        demote::sweep(&shared).await;
     }
 }
 
@@ -284,6 +352,7 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
     let prefix = format!("{ROOT}blocks/{}/", shared.name);
     let (kvs, revision) = shared.etcd.list_at(&prefix).await?;
     let mut held = HashMap::new();
+    let mut keys = HashMap::new();
     for kv in kvs {
         let block = Block::parse(&kv.key)
             .ok_or_else(|| Error::Corrupt { key: kv.key.clone(), reason: "not a block's key".into() })?;
@@ -291,6 +360,7 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
             .map_err(|e| Error::Corrupt { key: kv.key.clone(), reason: e.to_string() })?;
         let view = View { tier: block.tier, incoming: holder.from.is_some(), leaving: holder.moving_to.is_some() };
         held.insert((holder.job, holder.group), view);
+        keys.insert((holder.job, holder.group), demote::MapEntry { block, value: kv.value, lease: kv.lease });
     }
     let gone: Vec<Group> = {
         let mut state = lock(&shared.state);
@@ -299,6 +369,13 @@ async fn sync(shared: &Arc<Shared>) -> Result<()> {
         }
         state.revision = revision;
         state.held = held;
+        state.keys = keys;
+        let now = Instant::now();
+        let State { held, touched, .. } = &mut *state;
+        touched.retain(|k, _| held.contains_key(k));
+        for k in held.keys() {
+            touched.entry(*k).or_insert(now);
+        }
         let dropped: Vec<(JobId, u64)> = state.groups.keys().filter(|k| !state.held.contains_key(k)).copied().collect();
         let gone = dropped.into_iter().filter_map(|k| state.groups.remove(&k)).collect();
         let State { held, groups, .. } = &mut *state;
@@ -361,12 +438,24 @@ async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendSt
         Ok(Some(request)) => request,
         Ok(None) => return,
         Err(e) => {
-            let _ = reply(&mut send, &peer, &Response::Refused(Refusal::Invalid(e.to_string()))).await;
+            let _ = reply(&mut Tx::Quic(&mut send), &peer, &Response::Refused(Refusal::Invalid(e.to_string()))).await;
             return;
         }
     };
     let op = op_name(&request.op);
-    let outcome = handle(&shared, &peer, request, &mut send, &mut recv).await;
+    let outcome = handle(&shared, &peer, request, &mut Tx::Quic(&mut send), &mut Rx::Quic(&mut recv)).await;
+    let _ = record(&shared, &peer, op, start, outcome, &mut Tx::Quic(&mut send)).await;
+}
+
+/// Counts a request by its outcome, and answers a refusal.
+async fn record(
+    shared: &Shared,
+    peer: &str,
+    op: &'static str,
+    start: Instant,
+    outcome: std::result::Result<(), Refusal>,
+    send: &mut Tx<'_>,
+) -> std::result::Result<(), Refusal> {
     let counted = match &outcome {
         Ok(()) => "ok",
         Err(Refusal::NotFound) => "miss",
@@ -380,8 +469,9 @@ async fn serve_stream(shared: Arc<Shared>, peer: String, mut send: quinn::SendSt
         if matches!(refusal, Refusal::Unauthorized(_)) {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = reply(&mut send, &peer, &Response::Refused(refusal)).await;
+        return reply(send, peer, &Response::Refused(refusal)).await;
     }
+    Ok(())
 }
 
 fn op_name(op: &Op) -> &'static str {
@@ -400,9 +490,9 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
-async fn reply(send: &mut quinn::SendStream, peer: &str, response: &Response) -> std::result::Result<(), Refusal> {
-    wire::send(send, peer, response).await.map_err(|e| Refusal::Failed(e.to_string()))?;
-    let _ = send.finish();
+async fn reply(send: &mut Tx<'_>, peer: &str, response: &Response) -> std::result::Result<(), Refusal> {
+    send.message(peer, response).await?;
+    send.finish();
     Ok(())
 }
 
@@ -442,8 +532,8 @@ async fn handle(
     shared: &Arc<Shared>,
     peer: &str,
     request: Request,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    send: &mut Tx<'_>,
+    recv: &mut Rx<'_>,
 ) -> std::result::Result<(), Refusal> {
     let response = match &request.op {
         Op::Put { group, key, len, part, cond } => {
@@ -455,6 +545,7 @@ async fn handle(
         Op::Get { group, key, range } => {
             let job = authorize(shared, &request, Scopes::READ)?;
             held(shared, job, *group).await?;
+            touch(shared, job, *group);
             match find(shared, job, *group, key)? {
                 Found::Item(item) => return send_item(shared, peer, item, *range, send).await,
                 Found::Linked(at, part) => Response::Linked { at, part },
@@ -582,6 +673,11 @@ async fn handle(
     reply(send, peer, &response).await
 }
 
+/// Notes that `job`'s `group` was just read or written: it is not cold.
+fn touch(shared: &Shared, job: JobId, group: u64) {
+    lock(&shared.state).touched.insert((job, group), Instant::now());
+}
+
 enum Found {
     Item(Item),
     Linked(u64, Part),
@@ -633,10 +729,11 @@ async fn receive(
     shared: &Arc<Shared>,
     peer: &str,
     put: Put<'_>,
-    recv: &mut quinn::RecvStream,
+    recv: &mut Rx<'_>,
 ) -> std::result::Result<Response, Refusal> {
     let Put { job, group, key, len, part, cond } = put;
     let tier = writable(shared, job, group).await?.tier;
+    touch(shared, job, group);
     if part.index >= part.count || part.chunk == 0 {
         return Err(Refusal::Invalid(format!("chunk {} of {}", part.index, part.count)));
     }
@@ -662,7 +759,7 @@ async fn receive(
             g.used -= len;
         }
     };
-    let bytes = match baton_fabric::net::server::receive_exactly(recv, peer, len).await {
+    let bytes = match recv.body(peer, len).await {
         Ok(bytes) => bytes,
         Err(e) => {
             give_back(shared);
@@ -736,7 +833,7 @@ async fn send_item(
     peer: &str,
     item: Item,
     range: Option<(u64, u64)>,
-    send: &mut quinn::SendStream,
+    send: &mut Tx<'_>,
 ) -> std::result::Result<(), Refusal> {
     let len = item.len();
     let (start, end) = range.unwrap_or((0, len));
@@ -750,17 +847,15 @@ async fn send_item(
             .map_err(|e| Refusal::Failed(e.to_string()))?
             .map_err(|e| Refusal::Failed(e.to_string()))?,
     };
-    wire::send(send, peer, &Response::Item { len: bytes.len() as u64, part: item.part })
-        .await
-        .map_err(|e| Refusal::Failed(e.to_string()))?;
+    send.message(peer, &Response::Item { len: bytes.len() as u64, part: item.part }).await?;
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_CHUNK).min(bytes.len());
-        send.write_chunk(bytes.slice(offset..end)).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        send.bytes(bytes.slice(offset..end)).await?;
         shared.stats.bytes_sent.fetch_add((end - offset) as u64, Ordering::Relaxed);
         offset = end;
     }
-    let _ = send.finish();
+    send.finish();
     Ok(())
 }
 

@@ -219,9 +219,19 @@ impl Nodes {
                 Err(e) => return Err(lost(job, replica, format!("cannot connect to {addr}: {e}"))),
             };
             let exchange = async {
-                wire::send(&mut conn.stream, &peer, request).await.map_err(|e| e.to_string())?;
-                if let Some(body) = &body {
-                    conn.stream.write_all(body).await.map_err(|e| e.to_string())?;
+                let mut message = wire::encode(request).map_err(|e| e.to_string())?;
+                let stream = conn.stream.get_mut();
+                match &body {
+                    // A small body in the same write as its request.
+                    Some(body) if body.len() <= crate::same_host::ONE_WRITE => {
+                        message.extend_from_slice(body);
+                        stream.write_all(&message).await.map_err(|e| e.to_string())?;
+                    }
+                    Some(body) => {
+                        stream.write_all(&message).await.map_err(|e| e.to_string())?;
+                        stream.write_all(body).await.map_err(|e| e.to_string())?;
+                    }
+                    None => stream.write_all(&message).await.map_err(|e| e.to_string())?,
                 }
                 wire::recv::<Response>(&mut conn.stream, &peer).await.map_err(|e| e.to_string())
             };

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Where a storage node serves clients on its own host.
@@ -49,6 +49,13 @@ pub fn this_host() -> Option<&'static str> {
     .as_deref()
 }
 
+/// Bytes each end of a connection reads ahead: a request's or an answer's length and message
+/// in one read, and a small body with them.
+pub(crate) const READ_BUFFER: usize = 16 << 10;
+
+/// A request and a body of at most this many bytes go to the kernel in one write.
+pub(crate) const ONE_WRITE: usize = 64 << 10;
+
 /// Reads exactly `len` bytes from `io` (a put's body, a get's item): the buffer grows as the
 /// bytes arrive, past the first 64 MiB.
 pub(crate) async fn read_exactly(io: &mut (impl AsyncRead + Unpin), len: u64) -> std::io::Result<Bytes> {
@@ -71,7 +78,7 @@ pub(crate) async fn read_exactly(io: &mut (impl AsyncRead + Unpin), len: u64) ->
 /// A client's idle connections to nodes on its host.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<BufReader<TcpStream>>>>,
 }
 
 /// At most this many idle connections are kept per node.
@@ -91,7 +98,7 @@ impl Pool {
             None => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
-                stream
+                BufReader::with_capacity(READ_BUFFER, stream)
             }
         };
         Ok((Conn { stream, addr, pool: self.clone() }, reused))
@@ -107,7 +114,8 @@ impl Pool {
 /// whole; dropped otherwise, it closes.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    /// Read through a small buffer; written to directly.
+    pub(crate) stream: BufReader<TcpStream>,
     addr: SocketAddr,
     pool: Arc<Pool>,
 }

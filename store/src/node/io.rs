@@ -8,6 +8,7 @@ use std::time::Instant;
 use baton_fabric::node::wire;
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::io::BufReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -29,7 +30,7 @@ pub(super) enum Tx<'a> {
 pub(super) enum Rx<'a> {
     Quic(&'a mut quinn::RecvStream),
     /// With the bytes of the body read so far.
-    Local(&'a mut OwnedReadHalf, u64),
+    Local(&'a mut BufReader<OwnedReadHalf>, u64),
 }
 
 impl Tx<'_> {
@@ -40,6 +41,27 @@ impl Tx<'_> {
             Tx::Local(send) => wire::send(*send, peer, message).await,
         };
         sent.map_err(|e| Refusal::Failed(e.to_string()))
+    }
+
+    /// Writes one message and the bytes that follow it (a small item): on a loopback
+    /// connection in one write.
+    pub(super) async fn message_and<T: Serialize>(
+        &mut self,
+        peer: &str,
+        message: &T,
+        tail: &[u8],
+    ) -> Result<(), Refusal> {
+        match self {
+            Tx::Quic(_) => {
+                self.message(peer, message).await?;
+                self.bytes(Bytes::copy_from_slice(tail)).await
+            }
+            Tx::Local(send) => {
+                let mut out = wire::encode(message).map_err(|e| Refusal::Failed(e.to_string()))?;
+                out.extend_from_slice(tail);
+                send.write_all(&out).await.map_err(|e| Refusal::Failed(e.to_string()))
+            }
+        }
     }
 
     /// Writes bytes that follow a message.
@@ -97,7 +119,9 @@ pub(super) async fn accept_local(listener: TcpListener, shared: Arc<Shared>) {
 /// One connection's requests, one after another, until the client closes it or breaks the
 /// framing.
 async fn serve_local(shared: Arc<Shared>, peer: String, stream: tokio::net::TcpStream) {
-    let (mut recv, mut send) = stream.into_split();
+    let (recv, mut send) = stream.into_split();
+    // A request's length and message in one read (a body larger than the buffer bypasses it).
+    let mut recv = BufReader::with_capacity(crate::same_host::READ_BUFFER, recv);
     loop {
         let start = Instant::now();
         let request = match wire::recv_within::<Request>(&mut recv, &peer, MAX_REQUEST).await {

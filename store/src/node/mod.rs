@@ -847,7 +847,13 @@ async fn send_item(
             .map_err(|e| Refusal::Failed(e.to_string()))?
             .map_err(|e| Refusal::Failed(e.to_string()))?,
     };
-    send.message(peer, &Response::Item { len: bytes.len() as u64, part: item.part }).await?;
+    let header = Response::Item { len: bytes.len() as u64, part: item.part };
+    if matches!(send, Tx::Local(_)) && bytes.len() <= crate::same_host::ONE_WRITE {
+        send.message_and(peer, &header, &bytes).await?;
+        shared.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(());
+    }
+    send.message(peer, &header).await?;
     let mut offset = 0;
     while offset < bytes.len() {
         let end = (offset + SEND_CHUNK).min(bytes.len());

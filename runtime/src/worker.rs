@@ -196,7 +196,9 @@ impl Worker {
             return failed(StatusCode::SERVICE_UNAVAILABLE, "busy with another invocation".into(), true);
         };
         let cold = !self.served.swap(true, std::sync::atomic::Ordering::Relaxed);
-        match run_task_within(&self.registry, self.paths.clone(), &self.scratch, self.roots.clone(), task).await {
+        let ran = run_task_within(&self.registry, self.paths.clone(), &self.scratch, self.roots.clone(), task).await;
+        release_freed_memory();
+        match ran {
             Ok(mut report) => match serde_json::to_vec(&{
                 report.cold = cold;
                 report
@@ -215,6 +217,18 @@ impl Worker {
             }
         }
     }
+}
+
+/// Gives what the task freed back to the host, off the answer's path: a warm worker waits for
+/// its next invocation holding what it keeps, not the task's garbage, which the allocator
+/// would otherwise hold on to (arenas of DataFusion's threads) and which the other workers on
+/// the host may need.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only returns free memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+    });
 }
 
 fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {

@@ -205,6 +205,9 @@ pub async fn run(options: &TpchOptions) -> anyhow::Result<TpchReport> {
             if let (Some(peers), Some(baton)) = (&peers, &last) {
                 let runs = peers.run(sql).await.with_context(|| name.to_string())?;
                 for (i, run) in runs.into_iter().enumerate() {
+                    if let Some(e) = &run.failed {
+                        bail!("{name}: on {}: {e}", run.name);
+                    }
                     if let Err(e) = baton_sql::compare::same_result(&run.batches, &baton.batches) {
                         bail!("{name}: {}'s result differs from Baton's: {e}", run.name);
                     }

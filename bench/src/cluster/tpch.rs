@@ -37,6 +37,10 @@ pub struct QueryReport {
     /// Per peer: whether its rows differed from Baton's in some run.
     #[serde(default)]
     pub peer_rows_differ: Vec<bool>,
+    /// Per peer: whether the query failed on it in some run (its seconds then count only the
+    /// runs that did not fail; none: 0, and the query counts in no total of it).
+    #[serde(default)]
+    pub peer_failed: Vec<bool>,
 }
 
 /// TPC-H's part of the report.
@@ -105,6 +109,7 @@ pub fn run(
         let mut requests = vec![0; variants.len()];
         let mut peer_seconds = vec![Vec::new(); peer_names.len()];
         let mut peer_rows_differ = vec![false; peer_names.len()];
+        let mut peer_failed = vec![false; peer_names.len()];
         let mut rows = 0;
         for round in 0..options.repeats {
             let mut expected: Option<(String, &str)> = None;
@@ -142,6 +147,11 @@ pub fn run(
             }
             if let (Some(runs), Some((expected, _))) = (peer_runs, &expected) {
                 for (i, run) in runs.into_iter().enumerate() {
+                    if let Some(e) = &run.failed {
+                        eprintln!("{name}: failed on {}: {e}", run.name);
+                        peer_failed[i] = true;
+                        continue;
+                    }
                     if !same_rows(expected, &to_csv(&run.batches)?) {
                         eprintln!("{name}: {}'s rows differ from Baton's", run.name);
                         peer_rows_differ[i] = true;
@@ -151,8 +161,16 @@ pub fn run(
             }
         }
         let seconds = seconds.into_iter().map(median).collect();
-        let peer_seconds = peer_seconds.into_iter().map(median).collect();
-        queries.push(QueryReport { name: name.to_string(), rows, seconds, requests, peer_seconds, peer_rows_differ });
+        let peer_seconds = peer_seconds.into_iter().map(|s| if s.is_empty() { 0.0 } else { median(s) }).collect();
+        queries.push(QueryReport {
+            name: name.to_string(),
+            rows,
+            seconds,
+            requests,
+            peer_seconds,
+            peer_rows_differ,
+            peer_failed,
+        });
     }
     let totals = (0..variants.len()).map(|v| queries.iter().map(|q| q.seconds[v]).sum()).collect();
     let total_requests = (0..variants.len()).map(|v| queries.iter().map(|q| q.requests[v]).sum()).collect();
@@ -228,7 +246,7 @@ pub fn markdown(r: &TpchReport) -> String {
     let mut out = format!(
         "## TPC-H at scale factor {}\n\nEach query timed from the driver's start to its written result (median of the \
          runs); every variant's rows equal; requests of each query's exchanges as counted; † a peer's rows differed \
-         from Baton's.\n\n| query | rows |",
+         from Baton's; ‡ the query failed on the peer in a run (a total with ‡ lacks what failed).\n\n| query | rows |",
         r.sf
     );
     for name in &r.variants {
@@ -247,8 +265,9 @@ pub fn markdown(r: &TpchReport) -> String {
             out.push_str(&format!(" {s:.2} | {n} |"));
         }
         for (i, s) in q.peer_seconds.iter().enumerate() {
-            let mark = if q.peer_rows_differ.get(i).copied().unwrap_or(false) { " †" } else { "" };
-            out.push_str(&format!(" {s:.2}{mark} |"));
+            let differs = if q.peer_rows_differ.get(i).copied().unwrap_or(false) { " †" } else { "" };
+            let failed = if q.peer_failed.get(i).copied().unwrap_or(false) { " ‡" } else { "" };
+            out.push_str(&format!(" {s:.2}{differs}{failed} |"));
         }
         out.push('\n');
     }
@@ -256,8 +275,9 @@ pub fn markdown(r: &TpchReport) -> String {
     for (s, n) in r.totals.iter().zip(&r.total_requests) {
         out.push_str(&format!(" **{s:.2}** | **{n}** |"));
     }
-    for s in &r.peer_totals {
-        out.push_str(&format!(" **{s:.2}** |"));
+    for (i, s) in r.peer_totals.iter().enumerate() {
+        let failed = r.queries.iter().any(|q| q.peer_failed.get(i).copied().unwrap_or(false));
+        out.push_str(&format!(" **{s:.2}**{} |", if failed { " ‡" } else { "" }));
     }
     let planned = r.totals.first().copied().unwrap_or(0.0).max(1e-9);
     let ratios: Vec<String> = r

@@ -24,7 +24,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use arrow_array::RecordBatch;
 
 #[cfg(feature = "peers")]
@@ -123,18 +122,23 @@ pub struct PeerRun {
     pub worker_cpu_s: f64,
     /// The result.
     pub batches: Vec<RecordBatch>,
+    /// Why the query failed on this peer (then `seconds` and `batches` say nothing).
+    pub failed: Option<String>,
 }
 
 impl Peers {
-    /// Runs `sql` on each peer in turn.
+    /// Runs `sql` on each peer in turn; a peer that fails it says why in its run.
     pub async fn run(&self, sql: &str) -> anyhow::Result<Vec<PeerRun>> {
         let mut runs = Vec::new();
         for (i, (peer, ctx)) in self.sessions().iter().enumerate() {
             let cpu = self.cpu_seconds()[i];
             let start = Instant::now();
-            let batches = baton_sql::query::run_single(ctx, sql).await.with_context(|| format!("on {peer}"))?;
+            let (batches, failed) = match baton_sql::query::run_single(ctx, sql).await {
+                Ok(batches) => (batches, None),
+                Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+            };
             let seconds = start.elapsed().as_secs_f64();
-            runs.push(PeerRun { name: peer, seconds, worker_cpu_s: self.cpu_seconds()[i] - cpu, batches });
+            runs.push(PeerRun { name: peer, seconds, worker_cpu_s: self.cpu_seconds()[i] - cpu, batches, failed });
         }
         Ok(runs)
     }

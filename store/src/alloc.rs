@@ -319,9 +319,29 @@ impl JobLease {
     }
 }
 
+/// The groups a job opened with `hints` reserves as its homes, in blocks of `size` with
+/// `free_memory` blocks of memory free in the store.
+///
+/// Keys spread over the homes by their hash, so homes fill unevenly: with exactly enough homes
+/// for the hinted bytes, about one key in twelve finds its home full (one block of 1 MiB objects
+/// holds 32, and hashing 512 keys over 16 homes fills some past that), and each put of such a
+/// key costs extra requests (placed in a later group, then linked at its home). A
+/// latency-sensitive job of two homes or more therefore gets half as many again, where free
+/// memory allows, and about one key in 500 overflows; a job of one home (its keys cannot spread
+/// unevenly), or not latency-sensitive, gets exactly what it hinted (at least one group).
+fn homes(hints: &Hints, size: u64, free_memory: u64) -> u64 {
+    let exact = hints.bytes.div_ceil(size).max(1);
+    if !hints.latency_sensitive {
+        return exact;
+    }
+    let spare = (free_memory / u64::from(hints.replicas.max(1))).saturating_sub(exact);
+    exact + (exact / 2).min(spare)
+}
+
 impl JobSpace {
-    /// Opens `job`'s namespace with `hints` and reserves blocks for `hints.bytes` (at least
-    /// one group); its lease lapses `ttl` after the last renewal.
+    /// Opens `job`'s namespace with `hints` and reserves its homes: groups for `hints.bytes`
+    /// (at least one), with headroom for a latency-sensitive job (see `homes`); its lease
+    /// lapses `ttl` after the last renewal.
     pub async fn open(etcd: &Etcd, job: JobId, hints: Hints, ttl: Duration) -> Result<Self> {
         if !(1..=2).contains(&hints.replicas) {
             return Err(Error::Config { what: format!("job {job}'s hints"), reason: "replicas must be 1 or 2".into() });
@@ -334,8 +354,8 @@ impl JobSpace {
             return Err(Error::Config { what: format!("job {job}"), reason: "it is already open in the store".into() });
         }
         let space = Self { etcd: etcd.clone(), job, hints, lease: JobLease::Kept(lease) };
-        let size = BlockMap::read(etcd).await?.block_size().max(1);
-        let groups = hints.bytes.div_ceil(size).max(1);
+        let map = BlockMap::read(etcd).await?;
+        let groups = homes(&hints, map.block_size().max(1), map.free_blocks().0);
         if let Err(e) = space.reserve(groups, true).await {
             let _ = space.close().await;
             return Err(e);
@@ -516,6 +536,23 @@ mod tests {
             flash_blocks: flash,
             local: None,
         }
+    }
+
+    #[test]
+    fn latency_sensitive_jobs_get_homes_with_headroom_where_memory_is_free() {
+        let fast = Hints { bytes: 512 << 20, replicas: 1, latency_sensitive: true };
+        let size = 32 << 20;
+        assert_eq!(homes(&fast, size, 100), 24);
+        // Only what memory has free beyond the exact count.
+        assert_eq!(homes(&fast, size, 20), 20);
+        assert_eq!(homes(&fast, size, 10), 16);
+        // Two copies of each group take twice the blocks.
+        assert_eq!(homes(&Hints { replicas: 2, ..fast }, size, 40), 20);
+        // Bulk jobs and jobs that gave no size get what they hinted.
+        assert_eq!(homes(&Hints { latency_sensitive: false, ..fast }, size, 100), 16);
+        assert_eq!(homes(&Hints { bytes: 0, ..fast }, size, 100), 1);
+        assert_eq!(homes(&Hints { bytes: size, ..fast }, size, 100), 1);
+        assert_eq!(homes(&Hints { bytes: 2 * size, ..fast }, size, 100), 3);
     }
 
     #[test]

@@ -44,8 +44,9 @@ async fn jobs_get_blocks_across_nodes_and_tiers_and_give_them_back() {
     let server = EtcdServer::start().await.unwrap();
     let etcd = server.client().unwrap();
     let _nodes = three_nodes(&etcd).await;
-    // Six blocks: spread over the three nodes' memory.
-    let a = JobSpace::open(&etcd, JobId(1), hints(6 * MIB), TTL).await.unwrap();
+    // Four blocks' worth, latency-sensitive: six homes (headroom for keys' uneven spread over
+    // them), over the three nodes' memory.
+    let a = JobSpace::open(&etcd, JobId(1), hints(4 * MIB), TTL).await.unwrap();
     let groups = a.blocks().await.unwrap();
     assert_eq!(groups.len(), 6);
     let per_node = |tier| {
@@ -62,7 +63,8 @@ async fn jobs_get_blocks_across_nodes_and_tiers_and_give_them_back() {
     assert_eq!(blocks.len(), 14);
     assert_eq!(blocks.iter().filter(|b| b.tier == Tier::Memory).count(), 12);
     assert_eq!(blocks.iter().filter(|b| b.tier == Tier::Flash).count(), 2);
-    // Another job takes what is left; then the store is full, and says so.
+    // Another job takes what is left (no memory is free: no headroom); then the store is
+    // full, and says so.
     let b = JobSpace::open(&etcd, JobId(2), hints(10 * MIB), TTL).await.unwrap();
     let full = JobSpace::open(&etcd, JobId(3), hints(3 * MIB), TTL).await.unwrap_err();
     assert!(matches!(full, Error::NoCapacity { asked: 3, free_memory: 0, free_flash: 0, .. }), "{full}");

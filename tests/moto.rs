@@ -24,7 +24,20 @@ struct Moto {
 }
 
 impl Moto {
+    /// Starts moto on a free port; again on another if it exits at once (the port it was given,
+    /// free when chosen, may be taken by a test running beside it before moto binds it).
     fn start() -> Moto {
+        for _ in 0..2 {
+            if let Some(moto) = Self::try_start() {
+                return moto;
+            }
+        }
+        Self::try_start().unwrap_or_else(|| {
+            panic!("moto's server exited three times: is `moto[server]` installed? (.ci/run installs it)")
+        })
+    }
+
+    fn try_start() -> Option<Moto> {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // CI may put moto in a virtual environment of its own and name its interpreter here.
         let python = std::env::var("BATON_MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -38,12 +51,13 @@ impl Moto {
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(moto.addr).is_err() {
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto's server exited ({status}): is `moto[server]` installed? (.ci/run installs it)");
+                eprintln!("moto's server exited ({status}) before listening on {}", moto.addr);
+                return None;
             }
             assert!(Instant::now() < deadline, "moto's server did not listen on {} within 60 s", moto.addr);
             std::thread::sleep(Duration::from_millis(100));
         }
-        moto
+        Some(moto)
     }
 
     /// Makes a bucket with a plain request (object_store does not make buckets).

@@ -27,12 +27,7 @@ impl Moto {
     /// Starts moto on a free port; again on another if it exits at once (the port it was given,
     /// free when chosen, may be taken by a test running beside it before moto binds it).
     fn start() -> Moto {
-        for _ in 0..2 {
-            if let Some(moto) = Self::try_start() {
-                return moto;
-            }
-        }
-        Self::try_start().unwrap_or_else(|| {
+        (0..3).find_map(|_| Self::try_start()).unwrap_or_else(|| {
             panic!("moto's server exited three times: is `moto[server]` installed? (.ci/run installs it)")
         })
     }

@@ -6,8 +6,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,35 +24,67 @@ struct Moto {
 }
 
 impl Moto {
-    /// Starts moto on a free port; again on another if it exits at once (the port it was given,
-    /// free when chosen, may be taken by a test running beside it before moto binds it).
+    /// Starts moto on a port of its own choosing (port 0) and reads the one it bound from its
+    /// log, so no other process can take a port chosen for it; what it printed before exiting, if
+    /// it does, is the test's error.
     fn start() -> Moto {
-        (0..3).find_map(|_| Self::try_start()).unwrap_or_else(|| {
-            panic!("moto's server exited three times: is `moto[server]` installed? (.ci/run installs it)")
-        })
-    }
-
-    fn try_start() -> Option<Moto> {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // CI may put moto in a virtual environment of its own and name its interpreter here.
         let python = std::env::var("BATON_MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
-        let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
-            .expect("python3 runs moto's server (pip install 'moto[server]'; .ci/run installs it)");
-        let mut moto = Moto { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(moto.addr).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                eprintln!("moto's server exited ({status}) before listening on {}", moto.addr);
-                return None;
+            .unwrap_or_else(|e| {
+                panic!("{python} runs moto's server (pip install 'moto[server]'; .ci/run installs it): {e}")
+            });
+        let (found, port) = std::sync::mpsc::channel();
+        let log = child.stderr.take().unwrap();
+        // Reads moto's log to its end (it logs every request; a full pipe would stall it).
+        std::thread::spawn(move || {
+            let mut printed = String::new();
+            let mut found = Some(found);
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if let Some(tx) = found.take() {
+                    match line.split("Running on http://127.0.0.1:").nth(1) {
+                        Some(rest) => {
+                            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                            let _ = tx.send(digits.parse::<u16>().map_err(|_| line.clone()));
+                        }
+                        None => {
+                            printed.push_str(&line);
+                            printed.push('\n');
+                            found = Some(tx);
+                        }
+                    }
+                }
             }
-            assert!(Instant::now() < deadline, "moto's server did not listen on {} within 60 s", moto.addr);
-            std::thread::sleep(Duration::from_millis(100));
+            if let Some(tx) = found {
+                let _ = tx.send(Err(printed));
+            }
+        });
+        let port = match port.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(port)) => port,
+            Ok(Err(printed)) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                panic!("moto's server ({python}) exited ({status}) before listening; it printed:\n{printed}")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto's server ({python}) did not say where it listens within 60 s")
+            }
+        };
+        let moto = Moto { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(moto.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto's server said it listens on {} but takes no connection",
+                moto.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Some(moto)
+        moto
     }
 
     /// Makes a bucket with a plain request (object_store does not make buckets).

@@ -277,8 +277,14 @@ impl TieredStore {
 
     /// The object at `key` if the memory tier holds it: no I/O, so an async task may call it.
     pub fn read_resident(&self, key: &ObjectKey) -> Result<Option<Bytes>> {
+        self.resident(key)?.map(|r| r.bytes()).transpose()
+    }
+
+    /// The memory tier's hold on the object at `key`, if it has it, to read piece by piece
+    /// (the object stays readable through it even if it is deleted meanwhile).
+    pub fn resident(&self, key: &ObjectKey) -> Result<Option<Resident>> {
         self.check(key.job)?;
-        self.memory.get(key).map(|r| r.bytes()).transpose()
+        Ok(self.memory.get(key))
     }
 
     /// The object at `key`, from whichever tier holds it.

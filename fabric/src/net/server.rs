@@ -20,9 +20,12 @@ use crate::node::wire::{self, Response, VERSION};
 use crate::rdma::Service;
 use crate::rdma::service::not_served;
 use crate::store::TieredStore;
+use crate::tier::memory::Resident;
 
-/// Bytes sent per write, so that progress is visible and a stalled reader stops the sender.
-const SEND_CHUNK: usize = 1 << 20;
+/// Bytes sent per write, so that progress is visible and a stalled reader stops the sender. An
+/// object in shared memory is read a piece at a time into pooled buffers of this size
+/// ([`crate::buffers::MIN_POOLED`]: the smallest the pool keeps).
+const SEND_CHUNK: usize = crate::buffers::MIN_POOLED;
 /// The largest request header a node reads from a stream (object bytes follow it, and are read
 /// only once the request's token checks): a key, a token, an op.
 pub const MAX_REQUEST: usize = 4 << 10;
@@ -353,18 +356,29 @@ async fn handle(
         NetOp::Get { key, range } => {
             let key = ObjectKey::from(key);
             authorize(shared, token, Scopes::READ, job, Some(&key))?;
-            let mut bytes = read(store, key).await?;
-            if let Some((start, end)) = range {
-                bytes = crate::path::slice_range(&key, &bytes, start..end)?;
+            let object = open(store, key).await?;
+            let len = object.len();
+            let (start, end) = range.unwrap_or((0, len));
+            if start > end || end > len {
+                return Err(Error::BadRange { key, start, end, len });
             }
-            wire::send(send, peer, &NetResponse::Object { len: bytes.len() as u64 }).await?;
-            let mut offset = 0;
-            while offset < bytes.len() {
-                let end = (offset + SEND_CHUNK).min(bytes.len());
-                send.write_chunk(bytes.slice(offset..end)).await.map_err(|e| gone(peer, e))?;
-                shared.stats.bytes_sent.fetch_add((end - offset) as u64, Ordering::Relaxed);
-                metrics::counter!("baton_node_bytes_sent_total", "via" => "quic").increment((end - offset) as u64);
-                offset = end;
+            wire::send(send, peer, &NetResponse::Object { len: end - start }).await?;
+            let mut offset = start;
+            while offset < end {
+                let n = SEND_CHUNK.min((end - offset) as usize);
+                let chunk = match object.read_at(offset, n) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        // The header is out: a reset, not an error frame the reader would take
+                        // for object bytes, ends the stream short of its length.
+                        let _ = send.reset(0u32.into());
+                        return Err(e);
+                    }
+                };
+                send.write_chunk(chunk).await.map_err(|e| gone(peer, e))?;
+                shared.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                metrics::counter!("baton_node_bytes_sent_total", "via" => "quic").increment(n as u64);
+                offset += n as u64;
             }
             let _ = send.finish();
             return Ok(());
@@ -389,6 +403,41 @@ async fn handle(
         }
     };
     reply(send, peer, &response).await
+}
+
+/// An object being served: held in memory (read piece by piece), or read whole from flash.
+enum Serving {
+    Memory(Resident),
+    Whole(Bytes),
+}
+
+impl Serving {
+    fn len(&self) -> u64 {
+        match self {
+            Serving::Memory(resident) => resident.len(),
+            Serving::Whole(bytes) => bytes.len() as u64,
+        }
+    }
+
+    /// `len` bytes from `offset`, within the object.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        match self {
+            Serving::Memory(resident) => resident.read_at(offset, len),
+            Serving::Whole(bytes) => Ok(bytes.slice(offset as usize..offset as usize + len)),
+        }
+    }
+}
+
+/// The object at `key` to serve: the memory tier's hold on it, or its bytes from flash read on
+/// a blocking thread.
+async fn open(store: &Arc<TieredStore>, key: ObjectKey) -> Result<Serving> {
+    match store.resident(&key)? {
+        Some(resident) => Ok(Serving::Memory(resident)),
+        None => {
+            let store = store.clone();
+            Ok(Serving::Whole(blocking(move || store.read(&key)).await?))
+        }
+    }
 }
 
 /// The object at `key`: straight from memory, or from flash on a blocking thread.

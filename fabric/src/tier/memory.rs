@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::buffers::Pool;
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::path::{DataPath, ObjectMeta};
@@ -84,23 +85,39 @@ impl Resident {
         }
     }
 
-    /// Its bytes: the heap's without a copy, a shared file's read into a new buffer. A shared
-    /// file shorter than the object was committed is an error naming the file.
+    /// Its bytes: the heap's without a copy, a shared file's read into a buffer of the
+    /// process's [`Pool`]. A shared file shorter than the object was committed is an error
+    /// naming the file.
     pub fn bytes(&self) -> Result<Bytes> {
+        self.read_at(0, self.len() as usize)
+    }
+
+    /// `len` of its bytes from `offset` (which the caller keeps within the object): the heap's
+    /// without a copy, a shared file's read into a pooled buffer, so that serving an object
+    /// piece by piece reuses warm memory instead of faulting in fresh pages for each piece.
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         let shared = match &self.held {
-            Held::Heap(bytes) => return Ok(bytes.clone()),
+            Held::Heap(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                return Ok(bytes.slice(start..(start + len).min(bytes.len())));
+            }
             Held::Shared(shared) => shared,
         };
-        let mut out = vec![0u8; shared.len as usize];
+        let mut pooled = Pool::global().take(len);
+        let out = pooled.vec();
+        // Reused buffers come back empty; zeroing warm memory costs far less than the page
+        // faults of a fresh allocation.
+        out.resize(len, 0);
         let mut at = 0;
-        while at < out.len() {
-            match shared.file.read_at(&mut out[at..], at as u64) {
+        while at < len {
+            match shared.file.read_at(&mut out[at..], offset + at as u64) {
                 Ok(0) => {
                     return Err(Error::Protocol {
                         endpoint: "producer".into(),
                         reason: format!(
-                            "{} holds {at} bytes, fewer than the {} committed: it was changed after commit",
+                            "{} holds {} bytes, fewer than the {} committed: it was changed after commit",
                             shared.path.display(),
+                            offset + at as u64,
                             shared.len
                         ),
                     });
@@ -110,7 +127,7 @@ impl Resident {
                 Err(e) => return Err(Error::io("read", &shared.path, e)),
             }
         }
-        Ok(out.into())
+        Ok(pooled.freeze())
     }
 }
 
@@ -313,5 +330,30 @@ mod tests {
         assert_eq!(tier.coldest().unwrap().0, key(0));
         tier.get(&key(0));
         assert_eq!(tier.coldest().unwrap().0, key(1));
+    }
+
+    #[test]
+    fn a_shared_object_reads_piece_by_piece_and_a_truncated_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        let data: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let resident = Resident::shared(&path, data.len() as u64).unwrap();
+        let mut read = Vec::new();
+        let mut offset = 0;
+        while offset < data.len() {
+            let n = (4 << 20).min(data.len() - offset);
+            read.extend_from_slice(&resident.read_at(offset as u64, n).unwrap());
+            offset += n;
+        }
+        assert!(read == data, "pieces put together are the object");
+        assert_eq!(&resident.read_at(5, 3).unwrap()[..], &data[5..8]);
+        assert!(resident.bytes().unwrap() == data);
+
+        // A producer that shrinks its file after commit breaks only that object's reads.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
+        let err = resident.read_at(0, 2 << 20).unwrap_err().to_string();
+        assert!(err.contains("fewer than the 9437184 committed") && err.contains("object"), "{err}");
+        assert_eq!(&resident.read_at(10, 2).unwrap()[..], &data[10..12]);
     }
 }

@@ -75,6 +75,14 @@ fn two_emulated_hosts_pass_data_over_quic_and_go_without_a_trace() {
     // Each host's link is capped.
     let qdisc = Command::new("tc").args(["qdisc", "show", "dev", &format!("bv{id}h0")]).output().unwrap();
     assert!(String::from_utf8_lossy(&qdisc.stdout).contains("tbf"), "{qdisc:?}");
+    // At EC2's MTU between instances (jumbo frames), inside and out.
+    let link = Command::new("ip").args(["-o", "link", "show", &format!("bv{id}h0")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 9001"), "{link:?}");
+    let inside = Command::new("ip")
+        .args(["netns", "exec", &format!("baton-{id}-h1"), "ip", "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&inside.stdout).contains("mtu 9001"), "{inside:?}");
     // A producer outside pushes into host 0's node; a consumer on host 1 pulls it from there.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
     std::fs::write(d.join("data.bin"), &data).unwrap();
@@ -316,6 +324,10 @@ fn an_up_that_fails_halfway_removes_what_it_made() {
     let out = baton(d, &["cluster", "up", "--emulate", "2", "--nic", "fast", "--dir", "c2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"fast\""), "{out:?}");
     assert!(!d.join("c2/emulation.toml").exists());
+    // So is an MTU no link takes.
+    let out = baton(d, &["cluster", "up", "--emulate", "2", "--mtu", "576", "--dir", "c3"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("576 is not an MTU a link takes"), "{out:?}");
+    assert!(!d.join("c3/emulation.toml").exists());
 }
 
 #[test]

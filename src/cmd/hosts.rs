@@ -30,6 +30,10 @@ enum Action {
         /// Each host's link, as tc writes rates: 1gbit, 100mbit.
         #[arg(long, default_value = "1gbit")]
         nic: String,
+        /// Each host's link MTU: 9001 as between EC2 instances in one VPC (jumbo frames), 1500
+        /// as on the internet.
+        #[arg(long, default_value_t = emulate::EC2_MTU)]
+        mtu: u32,
         /// Memory each node lends.
         #[arg(long, default_value = "1GiB")]
         memory: ByteSize,
@@ -114,6 +118,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         Action::Up {
             emulate: hosts,
             nic,
+            mtu,
             memory,
             workers,
             worker_memory,
@@ -136,6 +141,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 exe,
                 hosts,
                 nic,
+                mtu,
                 memory,
                 workers,
                 worker_memory,

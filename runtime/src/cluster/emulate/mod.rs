@@ -31,6 +31,14 @@ pub const NODE_PORT: u16 = 7070;
 /// The port of an emulated host's first worker; the others follow.
 pub const WORKER_PORT: u16 = 7100;
 
+/// The MTU between EC2 instances in one VPC (jumbo frames), which emulated links take by
+/// default; 1500 is the internet's.
+pub const EC2_MTU: u32 = 9001;
+
+/// The MTUs a link may take: from the least QUIC needs (a 1200-byte datagram and its headers)
+/// to the most a veth link takes.
+pub const MTUS: std::ops::RangeInclusive<u32> = 1280..=65535;
+
 /// What to emulate.
 #[derive(Clone, Debug)]
 pub struct EmulateOptions {
@@ -40,6 +48,8 @@ pub struct EmulateOptions {
     pub hosts: usize,
     /// Each host's link, as `tc` says rates: `1gbit`, `100mbit`.
     pub nic: String,
+    /// Each link's MTU: [`EC2_MTU`] by default, as between EC2 instances in one VPC.
+    pub mtu: u32,
     /// Memory each node lends.
     pub memory: ByteSize,
     /// Workers on each host.
@@ -138,6 +148,12 @@ pub fn up(options: &EmulateOptions) -> Result<ClusterFile> {
     }
     let gbps = gbps(&options.nic)
         .ok_or_else(|| failed("--nic", format!("{:?} is not a rate like 1gbit or 100mbit", options.nic)))?;
+    if !MTUS.contains(&options.mtu) {
+        return Err(failed(
+            "--mtu",
+            format!("{} is not an MTU a link takes: give {} to {}", options.mtu, MTUS.start(), MTUS.end()),
+        ));
+    }
     if options.hosts == 0 || options.hosts > 200 {
         return Err(failed("--emulate", "give 1 to 200 hosts"));
     }
@@ -336,14 +352,25 @@ fn add_host(
 ) -> Result<()> {
     state.namespaces.push(ns.to_string());
     save(&options.dir, state)?;
-    link_namespace(ns, link, &format!("{link}p"), ip, bridge, &options.nic)
+    link_namespace(ns, link, &format!("{link}p"), ip, bridge, &options.nic, options.mtu)
 }
 
 /// Makes namespace `ns` with a veth pair (`outside` on the bridge, `inside` as its `eth0` at
-/// `ip`), its link capped both ways with `tbf` at `nic`.
-fn link_namespace(ns: &str, outside: &str, inside: &str, ip: Ipv4Addr, bridge: &str, nic: &str) -> Result<()> {
+/// `ip`), its link capped both ways with `tbf` at `nic`, both ends at `mtu` (the bridge takes
+/// the least MTU of its links).
+fn link_namespace(
+    ns: &str,
+    outside: &str,
+    inside: &str,
+    ip: Ipv4Addr,
+    bridge: &str,
+    nic: &str,
+    mtu: u32,
+) -> Result<()> {
     run("make a namespace", "ip", &["netns", "add", ns])?;
-    run("make a link", "ip", &["link", "add", outside, "type", "veth", "peer", "name", inside])?;
+    let mtu = mtu.to_string();
+    let veth = ["link", "add", outside, "mtu", &mtu, "type", "veth", "peer", "name", inside, "mtu", &mtu];
+    run("make a link", "ip", &veth)?;
     run("move the link in", "ip", &["link", "set", inside, "netns", ns])?;
     let in_ns = |what: &str, args: &[&str]| -> Result<()> {
         let mut all = vec!["netns", "exec", ns];

@@ -28,6 +28,7 @@ use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::lease::{Clock, Lease, LeaseTable, SystemClock};
 use crate::path::{DataPath, ObjectMeta};
 use crate::private::{self, OwnedDir};
+use crate::tier::flash::FlashObject;
 use crate::tier::memory::Resident;
 use crate::tier::{FlashTier, MemoryTier};
 
@@ -62,6 +63,38 @@ pub struct Location {
     pub len: u64,
     /// The tier the file belongs to.
     pub tier: Tier,
+}
+
+/// An object open to read piece by piece ([`TieredStore::open_object`]).
+#[derive(Debug)]
+pub enum Opened {
+    /// Held by the memory tier.
+    Memory(Resident),
+    /// A file on flash.
+    Flash(FlashObject),
+}
+
+impl Opened {
+    /// Its size.
+    pub fn len(&self) -> u64 {
+        match self {
+            Opened::Memory(resident) => resident.len(),
+            Opened::Flash(file) => file.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset`, which the caller keeps within the object.
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        match self {
+            Opened::Memory(resident) => resident.read_at(offset, len),
+            Opened::Flash(file) => file.read_at(offset, len),
+        }
+    }
 }
 
 /// An object as [`TieredStore::fetch`] hands it out.
@@ -285,6 +318,21 @@ impl TieredStore {
     pub fn resident(&self, key: &ObjectKey) -> Result<Option<Resident>> {
         self.check(key.job)?;
         Ok(self.memory.get(key))
+    }
+
+    /// The object at `key` open to read piece by piece, from whichever tier holds it (it stays
+    /// readable through this even if it is deleted meanwhile). Opening a file on flash is I/O.
+    pub fn open_object(&self, key: &ObjectKey) -> Result<Opened> {
+        if let Some(resident) = self.resident(key)? {
+            return Ok(Opened::Memory(resident));
+        }
+        match self.flash.open_object(key) {
+            // Between the two looks the object may have been deleted, or have moved.
+            Err(Error::NotFound { .. }) => {
+                self.memory.get(key).map(Opened::Memory).ok_or(Error::NotFound { key: *key })
+            }
+            other => other.map(Opened::Flash),
+        }
     }
 
     /// The object at `key`, from whichever tier holds it.

@@ -19,8 +19,7 @@ use crate::net::transport::Limits;
 use crate::node::wire::{self, Response, VERSION};
 use crate::rdma::Service;
 use crate::rdma::service::not_served;
-use crate::store::TieredStore;
-use crate::tier::memory::Resident;
+use crate::store::{Opened, TieredStore};
 
 /// Bytes sent per write, so that progress is visible and a stalled reader stops the sender. An
 /// object in shared memory is read a piece at a time into pooled buffers of this size
@@ -405,37 +404,14 @@ async fn handle(
     reply(send, peer, &response).await
 }
 
-/// An object being served: held in memory (read piece by piece), or read whole from flash.
-enum Serving {
-    Memory(Resident),
-    Whole(Bytes),
-}
-
-impl Serving {
-    fn len(&self) -> u64 {
-        match self {
-            Serving::Memory(resident) => resident.len(),
-            Serving::Whole(bytes) => bytes.len() as u64,
-        }
-    }
-
-    /// `len` bytes from `offset`, within the object.
-    fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        match self {
-            Serving::Memory(resident) => resident.read_at(offset, len),
-            Serving::Whole(bytes) => Ok(bytes.slice(offset as usize..offset as usize + len)),
-        }
-    }
-}
-
-/// The object at `key` to serve: the memory tier's hold on it, or its bytes from flash read on
-/// a blocking thread.
-async fn open(store: &Arc<TieredStore>, key: ObjectKey) -> Result<Serving> {
+/// The object at `key` open to serve piece by piece: the memory tier's hold on it at once, or
+/// its file on flash opened on a blocking thread.
+async fn open(store: &Arc<TieredStore>, key: ObjectKey) -> Result<Opened> {
     match store.resident(&key)? {
-        Some(resident) => Ok(Serving::Memory(resident)),
+        Some(resident) => Ok(Opened::Memory(resident)),
         None => {
             let store = store.clone();
-            Ok(Serving::Whole(blocking(move || store.read(&key)).await?))
+            blocking(move || store.open_object(&key)).await
         }
     }
 }

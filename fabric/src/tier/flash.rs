@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +19,36 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
-use crate::mapping::{Prefault, map_file};
 use crate::path::{DataPath, ObjectMeta};
 use crate::private::{self, OwnedDir};
 
 const STAGING: &str = ".staging";
+
+/// An object's file on flash, open for reading ([`FlashTier::open_object`]).
+#[derive(Debug)]
+pub struct FlashObject {
+    file: fs::File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl FlashObject {
+    /// Its committed size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `len` of its bytes from `offset` (which the caller keeps within the object), read into
+    /// a pooled buffer; a file found shorter than committed is an error naming it.
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        super::read_piece(&self.file, &self.path, offset, len, self.len)
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -175,13 +201,24 @@ impl FlashTier {
         self.settle(key, placed)
     }
 
-    /// The object at `key`, mapped from its file.
+    /// The object at `key`, read whole from its file into a pooled buffer (not mapped: a file
+    /// that a producer staged here could still be truncated by it).
     pub fn read(&self, key: &ObjectKey) -> Result<Bytes> {
-        let (path, _) = self.locate(key).ok_or(Error::NotFound { key: *key })?;
-        map_file(&path, Prefault::Lazy, false).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::NotFound { key: *key },
-            other => other,
-        })
+        let object = self.open_object(key)?;
+        object.read_at(0, object.len as usize)
+    }
+
+    /// The object at `key`'s file, open for reading piece by piece; it stays readable through
+    /// this even if the object is deleted meanwhile.
+    pub fn open_object(&self, key: &ObjectKey) -> Result<FlashObject> {
+        let (path, len) = self.locate(key).ok_or(Error::NotFound { key: *key })?;
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|e| match e
+            .kind()
+        {
+            std::io::ErrorKind::NotFound => Error::NotFound { key: *key },
+            _ => Error::io("open", &path, e),
+        })?;
+        Ok(FlashObject { file, path, len })
     }
 
     /// Removes the object at `key`; returns its size if it was held.
@@ -273,6 +310,31 @@ mod tests {
         tier.settle(&key, placed).unwrap();
         assert!(!tier.object_path(&key).exists(), "a file of an ended job was left on flash");
         assert_eq!(tier.used(), 0);
+    }
+
+    #[test]
+    fn a_staged_file_its_producer_shrinks_after_commit_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = FlashTier::open(dir.path(), 64 << 20).unwrap();
+        let key = ObjectKey::new(JobId(4), EdgeId(0), 0, 0);
+        let data: Vec<u8> = (0..(6 << 20)).map(|i: u32| (i % 253) as u8).collect();
+        let staged = tier.staging_path();
+        // The producer keeps its handle on the file it wrote.
+        let mut producer = private::create_file(&staged).unwrap();
+        producer.write_all(&data).unwrap();
+        tier.adopt(&key, &staged, data.len() as u64).unwrap();
+        let object = tier.open_object(&key).unwrap();
+        assert_eq!(object.len(), data.len() as u64);
+        assert_eq!(&object.read_at(4 << 20, 5).unwrap()[..], &data[(4 << 20)..(4 << 20) + 5]);
+        assert!(tier.read(&key).unwrap() == data);
+
+        // Had the node mapped the file, touching the lost pages would raise SIGBUS here.
+        producer.set_len(1 << 20).unwrap();
+        let err = tier.read(&key).unwrap_err().to_string();
+        assert!(err.contains("fewer than the 6291456 committed"), "{err}");
+        let err = object.read_at(2 << 20, 1024).unwrap_err().to_string();
+        assert!(err.contains("changed after commit"), "{err}");
+        assert_eq!(&object.read_at(0, 3).unwrap()[..], &data[..3]);
     }
 
     #[test]

@@ -2,14 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::buffers::Pool;
 use crate::error::{Error, Result, Tier};
 use crate::ids::{JobId, KeyPrefix, ObjectKey};
 use crate::path::{DataPath, ObjectMeta};
@@ -18,9 +17,8 @@ use crate::path::{DataPath, ObjectMeta};
 /// other processes on the host map.
 ///
 /// A shared file is never mapped by the node: its producer (a process of the node's user)
-/// could still truncate it, and touching a mapping past a file's end raises SIGBUS, which
-/// would take down every job the node holds. The node reads such an object with `pread`, so a
-/// file changed after commit is an error for that object alone.
+/// could still truncate it. The node reads such an object with `pread` (see
+/// [`super::read_piece`]), so a file changed after commit is an error for that object alone.
 #[derive(Clone, Debug)]
 pub struct Resident {
     held: Held,
@@ -86,7 +84,7 @@ impl Resident {
     }
 
     /// Its bytes: the heap's without a copy, a shared file's read into a buffer of the
-    /// process's [`Pool`]. A shared file shorter than the object was committed is an error
+    /// process's pool. A shared file shorter than the object was committed is an error
     /// naming the file.
     pub fn bytes(&self) -> Result<Bytes> {
         self.read_at(0, self.len() as usize)
@@ -103,31 +101,7 @@ impl Resident {
             }
             Held::Shared(shared) => shared,
         };
-        let mut pooled = Pool::global().take(len);
-        let out = pooled.vec();
-        // Reused buffers come back empty; zeroing warm memory costs far less than the page
-        // faults of a fresh allocation.
-        out.resize(len, 0);
-        let mut at = 0;
-        while at < len {
-            match shared.file.read_at(&mut out[at..], offset + at as u64) {
-                Ok(0) => {
-                    return Err(Error::Protocol {
-                        endpoint: "producer".into(),
-                        reason: format!(
-                            "{} holds {} bytes, fewer than the {} committed: it was changed after commit",
-                            shared.path.display(),
-                            offset + at as u64,
-                            shared.len
-                        ),
-                    });
-                }
-                Ok(n) => at += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read", &shared.path, e)),
-            }
-        }
-        Ok(pooled.freeze())
+        super::read_piece(&shared.file, &shared.path, offset, len, shared.len)
     }
 }
 

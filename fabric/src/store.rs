@@ -337,14 +337,8 @@ impl TieredStore {
 
     /// The object at `key`, from whichever tier holds it.
     pub fn read(&self, key: &ObjectKey) -> Result<Bytes> {
-        if let Some(bytes) = self.read_resident(key)? {
-            return Ok(bytes);
-        }
-        match self.flash.read(key) {
-            // Between the two looks the object may have been deleted, or have moved.
-            Err(Error::NotFound { .. }) => self.memory.get(key).ok_or(Error::NotFound { key: *key })?.bytes(),
-            other => other,
-        }
+        let object = self.open_object(key)?;
+        object.read_at(0, object.len() as usize)
     }
 
     /// Deletes the object at `key` from every tier it is in.

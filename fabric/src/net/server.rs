@@ -358,9 +358,7 @@ async fn handle(
             let object = open(store, key).await?;
             let len = object.len();
             let (start, end) = range.unwrap_or((0, len));
-            if start > end || end > len {
-                return Err(Error::BadRange { key, start, end, len });
-            }
+            crate::path::check_range(&key, &(start..end), len)?;
             wire::send(send, peer, &NetResponse::Object { len: end - start }).await?;
             let mut offset = start;
             while offset < end {

@@ -103,9 +103,14 @@ pub async fn put_gathered<P: DataPath + ?Sized>(
 
 /// Bytes `range` of `object` (the object at `key`), or `BadRange`.
 pub fn slice_range(key: &ObjectKey, object: &Bytes, range: Range<u64>) -> Result<Bytes> {
-    let len = object.len() as u64;
+    check_range(key, &range, object.len() as u64)?;
+    Ok(object.slice(range.start as usize..range.end as usize))
+}
+
+/// `range` of the object at `key`, `len` bytes long, or `BadRange`.
+pub fn check_range(key: &ObjectKey, range: &Range<u64>, len: u64) -> Result<()> {
     if range.start > range.end || range.end > len {
         return Err(Error::BadRange { key: *key, start: range.start, end: range.end, len });
     }
-    Ok(object.slice(range.start as usize..range.end as usize))
+    Ok(())
 }
